@@ -1,0 +1,31 @@
+# Two entry points for a fresh machine: `make demo` and `make test`. Each installs what it needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+UV := $(PYTHON) -m uv
+OUT ?= out
+
+.PHONY: demo test lint types unit component cluster setup
+
+setup:
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv==$(UV_VERSION)
+	$(UV) sync --frozen
+
+demo: setup
+	$(UV) run lipsync demo --out $(OUT)
+
+lint: setup
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+
+types: setup
+	$(UV) run mypy
+
+test: lint types
+	$(UV) run pytest
+
+unit: setup
+	$(UV) run pytest -m unit
+
+component: setup
+	$(UV) run pytest -m component

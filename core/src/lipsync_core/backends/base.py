@@ -1,0 +1,56 @@
+"""The backend interface: load an artifact, describe it, infer a batch of numpy arrays, close."""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from lipsync_core.contract import ModelContract
+
+BackendKind = Literal["auto", "onnxruntime-cpu", "onnxruntime-cuda", "tensorrt-rtx", "tensorrt"]
+Precision = Literal["fp32", "fp16", "int8"]
+
+
+class BackendConfig(BaseModel):
+    """How to run an artifact. ``kind="auto"`` picks TensorRT, then ORT CUDA, then ORT CPU."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: BackendKind = "auto"
+    intra_op_threads: int = Field(0, ge=0, description="ORT CPU threads; 0 lets ORT decide.")
+    inter_op_threads: int = Field(1, ge=1)
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+    device_id: int = Field(0, ge=0)
+    max_batch: int = Field(8, ge=1, description="Largest batch the backend must accept.")
+
+
+class BackendInfo(BaseModel):
+    """What a loaded backend reports about itself (logged and exposed by the server)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: BackendKind
+    provider: str
+    precision: Precision
+    device: str
+    artifact: str
+    batch_sizes: tuple[int, int] = Field(description="Smallest and largest accepted batch.")
+    version: str
+    reason: str = Field("", description="Why this backend was chosen (for kind=auto).")
+
+
+class Backend(Protocol):
+    """A loaded model. ``infer`` is called from one thread at a time per instance."""
+
+    @property
+    def contract(self) -> ModelContract: ...
+
+    def describe(self) -> BackendInfo: ...
+
+    def infer(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """Run one batch; inputs follow the contract; returns the output tensor (float32)."""
+        ...
+
+    def close(self) -> None: ...

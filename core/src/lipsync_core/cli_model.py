@@ -1,0 +1,92 @@
+"""``lipsync model``: write the reference model, check a model against a contract, run frames."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from lipsync_core.backends import BackendConfig, load_backend
+from lipsync_core.contract import PRESETS, preset
+from lipsync_core.errors import LipSyncError
+from lipsync_core.reference.unet328 import build_unet328, conv_flops_per_frame, parameter_count
+from lipsync_core.samples import random_inputs
+
+_preset_option = click.option(
+    "--io", "io_preset", default="unet328-ave", show_default=True,
+    type=click.Choice(sorted(PRESETS)), help="Model I/O contract preset.",
+)
+
+
+@click.group()
+def model() -> None:
+    """Reference model, contract checks and quick runs."""
+
+
+@model.command()
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--seed", default=0, show_default=True, help="Weight seed; same seed, same bytes.")
+@click.option("--audio", "audio_encoder", default="ave", show_default=True, type=click.Choice(["ave"]))
+def reference(output: Path, seed: int, audio_encoder: str) -> None:
+    """Write the reference UNet-328 as ONNX with seeded random weights."""
+    onnx_model = build_unet328(seed=seed, audio_encoder="ave")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_bytes(onnx_model.SerializeToString())
+    click.echo(
+        f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB): UNet-328 {audio_encoder}, seed {seed}, "
+        f"{parameter_count(onnx_model) / 1e6:.2f} M parameters, "
+        f"{conv_flops_per_frame(onnx_model) / 1e9:.2f} GFLOP/frame"
+    )
+
+
+@model.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@_preset_option
+def check(path: Path, io_preset: str) -> None:
+    """Check an ONNX file against a model I/O contract."""
+    try:
+        preset(io_preset).check_onnx(path)
+    except LipSyncError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    click.echo(f"{path}: matches {io_preset}")
+
+
+@model.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@_preset_option
+@click.option("--batch", "batches", multiple=True, type=int, default=(1, 8), show_default=True)
+@click.option("--frames", default=16, show_default=True, help="Frames to run per batch size.")
+@click.option("--threads", default=0, show_default=True, help="ORT intra-op threads (0: auto).")
+def run(path: Path, io_preset: str, batches: tuple[int, ...], frames: int, threads: int) -> None:
+    """Run frames through the model on the default backend; print shapes and ms/frame."""
+    contract = preset(io_preset)
+    try:
+        contract.check_onnx(path)
+        backend = load_backend(
+            path, contract, BackendConfig(intra_op_threads=threads, max_batch=max(batches))
+        )
+    except LipSyncError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    info = backend.describe()
+    click.echo(f"backend: {info.kind} ({info.provider}, {info.precision}) - {info.reason}")
+    rng = np.random.default_rng(0)
+    for batch in batches:
+        inputs = random_inputs(contract, batch, rng)
+        backend.infer(inputs)  # warm-up
+        runs = max(1, frames // batch)
+        start = time.perf_counter()
+        for _ in range(runs):
+            output = backend.infer(inputs)
+        elapsed = time.perf_counter() - start
+        shapes = " ".join(f"{k}{list(v.shape)}" for k, v in inputs.items())
+        click.echo(
+            f"batch {batch}: {shapes} -> output{list(output.shape)} "
+            f"range [{output.min():.3f}, {output.max():.3f}], "
+            f"{elapsed * 1000 / (runs * batch):.1f} ms/frame"
+        )
+    backend.close()

@@ -1,0 +1,211 @@
+#!/usr/bin/env bash
+# Build the local test bed binaries (etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler, kubectl, kwok, helm) from the Go module proxy.
+#
+# Usage: hack/cluster/build.sh [--print-bin-dir] [component ...]
+#   components: etcd kubernetes kwok helm (default: all)
+#
+# Environment:
+#   LIPSYNC_CACHE    cache root (default: $HOME/.cache/lipsync)
+#   LIPSYNC_BIN_DIR  output directory (default: $LIPSYNC_CACHE/k8s-<version>/bin)
+#   GO               go command (default: go on PATH, else /usr/local/go/bin/go)
+#
+# Every component is built through a generated wrapper module that requires the
+# upstream module at the pinned version. Upstream replace directives that point to
+# local folders (Kubernetes staging modules, etcd's sibling modules) are turned
+# into replacements by the published versions of those modules; the list is read
+# from the upstream go.mod, never hard-coded. A component whose stamp matches the
+# pinned version is skipped, so a warm run takes about a second.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=versions.env
+source "${HERE}/versions.env"
+
+CACHE="${LIPSYNC_CACHE:-${HOME}/.cache/lipsync}"
+BIN_DIR="${LIPSYNC_BIN_DIR:-${CACHE}/k8s-${KUBERNETES_VERSION}/bin}"
+
+if [[ "${1:-}" == "--print-bin-dir" ]]; then
+    echo "${BIN_DIR}"
+    exit 0
+fi
+
+if [[ -z "${GO:-}" ]]; then
+    if command -v go >/dev/null 2>&1; then
+        GO="$(command -v go)"
+    elif [[ -x /usr/local/go/bin/go ]]; then
+        GO=/usr/local/go/bin/go
+    else
+        echo "build.sh: no go command found (set GO=/path/to/go)" >&2
+        exit 1
+    fi
+fi
+
+export GOMODCACHE="${CACHE}/go/mod"
+export GOCACHE="${CACHE}/go/build"
+export GOFLAGS="-mod=mod -modcacherw -buildvcs=false"
+export GOTOOLCHAIN=local
+export CGO_ENABLED=0
+WRAPPERS="${CACHE}/wrappers"
+mkdir -p "${BIN_DIR}" "${GOMODCACHE}" "${GOCACHE}" "${WRAPPERS}"
+
+log() { printf '%s build.sh: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+
+# stamp_ok NAME VERSION BINARY...: the component is built at VERSION.
+stamp_ok() {
+    local name="$1" version="$2"
+    shift 2
+    [[ -f "${BIN_DIR}/.stamp-${name}" ]] || return 1
+    [[ "$(cat "${BIN_DIR}/.stamp-${name}")" == "${version}" ]] || return 1
+    local b
+    for b in "$@"; do
+        [[ -x "${BIN_DIR}/${b}" ]] || return 1
+    done
+}
+
+# write_wrapper NAME MODULE VERSION LOCAL_VERSION TOOL...
+# Generates ${WRAPPERS}/NAME-VERSION/go.mod and prints that directory.
+write_wrapper() {
+    local name="$1" module="$2" version="$3" local_version="$4"
+    shift 4
+    local dir="${WRAPPERS}/${name}-${version}"
+    mkdir -p "${dir}"
+    local gomod
+    gomod="$("${GO}" mod download -json "${module}@${version}" \
+        | python3 -c 'import json, sys; print(json.load(sys.stdin)["GoMod"])')"
+    "${GO}" mod edit -json "${gomod}" >"${dir}/upstream.json"
+    python3 - "${dir}/upstream.json" "${module}" "${version}" "${local_version}" "${name}" "$@" \
+        >"${dir}/go.mod" <<'PY'
+import json
+import sys
+
+upstream_json, module, version, local_version, name, *tools = sys.argv[1:]
+with open(upstream_json, encoding="utf-8") as fh:
+    upstream = json.load(fh)
+required = {r["Path"] for r in upstream.get("Require") or []}
+lines = [
+    f"module lipsync.local/testbed-build/{name}",
+    "",
+    f"go {upstream['Go']}",
+    "",
+    f"require {module} {version}",
+    "",
+]
+for rep in upstream.get("Replace") or []:
+    old, new = rep["Old"], rep["New"]
+    old_spec = old["Path"] + (" " + old["Version"] if old.get("Version") else "")
+    if new["Path"].startswith(("./", "../")):
+        # A local folder in the upstream repository: use the published module.
+        if old["Path"] not in required:
+            continue  # e.g. forbidden-dependency guards, not part of the graph
+        lines.append(f"replace {old_spec} => {old['Path']} {local_version}")
+    else:
+        new_spec = new["Path"] + (" " + new["Version"] if new.get("Version") else "")
+        lines.append(f"replace {old_spec} => {new_spec}")
+lines.append("")
+lines.extend(f"tool {t}" for t in tools)
+print("\n".join(lines))
+PY
+    log "${name}: resolving module graph in ${dir}"
+    (cd "${dir}" && "${GO}" mod tidy -compat="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["Go"])' "${dir}/upstream.json")")
+    echo "${dir}"
+}
+
+build_etcd() {
+    if stamp_ok etcd "${ETCD_VERSION}" etcd; then
+        log "etcd ${ETCD_VERSION}: up to date"
+        return
+    fi
+    local start=${SECONDS} dir
+    dir="$(write_wrapper etcd go.etcd.io/etcd/server/v3 "${ETCD_VERSION}" "${ETCD_VERSION}" \
+        go.etcd.io/etcd/server/v3)"
+    log "etcd ${ETCD_VERSION}: building"
+    (cd "${dir}" && "${GO}" build -trimpath \
+        -ldflags="-s -w" \
+        -o "${BIN_DIR}/etcd" go.etcd.io/etcd/server/v3)
+    echo "${ETCD_VERSION}" >"${BIN_DIR}/.stamp-etcd"
+    log "etcd ${ETCD_VERSION}: built in $((SECONDS - start))s"
+}
+
+build_kubernetes() {
+    if [[ "${KUBECTL_VERSION}" != "${KUBERNETES_VERSION}" ]]; then
+        echo "build.sh: KUBECTL_VERSION must equal KUBERNETES_VERSION" >&2
+        exit 1
+    fi
+    if stamp_ok kubernetes "${KUBERNETES_VERSION}" \
+        kube-apiserver kube-controller-manager kube-scheduler kubectl; then
+        log "kubernetes ${KUBERNETES_VERSION}: up to date"
+        return
+    fi
+    local start=${SECONDS} dir v="${KUBERNETES_VERSION#v}"
+    local major="${v%%.*}" rest="${v#*.}"
+    local minor="${rest%%.*}"
+    # Staging modules k8s.io/foo are published as v0.<minor>.<patch>.
+    local staging_version="v0.${v#*.}"
+    local cmds=(
+        k8s.io/kubernetes/cmd/kube-apiserver
+        k8s.io/kubernetes/cmd/kube-controller-manager
+        k8s.io/kubernetes/cmd/kube-scheduler
+        k8s.io/kubernetes/cmd/kubectl
+    )
+    dir="$(write_wrapper kubernetes k8s.io/kubernetes "${KUBERNETES_VERSION}" "${staging_version}" "${cmds[@]}")"
+    local ldflags="-s -w" pkg
+    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+        ldflags+=" -X ${pkg}.gitVersion=${KUBERNETES_VERSION}"
+        ldflags+=" -X ${pkg}.gitMajor=${major} -X ${pkg}.gitMinor=${minor}"
+        ldflags+=" -X ${pkg}.gitTreeState=clean"
+    done
+    log "kubernetes ${KUBERNETES_VERSION}: building ${cmds[*]##*/}"
+    (cd "${dir}" && "${GO}" build -trimpath -ldflags="${ldflags}" -o "${BIN_DIR}/" "${cmds[@]}")
+    echo "${KUBERNETES_VERSION}" >"${BIN_DIR}/.stamp-kubernetes"
+    log "kubernetes ${KUBERNETES_VERSION}: built in $((SECONDS - start))s"
+}
+
+build_kwok() {
+    if stamp_ok kwok "${KWOK_VERSION}" kwok; then
+        log "kwok ${KWOK_VERSION}: up to date"
+        return
+    fi
+    local start=${SECONDS} dir
+    dir="$(write_wrapper kwok sigs.k8s.io/kwok "${KWOK_VERSION}" "${KWOK_VERSION}" sigs.k8s.io/kwok/cmd/kwok)"
+    log "kwok ${KWOK_VERSION}: building"
+    (cd "${dir}" && "${GO}" build -trimpath \
+        -ldflags="-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION}" \
+        -o "${BIN_DIR}/kwok" sigs.k8s.io/kwok/cmd/kwok)
+    echo "${KWOK_VERSION}" >"${BIN_DIR}/.stamp-kwok"
+    log "kwok ${KWOK_VERSION}: built in $((SECONDS - start))s"
+}
+
+build_helm() {
+    if stamp_ok helm "${HELM_VERSION}" helm; then
+        log "helm ${HELM_VERSION}: up to date"
+        return
+    fi
+    local start=${SECONDS} dir
+    dir="$(write_wrapper helm helm.sh/helm/v3 "${HELM_VERSION}" "${HELM_VERSION}" helm.sh/helm/v3/cmd/helm)"
+    log "helm ${HELM_VERSION}: building"
+    (cd "${dir}" && "${GO}" build -trimpath \
+        -ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}" \
+        -o "${BIN_DIR}/helm" helm.sh/helm/v3/cmd/helm)
+    echo "${HELM_VERSION}" >"${BIN_DIR}/.stamp-helm"
+    log "helm ${HELM_VERSION}: built in $((SECONDS - start))s"
+}
+
+components=("$@")
+if [[ ${#components[@]} -eq 0 ]]; then
+    components=(etcd kubernetes kwok helm)
+fi
+total_start=${SECONDS}
+for c in "${components[@]}"; do
+    case "${c}" in
+        etcd) build_etcd ;;
+        kubernetes) build_kubernetes ;;
+        kwok) build_kwok ;;
+        helm) build_helm ;;
+        *)
+            echo "build.sh: unknown component '${c}' (etcd kubernetes kwok helm)" >&2
+            exit 2
+            ;;
+    esac
+done
+log "done in $((SECONDS - total_start))s; binaries in ${BIN_DIR}"

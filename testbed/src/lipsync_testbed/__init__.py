@@ -1,0 +1,1 @@
+"""Local Kubernetes test bed for the operator tests."""
