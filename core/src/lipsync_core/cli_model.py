@@ -16,8 +16,12 @@ from lipsync_core.reference.unet328 import build_unet328, conv_flops_per_frame, 
 from lipsync_core.samples import random_inputs
 
 _preset_option = click.option(
-    "--io", "io_preset", default="unet328-ave", show_default=True,
-    type=click.Choice(sorted(PRESETS)), help="Model I/O contract preset.",
+    "--io",
+    "io_preset",
+    default="unet328-ave",
+    show_default=True,
+    type=click.Choice(sorted(PRESETS)),
+    help="Model I/O contract preset.",
 )
 
 
@@ -29,14 +33,17 @@ def model() -> None:
 @model.command()
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--seed", default=0, show_default=True, help="Weight seed; same seed, same bytes.")
-@click.option("--audio", "audio_encoder", default="ave", show_default=True, type=click.Choice(["ave"]))
+@click.option(
+    "--audio", "audio_encoder", default="ave", show_default=True, type=click.Choice(["ave"])
+)
 def reference(output: Path, seed: int, audio_encoder: str) -> None:
     """Write the reference UNet-328 as ONNX with seeded random weights."""
     onnx_model = build_unet328(seed=seed, audio_encoder="ave")
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_bytes(onnx_model.SerializeToString())
     click.echo(
-        f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB): UNet-328 {audio_encoder}, seed {seed}, "
+        f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB): UNet-328 {audio_encoder}, "
+        f"seed {seed}, "
         f"{parameter_count(onnx_model) / 1e6:.2f} M parameters, "
         f"{conv_flops_per_frame(onnx_model) / 1e9:.2f} GFLOP/frame"
     )

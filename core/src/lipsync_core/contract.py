@@ -1,4 +1,4 @@
-"""The model I/O contract: names, dtypes, shapes (dynamic batch) and value ranges of a lip-sync model.
+"""The model I/O contract: names, dtypes, shapes (dynamic batch) and value ranges of a model.
 
 Shapes and names are configuration (a preset or an explicit contract), never constants in code.
 """
@@ -58,9 +58,9 @@ class ModelContract(BaseModel):
         """Raise ContractError naming the tensor unless the ONNX file's inputs/outputs match."""
         graph = load_model_proto(path).graph
         initializers = {init.name for init in graph.initializer}
-        found = {
-            vi.name: vi for vi in graph.input if vi.name not in initializers
-        } | {vi.name: vi for vi in graph.output}
+        found = {vi.name: vi for vi in graph.input if vi.name not in initializers} | {
+            vi.name: vi for vi in graph.output
+        }
         expected_inputs = {spec.name for spec in self.inputs}
         real_inputs = [vi.name for vi in graph.input if vi.name not in initializers]
         extra = [name for name in real_inputs if name not in expected_inputs]

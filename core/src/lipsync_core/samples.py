@@ -7,7 +7,9 @@ import numpy as np
 from lipsync_core.contract import ModelContract
 
 
-def random_inputs(contract: ModelContract, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def random_inputs(
+    contract: ModelContract, batch: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """Images uniform in the image range; audio features normal, clipped to the audio range."""
     low, high = contract.image.value_range
     image = rng.uniform(low, high, contract.image.batch_shape(batch)).astype(np.float32)

@@ -1,4 +1,4 @@
-"""ONNX Runtime backend: CPU (the embedded default), CUDA with IO binding, TensorRT-RTX plugin EP."""
+"""ONNX Runtime backend: CPU (the embedded default), CUDA with IO binding, TensorRT-RTX EP."""
 
 from __future__ import annotations
 
@@ -93,7 +93,9 @@ class OnnxRuntimeBackend:
             )
         except Exception as exc:  # ORT raises its own untyped exceptions
             reason_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc)
-            raise ModelFileError(f"{artifact}: ONNX Runtime cannot load it: {reason_line}") from None
+            raise ModelFileError(
+                f"{artifact}: ONNX Runtime cannot load it: {reason_line}"
+            ) from None
         self._device_outputs: dict[int, ort.OrtValue] = {}
         self._binding = self._session.io_binding() if kind == "onnxruntime-cuda" else None
 

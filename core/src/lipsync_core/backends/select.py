@@ -16,8 +16,10 @@ log = logging.getLogger(__name__)
 TENSORRT_SUFFIXES = (".plan", ".engine", ".trt")
 
 
-def choose_kind(artifact: Path, ort_kinds: list[BackendKind], tensorrt_loadable: bool) -> tuple[BackendKind, str]:
-    """The automatic default: a TensorRT engine that loads -> TensorRT; CUDA -> ORT CUDA; else CPU."""
+def choose_kind(
+    artifact: Path, ort_kinds: list[BackendKind], tensorrt_loadable: bool
+) -> tuple[BackendKind, str]:
+    """Automatic default: a loadable TensorRT engine -> TensorRT; CUDA -> ORT CUDA; else CPU."""
     if artifact.suffix in TENSORRT_SUFFIXES:
         if tensorrt_loadable:
             return "tensorrt", f"{artifact.name} is a TensorRT engine and TensorRT is importable"
@@ -28,7 +30,7 @@ def choose_kind(artifact: Path, ort_kinds: list[BackendKind], tensorrt_loadable:
 
 
 def load_backend(artifact: Path, contract: ModelContract, config: BackendConfig) -> Backend:
-    """Load ``artifact`` with the configured backend (or the automatic default) and log the choice."""
+    """Load ``artifact`` with the configured (or automatic) backend and log the choice."""
     kind, reason = config.kind, "configured explicitly"
     if kind == "auto":
         from lipsync_core.backends import tensorrt
@@ -44,6 +46,11 @@ def load_backend(artifact: Path, contract: ModelContract, config: BackendConfig)
     info = backend.describe()
     log.info(
         "backend %s (%s, %s, %s) for %s: %s",
-        info.kind, info.provider, info.precision, info.device, artifact.name, reason,
+        info.kind,
+        info.provider,
+        info.precision,
+        info.device,
+        artifact.name,
+        reason,
     )
     return backend

@@ -11,7 +11,7 @@ an audio branch concatenated at the 10x10 bottleneck, a decoder with bilinear x2
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import onnx
@@ -22,8 +22,8 @@ from lipsync_core.contract import PRESETS, ModelContract
 OPSET = 17
 AudioEncoder = Literal["ave"]
 CHANNELS = (32, 64, 128, 256, 512)
-# Residual branches start damped so that activations stay in range through ~40 blocks of random
-# weights; this keeps the sigmoid output away from saturation, which makes accuracy gates meaningful.
+# Residual branches start damped so activations stay in range through ~40 blocks of random
+# weights; the sigmoid output then stays off saturation, which keeps accuracy gates meaningful.
 _RESIDUAL_GAIN = 0.3
 
 
@@ -43,7 +43,7 @@ class _GraphBuilder:
         self.initializers.append(numpy_helper.from_array(array.astype(np.float32), name))
         return name
 
-    def node(self, op: str, inputs: list[str], **attrs: object) -> str:
+    def node(self, op: str, inputs: list[str], **attrs: Any) -> str:
         out = self.name(op.lower())
         self.nodes.append(helper.make_node(op, inputs, [out], name=out, **attrs))
         return out
@@ -88,7 +88,7 @@ class _GraphBuilder:
         return self.node("Relu", [x])
 
     def inverted_residual(
-        self, x: str, cin: int, cout: int, stride: int, residual: bool, expand: int = 2
+        self, x: str, cin: int, cout: int, stride: int, *, residual: bool, expand: int = 2
     ) -> str:
         hidden = cin * expand
         h = self.relu(self.batch_norm(self.conv(x, cin, hidden, 1), hidden))
@@ -97,7 +97,9 @@ class _GraphBuilder:
         h = self.batch_norm(self.conv(h, hidden, cout, 1, gain=1.0), cout)
         if not residual:
             return h
-        return self.node("Add", [x, self.node("Mul", [h, self.const("g", np.array(_RESIDUAL_GAIN))])])
+        return self.node(
+            "Add", [x, self.node("Mul", [h, self.const("g", np.array(_RESIDUAL_GAIN))])]
+        )
 
     def dw2(self, x: str, cin: int, cout: int, stride: int) -> str:
         x = self.inverted_residual(x, cin, cout, stride, residual=False)
@@ -171,7 +173,7 @@ def build_unet328(
         graph,
         opset_imports=[helper.make_opsetid("", OPSET)],
         producer_name="lipsync-core",
-        doc_string=f"Reference UNet-328 ({audio_encoder} audio encoder), random weights, seed {seed}",
+        doc_string=f"Reference UNet-328 ({audio_encoder} audio), random weights, seed {seed}",
     )
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -181,7 +183,9 @@ def build_unet328(
 def parameter_count(model: onnx.ModelProto) -> int:
     """Trainable parameters: every initializer except BatchNorm running statistics and constants."""
     running_stats = {
-        name for node in model.graph.node if node.op_type == "BatchNormalization"
+        name
+        for node in model.graph.node
+        if node.op_type == "BatchNormalization"
         for name in node.input[3:5]
     }
     skip_ops = {"Resize", "Mul"}
@@ -189,7 +193,8 @@ def parameter_count(model: onnx.ModelProto) -> int:
         name for node in model.graph.node if node.op_type in skip_ops for name in node.input[1:]
     }
     return sum(
-        int(np.prod(init.dims)) for init in model.graph.initializer
+        int(np.prod(init.dims))
+        for init in model.graph.initializer
         if init.name not in running_stats | constants
     )
 
@@ -207,7 +212,7 @@ def conv_flops_per_frame(model: onnx.ModelProto) -> int:
         if node.op_type != "Conv":
             continue
         out = shapes[node.output[0]]
-        cout, cin_per_group, kh, kw = weights[node.input[1]]
+        _, cin_per_group, kh, kw = weights[node.input[1]]
         flops += 2 * int(np.prod(out)) * cin_per_group * kh * kw
     return flops
 
