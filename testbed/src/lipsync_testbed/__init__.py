@@ -1,1 +1,34 @@
-"""Local Kubernetes test bed for the operator tests."""
+"""Local Kubernetes test bed: a real control plane with KWOK fake GPU nodes."""
+
+from lipsync_testbed.cluster import LocalCluster
+from lipsync_testbed.jobs import JobPodRunner, PodRun, finish_pod
+from lipsync_testbed.nodes import (
+    GpuSpec,
+    NodeSpec,
+    add_node,
+    load_node_pool,
+    relabel_node,
+    remove_node,
+    set_node_gpus,
+)
+from lipsync_testbed.versions import Binaries, ClusterSetupError, Versions
+from lipsync_testbed.waiting import WaitTimeoutError, wait_for
+
+__all__ = [
+    "Binaries",
+    "ClusterSetupError",
+    "GpuSpec",
+    "JobPodRunner",
+    "LocalCluster",
+    "NodeSpec",
+    "PodRun",
+    "Versions",
+    "WaitTimeoutError",
+    "add_node",
+    "finish_pod",
+    "load_node_pool",
+    "relabel_node",
+    "remove_node",
+    "set_node_gpus",
+    "wait_for",
+]

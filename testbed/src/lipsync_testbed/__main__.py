@@ -1,0 +1,105 @@
+"""Command line: python -m lipsync_testbed up|down|status."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from lipsync_testbed import processes
+from lipsync_testbed.cluster import ClusterState, LocalCluster, default_state_dir
+from lipsync_testbed.versions import Binaries, ClusterSetupError, default_bin_dir
+
+log = logging.getLogger("lipsync_testbed")
+
+
+def _up(args: argparse.Namespace) -> int:
+    cluster = LocalCluster(
+        args.dir,
+        binaries=Binaries(args.bin_dir),
+        node_pool=args.nodepool,
+        startup_timeout=args.timeout,
+    )
+    cluster.start()
+    sys.stdout.write(
+        f"test bed up: {cluster.server}\n"
+        f"  logs: {cluster.log_dir}\n"
+        f"  export KUBECONFIG={cluster.kubeconfig}\n"
+        f"  export PATH={cluster.binaries.bin_dir}:$PATH\n"
+    )
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    state = ClusterState.load(args.dir)
+    if state is None:
+        sys.stdout.write(f"no test bed state in {args.dir}\n")
+        return 0
+    failed = []
+    for proc in reversed(state.processes):
+        try:
+            processes.stop(proc)
+        except (RuntimeError, OSError) as exc:
+            failed.append(f"{proc.name} (pid {proc.pid}): {exc}")
+    state.processes = [p for p in state.processes if processes.is_same_process(p)]
+    state.save()
+    if failed:
+        sys.stderr.write("could not stop: " + "; ".join(failed) + "\n")
+        return 1
+    sys.stdout.write("test bed stopped\n")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    state = ClusterState.load(args.dir)
+    if state is None:
+        sys.stdout.write(f"no test bed state in {args.dir}\n")
+        return 1
+    running = 0
+    for proc in state.processes:
+        alive = processes.is_same_process(proc)
+        running += alive
+        sys.stdout.write(f"{proc.name:<24} pid {proc.pid:<8} {'running' if alive else 'stopped'}\n")
+    sys.stdout.write(f"server: {state.server}\nkubeconfig: {state.kubeconfig}\n")
+    return 0 if state.processes and running == len(state.processes) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lipsync_testbed", description=__doc__)
+    parser.add_argument("command", choices=("up", "down", "status"))
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="state directory (default: $LIPSYNC_CLUSTER_DIR or ~/.cache/lipsync/cluster)",
+    )
+    parser.add_argument(
+        "--bin-dir", type=Path, default=None, help="binaries (default: build.sh's output)"
+    )
+    parser.add_argument(
+        "--nodepool",
+        type=Path,
+        default=None,
+        help="node-pool YAML (default: hack/cluster/nodepool.yaml)",
+    )
+    parser.add_argument("--timeout", type=float, default=120.0, help="startup timeout in seconds")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    args.dir = args.dir or default_state_dir()
+    if args.command == "up":
+        args.bin_dir = args.bin_dir or default_bin_dir()
+    try:
+        handler = {"up": _up, "down": _down, "status": _status}[args.command]
+        return handler(args)
+    except ClusterSetupError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,443 @@
+"""Start and stop the local control plane: etcd, kube-apiserver, controller-manager,
+scheduler and the KWOK controller, all on 127.0.0.1 with free ports."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+
+from lipsync_testbed import processes
+from lipsync_testbed.kubeconfig import write_kubeconfig
+from lipsync_testbed.nodes import (
+    KWOK_NODE_ANNOTATION,
+    KWOK_NODE_ANNOTATION_VALUE,
+    NodeSpec,
+    add_nodes,
+    load_node_pool,
+)
+from lipsync_testbed.pki import ClusterPKI, generate_pki
+from lipsync_testbed.processes import ManagedProcess
+from lipsync_testbed.versions import Binaries, ClusterSetupError, cache_root, repo_root
+from lipsync_testbed.waiting import WaitTimeoutError, wait_for
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.json"
+SERVICE_CIDR = "10.96.0.0/16"
+POD_CIDR = "10.244.0.0/16"
+# Controllers a GPU operator exercises; node IPAM, cloud and storage controllers
+# have nothing to do without real nodes or a cloud.
+CONTROLLERS = (
+    "serviceaccount-token-controller",
+    "serviceaccount-controller",
+    "namespace-controller",
+    "garbage-collector-controller",
+    "deployment-controller",
+    "replicaset-controller",
+    "replicationcontroller-controller",
+    "statefulset-controller",
+    "daemonset-controller",
+    "job-controller",
+    "cronjob-controller",
+    "ttl-after-finished-controller",
+    "horizontal-pod-autoscaler-controller",
+    "disruption-controller",
+    "pod-garbage-collector-controller",
+    "node-lifecycle-controller",
+    "resourcequota-controller",
+    "endpoints-controller",
+    "endpointslice-controller",
+    "endpointslice-mirroring-controller",
+    "root-ca-certificate-publisher-controller",
+    "clusterrole-aggregation-controller",
+    "taint-eviction-controller",
+)
+
+
+def default_state_dir() -> Path:
+    """Where `python -m lipsync_testbed up` keeps its state ($LIPSYNC_CLUSTER_DIR overrides)."""
+    env = os.environ.get("LIPSYNC_CLUSTER_DIR")
+    return Path(env) if env else cache_root() / "cluster"
+
+
+def default_node_pool_file() -> Path:
+    return repo_root() / "hack" / "cluster" / "nodepool.yaml"
+
+
+@dataclass
+class ClusterState:
+    """What a running test bed needs to be found again and stopped: pids, paths, ports."""
+
+    state_dir: Path
+    kubeconfig: Path
+    server: str
+    processes: list[ManagedProcess] = field(default_factory=list)
+
+    def save(self) -> None:
+        data = {
+            "kubeconfig": str(self.kubeconfig),
+            "server": self.server,
+            "processes": [p.to_json() for p in self.processes],
+        }
+        path = self.state_dir / STATE_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, state_dir: Path) -> ClusterState | None:
+        path = state_dir / STATE_FILE
+        if not path.is_file():
+            return None
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return cls(
+            state_dir=state_dir,
+            kubeconfig=Path(data["kubeconfig"]),
+            server=str(data["server"]),
+            processes=[ManagedProcess.from_json(p) for p in data["processes"]],
+        )
+
+
+class LocalCluster:
+    """A real Kubernetes control plane with KWOK fake nodes, for tests and development.
+
+    Use as a context manager, or call start() and stop(). Every process is
+    recorded (pid) in <state_dir>/state.json and stopped by pid.
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        binaries: Binaries | None = None,
+        node_pool: Path | Sequence[NodeSpec] | None = None,
+        startup_timeout: float = 120.0,
+    ) -> None:
+        self.state_dir = state_dir
+        self.binaries = binaries or Binaries.default()
+        self._node_pool = node_pool
+        self.startup_timeout = startup_timeout
+        self.log_dir = state_dir / "logs"
+        self.kubeconfig = state_dir / "kubeconfig"
+        self.state = ClusterState(state_dir=state_dir, kubeconfig=self.kubeconfig, server="")
+        self._api_client: client.ApiClient | None = None
+        self._pki: ClusterPKI | None = None
+        self.nodes: list[NodeSpec] = []
+
+    # -- public API ---------------------------------------------------------
+
+    @property
+    def server(self) -> str:
+        return self.state.server
+
+    @property
+    def processes(self) -> list[ManagedProcess]:
+        return list(self.state.processes)
+
+    @property
+    def api_client(self) -> client.ApiClient:
+        """A kubernetes ApiClient authenticated as cluster admin."""
+        if self._api_client is None:
+            self._api_client = self.new_api_client()
+        return self._api_client
+
+    def new_api_client(self) -> client.ApiClient:
+        """A fresh ApiClient (for threads that should not share a connection pool)."""
+        pki = self.state_dir / "pki"
+        configuration = client.Configuration(
+            host=self.server,
+            ssl_ca_cert=str(pki / "ca.crt"),
+            cert_file=str(pki / "admin.crt"),
+            key_file=str(pki / "admin.key"),
+        )
+        return client.ApiClient(configuration)
+
+    def start(self) -> LocalCluster:
+        self.binaries.require(
+            ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+        )
+        if (existing := ClusterState.load(self.state_dir)) and any(
+            processes.is_same_process(p) for p in existing.processes
+        ):
+            raise ClusterSetupError(
+                f"a test bed is already running from {self.state_dir}; stop it first "
+                "(python -m lipsync_testbed down)"
+            )
+        self.nodes = self._load_nodes()
+        started = time.monotonic()
+        self._prepare_dirs()
+        try:
+            self._start_components()
+            add_nodes(self.api_client, self.nodes, timeout=self.startup_timeout)
+        except BaseException:
+            log.error("test bed failed to start; logs:\n%s", self.log_tails())
+            self.stop()
+            raise
+        log.info("test bed up in %.1fs: %s", time.monotonic() - started, self.kubeconfig)
+        return self
+
+    def stop(self) -> None:
+        """Stop every process this test bed started, by pid, in reverse start order."""
+        if self._api_client is not None:
+            self._api_client.close()  # type: ignore[no-untyped-call]
+            self._api_client = None
+        errors: list[str] = []
+        for proc in reversed(self.state.processes):
+            try:
+                processes.stop(proc)
+            except (RuntimeError, OSError) as exc:
+                errors.append(f"{proc.name}: {exc}")
+        self.state.processes = [p for p in self.state.processes if processes.is_running(p.pid)]
+        if self.state_dir.is_dir():
+            self.state.save()
+        if errors:
+            raise ClusterSetupError("failed to stop: " + "; ".join(errors))
+
+    def running_processes(self) -> list[ManagedProcess]:
+        return [p for p in self.state.processes if processes.is_same_process(p)]
+
+    def ensure_running(self) -> None:
+        """Raise ClusterSetupError (with the log tail) if a component has exited."""
+        for proc in self.state.processes:
+            if not processes.is_running(proc.pid):
+                tail = processes.tail(proc.log_path)
+                raise ClusterSetupError(f"{proc.name} (pid {proc.pid}) exited; log tail:\n{tail}")
+
+    def log_tails(self, lines: int = 30) -> str:
+        """The last lines of every component's log, for failure reports."""
+        parts = []
+        for path in sorted(self.log_dir.glob("*.log")):
+            parts.append(f"==> {path} <==\n{processes.tail(path, lines)}")
+        return "\n".join(parts)
+
+    def kubectl(
+        self, *args: str, check: bool = True, timeout: float = 60.0
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the built kubectl against this cluster."""
+        argv = [str(self.binaries.kubectl), f"--kubeconfig={self.kubeconfig}", *args]
+        return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=timeout)
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- internals ----------------------------------------------------------
+
+    def _load_nodes(self) -> list[NodeSpec]:
+        pool = self._node_pool
+        if pool is None:
+            return load_node_pool(default_node_pool_file())
+        if isinstance(pool, Path):
+            return load_node_pool(pool)
+        return list(pool)
+
+    def _prepare_dirs(self) -> None:
+        for sub in ("etcd", "pki", "logs", "config"):
+            shutil.rmtree(self.state_dir / sub, ignore_errors=True)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir()
+        self.state = ClusterState(state_dir=self.state_dir, kubeconfig=self.kubeconfig, server="")
+
+    def _spawn(self, name: str, argv: list[str]) -> ManagedProcess:
+        proc = processes.spawn(name, argv, self.log_dir)
+        self.state.processes.append(proc)
+        self.state.save()
+        return proc
+
+    def _wait_http(self, proc: ManagedProcess, url: str, ctx: ssl.SSLContext | None) -> None:
+        def healthy() -> bool:
+            if not processes.is_running(proc.pid):
+                raise ClusterSetupError(
+                    f"{proc.name} exited during startup; log tail:\n{processes.tail(proc.log_path)}"
+                )
+            try:
+                with urllib.request.urlopen(url, timeout=2, context=ctx) as resp:
+                    return bool(resp.status == 200)
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                return False
+
+        try:
+            wait_for(
+                healthy,
+                timeout=self.startup_timeout,
+                interval=0.1,
+                description=f"{proc.name} {url}",
+            )
+        except WaitTimeoutError as exc:
+            raise ClusterSetupError(f"{exc}; log tail:\n{processes.tail(proc.log_path)}") from exc
+
+    def _start_components(self) -> None:
+        pki = self._pki = generate_pki(self.state_dir / "pki")
+        etcd_port, etcd_peer, api_port, kcm_port, sched_port, kwok_port = (
+            processes.free_port() for _ in range(6)
+        )
+        self.state.server = f"https://127.0.0.1:{api_port}"
+        server = self.state.server
+        cfg = self.state_dir / "config"
+        cfg.mkdir()
+        kcm_kubeconfig = write_kubeconfig(
+            cfg / "controller-manager.kubeconfig",
+            server=server,
+            ca=pki.ca,
+            client=pki.controller_manager,
+            user="system:kube-controller-manager",
+        )
+        sched_kubeconfig = write_kubeconfig(
+            cfg / "scheduler.kubeconfig",
+            server=server,
+            ca=pki.ca,
+            client=pki.scheduler,
+            user="system:kube-scheduler",
+        )
+        kwok_kubeconfig = write_kubeconfig(
+            cfg / "kwok.kubeconfig",
+            server=server,
+            ca=pki.ca,
+            client=pki.kwok,
+            user="kwok-controller",
+        )
+        stages = cfg / "kwok-stages.yaml"
+        stages.write_text(
+            resources.files("lipsync_testbed")
+            .joinpath("kwok_stages.yaml")
+            .read_text(encoding="utf-8"),
+            encoding="utf-8",
+        )
+
+        # etcd: plain HTTP on loopback, throw-away data dir.
+        etcd_url = f"http://127.0.0.1:{etcd_port}"
+        peer_url = f"http://127.0.0.1:{etcd_peer}"
+        etcd = self._spawn(
+            "etcd",
+            [
+                str(self.binaries.etcd),
+                "--name=testbed",
+                f"--data-dir={self.state_dir / 'etcd'}",
+                f"--listen-client-urls={etcd_url}",
+                f"--advertise-client-urls={etcd_url}",
+                f"--listen-peer-urls={peer_url}",
+                f"--initial-advertise-peer-urls={peer_url}",
+                f"--initial-cluster=testbed={peer_url}",
+                "--unsafe-no-fsync=true",
+                "--log-level=warn",
+            ],
+        )
+        self._wait_http(etcd, f"{etcd_url}/health", None)
+
+        apiserver = self._spawn(
+            "kube-apiserver",
+            [
+                str(self.binaries.kube_apiserver),
+                f"--etcd-servers={etcd_url}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={api_port}",
+                f"--tls-cert-file={pki.apiserver.cert_path}",
+                f"--tls-private-key-file={pki.apiserver.key_path}",
+                f"--client-ca-file={pki.ca.cert_path}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={pki.service_account_pub}",
+                f"--service-account-signing-key-file={pki.service_account_key}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--authorization-mode=Node,RBAC",
+                "--enable-admission-plugins=NodeRestriction",
+                "--allow-privileged=true",
+                "--profiling=false",
+                "--v=1",
+            ],
+        )
+        ctx = ssl.create_default_context(cafile=str(pki.ca.cert_path))
+        ctx.load_cert_chain(str(pki.admin.cert_path), str(pki.admin.key_path))
+        self._wait_http(apiserver, f"{server}/readyz", ctx)
+        write_kubeconfig(
+            self.kubeconfig, server=server, ca=pki.ca, client=pki.admin, user="kubernetes-admin"
+        )
+
+        kcm = self._spawn(
+            "kube-controller-manager",
+            [
+                str(self.binaries.kube_controller_manager),
+                f"--kubeconfig={kcm_kubeconfig}",
+                f"--authentication-kubeconfig={kcm_kubeconfig}",
+                f"--authorization-kubeconfig={kcm_kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={kcm_port}",
+                "--leader-elect=false",
+                "--use-service-account-credentials=true",
+                f"--service-account-private-key-file={pki.service_account_key}",
+                f"--root-ca-file={pki.ca.cert_path}",
+                f"--cluster-signing-cert-file={pki.ca.cert_path}",
+                f"--cluster-signing-key-file={pki.ca.key_path}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                f"--controllers={','.join(CONTROLLERS)}",
+                "--concurrent-job-syncs=5",
+                "--profiling=false",
+                "--v=1",
+            ],
+        )
+        scheduler = self._spawn(
+            "kube-scheduler",
+            [
+                str(self.binaries.kube_scheduler),
+                f"--kubeconfig={sched_kubeconfig}",
+                f"--authentication-kubeconfig={sched_kubeconfig}",
+                f"--authorization-kubeconfig={sched_kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={sched_port}",
+                "--leader-elect=false",
+                "--profiling=false",
+                "--v=1",
+            ],
+        )
+        self._spawn(
+            "kwok",
+            [
+                str(self.binaries.kwok),
+                f"--kubeconfig={kwok_kubeconfig}",
+                f"--config={stages}",
+                f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}={KWOK_NODE_ANNOTATION_VALUE}",
+                "--node-lease-duration-seconds=40",
+                f"--cidr={POD_CIDR}",
+                "--node-ip=127.0.0.1",
+                f"--server-address=127.0.0.1:{kwok_port}",
+            ],
+        )
+        # Both serve self-signed HTTPS; /healthz is always allowed.
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE
+        self._wait_http(kcm, f"https://127.0.0.1:{kcm_port}/healthz", insecure)
+        self._wait_http(scheduler, f"https://127.0.0.1:{sched_port}/healthz", insecure)
+        self._wait_controllers_ready()
+
+    def _wait_controllers_ready(self) -> None:
+        core = client.CoreV1Api(self.api_client)
+
+        def check() -> bool:
+            self.ensure_running()
+            # The service-account controllers are running once "default" has its account.
+            accounts = core.list_namespaced_service_account("default").items
+            return any(sa.metadata is not None and sa.metadata.name == "default" for sa in accounts)
+
+        wait_for(
+            check,
+            timeout=self.startup_timeout,
+            interval=0.2,
+            description="kube-controller-manager to create the default service account",
+        )

@@ -1,0 +1,237 @@
+"""Fake GPU nodes: a YAML node-pool file, GPU Feature Discovery labels, add/remove/relabel."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from lipsync_testbed.waiting import wait_for
+
+log = logging.getLogger(__name__)
+
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+KWOK_NODE_ANNOTATION_VALUE = "fake"
+POOL_LABEL = "testbed.lipsync.dev/pool"
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    """The GPUs of a node as GPU Feature Discovery and the device plugin report them."""
+
+    product: str
+    count: int
+    memory_mib: int
+    compute_major: int
+    compute_minor: int
+    family: str | None = None
+    sharing_strategy: str | None = None  # e.g. "time-slicing"
+    replicas: int = 1
+
+    @property
+    def allocatable(self) -> int:
+        return self.count * (self.replicas if self.sharing_strategy else 1)
+
+    def labels(self) -> dict[str, str]:
+        product = self.product
+        labels = {
+            "nvidia.com/gpu.present": "true",
+            "nvidia.com/gpu.count": str(self.count),
+            "nvidia.com/gpu.memory": str(self.memory_mib),
+            "nvidia.com/gpu.compute.major": str(self.compute_major),
+            "nvidia.com/gpu.compute.minor": str(self.compute_minor),
+        }
+        if self.family:
+            labels["nvidia.com/gpu.family"] = self.family
+        if self.sharing_strategy:
+            product = f"{product}-SHARED"
+            labels["nvidia.com/gpu.replicas"] = str(self.replicas)
+            labels["nvidia.com/gpu.sharing-strategy"] = self.sharing_strategy
+        labels[GPU_PRODUCT_LABEL] = product
+        return labels
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    cpu: str = "64"
+    memory: str = "512Gi"
+    pods: str = "110"
+    gpu: GpuSpec | None = None
+    pool: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def resources(self) -> dict[str, str]:
+        resources = {"cpu": self.cpu, "memory": self.memory, "pods": self.pods}
+        if self.gpu:
+            resources[GPU_RESOURCE] = str(self.gpu.allocatable)
+        return resources
+
+    def all_labels(self) -> dict[str, str]:
+        labels = {
+            "kubernetes.io/hostname": self.name,
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "amd64",
+            "node.kubernetes.io/instance-type": "kwok",
+            "type": "kwok",
+        }
+        if self.pool:
+            labels[POOL_LABEL] = self.pool
+        if self.gpu:
+            labels.update(self.gpu.labels())
+        labels.update(self.labels)
+        return labels
+
+    def manifest(self) -> dict[str, Any]:
+        resources = self.resources()
+        return {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": self.name,
+                "labels": self.all_labels(),
+                "annotations": {
+                    KWOK_NODE_ANNOTATION: KWOK_NODE_ANNOTATION_VALUE,
+                    "node.alpha.kubernetes.io/ttl": "0",
+                },
+            },
+            "spec": {},
+            "status": {"allocatable": dict(resources), "capacity": dict(resources)},
+        }
+
+
+def _gpu_from_yaml(data: Mapping[str, Any]) -> GpuSpec:
+    sharing = data.get("sharing") or {}
+    return GpuSpec(
+        product=str(data["product"]),
+        count=int(data["count"]),
+        memory_mib=int(data["memoryMiB"]),
+        compute_major=int(data["computeMajor"]),
+        compute_minor=int(data["computeMinor"]),
+        family=str(data["family"]) if data.get("family") else None,
+        sharing_strategy=str(sharing["strategy"]) if sharing else None,
+        replicas=int(sharing.get("replicas", 1)) if sharing else 1,
+    )
+
+
+def parse_node_pool(document: Mapping[str, Any]) -> list[NodeSpec]:
+    """Expand a node-pool document (see hack/cluster/nodepool.yaml) into node specs."""
+    defaults = document.get("defaults") or {}
+    specs: list[NodeSpec] = []
+    for pool in document.get("pools") or []:
+        merged = {**defaults, **pool}
+        gpu = _gpu_from_yaml(merged["gpu"]) if merged.get("gpu") else None
+        for index in range(int(merged.get("replicas", 1))):
+            specs.append(
+                NodeSpec(
+                    name=f"{merged['name']}-{index}",
+                    cpu=str(merged.get("cpu", "64")),
+                    memory=str(merged.get("memory", "512Gi")),
+                    pods=str(merged.get("pods", "110")),
+                    gpu=gpu,
+                    pool=str(merged["name"]),
+                    labels={str(k): str(v) for k, v in (merged.get("labels") or {}).items()},
+                )
+            )
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate node names in node pool: {sorted(names)}")
+    return specs
+
+
+def load_node_pool(path: Path) -> list[NodeSpec]:
+    with path.open(encoding="utf-8") as fh:
+        document = yaml.safe_load(fh) or {}
+    if not isinstance(document, dict):
+        raise ValueError(f"{path}: expected a mapping with 'pools'")
+    return parse_node_pool(document)
+
+
+def _node_ready(node: client.V1Node) -> bool:
+    conditions = node.status.conditions if node.status else None
+    return any(c.type == "Ready" and c.status == "True" for c in conditions or [])
+
+
+def _node_ready_by_name(core: client.CoreV1Api, name: str) -> bool:
+    return _node_ready(core.read_node(name))
+
+
+def add_node(
+    api: client.ApiClient, spec: NodeSpec, *, wait_ready: bool = True, timeout: float = 60.0
+) -> None:
+    """Create a fake node (KWOK makes it Ready), like a cluster autoscaler scaling up."""
+    core = client.CoreV1Api(api)
+    core.create_node(client.V1Node.model_validate(spec.manifest()))
+    log.info("added node %s", spec.name)
+    if wait_ready:
+        wait_for(
+            lambda: _node_ready(core.read_node(spec.name)),
+            timeout=timeout,
+            description=f"node {spec.name} Ready",
+        )
+
+
+def add_nodes(api: client.ApiClient, specs: list[NodeSpec], *, timeout: float = 60.0) -> None:
+    for spec in specs:
+        add_node(api, spec, wait_ready=False)
+    core = client.CoreV1Api(api)
+    for spec in specs:
+        wait_for(
+            functools.partial(_node_ready_by_name, core, spec.name),
+            timeout=timeout,
+            description=f"node {spec.name} Ready",
+        )
+
+
+def remove_node(
+    api: client.ApiClient, name: str, *, wait: bool = True, timeout: float = 60.0
+) -> None:
+    """Delete a node, like a cluster autoscaler scaling down (its pods are garbage collected)."""
+    core = client.CoreV1Api(api)
+    try:
+        core.delete_node(name)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+    log.info("removed node %s", name)
+    if wait:
+
+        def gone() -> bool:
+            try:
+                core.read_node(name)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return True
+                raise
+            return False
+
+        wait_for(gone, timeout=timeout, description=f"node {name} deleted")
+
+
+def relabel_node(api: client.ApiClient, name: str, labels: Mapping[str, str | None]) -> None:
+    """Set labels on a node; a value of None removes the label."""
+    client.CoreV1Api(api).patch_node(name, {"metadata": {"labels": dict(labels)}})
+    log.info("relabelled node %s: %s", name, dict(labels))
+
+
+def set_node_gpus(api: client.ApiClient, name: str, gpu: GpuSpec | None) -> None:
+    """Change a node's GPUs: GFD labels and capacity/allocatable nvidia.com/gpu."""
+    core = client.CoreV1Api(api)
+    node = core.read_node(name)
+    current = (node.metadata.labels if node.metadata else None) or {}
+    labels: dict[str, str | None] = {k: None for k in current if k.startswith("nvidia.com/")}
+    if gpu:
+        labels.update(gpu.labels())
+    relabel_node(api, name, labels)
+    count = str(gpu.allocatable) if gpu else "0"
+    body = {"status": {"capacity": {GPU_RESOURCE: count}, "allocatable": {GPU_RESOURCE: count}}}
+    core.patch_node_status(name, body)

@@ -1,0 +1,190 @@
+"""Certificates and keys for the local control plane (one throw-away CA per cluster)."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+_VALIDITY = datetime.timedelta(days=30)
+_SERVICE_IP = "10.96.0.1"
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """A PEM certificate and PEM private key written to disk."""
+
+    cert_path: Path
+    key_path: Path
+
+    @property
+    def cert_pem(self) -> bytes:
+        return self.cert_path.read_bytes()
+
+    @property
+    def key_pem(self) -> bytes:
+        return self.key_path.read_bytes()
+
+
+@dataclass(frozen=True)
+class ClusterPKI:
+    ca: KeyPair
+    apiserver: KeyPair
+    admin: KeyPair
+    controller_manager: KeyPair
+    scheduler: KeyPair
+    kwok: KeyPair
+    service_account_key: Path
+    service_account_pub: Path
+
+
+def _new_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _name(common_name: str, organization: str | None = None) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if organization:
+        attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    return x509.Name(attrs)
+
+
+def _write(
+    directory: Path, stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey
+) -> KeyPair:
+    pair = KeyPair(directory / f"{stem}.crt", directory / f"{stem}.key")
+    pair.cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pair.key_path.write_bytes(_key_pem(key))
+    pair.key_path.chmod(0o600)
+    return pair
+
+
+def _builder(
+    subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey
+) -> x509.CertificateBuilder:
+    now = datetime.datetime.now(datetime.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + _VALIDITY)
+    )
+
+
+def _issue(
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    subject: x509.Name,
+    *,
+    server_names: tuple[str, ...] = (),
+    server_ips: tuple[str, ...] = (),
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = _new_key()
+    server = bool(server_names or server_ips)
+    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+    builder = (
+        _builder(subject, ca_cert.subject, key.public_key())
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=True,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    )
+    if server:
+        alt_names: list[x509.GeneralName] = [x509.DNSName(n) for n in server_names]
+        alt_names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in server_ips]
+        builder = builder.add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+    return builder.sign(ca_key, hashes.SHA256()), key
+
+
+def generate_pki(directory: Path) -> ClusterPKI:
+    """Create a CA, the API server's serving certificate, client certificates and SA keys."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key = _new_key()
+    ca_name = _name("lipsync-testbed-ca")
+    ca_cert = (
+        _builder(ca_name, ca_name, ca_key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca = _write(directory, "ca", ca_cert, ca_key)
+
+    def client(stem: str, common_name: str, organization: str | None = None) -> KeyPair:
+        cert, key = _issue(ca_cert, ca_key, _name(common_name, organization))
+        return _write(directory, stem, cert, key)
+
+    serving_cert, serving_key = _issue(
+        ca_cert,
+        ca_key,
+        _name("kube-apiserver"),
+        server_names=(
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        ),
+        server_ips=("127.0.0.1", _SERVICE_IP),
+    )
+    sa_key = _new_key()
+    sa_key_path = directory / "sa.key"
+    sa_key_path.write_bytes(_key_pem(sa_key))
+    sa_key_path.chmod(0o600)
+    sa_pub_path = directory / "sa.pub"
+    sa_pub_path.write_bytes(
+        sa_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return ClusterPKI(
+        ca=ca,
+        apiserver=_write(directory, "apiserver", serving_cert, serving_key),
+        admin=client("admin", "kubernetes-admin", "system:masters"),
+        controller_manager=client("controller-manager", "system:kube-controller-manager"),
+        scheduler=client("scheduler", "system:kube-scheduler"),
+        kwok=client("kwok", "kwok-controller", "system:masters"),
+        service_account_key=sa_key_path,
+        service_account_pub=sa_pub_path,
+    )

@@ -1,0 +1,143 @@
+"""Pytest plugin: one local cluster per test session for tests marked `cluster`.
+
+Load it with `pytest_plugins = ["lipsync_testbed.pytest_plugin"]`.
+
+Fixtures:
+    kube_cluster    (session) a started LocalCluster: .kubeconfig, .api_client,
+                    .kubectl(...), .log_dir, .binaries, .nodes
+    kube_api        (session) kube_cluster.api_client
+    kube_namespace  (function) a fresh namespace (its default service account
+                    exists), deleted afterwards
+    job_pod_runner  (function) factory: job_pod_runner(label_selector, **options)
+                    starts a JobPodRunner in kube_namespace, stopped afterwards
+
+Environment: LIPSYNC_BIN_DIR / LIPSYNC_CACHE locate the binaries (make cluster-build).
+Failing tests that use the cluster get the tail of every component log attached.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from lipsync_testbed.cluster import LocalCluster
+from lipsync_testbed.jobs import JobPodRunner
+from lipsync_testbed.processes import is_running
+from lipsync_testbed.versions import Binaries, ClusterSetupError
+from lipsync_testbed.waiting import wait_for
+
+log = logging.getLogger(__name__)
+
+_CLUSTER_KEY = pytest.StashKey[LocalCluster]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "cluster: needs the local Kubernetes test bed (make cluster-build)"
+    )
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalCluster]:
+    binaries = Binaries.default()
+    missing = binaries.missing(
+        ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kubectl")
+    )
+    if missing:
+        pytest.fail(
+            f"test bed binaries missing in {binaries.bin_dir}: {', '.join(missing)}; "
+            "run `make cluster-build`",
+            pytrace=False,
+        )
+    state_dir: Path = tmp_path_factory.mktemp("cluster")
+    cluster = LocalCluster(state_dir, binaries=binaries)
+    try:
+        cluster.start()
+    except ClusterSetupError as exc:
+        pytest.fail(f"test bed failed to start: {exc}\n{cluster.log_tails()}", pytrace=False)
+    request.config.stash[_CLUSTER_KEY] = cluster
+    try:
+        yield cluster
+    finally:
+        started = cluster.processes
+        cluster.stop()
+        left = [p for p in started if is_running(p.pid)]
+        if left:
+            raise ClusterSetupError(f"processes left after teardown: {left}")
+
+
+@pytest.fixture(scope="session")
+def kube_api(kube_cluster: LocalCluster) -> client.ApiClient:
+    return kube_cluster.api_client
+
+
+def create_namespace(api: client.ApiClient, prefix: str = "t", timeout: float = 30.0) -> str:
+    """Create a uniquely named namespace and wait for its default service account."""
+    core = client.CoreV1Api(api)
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+
+    def has_default_sa() -> bool:
+        try:
+            core.read_namespaced_service_account("default", name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    wait_for(has_default_sa, timeout=timeout, description=f"default service account in {name}")
+    return name
+
+
+@pytest.fixture
+def kube_namespace(kube_api: client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
+    prefix = request.node.name.lower().replace("_", "-")[:40].strip("-") or "t"
+    prefix = "".join(ch for ch in prefix if ch.isalnum() or ch == "-")
+    name = create_namespace(kube_api, prefix)
+    yield name
+    try:
+        client.CoreV1Api(kube_api).delete_namespace(name)
+    except ApiException as exc:
+        log.warning("could not delete namespace %s: %s", name, exc)
+
+
+@pytest.fixture
+def job_pod_runner(
+    kube_api: client.ApiClient, kube_namespace: str
+) -> Iterator[Callable[..., JobPodRunner]]:
+    runners: list[JobPodRunner] = []
+
+    def factory(label_selector: str, **options: Any) -> JobPodRunner:
+        options.setdefault("namespace", kube_namespace)
+        runner = JobPodRunner(kube_api, label_selector, **options).start()
+        runners.append(runner)
+        return runner
+
+    yield factory
+    for runner in runners:
+        runner.stop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    cluster = item.config.stash.get(_CLUSTER_KEY, None)
+    if (
+        report.failed
+        and cluster is not None
+        and "kube_cluster" in getattr(item, "fixturenames", ())
+    ):
+        report.sections.append(("test bed logs (tail)", cluster.log_tails()))
+    return report
