@@ -12,7 +12,7 @@ from lipsync_testbed.nodes import (
     set_node_gpus,
 )
 from lipsync_testbed.versions import Binaries, ClusterSetupError, Versions
-from lipsync_testbed.waiting import WaitTimeoutError, wait_for
+from lipsync_testbed.waiting import WaitTimeoutError, wait_for, watch_events
 
 __all__ = [
     "Binaries",
@@ -31,4 +31,5 @@ __all__ = [
     "remove_node",
     "set_node_gpus",
     "wait_for",
+    "watch_events",
 ]

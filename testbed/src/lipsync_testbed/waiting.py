@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from kubernetes import watch
 
 T = TypeVar("T")
 
@@ -14,7 +16,7 @@ class WaitTimeoutError(TimeoutError):
 
 
 def wait_for(
-    condition: Callable[[], T],
+    condition: Callable[[], T | None],
     *,
     timeout: float,
     interval: float = 0.2,
@@ -46,3 +48,21 @@ def wait_for(
                 f"timed out after {timeout:.0f}s waiting for {description}{detail}"
             )
         time.sleep(interval)
+
+
+def watch_events(
+    list_func: Callable[..., Any], *args: Any, timeout_seconds: int = 30, **kwargs: Any
+) -> Iterator[dict[str, Any]]:
+    """Watch a list endpoint (e.g. CustomObjectsApi.list_namespaced_custom_object).
+
+    Yields {"type": ADDED|MODIFIED|DELETED, "object": ...} until the server ends the
+    watch after `timeout_seconds` or the caller stops iterating.
+    """
+    stream = watch.Watch()  # type: ignore[no-untyped-call]
+    try:
+        events = stream.stream(  # type: ignore[no-untyped-call]
+            list_func, *args, timeout_seconds=timeout_seconds, **kwargs
+        )
+        yield from events
+    finally:
+        stream.stop()  # type: ignore[no-untyped-call]

@@ -1,0 +1,461 @@
+"""The local test bed behaves like a real cluster with GPU nodes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from lipsync_testbed import (
+    GpuSpec,
+    JobPodRunner,
+    LocalCluster,
+    NodeSpec,
+    add_node,
+    finish_pod,
+    relabel_node,
+    remove_node,
+    wait_for,
+    watch_events,
+)
+from lipsync_testbed.processes import is_running
+
+pytestmark = pytest.mark.cluster
+
+H100 = "NVIDIA-H100-80GB-HBM3"
+PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
+
+
+def _pods(api: client.ApiClient, namespace: str, selector: str) -> list[client.V1Pod]:
+    return list(client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=selector).items)
+
+
+def _running_ready(pod: client.V1Pod) -> bool:
+    status = pod.status
+    if status is None or status.phase != "Running":
+        return False
+    return any(c.type == "Ready" and c.status == "True" for c in status.conditions or [])
+
+
+def _gpu_pod(name: str, gpus: int, node_selector: dict[str, str]) -> client.V1Pod:
+    return client.V1Pod(
+        metadata=client.V1ObjectMeta(name=name, labels={"app": name}),
+        spec=client.V1PodSpec(
+            node_selector=node_selector,
+            containers=[
+                client.V1Container(
+                    name="main",
+                    image=PAUSE_IMAGE,
+                    resources=client.V1ResourceRequirements(limits={"nvidia.com/gpu": str(gpus)}),
+                )
+            ],
+        ),
+    )
+
+
+def _failed_scheduling_event(api: client.ApiClient, namespace: str, pod: str) -> str:
+    events = client.CoreV1Api(api).list_namespaced_event(
+        namespace, field_selector=f"involvedObject.name={pod}"
+    )
+    messages = [e.message or "" for e in events.items if e.reason == "FailedScheduling"]
+    return messages[0] if messages else ""
+
+
+def test_nodes_listed_ready_with_gpu_product(kube_cluster: LocalCluster) -> None:
+    def listed() -> dict[str, list[str]]:
+        out = kube_cluster.kubectl("get", "nodes", "-L", "nvidia.com/gpu.product").stdout
+        rows = [line.split() for line in out.strip().splitlines()[1:]]
+        by_name = {row[0]: row for row in rows}
+        ready = all(row[1] == "Ready" for row in rows)
+        return by_name if ready and len(by_name) >= 4 else {}
+
+    rows = wait_for(listed, timeout=60, description="fake node pool Ready in kubectl")
+    for name in ("h100-0", "h100-1"):
+        assert rows[name][-1] == H100
+    assert rows["rtx6000ada-0"][-1] == "NVIDIA-RTX-6000-Ada-Generation"
+    # The CPU node has no product label; kubectl prints an empty column.
+    assert rows["cpu-0"][-1] != H100
+
+    nodes = json.loads(kube_cluster.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+    gpus = {n["metadata"]["name"]: n["status"]["allocatable"].get("nvidia.com/gpu") for n in nodes}
+    assert gpus["h100-0"] == "8"
+    assert gpus["rtx6000ada-0"] == "4"
+    assert gpus["cpu-0"] is None
+    labels = next(n for n in nodes if n["metadata"]["name"] == "h100-0")["metadata"]["labels"]
+    assert labels["nvidia.com/gpu.count"] == "8"
+    assert labels["nvidia.com/gpu.compute.major"] == "9"
+    assert labels["nvidia.com/gpu.memory"] == "81559"
+
+
+def test_gpu_deployment_runs_only_on_h100_nodes(
+    kube_api: client.ApiClient, kube_namespace: str
+) -> None:
+    labels = {"app": "gpu-deploy"}
+    template = client.V1PodTemplateSpec(
+        metadata=client.V1ObjectMeta(labels=labels),
+        spec=_gpu_pod("unused", 1, {"nvidia.com/gpu.product": H100}).spec,
+    )
+    deployment = client.V1Deployment(
+        metadata=client.V1ObjectMeta(name="gpu-deploy"),
+        spec=client.V1DeploymentSpec(
+            replicas=4,
+            selector=client.V1LabelSelector(match_labels=labels),
+            template=template,
+        ),
+    )
+    apps = client.AppsV1Api(kube_api)
+    apps.create_namespaced_deployment(kube_namespace, deployment)
+
+    def all_running() -> list[client.V1Pod]:
+        pods = _pods(kube_api, kube_namespace, "app=gpu-deploy")
+        return pods if len(pods) == 4 and all(_running_ready(p) for p in pods) else []
+
+    pods = wait_for(all_running, timeout=90, description="4 GPU pods Running and Ready")
+    assert {p.spec.node_name for p in pods if p.spec} <= {"h100-0", "h100-1"}
+
+    def available() -> bool:
+        status = apps.read_namespaced_deployment("gpu-deploy", kube_namespace).status
+        return status is not None and status.available_replicas == 4
+
+    wait_for(available, timeout=60, description="deployment available")
+
+
+def test_pod_wanting_too_many_gpus_stays_pending(
+    kube_api: client.ApiClient, kube_namespace: str
+) -> None:
+    core = client.CoreV1Api(kube_api)
+    core.create_namespaced_pod(kube_namespace, _gpu_pod("too-big", 16, {}))
+    message = wait_for(
+        lambda: _failed_scheduling_event(kube_api, kube_namespace, "too-big"),
+        timeout=60,
+        description="FailedScheduling event",
+    )
+    assert "nvidia.com/gpu" in message
+    pod = core.read_namespaced_pod("too-big", kube_namespace)
+    assert pod.status is not None
+    assert pod.status.phase == "Pending"
+    assert not pod.spec or not pod.spec.node_name
+
+
+def test_crd_created_watched_and_server_side_applied(
+    kube_api: client.ApiClient, kube_namespace: str
+) -> None:
+    group, plural = "testbed.lipsync.dev", "widgets"
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{group}"},
+        "spec": {
+            "group": group,
+            "names": {"kind": "Widget", "plural": plural, "singular": "widget"},
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {
+                                "spec": {
+                                    "type": "object",
+                                    "properties": {"size": {"type": "integer"}},
+                                }
+                            },
+                        }
+                    },
+                    "subresources": {"status": {}},
+                }
+            ],
+        },
+    }
+    ext = client.ApiextensionsV1Api(kube_api)
+    try:
+        ext.create_custom_resource_definition(client.V1CustomResourceDefinition.model_validate(crd))
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+
+    def established() -> bool:
+        status = ext.read_custom_resource_definition(f"{plural}.{group}").status
+        conditions = status.conditions if status else None
+        return any(c.type == "Established" and c.status == "True" for c in conditions or [])
+
+    wait_for(established, timeout=30, description="CRD Established")
+
+    custom = client.CustomObjectsApi(kube_api)
+
+    def apply(size: int) -> dict[str, Any]:
+        body = {
+            "apiVersion": f"{group}/v1",
+            "kind": "Widget",
+            "metadata": {"name": "w1", "namespace": kube_namespace},
+            "spec": {"size": size},
+        }
+        result = custom.patch_namespaced_custom_object(
+            group,
+            "v1",
+            kube_namespace,
+            plural,
+            "w1",
+            body,
+            field_manager="testbed-test",
+            force=True,
+            _content_type="application/apply-patch+yaml",
+        )
+        assert isinstance(result, dict)
+        return result
+
+    created = apply(1)
+    assert created["spec"]["size"] == 1
+    managers = [m["manager"] for m in created["metadata"]["managedFields"]]
+    assert "testbed-test" in managers
+
+    # Watch from the created version; the applied change arrives as MODIFIED.
+    applied = apply(3)
+    assert applied["spec"]["size"] == 3
+    seen: list[int] = []
+    for event in watch_events(
+        custom.list_namespaced_custom_object,
+        group,
+        "v1",
+        kube_namespace,
+        plural,
+        resource_version=created["metadata"]["resourceVersion"],
+        timeout_seconds=20,
+    ):
+        if event["type"] == "MODIFIED":
+            seen.append(event["object"]["spec"]["size"])
+            break
+    assert seen == [3]
+
+
+def _job(name: str, command: list[str], backoff_limit: int = 0) -> client.V1Job:
+    return client.V1Job(
+        metadata=client.V1ObjectMeta(name=name),
+        spec=client.V1JobSpec(
+            backoff_limit=backoff_limit,
+            template=client.V1PodTemplateSpec(
+                metadata=client.V1ObjectMeta(labels={"testbed-job": name}),
+                spec=client.V1PodSpec(
+                    restart_policy="Never",
+                    containers=[
+                        client.V1Container(
+                            name="main",
+                            image="example.invalid/worker:1",
+                            command=command,
+                            env=[
+                                client.V1EnvVar(name="GREETING", value="hello"),
+                                client.V1EnvVar(
+                                    name="POD_NAME",
+                                    value_from=client.V1EnvVarSource(
+                                        field_ref=client.V1ObjectFieldSelector(
+                                            field_path="metadata.name"
+                                        )
+                                    ),
+                                ),
+                            ],
+                        )
+                    ],
+                ),
+            ),
+        ),
+    )
+
+
+def _job_condition(api: client.ApiClient, namespace: str, name: str) -> str:
+    job = client.BatchV1Api(api).read_namespaced_job(name, namespace)
+    conditions = job.status.conditions if job.status else None
+    for condition in conditions or []:
+        if condition.type in ("Complete", "Failed") and condition.status == "True":
+            return str(condition.type)
+    return ""
+
+
+def _terminated_message(api: client.ApiClient, namespace: str, job: str) -> tuple[int, str]:
+    (pod,) = _pods(api, namespace, f"batch.kubernetes.io/job-name={job}")
+    assert pod.status is not None
+    (status,) = pod.status.container_statuses or []
+    assert status.state is not None
+    terminated = status.state.terminated
+    assert terminated is not None
+    return terminated.exit_code, terminated.message or ""
+
+
+def test_job_pod_runner_completes_job_with_termination_message(
+    kube_api: client.ApiClient,
+    kube_namespace: str,
+    job_pod_runner: Callable[..., JobPodRunner],
+) -> None:
+    runner = job_pod_runner("testbed-job")
+    script = (
+        "import os; "
+        "open('/dev/termination-log', 'w').write(os.environ['GREETING'] + ' from ' + "
+        "os.environ['POD_NAME'])"
+    )
+    batch = client.BatchV1Api(kube_api)
+    batch.create_namespaced_job(kube_namespace, _job("ok", ["python", "-c", script]))
+    batch.create_namespaced_job(
+        kube_namespace,
+        _job("bad", ["sh", "-c", "echo -n 'out of memory' > /dev/termination-log; exit 3"]),
+    )
+
+    assert (
+        wait_for(
+            lambda: _job_condition(kube_api, kube_namespace, "ok"),
+            timeout=90,
+            description="job ok finished",
+        )
+        == "Complete"
+    )
+    code, message = _terminated_message(kube_api, kube_namespace, "ok")
+    assert code == 0
+    assert message.startswith("hello from ok-")
+
+    assert (
+        wait_for(
+            lambda: _job_condition(kube_api, kube_namespace, "bad"),
+            timeout=90,
+            description="job bad finished",
+        )
+        == "Failed"
+    )
+    assert _terminated_message(kube_api, kube_namespace, "bad") == (3, "out of memory")
+    assert not runner.errors
+
+
+def test_finish_pod_drives_job_to_completion(
+    kube_api: client.ApiClient, kube_namespace: str
+) -> None:
+    batch = client.BatchV1Api(kube_api)
+    batch.create_namespaced_job(kube_namespace, _job("manual", ["true"]))
+    pod = wait_for(
+        lambda: next(
+            (p for p in _pods(kube_api, kube_namespace, "testbed-job=manual") if _running_ready(p)),
+            None,
+        ),
+        timeout=60,
+        description="job pod Running",
+    )
+    assert pod.metadata is not None
+    finish_pod(
+        kube_api,
+        kube_namespace,
+        pod.metadata.name or "",
+        succeeded=True,
+        message='{"engine": "ready"}',
+    )
+    assert (
+        wait_for(
+            lambda: _job_condition(kube_api, kube_namespace, "manual"),
+            timeout=60,
+            description="job manual finished",
+        )
+        == "Complete"
+    )
+    assert _terminated_message(kube_api, kube_namespace, "manual") == (0, '{"engine": "ready"}')
+
+
+def test_adding_node_schedules_pending_gpu_pod(
+    kube_api: client.ApiClient, kube_namespace: str
+) -> None:
+    product = "NVIDIA-A100-SXM4-80GB"
+    core = client.CoreV1Api(kube_api)
+    core.create_namespaced_pod(
+        kube_namespace, _gpu_pod("waits-for-a100", 2, {"nvidia.com/gpu.product": product})
+    )
+    wait_for(
+        lambda: _failed_scheduling_event(kube_api, kube_namespace, "waits-for-a100"),
+        timeout=60,
+        description="FailedScheduling before the node exists",
+    )
+    spec = NodeSpec(
+        name="a100-scaleup-0",
+        gpu=GpuSpec(product=product, count=8, memory_mib=81920, compute_major=8, compute_minor=0),
+        pool="a100",
+    )
+    add_node(kube_api, spec)
+    try:
+        pod = wait_for(
+            lambda: next(
+                (
+                    p
+                    for p in _pods(kube_api, kube_namespace, "app=waits-for-a100")
+                    if _running_ready(p)
+                ),
+                None,
+            ),
+            timeout=90,
+            description="pending GPU pod scheduled on the new node",
+        )
+        assert pod.spec is not None
+        assert pod.spec.node_name == "a100-scaleup-0"
+
+        relabel_node(kube_api, "a100-scaleup-0", {"nvidia.com/gpu.product": None, "extra": "yes"})
+        node = core.read_node("a100-scaleup-0")
+        assert node.metadata is not None
+        labels = node.metadata.labels or {}
+        assert "nvidia.com/gpu.product" not in labels
+        assert labels["extra"] == "yes"
+    finally:
+        core.delete_namespaced_pod("waits-for-a100", kube_namespace, grace_period_seconds=0)
+        remove_node(kube_api, "a100-scaleup-0")
+
+
+def test_cli_up_down_leaves_no_process(tmp_path: Path, kube_cluster: LocalCluster) -> None:
+    pool = tmp_path / "pool.yaml"
+    pool.write_text(yaml.safe_dump({"pools": [{"name": "solo", "replicas": 1}]}), encoding="utf-8")
+    state_dir = tmp_path / "cli-cluster"
+    base = [sys.executable, "-m", "lipsync_testbed"]
+    common = ["--dir", str(state_dir)]
+    up = subprocess.run(
+        [
+            *base,
+            "up",
+            *common,
+            "--nodepool",
+            str(pool),
+            "--bin-dir",
+            str(kube_cluster.binaries.bin_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    state = json.loads((state_dir / "state.json").read_text(encoding="utf-8"))
+    pids = [p["pid"] for p in state["processes"]]
+    try:
+        assert up.returncode == 0, up.stderr
+        assert "KUBECONFIG=" in up.stdout
+        assert len(pids) == 5
+        status = subprocess.run(
+            [*base, "status", *common], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert status.returncode == 0, status.stdout + status.stderr
+    finally:
+        down = subprocess.run(
+            [*base, "down", *common], capture_output=True, text=True, timeout=120, check=False
+        )
+    assert down.returncode == 0, down.stderr
+    assert [pid for pid in pids if is_running(pid)] == []
+    # Nothing else refers to the state directory either.
+    leftovers = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if str(state_dir) in cmdline:
+                leftovers.append(proc.name)
+    assert leftovers == []
