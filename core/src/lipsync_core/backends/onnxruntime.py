@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import numpy as np
 import onnxruntime as ort
 
 from lipsync_core.backends.base import BackendConfig, BackendInfo, BackendKind, Precision
+from lipsync_core.backends.ort_plugins import rtx_plugin_installed, rtx_session_options
 from lipsync_core.contract import ModelContract
 from lipsync_core.errors import BackendError, ModelFileError
 from lipsync_core.onnxfile import load_model_proto
@@ -31,9 +33,10 @@ PRECISION_METADATA_KEY = "lipsync.precision"
 
 
 def available_kinds() -> list[BackendKind]:
-    """ORT backends usable in this process (CUDA needs onnxruntime-gpu and a GPU)."""
+    """ORT backends installed here (CUDA needs onnxruntime-gpu, TensorRT-RTX its plugin wheel)."""
     providers = set(ort.get_available_providers())
-    return [kind for kind, provider in _PROVIDERS.items() if provider in providers]
+    kinds = [kind for kind, provider in _PROVIDERS.items() if provider in providers]
+    return [*kinds, "tensorrt-rtx"] if rtx_plugin_installed() else kinds
 
 
 def model_precision(path: Path) -> Precision:
@@ -59,8 +62,23 @@ def session_options(config: BackendConfig) -> ort.SessionOptions:
     return options
 
 
+@dataclass
+class _BoundBatch:
+    """Device tensors and their IO binding for one batch size, created once and reused."""
+
+    binding: ort.IOBinding
+    inputs: dict[str, ort.OrtValue]
+    output: ort.OrtValue
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class OnnxRuntimeBackend:
-    """One ORT session. On CUDA, inputs/outputs go through IO binding with reused buffers."""
+    """One ORT session. On CUDA, inputs and outputs live in device tensors bound once per batch
+    size and updated in place, so a call allocates no device memory."""
 
     def __init__(
         self,
@@ -73,7 +91,7 @@ class OnnxRuntimeBackend:
         if kind not in _PROVIDERS:
             raise BackendError(f"{kind} is not an ONNX Runtime backend")
         provider = _PROVIDERS[kind]
-        if provider not in ort.get_available_providers():
+        if kind != "tensorrt-rtx" and provider not in ort.get_available_providers():
             raise BackendError(
                 f"{kind}: ONNX Runtime here has no {provider} "
                 f"(available: {', '.join(ort.get_available_providers())})"
@@ -84,20 +102,24 @@ class OnnxRuntimeBackend:
         self._artifact = artifact
         self._precision = model_precision(artifact)
         self._reason = reason
-        providers: list[Any] = [provider]
+        options = session_options(config)
+        providers: list[Any] | None = [provider]
         if kind == "onnxruntime-cuda":
             providers = [(provider, {"device_id": config.device_id}), "CPUExecutionProvider"]
+        elif kind == "tensorrt-rtx":
+            options, providers = rtx_session_options(options, config.device_id), None
         try:
             self._session = ort.InferenceSession(
-                str(artifact), sess_options=session_options(config), providers=providers
+                str(artifact), sess_options=options, providers=providers
             )
         except Exception as exc:  # ORT raises its own untyped exceptions
-            reason_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc)
-            raise ModelFileError(
-                f"{artifact}: ONNX Runtime cannot load it: {reason_line}"
-            ) from None
-        self._device_outputs: dict[int, ort.OrtValue] = {}
-        self._binding = self._session.io_binding() if kind == "onnxruntime-cuda" else None
+            if kind == "onnxruntime-cpu":
+                raise ModelFileError(
+                    f"{artifact}: ONNX Runtime cannot load it: {_first_line(exc)}"
+                ) from None
+            # The file already parsed as ONNX (model_precision), so the device refused it.
+            raise BackendError(f"{kind} cannot run {artifact}: {_first_line(exc)}") from None
+        self._bound: dict[int, _BoundBatch] = {}
 
     @property
     def contract(self) -> ModelContract:
@@ -116,26 +138,36 @@ class OnnxRuntimeBackend:
         )
 
     def infer(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        if self._binding is None:
+        if self._kind != "onnxruntime-cuda":
             result = self._session.run([self._contract.output.name], inputs)
             return np.asarray(result[0], dtype=np.float32)
-        return self._infer_bound(inputs)
+        batch = inputs[self._contract.image.name].shape[0]
+        bound = self._bound.get(batch) or self._bind(batch)
+        for name, value in bound.inputs.items():
+            value.update_inplace(np.ascontiguousarray(inputs[name]))
+        self._session.run_with_iobinding(bound.binding)
+        return np.asarray(bound.output.numpy(), dtype=np.float32)
 
-    def _infer_bound(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        assert self._binding is not None
-        batch = next(iter(inputs.values())).shape[0]
-        output = self._device_outputs.get(batch)
-        if output is None:
-            output = ort.OrtValue.ortvalue_from_shape_and_type(
-                self._contract.output.batch_shape(batch), np.float32, "cuda", self._config.device_id
+    def _bind(self, batch: int) -> _BoundBatch:
+        if not 1 <= batch <= self._config.max_batch:
+            raise BackendError(f"batch of {batch} is outside [1, {self._config.max_batch}]")
+        device = self._config.device_id
+        binding = self._session.io_binding()
+        inputs = {}
+        for spec in self._contract.inputs:
+            value = ort.OrtValue.ortvalue_from_shape_and_type(
+                spec.batch_shape(batch), np.dtype(spec.dtype), "cuda", device
             )
-            self._device_outputs[batch] = output
-        for name, array in inputs.items():
-            self._binding.bind_cpu_input(name, np.ascontiguousarray(array))
-        self._binding.bind_ortvalue_output(self._contract.output.name, output)
-        self._session.run_with_iobinding(self._binding)
-        return np.asarray(output.numpy(), dtype=np.float32)
+            binding.bind_ortvalue_input(spec.name, value)
+            inputs[spec.name] = value
+        output_spec = self._contract.output
+        output = ort.OrtValue.ortvalue_from_shape_and_type(
+            output_spec.batch_shape(batch), np.dtype(output_spec.dtype), "cuda", device
+        )
+        binding.bind_ortvalue_output(output_spec.name, output)
+        self._bound[batch] = _BoundBatch(binding, inputs, output)
+        log.debug("bound device tensors for batch %d on cuda:%d", batch, device)
+        return self._bound[batch]
 
     def close(self) -> None:
-        self._device_outputs.clear()
-        self._binding = None
+        self._bound.clear()
