@@ -1,0 +1,33 @@
+"""Ingest: fetch the model, check its digest, run the ONNX checker and the I/O contract."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lipsync_core.contract import ModelContract
+from lipsync_core.onnxfile import check_model
+from lipsync_engine_builder.errors import BadInputError
+from lipsync_engine_builder.sources import fetch, sha256_file
+
+
+@dataclass(frozen=True)
+class IngestedModel:
+    path: Path
+    sha256: str
+    nodes: int
+
+
+def ingest(uri: str, pinned_sha256: str, contract: ModelContract, workdir: Path) -> IngestedModel:
+    path = fetch(uri, workdir)
+    if not path.is_file():
+        raise BadInputError(f"model {uri}: not a file")
+    digest = sha256_file(path)
+    if pinned_sha256 and digest != pinned_sha256:
+        raise BadInputError(
+            f"model {uri}: sha256 {digest[:16]}... does not match the pinned "
+            f"{pinned_sha256[:16]}..."
+        )
+    model = check_model(path)
+    contract.check_onnx(path)
+    return IngestedModel(path=path, sha256=digest, nodes=len(model.graph.node))

@@ -1,0 +1,221 @@
+"""The build pipeline: ingest -> optimize -> precision -> build -> verify -> measure -> publish.
+
+``execute`` never raises: every outcome is a BuildResult with the Job's exit code.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from lipsync_core.backends.base import Backend, BackendConfig, Precision
+from lipsync_core.errors import LipSyncError
+from lipsync_engine_builder.accuracy import check_gate, compare, min_psnr_for
+from lipsync_engine_builder.cache import EngineCache
+from lipsync_engine_builder.calibration import Sample, load_calibration, split_held_out
+from lipsync_engine_builder.errors import EXIT_OK, BadInputError, exit_code_for, one_line
+from lipsync_engine_builder.manifest import Accuracy, Manifest
+from lipsync_engine_builder.progress import Progress
+from lipsync_engine_builder.request import BuildRequest
+from lipsync_engine_builder.result import BuildResult
+from lipsync_engine_builder.sources import fetch, sha256_file
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    original: Path
+    model: Path
+    model_sha256: str
+    held_out: list[Sample]
+    optimization: dict[str, int]
+
+
+def result_from_manifest(
+    manifest: Manifest, cache: EngineCache, cache_hit: bool, seconds: float, reason: str
+) -> BuildResult:
+    return BuildResult(
+        key=manifest.key,
+        state="Ready",
+        reason=reason,
+        psnr_db=round(manifest.accuracy.psnr_db, 2),
+        max_abs_error=round(manifest.accuracy.max_abs_error, 6),
+        frames_per_second=manifest.best_frames_per_second(),
+        build_seconds=round(seconds, 2),
+        artifact=cache.entry_uri(manifest.key, manifest.artifact),
+        cache_hit=cache_hit,
+    )
+
+
+def execute(request: BuildRequest, progress: Progress) -> BuildResult:
+    start = time.perf_counter()
+    key = ""
+    try:
+        key = request.key()
+        cache = EngineCache(request.cache)
+        cached = cache.lookup(key)
+        if cached is not None:
+            progress.info("cache hit", key=key)
+            return result_from_manifest(
+                cached, cache, True, time.perf_counter() - start, "cache hit"
+            )
+        cache.ensure_writable()
+        with tempfile.TemporaryDirectory(prefix="lipsync-build-") as workdir:
+            return _build(
+                request, key=key, cache=cache, workdir=Path(workdir), progress=progress, start=start
+            )
+    except Exception as exc:  # the Job must always report a result and an exit code
+        if not isinstance(exc, LipSyncError):
+            log.exception("build failed unexpectedly")
+        return BuildResult(
+            key=key,
+            state="Failed",
+            reason=one_line(exc),
+            build_seconds=round(time.perf_counter() - start, 2),
+            exit_code=exit_code_for(exc),
+        )
+
+
+def _prepare(request: BuildRequest, workdir: Path, progress: Progress) -> _Prepared:
+    from lipsync_engine_builder.ingest import ingest
+    from lipsync_engine_builder.optimize import optimize
+    from lipsync_engine_builder.precision import QuantizationTarget, apply_precision
+    from lipsync_engine_builder.targets import preflight
+
+    contract = request.contract()
+    with progress.stage("ingest"):
+        preflight(request.backend)
+        model = ingest(request.model, request.sha256, contract, workdir)
+        calibration = None
+        if request.precision == "int8":
+            local = (
+                fetch(request.calibration, workdir, "calibration") if request.calibration else None
+            )
+            if local is not None and request.calibration_sha256 and local.is_file():
+                digest = sha256_file(local)
+                if digest != request.calibration_sha256:
+                    raise BadInputError(
+                        f"calibration {request.calibration}: sha256 does not match the pinned one"
+                    )
+            calibration = load_calibration(
+                local, contract, request.calibration_samples, request.allow_random_calibration
+            )
+        used, held_out = split_held_out(
+            calibration, request.calibration_samples, request.verify_samples, contract
+        )
+        progress.info("model", sha256=model.sha256, nodes=model.nodes, calibration=len(used))
+    with progress.stage("optimize"):
+        optimized = workdir / "optimized.onnx"
+        report = optimize(model.path, optimized, contract)
+        progress.info("graph", **report.as_dict())
+    with progress.stage("precision"):
+        prepared = workdir / "prepared.onnx"
+        onnx_precision: Precision = request.precision
+        if request.backend == "tensorrt" and request.precision == "fp16":
+            onnx_precision = "fp32"  # TensorRT's FP16 flag converts; the ONNX stays fp32
+        target: QuantizationTarget = (
+            "tensorrt" if request.backend in ("tensorrt", "tensorrt-rtx") else "onnxruntime"
+        )
+        apply_precision(optimized, prepared, onnx_precision, used, target)
+    return _Prepared(model.path, prepared, model.sha256, held_out, report.as_dict())
+
+
+def _run_all(backend: Backend, samples: list[Sample]) -> list[np.ndarray]:
+    return [backend.infer(sample) for sample in samples]
+
+
+def _build(
+    request: BuildRequest,
+    *,
+    key: str,
+    cache: EngineCache,
+    workdir: Path,
+    progress: Progress,
+    start: float,
+) -> BuildResult:
+    from lipsync_core.backends import load_backend
+    from lipsync_engine_builder.measure import measure
+    from lipsync_engine_builder.targets import BuildContext, TensorRTSettings, build_artifact
+    from lipsync_engine_builder.targets.profiles import timing_cache_name
+
+    contract = request.contract()
+    prepared = _prepare(request, workdir, progress)
+    config = BackendConfig(kind=request.backend, max_batch=request.batch.max)
+    runtime = request.resolved_runtime()
+    with progress.stage("build"):
+        timing_name = timing_cache_name(request.gpu_product, runtime)
+        context = BuildContext(
+            model=prepared.model,
+            workdir=workdir,
+            contract=contract,
+            batch=request.batch,
+            precision=request.precision,
+            timing_cache=cache.read_timing_cache(timing_name)
+            if request.backend == "tensorrt"
+            else b"",
+        )
+        settings = TensorRTSettings(
+            workspace_bytes=request.workspace_mib << 20,
+            optimization_level=request.optimization_level,
+        )
+        built = build_artifact(request.backend, context, config, settings)
+        if built.timing_cache:
+            cache.write_timing_cache(timing_name, built.timing_cache)
+    with progress.stage("verify"):
+        reference = load_backend(prepared.original, contract, BackendConfig(kind="onnxruntime-cpu"))
+        expected = _run_all(reference, prepared.held_out)
+        reference.close()
+        backend = load_backend(built.path, contract, config)
+        report = compare(expected, _run_all(backend, prepared.held_out))
+        gate = min_psnr_for(request.precision, request.min_psnr)
+        progress.info(
+            "accuracy",
+            psnr_db=round(report.psnr_db, 2),
+            max_abs_error=report.max_abs_error,
+            gate_db=gate,
+        )
+        check_gate(report, gate, request.precision)
+    with progress.stage("measure"):
+        throughput = measure(backend, request.batch.sizes(), request.measure_frames)
+        backend.close()
+        for entry in throughput:
+            progress.info("throughput", **entry.model_dump())
+    with progress.stage("publish"):
+        artifact_sha256 = sha256_file(built.path)
+        manifest = Manifest(
+            key=key,
+            key_inputs=request.key_inputs(),
+            artifact=f"engine-{artifact_sha256[:16]}{built.path.suffix}",
+            artifact_sha256=artifact_sha256,
+            artifact_bytes=built.path.stat().st_size,
+            precision=request.precision,
+            backend=request.backend,
+            runtime=runtime,
+            model_uri=request.model,
+            model_sha256=prepared.model_sha256,
+            session_options=built.session_options,
+            optimization=prepared.optimization,
+            accuracy=Accuracy(
+                psnr_db=report.psnr_db,
+                max_abs_error=report.max_abs_error,
+                min_psnr_db=gate,
+                samples=report.samples,
+            ),
+            throughput=throughput,
+            build_seconds=round(time.perf_counter() - start, 2),
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        outcome = cache.publish(built.path, manifest)
+        if not outcome.published:
+            progress.info("another builder published this key first; using its artifact")
+    reason = "published" if outcome.published else "published by another builder first"
+    return result_from_manifest(
+        outcome.manifest, cache, not outcome.published, time.perf_counter() - start, reason
+    ).model_copy(update={"exit_code": EXIT_OK})

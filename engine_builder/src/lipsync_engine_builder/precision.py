@@ -1,0 +1,85 @@
+"""Precision: fp32 as is; fp16 weights with fp32 inputs/outputs; int8 static Q/DQ.
+
+Int8 is static, per-channel, in the Q/DQ format: for ONNX Runtime CPU with unsigned activations
+(its fast u8s8 kernels); for TensorRT with symmetric signed activations and weights, the explicit
+quantization TensorRT 10 takes as input.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+import onnx
+
+from lipsync_core.backends.base import Precision
+from lipsync_core.backends.onnxruntime import PRECISION_METADATA_KEY
+from lipsync_engine_builder.calibration import Sample, SampleReader
+from lipsync_engine_builder.errors import BuildFailedError, one_line
+
+log = logging.getLogger(__name__)
+
+QuantizationTarget = Literal["onnxruntime", "tensorrt"]
+
+
+def set_precision_metadata(path: Path, precision: Precision) -> None:
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(
+        model,
+        {
+            **{prop.key: prop.value for prop in model.metadata_props},
+            PRECISION_METADATA_KEY: precision,
+        },
+    )
+    onnx.save(model, str(path))
+
+
+def convert_fp16(source: Path, target: Path) -> None:
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(source))
+    converted = convert_float_to_float16(model, keep_io_types=True)
+    onnx.save(converted, str(target))
+
+
+def quantize_int8(
+    source: Path, target: Path, samples: list[Sample], for_target: QuantizationTarget
+) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if not samples:
+        raise BuildFailedError("int8 quantization needs at least one calibration sample")
+    tensorrt = for_target == "tensorrt"
+    try:
+        quantize_static(
+            str(source),
+            str(target),
+            SampleReader(samples),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QInt8 if tensorrt else QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"ActivationSymmetric": tensorrt, "WeightSymmetric": True},
+        )
+    except Exception as exc:  # the quantizer raises untyped errors from deep inside
+        raise BuildFailedError(f"int8 quantization failed: {one_line(exc)}") from None
+
+
+def apply_precision(
+    source: Path,
+    target: Path,
+    precision: Precision,
+    samples: list[Sample],
+    for_target: QuantizationTarget,
+) -> None:
+    """Write ``source`` at ``precision`` to ``target`` and record the precision in its metadata."""
+    if precision == "fp16":
+        convert_fp16(source, target)
+    elif precision == "int8":
+        quantize_int8(source, target, samples, for_target)
+    else:
+        target.write_bytes(source.read_bytes())
+    set_precision_metadata(target, precision)
+    log.info("%s model: %s (%.1f MB)", precision, target.name, target.stat().st_size / 1e6)

@@ -1,0 +1,50 @@
+"""Fetching models and calibration data from a URI: a path, file://, or any fsspec URL.
+
+A PVC is just a mounted path. Remote files are copied into the build's work directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from lipsync_engine_builder.errors import BadInputError, one_line
+
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch(uri: str, workdir: Path, what: str = "model") -> Path:
+    """A local path to the file or directory at ``uri`` (copied into ``workdir`` if remote)."""
+    try:
+        fs, path = fsspec.core.url_to_fs(uri)
+    except (ImportError, ValueError) as exc:
+        raise BadInputError(f"{what} {uri}: unsupported URI: {one_line(exc)}") from None
+    if isinstance(fs, LocalFileSystem):
+        local = Path(path)
+        if not local.exists():
+            raise BadInputError(f"{what} {uri}: not found")
+        return local
+    name = path.rstrip("/").rsplit("/", 1)[-1] or what
+    target = workdir / "sources" / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if fs.isdir(path):
+            fs.get(path.rstrip("/") + "/", str(target), recursive=True)
+        else:
+            fs.get_file(path, str(target))
+    except FileNotFoundError:
+        raise BadInputError(f"{what} {uri}: not found") from None
+    except Exception as exc:  # network and credential errors differ per file system
+        raise BadInputError(f"{what} {uri}: cannot fetch: {one_line(exc)}") from None
+    return target

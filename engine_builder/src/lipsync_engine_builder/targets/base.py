@@ -1,0 +1,27 @@
+"""What every backend target takes and returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lipsync_core.backends.base import Precision
+from lipsync_core.contract import ModelContract
+from lipsync_core.enginekey import BatchProfile
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    model: Path  # the optimized ONNX at the artifact's precision (fp32 for TensorRT fp16)
+    workdir: Path
+    contract: ModelContract
+    batch: BatchProfile
+    precision: Precision
+    timing_cache: bytes = b""
+
+
+@dataclass(frozen=True)
+class BuiltArtifact:
+    path: Path
+    session_options: dict[str, str | int] = field(default_factory=dict)
+    timing_cache: bytes = b""  # updated TensorRT timing cache to save, if any
