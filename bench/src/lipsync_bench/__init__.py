@@ -1,0 +1,1 @@
+"""LipSync benchmarks: load generation, backend matrix, measured cost and speedup tables."""
