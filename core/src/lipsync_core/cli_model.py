@@ -97,3 +97,55 @@ def run(path: Path, io_preset: str, batches: tuple[int, ...], frames: int, threa
             f"{elapsed * 1000 / (runs * batch):.1f} ms/frame"
         )
     backend.close()
+
+
+@model.command()
+@click.option("--module", "target", required=True, help="MODULE:CLASS, e.g. unet_328:Model.")
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="A state dict, bare or as {'state_dict': ...} (e.g. ckpt.pth.tar).",
+)
+@click.option("--init", "init_text", default="", help="Constructor kwargs: n_channels=6,mode=ave")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@_preset_option
+@click.option(
+    "--path",
+    "search_path",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Directory to import the module from (default: the current directory).",
+)
+@click.option("--tolerance", default=1e-4, show_default=True, help="Max abs error ORT vs torch.")
+def export(
+    *,
+    target: str,
+    checkpoint: Path,
+    init_text: str,
+    output: Path,
+    io_preset: str,
+    search_path: Path | None,
+    tolerance: float,
+) -> None:
+    """Export a PyTorch checkpoint to ONNX (opset 17, dynamic batch), verified. Needs [torch]."""
+    from lipsync_core.export_torch import export_checkpoint, parse_init_kwargs
+
+    try:
+        report = export_checkpoint(
+            target,
+            checkpoint,
+            output,
+            preset(io_preset),
+            init=parse_init_kwargs(init_text),
+            search_path=search_path,
+            tolerance=tolerance,
+        )
+    except LipSyncError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    click.echo(
+        f"wrote {report.path} ({report.path.stat().st_size / 1e6:.1f} MB): {target}, "
+        f"{report.parameters / 1e6:.2f} M parameters, matches {io_preset}, "
+        f"max abs error vs PyTorch {report.max_abs_error:.2e}, {report.seconds:.1f} s"
+    )

@@ -1,0 +1,205 @@
+"""PyTorch checkpoint -> ONNX, checked: the original project's export step, made repeatable.
+
+Import a module, build the model with keyword arguments, load the checkpoint's state dict, export
+in eval mode with the contract's tensor names, a dynamic batch axis and opset 17, then run the ONNX
+checker, the contract check and a numeric comparison of ONNX Runtime against PyTorch on one
+random batch. Needs the ``[torch]`` extra; torch is imported only when an export runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from lipsync_core.contract import ModelContract
+from lipsync_core.errors import LipSyncError
+from lipsync_core.samples import random_inputs
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+InitValue = int | float | bool | str
+
+
+class ExportError(LipSyncError):
+    """The PyTorch model cannot be built, loaded, exported or does not match its export."""
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    path: Path
+    parameters: int
+    max_abs_error: float
+    seconds: float
+
+
+def parse_init_kwargs(text: str) -> dict[str, InitValue]:
+    """``n_channels=6,mode=ave,scale=0.5,half=false`` -> typed keyword arguments."""
+    kwargs: dict[str, InitValue] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise ExportError(f"--init item {item!r} is not NAME=VALUE")
+        kwargs[key.strip()] = _parse_value(raw.strip())
+    return kwargs
+
+
+def _parse_value(raw: str) -> InitValue:
+    if raw.lower() in ("true", "false"):
+        return raw.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            continue
+    return raw
+
+
+def import_model_class(target: str, search_path: Path | None = None) -> Callable[..., Any]:
+    """``package.module:Name`` -> the class, importing from ``search_path`` (default: cwd)."""
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise ExportError(f"--module {target!r} is not MODULE:CLASS (e.g. unet_328:Model)")
+    root = str((search_path or Path.cwd()).resolve())
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ExportError(f"cannot import {module_name!r} from {root}: {exc}") from None
+    model_class = getattr(module, attr, None)
+    if not callable(model_class):
+        raise ExportError(f"module {module_name!r} has no class {attr!r}")
+    return model_class  # type: ignore[no-any-return]
+
+
+def state_dict_from(checkpoint: Any, path: Path) -> dict[str, Any]:
+    """The state dict of a checkpoint: ``{'state_dict': ...}`` or a bare dict of tensors; a
+    ``module.`` prefix left by DataParallel is removed."""
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
+        checkpoint = checkpoint["state_dict"]
+    if not isinstance(checkpoint, dict) or not checkpoint:
+        raise ExportError(f"{path}: not a state dict nor a {{'state_dict': ...}} checkpoint")
+    return {key.removeprefix("module."): value for key, value in checkpoint.items()}
+
+
+def _import_torch() -> Any:
+    try:
+        return importlib.import_module("torch")
+    except ImportError:
+        raise ExportError(
+            "lipsync model export needs PyTorch: install the [torch] extra "
+            "(pip install 'lipsync-core[torch]')"
+        ) from None
+
+
+def _build(
+    torch: Any, target: str, init: dict[str, InitValue], checkpoint: Path, search_path: Path | None
+) -> Any:
+    model_class = import_model_class(target, search_path)
+    try:
+        model = model_class(**init)
+    except Exception as exc:  # the user's constructor may raise anything
+        raise ExportError(f"{target}({_format_init(init)}) failed: {exc}") from None
+    try:
+        loaded = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ExportError(f"{checkpoint}: no such checkpoint") from None
+    except Exception as exc:  # pickle and zip errors
+        raise ExportError(f"{checkpoint}: cannot load the checkpoint: {exc}") from None
+    result = model.load_state_dict(state_dict_from(loaded, checkpoint), strict=False)
+    problems = [
+        f"{label} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+        for label, keys in (
+            ("missing", result.missing_keys),
+            ("unexpected", result.unexpected_keys),
+        )
+        if keys
+    ]
+    if problems:
+        raise ExportError(f"{checkpoint} does not fit {target}: {'; '.join(problems)}")
+    return model.eval()
+
+
+def _format_init(init: dict[str, InitValue]) -> str:
+    return ", ".join(f"{key}={value!r}" for key, value in init.items())
+
+
+def _export(torch: Any, model: Any, contract: ModelContract, output: Path, opset: int) -> None:
+    sample = random_inputs(contract, 1, np.random.default_rng(0))
+    args = tuple(torch.from_numpy(sample[spec.name]) for spec in contract.inputs)
+    names = [spec.name for spec in (*contract.inputs, contract.output)]
+    options: dict[str, Any] = {
+        "input_names": names[:-1],
+        "output_names": names[-1:],
+        "dynamic_axes": {name: {0: "batch"} for name in names},
+        "opset_version": opset,
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    # The TorchScript exporter honours opset 17 and dynamic_axes as the original step did; newer
+    # torch defaults to the dynamo exporter (needs onnxscript), used where the former fails.
+    legacy = "dynamo" in inspect.signature(torch.onnx.export).parameters
+    attempts = [{**options, "dynamo": False}, options] if legacy else [options]
+    failures = []
+    for attempt in attempts:
+        try:
+            with torch.no_grad():
+                torch.onnx.export(model, args, str(output), **attempt)
+        except Exception as exc:  # the exporters raise many kinds of errors
+            failures.append(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+            continue
+        return
+    raise ExportError(f"torch.onnx.export failed: {' / '.join(failures)}")
+
+
+def max_abs_error(torch: Any, model: Any, contract: ModelContract, onnx_path: Path) -> float:
+    """ONNX Runtime (CPU) against PyTorch on one random batch of 2 (exercises the batch axis)."""
+    inputs = random_inputs(contract, 2, np.random.default_rng(1))
+    with torch.no_grad():
+        expected = model(*(torch.from_numpy(inputs[s.name]) for s in contract.inputs)).numpy()
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (got,) = session.run([contract.output.name], inputs)
+    return float(np.max(np.abs(np.asarray(got) - expected)))
+
+
+def export_checkpoint(
+    target: str,
+    checkpoint: Path,
+    output: Path,
+    contract: ModelContract,
+    *,
+    init: dict[str, InitValue] | None = None,
+    search_path: Path | None = None,
+    tolerance: float = 1e-4,
+    opset: int = OPSET,
+) -> ExportReport:
+    """Export ``target`` with ``checkpoint`` to ``output`` and verify it; ExportError otherwise."""
+    start = time.perf_counter()
+    torch = _import_torch()
+    model = _build(torch, target, init or {}, checkpoint, search_path)
+    parameters = sum(int(p.numel()) for p in model.parameters())
+    log.info("exporting %s (%d parameters) to %s", target, parameters, output)
+    _export(torch, model, contract, output, opset)
+    try:
+        onnx.checker.check_model(str(output), full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"{output}: the ONNX checker rejects the export: {exc}") from None
+    contract.check_onnx(output)
+    error = max_abs_error(torch, model, contract, output)
+    if not error <= tolerance:
+        raise ExportError(
+            f"{output}: ONNX Runtime differs from PyTorch by {error:.2e} "
+            f"(tolerance {tolerance:.0e})"
+        )
+    return ExportReport(output, parameters, error, time.perf_counter() - start)
