@@ -1,0 +1,1 @@
+"""Generated from protos/ by server/generate_protos.sh; do not edit."""

@@ -1,0 +1,140 @@
+"""Building and running the server: model instances, avatar, data plane, gRPC services, metrics,
+health, reflection, and graceful shutdown on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+
+import grpc
+from google.protobuf import descriptor_pool
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2
+from prometheus_client import start_http_server
+
+from lipsync_core.backends import BackendConfig, load_backend
+from lipsync_core.contract import preset
+from lipsync_server._generated.inference import grpc_service_pb2 as inference_pb2
+from lipsync_server._generated.inference import grpc_service_pb2_grpc as inference_pb2_grpc
+from lipsync_server._generated.lipsync.v1 import lipsync_pb2, lipsync_pb2_grpc
+from lipsync_server.audio import check_window_shape
+from lipsync_server.avatar.store import AvatarStore
+from lipsync_server.config import ServerSettings
+from lipsync_server.dataplane import DataPlane
+from lipsync_server.services.kserve import InferenceService
+from lipsync_server.services.lipsync import LipSyncService
+
+log = logging.getLogger(__name__)
+
+LIPSYNC_SERVICE = lipsync_pb2.DESCRIPTOR.services_by_name["LipSync"].full_name
+INFERENCE_SERVICE = inference_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+HEALTH_SERVICES = ("", LIPSYNC_SERVICE, INFERENCE_SERVICE)
+
+
+def load_data_plane(settings: ServerSettings) -> DataPlane:
+    """Load the model instances and the avatar (slow: seconds)."""
+    contract = preset(settings.io_preset)
+    check_window_shape(contract)
+    if settings.model.suffix == ".onnx":
+        contract.check_onnx(settings.model)
+    started = time.monotonic()
+    config = BackendConfig(
+        kind=settings.backend,
+        intra_op_threads=settings.intra_op_threads,
+        max_batch=settings.max_batch_size,
+    )
+    backends = [load_backend(settings.model, contract, config) for _ in range(settings.instances)]
+    store = AvatarStore.load(settings.avatar)
+    log.info(
+        "loaded %d instance(s) and the avatar in %.1f s",
+        settings.instances,
+        time.monotonic() - started,
+    )
+    return DataPlane(settings, contract, backends, store)
+
+
+def _reflection_pool() -> descriptor_pool.DescriptorPool:
+    """One pool with every served service (the OIP messages live in a private pool)."""
+    pool = descriptor_pool.DescriptorPool()
+    for module in (lipsync_pb2, inference_pb2, health_pb2, reflection_pb2):
+        pool.AddSerializedFile(module.DESCRIPTOR.serialized_pb)
+    return pool
+
+
+class LipSyncServer:
+    """The running server. ``start()``, then ``wait_for_termination()`` or ``shutdown()``."""
+
+    def __init__(self, settings: ServerSettings, plane: DataPlane) -> None:
+        self.settings = settings
+        self.plane = plane
+        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        limit = 2 * settings.max_message_bytes  # requests between 1x and 2x get a clear message
+        self._server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        lipsync_pb2_grpc.add_LipSyncServicer_to_server(LipSyncService(plane), self._server)
+        inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            InferenceService(plane), self._server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        reflection.enable_server_reflection(
+            [LIPSYNC_SERVICE, INFERENCE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME],
+            self._server,
+            pool=_reflection_pool(),
+        )
+        self.port = self._server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+        self._stopped = asyncio.Event()
+        self._metrics_http: object | None = None
+
+    async def start(self) -> None:
+        await self.plane.start()
+        await self._server.start()
+        if self.settings.metrics_port:
+            server, _thread = start_http_server(
+                self.settings.metrics_port, self.settings.host, registry=self.plane.metrics.registry
+            )
+            self._metrics_http = server
+        for service in HEALTH_SERVICES:
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "serving model %r on gRPC port %d (metrics port %s)",
+            self.settings.model_name,
+            self.port,
+            self.settings.metrics_port or "off",
+        )
+
+    async def shutdown(self) -> bool:
+        """Drain: health NOT_SERVING, new calls refused, in-flight calls finish within the grace
+        period; then stop. Returns True when every call finished in time."""
+        log.info("shutting down: draining for up to %.1f s", self.settings.shutdown_grace_seconds)
+        await self.health.enter_graceful_shutdown()
+        drained = await self.plane.drain(self.settings.shutdown_grace_seconds)
+        await self._server.stop(grace=1.0)
+        await self.plane.close()
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()  # type: ignore[attr-defined]
+        self._stopped.set()
+        log.info("stopped (%s)", "all calls finished" if drained else "grace period expired")
+        return drained
+
+    async def serve_until_signal(self) -> None:
+        """Run until SIGTERM or SIGINT, then shut down gracefully."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        await self.shutdown()
+
+
+async def serve(settings: ServerSettings) -> None:
+    plane = load_data_plane(settings)
+    server = LipSyncServer(settings, plane)
+    await server.start()
+    await server.serve_until_signal()

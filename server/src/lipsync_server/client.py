@@ -1,0 +1,77 @@
+"""A small client of the LipSync API (used by the demo, the benchmarks and the tests).
+
+Typical use::
+
+    async with grpc.aio.insecure_channel("localhost:8001") as channel:
+        stub = LipSyncStub(channel)
+        async for frame in stream_frames(stub, features):   # features: float32 [T, 512]
+            ...  # frame.index, frame.data (JPEG), frame.timings
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import grpc
+import numpy as np
+
+from lipsync_server._generated.lipsync.v1 import lipsync_pb2 as pb
+from lipsync_server._generated.lipsync.v1.lipsync_pb2_grpc import LipSyncStub
+
+if TYPE_CHECKING:
+    from lipsync_server._generated.lipsync.v1.lipsync_pb2_grpc import LipSyncAsyncStub
+
+__all__ = ["LipSyncStub", "features_message", "stream_frames", "wait_until_serving"]
+
+
+def features_message(features: np.ndarray) -> pb.AudioFeatures:
+    return pb.AudioFeatures(data=np.ascontiguousarray(features, "<f4").tobytes())
+
+
+async def stream_frames(
+    stub: LipSyncAsyncStub,
+    features: np.ndarray,
+    *,
+    chunk_frames: int = 5,
+    encoding: pb.Encoding.ValueType = pb.ENCODING_JPEG,
+    jpeg_quality: int = 0,
+    timeout: float | None = None,
+) -> AsyncIterator[pb.Frame]:
+    """Stream ``features [T, dim]`` in chunks of ``chunk_frames``; yield frames in order."""
+
+    async def requests() -> AsyncIterator[pb.StreamGenerateRequest]:
+        yield pb.StreamGenerateRequest(
+            config=pb.StreamConfig(
+                output=pb.OutputOptions(encoding=encoding, jpeg_quality=jpeg_quality)
+            )
+        )
+        for start in range(0, features.shape[0], chunk_frames):
+            yield pb.StreamGenerateRequest(
+                features=features_message(features[start : start + chunk_frames])
+            )
+
+    call = stub.StreamGenerate(requests(), timeout=timeout)
+    async for response in call:
+        yield response.frame
+
+
+async def wait_until_serving(target: str, timeout: float = 120.0) -> None:
+    """Poll grpc.health.v1 until the server reports SERVING."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            if loop.time() > deadline:
+                raise TimeoutError(f"{target} not serving after {timeout:.0f} s")
+            await asyncio.sleep(0.2)

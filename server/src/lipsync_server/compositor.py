@@ -1,0 +1,45 @@
+"""Compositing a generated face into its avatar frame, and encoding the frame."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import cv2
+import numpy as np
+import simplejpeg
+
+from lipsync_server.avatar.store import BORDER, INNER, AvatarStore
+
+FrameEncoding = Literal["jpeg", "raw-bgr"]
+
+
+def face_to_uint8(output: np.ndarray) -> np.ndarray:
+    """Model output ``[3, H, W]`` float in [0, 1] (BGR) -> ``[320, 320, 3]`` uint8 BGR."""
+    face = np.clip(output, 0.0, 1.0).transpose(1, 2, 0) * 255.0
+    face_u8: np.ndarray = np.rint(face).astype(np.uint8)
+    if face_u8.shape[:2] != (INNER, INNER):
+        face_u8 = cv2.resize(face_u8, (INNER, INNER), interpolation=cv2.INTER_LINEAR)
+    return face_u8
+
+
+def composite(store: AvatarStore, avatar_index: int, output: np.ndarray) -> np.ndarray:
+    """The full avatar frame with the generated face pasted at its face box (BGR uint8)."""
+    crop = store.crops[avatar_index].copy()
+    crop[BORDER : BORDER + INNER, BORDER : BORDER + INNER] = face_to_uint8(output)
+    x1, y1, x2, y2 = (int(v) for v in store.boxes[avatar_index])
+    frame: np.ndarray = store.frames[avatar_index].copy()
+    frame[y1:y2, x1:x2] = cv2.resize(crop, (x2 - x1, y2 - y1), interpolation=cv2.INTER_LINEAR)
+    return frame
+
+
+def encode(frame: np.ndarray, encoding: FrameEncoding, jpeg_quality: int) -> bytes:
+    if encoding == "raw-bgr":
+        return frame.tobytes()
+    return bytes(simplejpeg.encode_jpeg(frame, quality=jpeg_quality, colorspace="BGR"))
+
+
+def decode(data: bytes, encoding: FrameEncoding, width: int, height: int) -> np.ndarray:
+    """Inverse of :func:`encode` (clients, tests): a BGR uint8 ``[height, width, 3]`` image."""
+    if encoding == "raw-bgr":
+        return np.frombuffer(data, np.uint8).reshape(height, width, 3)
+    return np.asarray(simplejpeg.decode_jpeg(data, colorspace="BGR"))

@@ -1,0 +1,283 @@
+"""The data plane: one object that the LipSync and KServe v2 adapters both call.
+
+It owns the model instances, the avatar store and the dynamic batcher, and turns frame requests
+(avatar frame + audio window) into composited, encoded frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from lipsync_core.backends import Backend, BackendInfo
+from lipsync_core.contract import ModelContract
+from lipsync_server.avatar.store import AvatarStore, ping_pong
+from lipsync_server.batching import BatchingPolicy, BatchTimings, DynamicBatcher, QueueFullError
+from lipsync_server.compositor import FrameEncoding, composite, encode
+from lipsync_server.config import ServerSettings
+from lipsync_server.errors import InvalidRequestError, ShuttingDownError
+from lipsync_server.metrics import ServerMetrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One frame of a model batch: an avatar frame index (precomputed input) or a raw image."""
+
+    image: int | np.ndarray
+    audio: np.ndarray
+
+
+@dataclass(frozen=True)
+class FrameTimings:
+    queue_s: float
+    preprocess_s: float
+    infer_s: float
+    postprocess_s: float
+    encode_s: float
+    total_s: float
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class RenderedFrame:
+    index: int
+    avatar_frame: int
+    width: int
+    height: int
+    encoding: FrameEncoding
+    data: bytes
+    timings: FrameTimings
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    encoding: FrameEncoding
+    jpeg_quality: int
+
+
+class DataPlane:
+    """Frames and raw tensors through one batcher over ``backends`` (one per instance)."""
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        contract: ModelContract,
+        backends: Sequence[Backend],
+        store: AvatarStore,
+    ) -> None:
+        self.settings = settings
+        self.contract = contract
+        self.store = store
+        self._backends = list(backends)
+        self._pre_pool = ThreadPoolExecutor(1, thread_name_prefix="preprocess")
+        self._instance_pools = [
+            ThreadPoolExecutor(1, thread_name_prefix=f"instance-{i}") for i in range(len(backends))
+        ]
+        self._post_pool = ThreadPoolExecutor(
+            settings.postprocess_threads, thread_name_prefix="postprocess"
+        )
+        self.batcher: DynamicBatcher[Row, dict[str, np.ndarray], np.ndarray] = DynamicBatcher(
+            BatchingPolicy(
+                settings.max_batch_size,
+                settings.max_queue_delay_microseconds,
+                settings.preferred_batch_size,
+            ),
+            max_queue_size=settings.max_queue_size,
+            instances=len(backends),
+            prepare=self._prepare,
+            infer=self._infer,
+            on_batch=self._record_batch,
+        )
+        self.metrics = ServerMetrics(settings.max_batch_size, lambda: self.batcher.queue_depth)
+        self.draining = False
+        self._active = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    @property
+    def backend_info(self) -> BackendInfo:
+        return self._backends[0].describe()
+
+    @property
+    def model_name(self) -> str:
+        return self.settings.model_name
+
+    @property
+    def ready(self) -> bool:
+        return not self.draining
+
+    async def start(self) -> None:
+        if self.settings.warmup:
+            loop = asyncio.get_running_loop()
+            inputs = await self._prepare([Row(0, np.zeros(self.contract.audio.shape, np.float32))])
+            await asyncio.gather(
+                *(
+                    loop.run_in_executor(pool, backend.infer, inputs)
+                    for pool, backend in zip(self._instance_pools, self._backends, strict=True)
+                )
+            )
+        self.batcher.start()
+
+    async def drain(self, grace_seconds: float) -> bool:
+        """Refuse new work, wait up to ``grace_seconds`` for in-flight calls; True if all ended."""
+        self.draining = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), grace_seconds)
+        except TimeoutError:
+            log.warning(
+                "%d call(s) still running after the %.1f s grace period",
+                self._active,
+                grace_seconds,
+            )
+            return False
+        return True
+
+    async def close(self) -> None:
+        await self.batcher.close()
+        for pool in (self._pre_pool, *self._instance_pools, self._post_pool):
+            pool.shutdown(wait=True)
+        for backend in self._backends:
+            backend.close()
+
+    @contextlib.asynccontextmanager
+    async def call(self) -> AsyncIterator[None]:
+        """Scope of one inference call: refused while draining, awaited by :meth:`drain`."""
+        if self.draining:
+            raise ShuttingDownError("server is shutting down")
+        self._active += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._active -= 1
+            if self._active == 0:
+                self._idle.set()
+
+    # -- requests --------------------------------------------------------------------------------
+
+    def check_model(self, name: str) -> None:
+        if name and name != self.model_name:
+            raise InvalidRequestError(
+                f"unknown model {name!r}; this server serves {self.model_name!r}"
+            )
+
+    def output_options(self, encoding: FrameEncoding, jpeg_quality: int) -> OutputOptions:
+        if jpeg_quality > 100:
+            raise InvalidRequestError(f"jpeg_quality {jpeg_quality} is outside 1..100")
+        return OutputOptions(encoding, jpeg_quality or self.settings.jpeg_quality)
+
+    def admit(self, frames: int) -> None:
+        """Reject at once (RESOURCE_EXHAUSTED) when ``frames`` more would overflow the queue."""
+        if self.batcher.queue_depth + frames > self.settings.max_queue_size:
+            waiting, limit = self.batcher.queue_depth, self.settings.max_queue_size
+            raise QueueFullError(f"queue full: {waiting} of {limit} frames waiting")
+
+    async def render(
+        self, index: int, window: np.ndarray, options: OutputOptions, deadline: float | None = None
+    ) -> RenderedFrame:
+        """Frame ``index`` (its avatar frame by ping-pong) with audio ``window``."""
+        started = time.monotonic()
+        avatar_frame = ping_pong(index, self.store.frame_count)
+        output, waited, batch = await self.batcher.submit(Row(avatar_frame, window), deadline)
+        loop = asyncio.get_running_loop()
+        data, post_s, encode_s = await loop.run_in_executor(
+            self._post_pool, self._postprocess, avatar_frame, output, options
+        )
+        timings = FrameTimings(
+            waited,
+            batch.preprocess_s,
+            batch.infer_s,
+            post_s,
+            encode_s,
+            time.monotonic() - started,
+            batch.batch_size,
+        )
+        self.metrics.frames.inc()
+        self.metrics.postprocess_seconds.observe(post_s)
+        self.metrics.encode_seconds.observe(encode_s)
+        self.metrics.frame_seconds.observe(timings.total_s)
+        manifest = self.store.manifest
+        return RenderedFrame(
+            index, avatar_frame, manifest.width, manifest.height, options.encoding, data, timings
+        )
+
+    async def render_many(
+        self,
+        indices: Sequence[int],
+        windows: np.ndarray,
+        options: OutputOptions,
+        deadline: float | None,
+    ) -> list[RenderedFrame]:
+        self.admit(len(indices))
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(self.render(index, windows[row], options, deadline))
+                for row, index in enumerate(indices)
+            ]
+        return [task.result() for task in tasks]
+
+    async def infer_tensors(
+        self, image: np.ndarray, audio: np.ndarray, deadline: float | None
+    ) -> np.ndarray:
+        """Raw model call for a client batch (KServe v2); rows join the shared batcher."""
+        self.admit(image.shape[0])
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(self.batcher.submit(Row(image[row], audio[row]), deadline))
+                for row in range(image.shape[0])
+            ]
+        return np.stack([task.result()[0] for task in tasks])
+
+    # -- stages ------------------------------------------------------------------------------------
+
+    def _postprocess(
+        self, avatar_frame: int, output: np.ndarray, options: OutputOptions
+    ) -> tuple[bytes, float, float]:
+        started = time.perf_counter()
+        frame = composite(self.store, avatar_frame, output)
+        composed = time.perf_counter()
+        data = encode(frame, options.encoding, options.jpeg_quality)
+        return data, composed - started, time.perf_counter() - composed
+
+    async def _prepare(self, rows: list[Row]) -> dict[str, np.ndarray]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pre_pool, self._assemble, rows)
+
+    def _assemble(self, rows: list[Row]) -> dict[str, np.ndarray]:
+        image = np.empty(self.contract.image.batch_shape(len(rows)), np.float32)
+        audio = np.empty(self.contract.audio.batch_shape(len(rows)), np.float32)
+        avatar_rows = [
+            (row, item.image) for row, item in enumerate(rows) if isinstance(item.image, int)
+        ]
+        for row, item in enumerate(rows):
+            if not isinstance(item.image, int):
+                image[row] = item.image
+            audio[row] = item.audio
+        for row, frame in avatar_rows:
+            self.store.fill_image_batch([frame], image[row : row + 1])
+        return {self.contract.image.name: image, self.contract.audio.name: audio}
+
+    async def _infer(self, instance: int, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        loop = asyncio.get_running_loop()
+        output = await loop.run_in_executor(
+            self._instance_pools[instance], self._backends[instance].infer, inputs
+        )
+        return list(output)
+
+    def _record_batch(self, timings: BatchTimings, queue_waits: list[float]) -> None:
+        self.metrics.batch_size.observe(timings.batch_size)
+        self.metrics.preprocess_seconds.observe(timings.preprocess_s)
+        self.metrics.infer_seconds.observe(timings.infer_s)
+        for waited in queue_waits:
+            self.metrics.queue_seconds.observe(waited)

@@ -1,0 +1,13 @@
+"""Request errors of the data plane; the gRPC adapters map them to status codes."""
+
+from __future__ import annotations
+
+from lipsync_core.errors import LipSyncError
+
+
+class InvalidRequestError(LipSyncError):
+    """The request is malformed (INVALID_ARGUMENT); ``str(exc)`` says what is wrong."""
+
+
+class ShuttingDownError(LipSyncError):
+    """The server is draining and takes no new work (UNAVAILABLE)."""

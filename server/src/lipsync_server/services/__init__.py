@@ -1,0 +1,1 @@
+"""gRPC adapters: each converts protobuf messages to data-plane calls and back."""

@@ -1,0 +1,69 @@
+"""Mapping data-plane exceptions to gRPC status codes, and counting RPCs by method and code."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+from google.protobuf.message import Message
+
+from lipsync_core.errors import ContractError
+from lipsync_server.batching import DeadlineExceededError, QueueFullError
+from lipsync_server.errors import InvalidRequestError, ShuttingDownError
+from lipsync_server.metrics import ServerMetrics
+
+log = logging.getLogger(__name__)
+
+_CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
+    (InvalidRequestError, grpc.StatusCode.INVALID_ARGUMENT),
+    (ContractError, grpc.StatusCode.INVALID_ARGUMENT),
+    (QueueFullError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (ShuttingDownError, grpc.StatusCode.UNAVAILABLE),
+    (DeadlineExceededError, grpc.StatusCode.DEADLINE_EXCEEDED),
+)
+
+
+def status_for(exc: Exception) -> grpc.StatusCode:
+    for kind, code in _CODES:
+        if isinstance(exc, kind):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def deadline_of(context: grpc.aio.ServicerContext[object, object]) -> float | None:
+    """The client's deadline as ``time.monotonic()`` seconds, or None."""
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+def check_size(message: Message, limit: int) -> None:
+    size = message.ByteSize()
+    if size > limit:
+        raise InvalidRequestError(f"message of {size} bytes exceeds the {limit}-byte limit")
+
+
+@contextlib.asynccontextmanager
+async def rpc_status(
+    metrics: ServerMetrics, method: str, context: grpc.aio.ServicerContext[object, object]
+) -> AsyncIterator[None]:
+    """Abort with the mapped status code on a data-plane error; count the call's outcome."""
+    code = grpc.StatusCode.OK
+    try:
+        yield
+    except asyncio.CancelledError:
+        code = grpc.StatusCode.CANCELLED
+        raise
+    except grpc.aio.AbortError:
+        code = context.code() or grpc.StatusCode.UNKNOWN
+        raise
+    except Exception as exc:
+        code = status_for(exc)
+        if code is grpc.StatusCode.INTERNAL:
+            log.exception("%s failed", method)
+        await context.abort(code, str(exc) or type(exc).__name__)
+    finally:
+        metrics.requests.labels(method, code.name).inc()
