@@ -55,5 +55,7 @@ def check_gate(report: AccuracyReport, min_psnr: float, precision: Precision) ->
     if report.psnr_db < min_psnr:
         raise AccuracyGateError(
             f"{precision} artifact PSNR {report.psnr_db:.1f} dB is below the gate of "
-            f"{min_psnr:.1f} dB (max abs error {report.max_abs_error:.4f})"
+            f"{min_psnr:.1f} dB (max abs error {report.max_abs_error:.4f})",
+            psnr_db=report.psnr_db,
+            max_abs_error=report.max_abs_error,
         )

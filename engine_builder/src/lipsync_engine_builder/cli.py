@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from pydantic import ValidationError
@@ -13,6 +13,9 @@ from pydantic import ValidationError
 from lipsync_core.errors import LipSyncError
 from lipsync_engine_builder.errors import EXIT_BAD_INPUT
 from lipsync_engine_builder.result import BuildResult, write_termination_log
+
+if TYPE_CHECKING:
+    from lipsync_engine_builder.request import BuildRequest
 
 _cache_option = click.option(
     "--cache", "cache_root", required=True, envvar="LIPSYNC_CACHE", show_envvar=True,
@@ -25,6 +28,14 @@ def validation_reason(exc: ValidationError) -> str:
     error = exc.errors()[0]
     location = ".".join(str(part) for part in error["loc"]) or "request"
     return f"invalid {location.replace('_', '-')}: {error['msg']}"
+
+
+def request_from_params(params: dict[str, Any]) -> BuildRequest:
+    """The request for ``lipsync build``'s parsed parameters (raises pydantic's ValidationError)."""
+    from lipsync_engine_builder.request import BuildRequest
+
+    flat = {name: value for name, value in params.items() if name != "cache_root"}
+    return BuildRequest.from_flat({**flat, "cache": params["cache_root"]})
 
 
 def _use_progress_for_logs(progress: Any) -> None:
@@ -73,16 +84,14 @@ def _use_progress_for_logs(progress: Any) -> None:
 @click.option("--measure-frames", default=8, show_default=True, type=int)
 @click.option("--workspace-mib", default=4096, show_default=True, type=int)
 @click.option("--optimization-level", default=3, show_default=True, type=int)
-def build(cache_root: str, **params: Any) -> None:
+def build(**params: Any) -> None:
     """Build (or find in the cache) the engine for one model, precision, backend and GPU type.
 
     Exit code 0: published or cache hit; 1: build or accuracy gate failed; 2: bad input.
     The result, as JSON, goes to stdout and to the termination-message path.
     """
-    from lipsync_engine_builder.request import BuildRequest
-
     try:
-        request = BuildRequest.from_flat({**params, "cache": cache_root})
+        request = request_from_params(params)
     except ValidationError as exc:
         result = BuildResult(
             state="Failed", reason=validation_reason(exc), exit_code=EXIT_BAD_INPUT

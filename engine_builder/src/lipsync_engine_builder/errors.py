@@ -21,6 +21,13 @@ class BuildFailedError(LipSyncError):
 class AccuracyGateError(BuildFailedError):
     """The built artifact is too far from the FP32 reference to be published."""
 
+    def __init__(
+        self, message: str, psnr_db: float | None = None, max_abs_error: float | None = None
+    ):
+        super().__init__(message)
+        self.psnr_db = psnr_db
+        self.max_abs_error = max_abs_error
+
 
 def exit_code_for(exc: BaseException) -> int:
     """2 for input the user must fix, 1 for everything else."""

@@ -19,7 +19,13 @@ from lipsync_core.errors import LipSyncError
 from lipsync_engine_builder.accuracy import check_gate, compare, min_psnr_for
 from lipsync_engine_builder.cache import EngineCache
 from lipsync_engine_builder.calibration import Sample, load_calibration, split_held_out
-from lipsync_engine_builder.errors import EXIT_OK, BadInputError, exit_code_for, one_line
+from lipsync_engine_builder.errors import (
+    EXIT_OK,
+    AccuracyGateError,
+    BadInputError,
+    exit_code_for,
+    one_line,
+)
 from lipsync_engine_builder.manifest import Accuracy, Manifest
 from lipsync_engine_builder.progress import Progress
 from lipsync_engine_builder.request import BuildRequest
@@ -74,10 +80,13 @@ def execute(request: BuildRequest, progress: Progress) -> BuildResult:
     except Exception as exc:  # the Job must always report a result and an exit code
         if not isinstance(exc, LipSyncError):
             log.exception("build failed unexpectedly")
+        gate = exc if isinstance(exc, AccuracyGateError) else None
         return BuildResult(
             key=key,
             state="Failed",
             reason=one_line(exc),
+            psnr_db=None if gate is None or gate.psnr_db is None else round(gate.psnr_db, 2),
+            max_abs_error=gate.max_abs_error if gate else None,
             build_seconds=round(time.perf_counter() - start, 2),
             exit_code=exit_code_for(exc),
         )

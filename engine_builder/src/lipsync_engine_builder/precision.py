@@ -1,8 +1,10 @@
 """Precision: fp32 as is; fp16 weights with fp32 inputs/outputs; int8 static Q/DQ.
 
 Int8 is static, per-channel, in the Q/DQ format: for ONNX Runtime CPU with unsigned activations
-(its fast u8s8 kernels); for TensorRT with symmetric signed activations and weights, the explicit
-quantization TensorRT 10 takes as input.
+(its u8s8 kernels) and 7-bit weight range, because x86 CPUs without VNNI saturate the 16-bit
+intermediate sums of full-range u8s8 products (measured on the reference model: 26 dB PSNR at
+full range, 44 dB reduced); for TensorRT with symmetric signed activations and weights, the
+explicit quantization TensorRT 10 takes as input.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def quantize_int8(
             per_channel=True,
             activation_type=QuantType.QInt8 if tensorrt else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
+            reduce_range=not tensorrt,
             calibrate_method=CalibrationMethod.MinMax,
             extra_options={"ActivationSymmetric": tensorrt, "WeightSymmetric": True},
         )
