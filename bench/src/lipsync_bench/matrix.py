@@ -1,0 +1,206 @@
+"""``lipsync bench matrix``: build (engine builder), serve (``lipsync serve`` on loopback) and load
+every backend and precision available on this machine under the same load, measure each bare
+backend at the same batch size, and compare them all in one report directory."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from lipsync_bench.bare import measure_bare
+from lipsync_bench.compare import write_comparison
+from lipsync_bench.loadgen import LevelPlan
+from lipsync_bench.result import BenchResult
+from lipsync_bench.runner import RunOptions, run_bench
+from lipsync_bench.serverproc import ServerProcess
+from lipsync_bench.summary import CostOptions
+from lipsync_core.backends.base import Precision
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Variant:
+    backend: str
+    precision: Precision
+
+    @property
+    def name(self) -> str:
+        return f"{self.backend} {self.precision}"
+
+    @property
+    def slug(self) -> str:
+        return f"{self.backend}-{self.precision}"
+
+
+def available_variants() -> tuple[list[Variant], list[str]]:
+    """Backends and precisions this machine can build and serve, and notes on those it cannot."""
+    import onnxruntime as ort
+
+    from lipsync_core.backends import tensorrt
+
+    providers = set(ort.get_available_providers())
+    variants = [Variant("onnxruntime-cpu", "fp32"), Variant("onnxruntime-cpu", "int8")]
+    notes = []
+    if "CUDAExecutionProvider" in providers:
+        variants += [Variant("onnxruntime-cuda", "fp32"), Variant("onnxruntime-cuda", "fp16")]
+    else:
+        notes.append("ONNX Runtime CUDA: not measured (no CUDA execution provider here)")
+    if "NvTensorRTRTXExecutionProvider" in providers:
+        variants.append(Variant("tensorrt-rtx", "fp16"))
+    else:
+        notes.append("TensorRT-RTX: not measured (no TensorRT-RTX execution provider here)")
+    if tensorrt.is_available():
+        variants += [Variant("tensorrt", "fp16"), Variant("tensorrt", "int8")]
+    else:
+        notes.append("TensorRT: not measured (tensorrt is not installed here)")
+    if importlib.util.find_spec("torch") is None:
+        notes.append(
+            "PyTorch eager (the original plan's baseline): not measured (torch is not installed)"
+        )
+    else:
+        notes.append("PyTorch eager: not measured (the server has no PyTorch backend)")
+    return variants, notes
+
+
+@dataclass
+class MatrixOptions:
+    out: Path
+    load: RunOptions
+    model: Path | None = None
+    avatar: Path | None = None
+    max_batch_size: int = 4
+    server_args: list[str] = field(default_factory=list)
+    bare_iterations: int = 5
+    only: list[str] = field(default_factory=list)
+    baseline: str | None = None
+    costs: CostOptions = field(default_factory=CostOptions)
+
+
+def prepare_inputs(options: MatrixOptions) -> tuple[Path, Path]:
+    """The model and avatar: given, or the reference UNet-328 and a demo avatar made once."""
+    work = options.out / "inputs"
+    work.mkdir(parents=True, exist_ok=True)
+    model = options.model
+    if model is None:
+        from lipsync_core.reference.unet328 import build_unet328
+
+        model = work / "unet328.onnx"
+        if not model.exists():
+            log.info("writing the reference UNet-328 to %s", model)
+            model.write_bytes(build_unet328(seed=0).SerializeToString())
+    avatar = options.avatar
+    if avatar is None:
+        from lipsync_server.avatar.demo import write_demo_avatar
+
+        avatar = work / "avatar"
+        if not (avatar / "manifest.json").exists() and not any(avatar.glob("*")):
+            log.info("writing a demo avatar to %s", avatar)
+            write_demo_avatar(avatar, frames=25)
+    return model, avatar
+
+
+def build_variant(variant: Variant, model: Path, options: MatrixOptions) -> tuple[Path, str]:
+    """Build (or find in the matrix's cache) the artifact; returns its path and engine key."""
+    from lipsync_engine_builder.pipeline import execute
+    from lipsync_engine_builder.progress import JsonLinesProgress
+    from lipsync_engine_builder.request import BuildRequest
+
+    batch = options.max_batch_size
+    request = BuildRequest.model_validate(
+        {
+            "model": str(model.resolve()),
+            "precision": variant.precision,
+            "backend": variant.backend,
+            "batch": {"min": 1, "opt": batch, "max": batch},
+            "cache": str((options.out / "cache").resolve()),
+            "allow_random_calibration": variant.precision == "int8",
+            "termination_log": str(options.out / "cache" / f"{variant.slug}.build.json"),
+            "measure_frames": 1,
+        }
+    )
+    with (options.out / f"{variant.slug}.build.log").open("w") as stream:
+        result = execute(request, JsonLinesProgress(stream))
+    if result.state != "Ready":
+        raise RuntimeError(f"build failed: {result.reason}")
+    return Path(result.artifact), result.key
+
+
+def run_variant(
+    variant: Variant,
+    model: Path,
+    avatar: Path,
+    *,
+    options: MatrixOptions,
+    command: list[str],
+    on_level: Callable[[LevelPlan], Callable[[int], None]],
+) -> Path:
+    artifact, key = build_variant(variant, model, options)
+    args = [
+        "--backend",
+        variant.backend,
+        "--max-batch-size",
+        str(options.max_batch_size),
+        "--model-name",
+        variant.slug,
+        "--log-level",
+        "WARNING",
+        *options.server_args,
+    ]
+    log_path = options.out / f"{variant.slug}.server.log"
+    with ServerProcess(artifact, avatar, args, log_path=log_path) as server:
+        load = replace(
+            options.load,
+            targets=[server.target],
+            metrics_urls=[server.metrics_url],
+            server_pids=[server.pid],
+            name=variant.name,
+            model_key=key,
+        )
+        result = asyncio.run(run_bench(load, command, on_level))
+    # The bare backend runs after the server stopped: the two never share the CPU.
+    bare = measure_bare(
+        artifact, options.max_batch_size, options.bare_iterations, backend_kind=variant.backend
+    )
+    result = result.model_copy(update={"bare": bare})
+    path = options.out / f"{variant.slug}.json"
+    result.write(path)
+    return path
+
+
+def run_matrix(
+    options: MatrixOptions,
+    command: list[str],
+    echo: Callable[[str], None],
+    on_level: Callable[[LevelPlan], Callable[[int], None]] = lambda plan: lambda n: None,
+) -> Path:
+    """Every available variant (or those named in ``only``), then ``compare``; returns the
+    report path. A variant that fails to build or serve is reported and skipped."""
+    options.out.mkdir(parents=True, exist_ok=True)
+    variants, notes = available_variants()
+    if options.only:
+        variants = [v for v in variants if v.name in options.only or v.slug in options.only]
+    for note in notes:
+        echo(f"skipped: {note}")
+    model, avatar = prepare_inputs(options)
+    options.load.notes.extend(notes)
+    results: list[Path] = []
+    for variant in variants:
+        echo(f"{variant.name}: build, serve, load")
+        try:
+            results.append(
+                run_variant(
+                    variant, model, avatar, options=options, command=command, on_level=on_level
+                )
+            )
+        except (RuntimeError, TimeoutError, OSError) as exc:
+            echo(f"{variant.name}: skipped: {exc}")
+    if not results:
+        raise RuntimeError("no backend could be measured")
+    names = [BenchResult.read(path).name for path in results]
+    baseline = options.baseline if options.baseline in names else None
+    return write_comparison(results, options.out, baseline, options.costs)
