@@ -91,11 +91,18 @@ def _engine_tensors(trt: TensorRTModule, engine: ICudaEngine) -> list[EngineTens
     return tensors
 
 
-def _profile_ranges(engine: ICudaEngine, contract: ModelContract) -> list[BatchRange]:
+def _profile_ranges(
+    engine: ICudaEngine, contract: ModelContract, tensors: list[EngineTensor]
+) -> list[BatchRange]:
+    static = {t.name: t.shape for t in tensors if t.is_input and min(t.shape, default=0) >= 0}
     ranges = []
     for index in range(engine.num_optimization_profiles):
         shapes = {}
         for spec in contract.inputs:
+            if spec.name in static:  # a static input has no profile: min = opt = max
+                fixed = static[spec.name]
+                shapes[spec.name] = ProfileShapes(min=fixed, opt=fixed, max=fixed)
+                continue
             low, opt, high = engine.get_tensor_profile_shape(spec.name, index)
             shapes[spec.name] = ProfileShapes(
                 min=tuple(low[a] for a in range(len(low))),
@@ -145,7 +152,7 @@ class TensorRTBackend:
         tensors = _engine_tensors(trt, engine)
         check_engine_io(contract, tensors)
         self._precision: Precision = precision or _engine_precision(tensors)
-        self._ranges = _profile_ranges(engine, contract)
+        self._ranges = _profile_ranges(engine, contract, tensors)
         self._capacity = batch_capacity(self._ranges, config.max_batch)
         dtypes = {t.name: numpy_dtype(t.dtype) for t in tensors}
         self._lock = threading.Lock()
@@ -210,6 +217,7 @@ class TensorRTBackend:
         stream = self._stream
         if stream is None:
             raise BackendError(f"{self._artifact.name}: the backend is closed")
+        cuda_runtime.set_device(self._config.device_id)  # the calling thread may be new
         self._use_profile(batch, stream)
         for spec in self._contract.inputs:
             buffer = self._buffers[spec.name]
