@@ -20,6 +20,7 @@ from lipsync_testbed import (
     LocalCluster,
     NodeSpec,
     add_node,
+    apply_custom_object,
     finish_pod,
     relabel_node,
     remove_node,
@@ -201,19 +202,7 @@ def test_crd_created_watched_and_server_side_applied(
             "metadata": {"name": "w1", "namespace": kube_namespace},
             "spec": {"size": size},
         }
-        result = custom.patch_namespaced_custom_object(
-            group,
-            "v1",
-            kube_namespace,
-            plural,
-            "w1",
-            body,
-            field_manager="testbed-test",
-            force=True,
-            _content_type="application/apply-patch+yaml",
-        )
-        assert isinstance(result, dict)
-        return result
+        return apply_custom_object(kube_api, body, plural=plural, field_manager="testbed-test")
 
     created = apply(1)
     assert created["spec"]["size"] == 1

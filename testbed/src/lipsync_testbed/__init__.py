@@ -11,6 +11,7 @@ from lipsync_testbed.nodes import (
     remove_node,
     set_node_gpus,
 )
+from lipsync_testbed.resources import apply_custom_object, create_namespace
 from lipsync_testbed.versions import Binaries, ClusterSetupError, Versions
 from lipsync_testbed.waiting import WaitTimeoutError, wait_for, watch_events
 
@@ -25,6 +26,8 @@ __all__ = [
     "Versions",
     "WaitTimeoutError",
     "add_node",
+    "apply_custom_object",
+    "create_namespace",
     "finish_pod",
     "load_node_pool",
     "relabel_node",

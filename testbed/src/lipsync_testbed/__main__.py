@@ -42,8 +42,6 @@ def _down(args: argparse.Namespace) -> int:
             processes.stop(proc)
         except (RuntimeError, OSError) as exc:
             failed.append(f"{proc.name} (pid {proc.pid}): {exc}")
-    state.processes = [p for p in state.processes if processes.is_same_process(p)]
-    state.save()
     if failed:
         sys.stderr.write("could not stop: " + "; ".join(failed) + "\n")
         return 1

@@ -64,6 +64,9 @@ CONTROLLERS = (
     "endpointslice-mirroring-controller",
     "root-ca-certificate-publisher-controller",
     "clusterrole-aggregation-controller",
+    "certificatesigningrequest-signing-controller",
+    "certificatesigningrequest-approving-controller",
+    "certificatesigningrequest-cleaner-controller",
     "taint-eviction-controller",
 )
 
@@ -201,9 +204,6 @@ class LocalCluster:
                 processes.stop(proc)
             except (RuntimeError, OSError) as exc:
                 errors.append(f"{proc.name}: {exc}")
-        self.state.processes = [p for p in self.state.processes if processes.is_running(p.pid)]
-        if self.state_dir.is_dir():
-            self.state.save()
         if errors:
             raise ClusterSetupError("failed to stop: " + "; ".join(errors))
 
@@ -355,7 +355,15 @@ class LocalCluster:
                 f"--service-account-key-file={pki.service_account_pub}",
                 f"--service-account-signing-key-file={pki.service_account_key}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
+                f"--requestheader-client-ca-file={pki.ca.cert_path}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={pki.front_proxy_client.cert_path}",
+                f"--proxy-client-key-file={pki.front_proxy_client.key_path}",
                 "--authorization-mode=Node,RBAC",
+                "--endpoint-reconciler-type=none",
                 "--enable-admission-plugins=NodeRestriction",
                 "--allow-privileged=true",
                 "--profiling=false",

@@ -40,6 +40,7 @@ class ClusterPKI:
     controller_manager: KeyPair
     scheduler: KeyPair
     kwok: KeyPair
+    front_proxy_client: KeyPair
     service_account_key: Path
     service_account_pub: Path
 
@@ -185,6 +186,7 @@ def generate_pki(directory: Path) -> ClusterPKI:
         controller_manager=client("controller-manager", "system:kube-controller-manager"),
         scheduler=client("scheduler", "system:kube-scheduler"),
         kwok=client("kwok", "kwok-controller", "system:masters"),
+        front_proxy_client=client("front-proxy-client", "front-proxy-client"),
         service_account_key=sa_key_path,
         service_account_pub=sa_pub_path,
     )

@@ -18,7 +18,6 @@ Failing tests that use the cluster get the tail of every component log attached.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,8 +29,8 @@ from kubernetes.client.exceptions import ApiException
 from lipsync_testbed.cluster import LocalCluster
 from lipsync_testbed.jobs import JobPodRunner
 from lipsync_testbed.processes import is_running
+from lipsync_testbed.resources import create_namespace
 from lipsync_testbed.versions import Binaries, ClusterSetupError
-from lipsync_testbed.waiting import wait_for
 
 log = logging.getLogger(__name__)
 
@@ -78,25 +77,6 @@ def kube_cluster(
 @pytest.fixture(scope="session")
 def kube_api(kube_cluster: LocalCluster) -> client.ApiClient:
     return kube_cluster.api_client
-
-
-def create_namespace(api: client.ApiClient, prefix: str = "t", timeout: float = 30.0) -> str:
-    """Create a uniquely named namespace and wait for its default service account."""
-    core = client.CoreV1Api(api)
-    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-
-    def has_default_sa() -> bool:
-        try:
-            core.read_namespaced_service_account("default", name)
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
-
-    wait_for(has_default_sa, timeout=timeout, description=f"default service account in {name}")
-    return name
 
 
 @pytest.fixture

@@ -1,0 +1,65 @@
+"""Small API helpers the cluster tests share."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from lipsync_testbed.waiting import wait_for
+
+APPLY_PATCH = "application/apply-patch+yaml"
+
+
+def create_namespace(api: client.ApiClient, prefix: str = "t", timeout: float = 30.0) -> str:
+    """Create a uniquely named namespace and wait for its default service account."""
+    core = client.CoreV1Api(api)
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+
+    def has_default_sa() -> bool:
+        try:
+            core.read_namespaced_service_account("default", name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    wait_for(has_default_sa, timeout=timeout, description=f"default service account in {name}")
+    return name
+
+
+def apply_custom_object(
+    api: client.ApiClient,
+    body: Mapping[str, Any],
+    *,
+    plural: str,
+    field_manager: str,
+    force: bool = True,
+) -> dict[str, Any]:
+    """Server-side apply a namespaced custom object and return the stored object."""
+    group, _, version = str(body["apiVersion"]).rpartition("/")
+    meta = body["metadata"]
+    name, namespace = str(meta["name"]), str(meta["namespace"])
+    custom = client.CustomObjectsApi(api)
+    result = custom.patch_namespaced_custom_object(
+        group,
+        version,
+        namespace,
+        plural,
+        name,
+        dict(body),
+        field_manager=field_manager,
+        force=force,
+        _content_type=APPLY_PATCH,
+    )
+    if not isinstance(result, dict):
+        # The generated client only decodes 200; an apply that creates answers 201.
+        result = custom.get_namespaced_custom_object(group, version, namespace, plural, name)
+    if not isinstance(result, dict):
+        raise TypeError(f"unexpected apply result for {namespace}/{name}: {result!r}")
+    return result
