@@ -1,0 +1,219 @@
+"""``LipSyncModel.spec``: what to serve, how to build it, and how many servers to run."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import (
+    ConfigDict,
+    Field,
+    JsonValue,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+from pydantic.config import JsonDict
+
+from lipsync_core.api.base import ApiModel
+from lipsync_core.backends.base import Precision
+from lipsync_core.contract import PRESETS, ModelContract
+
+Sharing = Literal["exclusive", "timeSlicing", "mps"]
+# A node label value: at most 63 characters of [A-Za-z0-9_.-].
+GpuProduct = Annotated[
+    str,
+    StringConstraints(
+        min_length=1, max_length=63, pattern=r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$"
+    ),
+]
+
+URI_PATTERN = r"^(file|pvc|s3|gs|https?)://.+"
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+DEFAULT_PRESET = "unet328-ave"
+# On an optional object field: the API server fills it in (and its fields' defaults) when absent.
+_EMPTY_OBJECT_DEFAULT: JsonDict = {"default": {}}
+
+
+class ModelSource(ApiModel):
+    """The ONNX model file."""
+
+    uri: str = Field(
+        max_length=2048,
+        pattern=URI_PATTERN,
+        description="Where the ONNX file is: file://, pvc://<claim>/<path>, s3://, gs://, https://.",
+    )
+    sha256: str | None = Field(
+        None,
+        pattern=SHA256_PATTERN,
+        description="Hex sha256 of the file. Pins the engine key; without it the URI stands in.",
+    )
+
+
+class AvatarSource(ApiModel):
+    """The avatar assets the server composites onto: frames, face boxes, masks."""
+
+    uri: str = Field(max_length=2048, pattern=URI_PATTERN, description="Folder of avatar assets.")
+
+
+class IoSpec(ApiModel):
+    """The model's input/output contract."""
+
+    preset: str = Field(
+        DEFAULT_PRESET,
+        json_schema_extra={"enum": list[JsonValue](sorted(PRESETS))},
+        description="Name of a known contract (tensor names, shapes, value ranges).",
+    )
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, name: str) -> str:
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+        return name
+
+    def model_contract(self) -> ModelContract:
+        """The core contract this spec names."""
+        return PRESETS[self.preset]
+
+
+class Calibration(ApiModel):
+    """Representative inputs for INT8 calibration."""
+
+    uri: str = Field(max_length=2048, pattern=URI_PATTERN, description="Calibration data set.")
+    sha256: str | None = Field(None, pattern=SHA256_PATTERN, description="Hex sha256 of the set.")
+    samples: int = Field(512, ge=1, le=100_000, description="Samples used for calibration.")
+
+
+class Accuracy(ApiModel):
+    """The gate every built engine must pass against the FP32 reference."""
+
+    min_psnr_db: float | None = Field(
+        None,
+        ge=0,
+        le=200,
+        description=(
+            "Minimum PSNR (dB) of engine output vs the FP32 reference; "
+            "unset: the builder's default for the precision (60 fp32, 40 fp16, 30 int8)."
+        ),
+    )
+
+
+class Gpus(ApiModel):
+    """Which GPU products to serve on."""
+
+    products: list[GpuProduct] = Field(
+        default_factory=list,
+        max_length=32,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+        description="nvidia.com/gpu.product values; empty means every product present on nodes.",
+    )
+
+
+class Batching(ApiModel):
+    """Dynamic batching in each model instance (Triton's words)."""
+
+    max_batch: int = Field(8, ge=1, le=64, description="Largest batch; also the engine's max.")
+    max_queue_delay_microseconds: int = Field(
+        4000, ge=0, le=1_000_000, description="How long a request may wait for a fuller batch."
+    )
+
+
+class Autoscaling(ApiModel):
+    """A HorizontalPodAutoscaler per GPU product; replicas are then left to it."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.minReplicas <= self.maxReplicas",
+                    "message": "autoscaling.minReplicas must be <= autoscaling.maxReplicas",
+                }
+            ]
+        }
+    )
+
+    enabled: bool = Field(False, description="Let an HPA scale each product's Deployment.")
+    min_replicas: int = Field(1, ge=1, le=10_000, description="HPA minimum pods per GPU product.")
+    max_replicas: int = Field(48, ge=1, le=10_000, description="HPA maximum pods per GPU product.")
+    target_fps: float = Field(
+        30.0, gt=0, le=100_000, description="Served frames per second per pod the HPA aims for."
+    )
+    cpu_utilization: int = Field(
+        80,
+        ge=1,
+        le=100,
+        description="CPU utilization target, used when the frames metric is absent.",
+    )
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"autoscaling.minReplicas ({self.min_replicas}) must be <= "
+                f"autoscaling.maxReplicas ({self.max_replicas})"
+            )
+        return self
+
+
+class Images(ApiModel):
+    """Image overrides; by default the operator's configured runtime image serves and builds."""
+
+    server: str | None = Field(None, max_length=512, description="Server image.")
+    builder: str | None = Field(
+        None, max_length=512, description="Builder image (must share the server's TensorRT)."
+    )
+
+
+class LipSyncModelSpec(ApiModel):
+    """A lip-sync model to build for every GPU product and serve with N replicas per GPU."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.precision != 'int8' || has(self.calibration)",
+                    "message": "precision int8 needs spec.calibration",
+                }
+            ]
+        }
+    )
+
+    model: ModelSource
+    avatar: AvatarSource
+    io: IoSpec = Field(
+        default_factory=IoSpec,
+        json_schema_extra=_EMPTY_OBJECT_DEFAULT,
+        description="Input/output contract of the model.",
+    )
+    precision: Precision = Field("fp16", description="Engine precision; int8 needs calibration.")
+    calibration: Calibration | None = Field(None, description="INT8 calibration data.")
+    accuracy: Accuracy = Field(default_factory=Accuracy, json_schema_extra=_EMPTY_OBJECT_DEFAULT)
+    gpus: Gpus = Field(default_factory=Gpus, json_schema_extra=_EMPTY_OBJECT_DEFAULT)
+    replicas_per_gpu: int = Field(
+        6,
+        ge=1,
+        le=32,
+        alias="replicasPerGPU",
+        description=(
+            "Model instances per GPU: N instances in one pod per GPU (exclusive), "
+            "or N pods per GPU (timeSlicing, mps)."
+        ),
+    )
+    sharing: Sharing = Field(
+        "exclusive",
+        description=(
+            "exclusive: one pod per GPU; timeSlicing / mps: N pods per GPU on nodes the "
+            "GPU operator configured for that strategy."
+        ),
+    )
+    batching: Batching = Field(default_factory=Batching, json_schema_extra=_EMPTY_OBJECT_DEFAULT)
+    autoscaling: Autoscaling = Field(
+        default_factory=Autoscaling, json_schema_extra=_EMPTY_OBJECT_DEFAULT
+    )
+    images: Images = Field(default_factory=Images, json_schema_extra=_EMPTY_OBJECT_DEFAULT)
+
+    @model_validator(mode="after")
+    def _int8_needs_calibration(self) -> LipSyncModelSpec:
+        if self.precision == "int8" and self.calibration is None:
+            raise ValueError("precision int8 needs spec.calibration")
+        return self

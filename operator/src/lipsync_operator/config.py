@@ -1,0 +1,108 @@
+"""Operator settings: images, backend, cache, build limits. Read from the environment (Helm)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lipsync_core.backends.base import BackendKind
+from lipsync_core.errors import LipSyncError
+
+ENV_PREFIX = "LIPSYNC_"
+
+
+class ConfigError(LipSyncError):
+    """The operator's own settings are invalid."""
+
+
+class CacheConfig(BaseModel):
+    """Where engines live: ROOT/engines/<key-hex>/{artifact, manifest.json}.
+
+    Pods mount it as a volume (a ReadWriteMany PVC in production, a hostPath on a one-node test
+    bed). ``local_root`` is where the operator itself can read manifests, if it can.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["pvc", "hostPath"] = "pvc"
+    claim_name: str = "lipsync-engine-cache"
+    host_path: str = "/var/lib/lipsync/cache"
+    mount_path: str = "/cache"
+    local_root: Path | None = None
+
+
+class Resources(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cpu: str
+    memory: str
+    memory_limit: str
+
+    def manifest(self, gpu_resource: str) -> dict[str, dict[str, str]]:
+        return {
+            "requests": {"cpu": self.cpu, "memory": self.memory},
+            "limits": {"memory": self.memory_limit, gpu_resource: "1"},
+        }
+
+
+class OperatorConfig(BaseModel):
+    """Everything the operator needs that is not in a LipSyncModel."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    runtime_image: str = "ghcr.io/lipsync/runtime:0.1.0"
+    server_image: str = ""
+    builder_image: str = ""
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    backend: BackendKind = "tensorrt"
+    runtime: str = Field("", description="Runtime identity in the engine key; default the image.")
+    builder_version: str = "0.1.0"
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    gpu_resource: str = "nvidia.com/gpu"
+    build_backoff_limit: int = Field(1, ge=0)
+    build_deadline_seconds: int = Field(3600, ge=60)
+    build_ttl_seconds: int = Field(3600, ge=0)
+    server_resources: Resources = Resources(cpu="2", memory="4Gi", memory_limit="8Gi")
+    builder_resources: Resources = Resources(cpu="2", memory="8Gi", memory_limit="16Gi")
+    service_account: str = ""
+
+    # The server and the builder must share one TensorRT: by default they are one image.
+    @property
+    def default_server_image(self) -> str:
+        return self.server_image or self.runtime_image
+
+    @property
+    def default_builder_image(self) -> str:
+        return self.builder_image or self.runtime_image
+
+    @property
+    def runtime_id(self) -> str:
+        """The runtime identity that goes into engine keys."""
+        return self.runtime or self.default_builder_image
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:
+        """Settings from ``LIPSYNC_*`` variables, e.g. LIPSYNC_RUNTIME_IMAGE, LIPSYNC_CACHE_KIND."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        cache: dict[str, object] = {}
+        for field in cls.model_fields:
+            raw = env.get(f"{ENV_PREFIX}{field.upper()}")
+            if raw is not None and field not in ("cache", "server_resources", "builder_resources"):
+                values[field] = raw
+        for field in CacheConfig.model_fields:
+            raw = env.get(f"{ENV_PREFIX}CACHE_{field.upper()}")
+            if raw is not None:
+                cache[field] = raw
+        if cache:
+            values["cache"] = cache
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise ConfigError(f"operator setting {where}: {first['msg']}") from None

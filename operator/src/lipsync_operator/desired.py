@@ -1,0 +1,209 @@
+"""desired_state: spec + observed cluster -> the child objects, stale children and status.
+
+Pure: no API calls, no clock (``now`` is an argument). The handlers read, call this, apply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from lipsync_core.api import LipSyncModelSpec, LipSyncModelStatus
+from lipsync_core.enginekey import short_key
+from lipsync_operator import naming
+from lipsync_operator.config import OperatorConfig
+from lipsync_operator.engines import build_request, engine_verdict
+from lipsync_operator.manifests.autoscaler import autoscaler
+from lipsync_operator.manifests.build_job import build_job
+from lipsync_operator.manifests.common import Manifest, Owner
+from lipsync_operator.manifests.server import server_deployment
+from lipsync_operator.manifests.service import disruption_budget, endpoint, service
+from lipsync_operator.observed import Observed
+from lipsync_operator.pools import GpuPool, gpu_pools, pods_per_gpu
+from lipsync_operator.status import (
+    EventNote,
+    ProductSummary,
+    compute_status,
+    transition_events,
+)
+
+
+@dataclass(frozen=True)
+class ChildRef:
+    """A child object to delete."""
+
+    api_version: str
+    kind: str
+    name: str
+
+
+@dataclass(frozen=True)
+class ProductPlan:
+    """What one GPU product gets."""
+
+    pool: GpuPool
+    summary: ProductSummary
+    key: str
+    job: Manifest | None  # to create (None: cached, running, finished, or nothing to build on)
+    deployment: Manifest | None
+    autoscaler: Manifest | None
+    # Under an HPA the operator stops applying spec.replicas. When it starts doing so, the
+    # current count is first applied by a separate field manager so it is not reset to 1.
+    replica_handover: int | None
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    plans: tuple[ProductPlan, ...]
+    service: Manifest
+    disruption_budget: Manifest
+    status: LipSyncModelStatus
+    stale: tuple[ChildRef, ...]
+    events: tuple[EventNote, ...]
+
+    @property
+    def jobs(self) -> list[Manifest]:
+        return [p.job for p in self.plans if p.job is not None]
+
+    @property
+    def deployments(self) -> list[Manifest]:
+        return [p.deployment for p in self.plans if p.deployment is not None]
+
+    @property
+    def autoscalers(self) -> list[Manifest]:
+        return [p.autoscaler for p in self.plans if p.autoscaler is not None]
+
+    def applies(self) -> list[Manifest]:
+        """Objects to server-side apply, in order: builds, then the Service, then servers."""
+        return [
+            *self.jobs,
+            self.service,
+            self.disruption_budget,
+            *self.deployments,
+            *self.autoscalers,
+        ]
+
+
+def _plan_product(
+    owner: Owner,
+    spec: LipSyncModelSpec,
+    pool: GpuPool,
+    observed: Observed,
+    config: OperatorConfig,
+) -> ProductPlan:
+    request = (
+        build_request(spec, pool.product, pool.compute_capability, config) if pool.present else None
+    )
+    key = request.key() if request is not None else ""
+    job_name = naming.job_name(owner.name, short_key(key)) if key else ""
+    verdict = engine_verdict(pool, key, job_name, observed)
+    job = None
+    if verdict.needs_job and request is not None:
+        image = spec.images.builder or config.default_builder_image
+        job = build_job(
+            owner, request, key=key, product_labels=pool.product_labels, image=image, config=config
+        )
+
+    current = observed.deployment_for(pool.product)
+    serving: tuple[str, str] | None = None
+    if verdict.status.state == "Ready":
+        serving = (key, verdict.artifact)
+    elif current is not None and current.engine_key and current.artifact:
+        serving = (current.engine_key, current.artifact)  # the previous engine keeps serving
+
+    deployment = hpa = None
+    handover: int | None = None
+    replicas = pods_per_gpu(spec) * pool.gpus
+    if serving is not None and pool.gpus > 0:
+        autoscaled = spec.autoscaling.enabled
+        name = naming.deployment_name(owner.name, pool.product)
+        if autoscaled and current is not None and name not in observed.hpas:
+            handover = current.replicas
+        deployment = server_deployment(
+            owner,
+            spec,
+            product=pool.product,
+            product_labels=pool.product_labels,
+            key=serving[0],
+            artifact=serving[1],
+            replicas=None if autoscaled else replicas,
+            config=config,
+        )
+        if autoscaled:
+            hpa = autoscaler(owner, name, pool.product, spec.autoscaling)
+            replicas = current.replicas if current is not None else spec.autoscaling.min_replicas
+    else:
+        replicas = 0
+
+    rolled_out = deployment is None or (
+        current is not None
+        and current.engine_key == serving_key(serving)
+        and current.rolled_out
+        and (spec.autoscaling.enabled or current.replicas == replicas)
+    )
+    engine = verdict.status.model_copy(
+        update={
+            "serving_key": serving_key(serving) if deployment is not None else "",
+            "gpus": pool.gpus,
+            "replicas": replicas,
+            "ready_replicas": current.ready_replicas if current is not None else 0,
+        }
+    )
+    summary = ProductSummary(
+        engine=engine,
+        has_nodes=pool.present,
+        unfit_nodes=tuple(node.name for node in pool.unfit),
+        rolled_out=rolled_out and (serving is None or serving[0] == key),
+    )
+    return ProductPlan(pool, summary, key, job, deployment, hpa, handover)
+
+
+def serving_key(serving: tuple[str, str] | None) -> str:
+    return serving[0] if serving is not None else ""
+
+
+def _stale(plans: tuple[ProductPlan, ...], observed: Observed) -> tuple[ChildRef, ...]:
+    keys = {plan.key for plan in plans if plan.key}
+    deployments = {d["metadata"]["name"] for p in plans if (d := p.deployment) is not None}
+    hpas = {h["metadata"]["name"] for p in plans if (h := p.autoscaler) is not None}
+    stale = [ChildRef("batch/v1", "Job", job.name) for job in observed.jobs if job.key not in keys]
+    stale += [
+        ChildRef("apps/v1", "Deployment", d.name)
+        for d in observed.deployments
+        if d.name not in deployments
+    ]
+    stale += [
+        ChildRef("autoscaling/v2", "HorizontalPodAutoscaler", name)
+        for name in sorted(observed.hpas - hpas)
+    ]
+    return tuple(stale)
+
+
+def desired_state(
+    owner: Owner,
+    spec: LipSyncModelSpec,
+    observed: Observed,
+    config: OperatorConfig,
+    *,
+    previous: LipSyncModelStatus | None,
+    now: datetime,
+) -> DesiredState:
+    """Everything the operator should make true for one LipSyncModel.
+
+    Raises a LipSyncError (one-line reason) for a spec it cannot act on.
+    """
+    plans = tuple(
+        _plan_product(owner, spec, pool, observed, config)
+        for pool in gpu_pools(spec, observed.nodes)
+    )
+    status = compute_status(
+        [plan.summary for plan in plans], owner.generation, endpoint(owner), previous, now
+    )
+    return DesiredState(
+        plans=plans,
+        service=service(owner),
+        disruption_budget=disruption_budget(owner),
+        status=status,
+        stale=_stale(plans, observed),
+        events=tuple(transition_events(previous, status)),
+    )

@@ -1,0 +1,111 @@
+"""Engine keys and engine states per GPU product."""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+
+from lipsync_core.api import EngineStatus, LipSyncModelSpec
+from lipsync_core.enginekey import BatchProfile
+from lipsync_engine_builder.request import BuildRequest
+from lipsync_operator.buildresult import BuildResult
+from lipsync_operator.config import OperatorConfig
+from lipsync_operator.observed import BuildJob, Observed
+from lipsync_operator.pools import GpuPool
+
+TERMINATION_LOG = "/dev/termination-log"
+
+
+def batch_profile(spec: LipSyncModelSpec) -> BatchProfile:
+    """The engine serves batches 1..maxBatch and is tuned for full batches."""
+    return BatchProfile(min=1, opt=spec.batching.max_batch, max=spec.batching.max_batch)
+
+
+def build_request(
+    spec: LipSyncModelSpec, product: str, compute_capability: str, config: OperatorConfig
+) -> BuildRequest:
+    """The builder's request for one product: its arguments and its engine key come from it."""
+    calibration = spec.calibration if spec.precision == "int8" else None
+    optional: dict[str, object] = {}
+    if calibration is not None:
+        optional = {
+            "calibration": calibration.uri,
+            "calibration_sha256": calibration.sha256 or "",
+            "calibration_samples": calibration.samples,
+        }
+    return BuildRequest(
+        model=spec.model.uri,
+        sha256=spec.model.sha256 or "",
+        io=spec.io.preset,
+        precision=spec.precision,
+        backend=config.backend,
+        runtime=config.runtime_id,
+        gpu_product=product,
+        compute_capability=compute_capability,
+        batch=batch_profile(spec),
+        min_psnr=spec.accuracy.min_psnr_db,
+        cache=config.cache.mount_path,
+        termination_log=TERMINATION_LOG,
+        **optional,
+    )
+
+
+def artifact_name(result: BuildResult) -> str:
+    """The artifact's file name in its cache entry (results carry a URI or a bare name)."""
+    return posixpath.basename(result.artifact)
+
+
+@dataclass(frozen=True)
+class EngineVerdict:
+    """The engine's state for one product, its artifact, and whether a build Job must be created."""
+
+    status: EngineStatus
+    artifact: str
+    needs_job: bool
+
+
+def engine_verdict(pool: GpuPool, key: str, job_name: str, observed: Observed) -> EngineVerdict:
+    """Cache hit -> Ready; else the build Job's outcome; else a Job is wanted."""
+    base = {"gpu_product": pool.product, "compute_capability": pool.compute_capability, "key": key}
+    if not pool.present:
+        reason = "NoNodes: no schedulable node has this GPU product"
+        return EngineVerdict(EngineStatus(**base, state="Pending", reason=reason), "", False)
+    cached = observed.cache.get(key)
+    if cached is not None and cached.state == "Ready":
+        return EngineVerdict(_status(base, "Ready", cached), artifact_name(cached), False)
+    job = observed.job_for(key)
+    if job is None:
+        return EngineVerdict(EngineStatus(**base, state="Building", job=job_name), "", True)
+    return _job_verdict({**base, "job": job.name}, job, key)
+
+
+def _job_verdict(base: dict[str, str], job: BuildJob, key: str) -> EngineVerdict:
+    """An existing build Job's outcome; a Failed one stays failed until its TTL removes it."""
+    result = job.result
+    if job.phase == "Active":
+        return EngineVerdict(EngineStatus(**base, state="Building"), "", False)
+    if result is not None and result.state == "Ready" and result.key and result.key != key:
+        reason = (
+            f"KeyMismatch: the builder computed {result.key}, the operator expected {key}; "
+            "the operator and the runtime image run different builder versions"
+        )
+    elif job.phase == "Succeeded" and result is not None and result.state == "Ready":
+        return EngineVerdict(_status(base, "Ready", result), artifact_name(result), False)
+    elif job.phase == "Succeeded":
+        reason = "NoResult: the build Job succeeded without a readable termination message"
+    else:
+        reason = (result.reason if result is not None else "") or job.failure or "build failed"
+    return EngineVerdict(_status(base, "Failed", result, reason), "", False)
+
+
+def _status(
+    base: dict[str, str], state: str, result: BuildResult | None, reason: str = ""
+) -> EngineStatus:
+    measured = {}
+    if result is not None:
+        measured = {
+            "psnr_db": result.psnr_db,
+            "frames_per_second": result.frames_per_second,
+            "build_seconds": result.build_seconds,
+        }
+    return EngineStatus.model_validate({**base, "state": state, "reason": reason, **measured})

@@ -1,0 +1,101 @@
+"""The engine build Job: ``lipsync build`` on one node of the target GPU product."""
+
+from __future__ import annotations
+
+from lipsync_core.enginekey import short_key
+from lipsync_engine_builder.request import BuildRequest
+from lipsync_operator import naming
+from lipsync_operator.config import OperatorConfig
+from lipsync_operator.engines import TERMINATION_LOG
+from lipsync_operator.manifests.common import (
+    Manifest,
+    Owner,
+    cache_volume,
+    container_security_context,
+    gpu_node_affinity,
+    gpu_tolerations,
+    metadata,
+    pod_security_context,
+    tmp_volume,
+)
+
+# Builder exit codes: 1 = the build or its accuracy gate failed, 2 = bad arguments. Both are
+# deterministic, so the Job fails at once instead of retrying; other failures use backoffLimit.
+DETERMINISTIC_EXIT_CODES = [1, 2]
+
+
+def build_job_labels(owner: Owner, product: str, key: str) -> dict[str, str]:
+    return {
+        **naming.model_labels(owner.name),
+        naming.LABEL_COMPONENT: naming.COMPONENT_BUILD,
+        naming.LABEL_PRODUCT: naming.label_value(product),
+        naming.LABEL_ENGINE: short_key(key),
+    }
+
+
+def build_job(
+    owner: Owner,
+    request: BuildRequest,
+    *,
+    key: str,
+    product_labels: list[str],
+    image: str,
+    config: OperatorConfig,
+) -> Manifest:
+    """One Job per engine key; its name is derived from the key, so it is never created twice."""
+    labels = build_job_labels(owner, request.gpu_product, key)
+    annotations = {naming.ANNOTATION_ENGINE_KEY: key}
+    container: Manifest = {
+        "name": "builder",
+        "image": image,
+        "imagePullPolicy": config.image_pull_policy,
+        "command": ["lipsync"],
+        "args": request.to_args(),
+        "resources": config.builder_resources.manifest(config.gpu_resource),
+        "securityContext": container_security_context(),
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "File",
+        "volumeMounts": [
+            {"name": "cache", "mountPath": config.cache.mount_path},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    pod_spec: Manifest = {
+        "restartPolicy": "Never",
+        "affinity": gpu_node_affinity(product_labels),
+        "tolerations": gpu_tolerations(config),
+        "securityContext": pod_security_context(),
+        "enableServiceLinks": False,
+        "containers": [container],
+        "volumes": [cache_volume(config, read_only=False), tmp_volume()],
+    }
+    if config.service_account:
+        pod_spec["serviceAccountName"] = config.service_account
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata(
+            owner, naming.job_name(owner.name, short_key(key)), labels, annotations
+        ),
+        "spec": {
+            "backoffLimit": config.build_backoff_limit,
+            "activeDeadlineSeconds": config.build_deadline_seconds,
+            "ttlSecondsAfterFinished": config.build_ttl_seconds,
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": "builder",
+                            "operator": "In",
+                            "values": DETERMINISTIC_EXIT_CODES,
+                        },
+                    }
+                ]
+            },
+            "template": {
+                "metadata": {"labels": labels, "annotations": annotations},
+                "spec": pod_spec,
+            },
+        },
+    }

@@ -1,0 +1,110 @@
+"""Pieces shared by every child manifest: metadata, owner reference, pod security, placement."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from lipsync_core.api import KIND, api_version
+from lipsync_core.enginekey import KEY_PREFIX
+from lipsync_operator.config import OperatorConfig
+from lipsync_operator.observed import GFD_PRODUCT, GFD_SHARING
+
+Manifest = dict[str, Any]
+
+RUN_AS_USER = 10001
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The LipSyncModel that owns the children."""
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int = 1
+
+    def reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": api_version(),
+            "kind": KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+def metadata(
+    owner: Owner, name: str, labels: dict[str, str], annotations: dict[str, str] | None = None
+) -> Manifest:
+    meta: Manifest = {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": dict(labels),
+        "ownerReferences": [owner.reference()],
+    }
+    if annotations:
+        meta["annotations"] = dict(annotations)
+    return meta
+
+
+def key_hex(key: str) -> str:
+    return key.removeprefix(KEY_PREFIX)
+
+
+def pod_security_context() -> Manifest:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS_USER,
+        "runAsGroup": RUN_AS_USER,
+        "fsGroup": RUN_AS_USER,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> Manifest:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def gpu_node_affinity(product_labels: list[str], sharing_rule: Manifest | None = None) -> Manifest:
+    """Require nodes of the product (its plain or -SHARED label) and, optionally, a sharing mode."""
+    expressions = [{"key": GFD_PRODUCT, "operator": "In", "values": product_labels}]
+    if sharing_rule is not None:
+        expressions.append(sharing_rule)
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": expressions}]
+            }
+        }
+    }
+
+
+def sharing_rule(strategy: str | None, strategies: list[str]) -> Manifest:
+    """Node selector expression: exactly this strategy, or none of the sharing strategies."""
+    if strategy is None:
+        return {"key": GFD_SHARING, "operator": "NotIn", "values": strategies}
+    return {"key": GFD_SHARING, "operator": "In", "values": [strategy]}
+
+
+def gpu_tolerations(config: OperatorConfig) -> list[Manifest]:
+    return [{"key": config.gpu_resource, "operator": "Exists", "effect": "NoSchedule"}]
+
+
+def cache_volume(config: OperatorConfig, read_only: bool) -> Manifest:
+    cache = config.cache
+    if cache.kind == "pvc":
+        return {
+            "name": "cache",
+            "persistentVolumeClaim": {"claimName": cache.claim_name, "readOnly": read_only},
+        }
+    return {"name": "cache", "hostPath": {"path": cache.host_path, "type": "DirectoryOrCreate"}}
+
+
+def tmp_volume() -> Manifest:
+    return {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}

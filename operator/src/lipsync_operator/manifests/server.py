@@ -1,0 +1,149 @@
+"""The server Deployment of one GPU product: N model instances per GPU, spread over its nodes."""
+
+from __future__ import annotations
+
+from lipsync_core.api import LipSyncModelSpec
+from lipsync_core.enginekey import short_key
+from lipsync_operator import naming
+from lipsync_operator.config import OperatorConfig
+from lipsync_operator.manifests.common import (
+    Manifest,
+    Owner,
+    cache_volume,
+    container_security_context,
+    gpu_node_affinity,
+    gpu_tolerations,
+    key_hex,
+    metadata,
+    pod_security_context,
+    sharing_rule,
+    tmp_volume,
+)
+from lipsync_operator.manifests.sources import avatar_volume
+from lipsync_operator.pools import STRATEGY_LABELS, instances_per_pod
+
+GRPC_PORT = 8001
+METRICS_PORT = 8002
+ENGINE_DIR = "/engine"
+AVATAR_DIR = "/avatar"
+
+
+def server_args(spec: LipSyncModelSpec, model: str, artifact: str) -> list[str]:
+    return [
+        "serve",
+        "--model", f"{ENGINE_DIR}/{artifact}",
+        "--avatar", AVATAR_DIR,
+        "--model-name", model,
+        "--io-preset", spec.io.preset,
+        "--grpc-port", str(GRPC_PORT),
+        "--metrics-port", str(METRICS_PORT),
+        "--instances", str(instances_per_pod(spec)),
+        "--max-batch-size", str(spec.batching.max_batch),
+        "--max-queue-delay-microseconds", str(spec.batching.max_queue_delay_microseconds),
+    ]  # fmt: skip
+
+
+def _probes() -> Manifest:
+    grpc = {"port": GRPC_PORT}
+    return {
+        # Loading an engine and decoding an avatar can take minutes; liveness waits for it.
+        "startupProbe": {"grpc": grpc, "periodSeconds": 5, "failureThreshold": 120},
+        "readinessProbe": {"grpc": grpc, "periodSeconds": 5, "failureThreshold": 2},
+        "livenessProbe": {"grpc": grpc, "periodSeconds": 10, "failureThreshold": 3},
+    }
+
+
+def server_deployment(
+    owner: Owner,
+    spec: LipSyncModelSpec,
+    *,
+    product: str,
+    product_labels: list[str],
+    key: str,
+    artifact: str,
+    replicas: int | None,
+    config: OperatorConfig,
+) -> Manifest:
+    """The Deployment; ``replicas=None`` leaves the count to the HPA (the field is not applied)."""
+    name = naming.deployment_name(owner.name, product)
+    selector = naming.server_selector(owner.name, product)
+    labels = {**naming.model_labels(owner.name), **selector}
+    annotations = {naming.ANNOTATION_ENGINE_KEY: key, naming.ANNOTATION_ARTIFACT: artifact}
+    pod_labels = {**labels, naming.LABEL_ENGINE: short_key(key)}
+    strategies = sorted(STRATEGY_LABELS.values())
+    strategy = STRATEGY_LABELS.get(spec.sharing) if spec.sharing != "exclusive" else None
+    avatar_vol, avatar_mount = avatar_volume(spec.avatar.uri, AVATAR_DIR)
+    container: Manifest = {
+        "name": "server",
+        "image": spec.images.server or config.default_server_image,
+        "imagePullPolicy": config.image_pull_policy,
+        "command": ["lipsync"],
+        "args": server_args(spec, owner.name, artifact),
+        "ports": [
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+        ],
+        **_probes(),
+        "resources": config.server_resources.manifest(config.gpu_resource),
+        "securityContext": container_security_context(),
+        "volumeMounts": [
+            {
+                "name": "cache",
+                "mountPath": ENGINE_DIR,
+                "subPath": f"engines/{key_hex(key)}",
+                "readOnly": True,
+            },
+            avatar_mount,
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    pod_spec: Manifest = {
+        "affinity": gpu_node_affinity(product_labels, sharing_rule(strategy, strategies)),
+        "tolerations": gpu_tolerations(config),
+        "topologySpreadConstraints": [
+            {
+                # Soft: nodes of one product may hold different GPU counts; the GPU request
+                # already caps pods per node, the spread only evens them out.
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": selector},
+                "matchLabelKeys": ["pod-template-hash"],
+            }
+        ],
+        "securityContext": pod_security_context(),
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 45,
+        "containers": [container],
+        "volumes": [cache_volume(config, read_only=True), avatar_vol, tmp_volume()],
+    }
+    if config.service_account:
+        pod_spec["serviceAccountName"] = config.service_account
+    deployment_spec: Manifest = {
+        "selector": {"matchLabels": selector},
+        "revisionHistoryLimit": 3,
+        # Never below the serving count: a new pod must be Ready before an old one goes.
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+        },
+        "template": {
+            "metadata": {
+                "labels": pod_labels,
+                "annotations": {
+                    **annotations,
+                    "prometheus.io/scrape": "true",
+                    "prometheus.io/port": str(METRICS_PORT),
+                },
+            },
+            "spec": pod_spec,
+        },
+    }
+    if replicas is not None:
+        deployment_spec = {"replicas": replicas, **deployment_spec}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(owner, name, labels, annotations),
+        "spec": deployment_spec,
+    }

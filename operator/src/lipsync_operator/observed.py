@@ -1,0 +1,203 @@
+"""Typed views of what the operator reads from the cluster, parsed from API objects (dicts)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from lipsync_operator.buildresult import BuildResult, parse_build_result
+from lipsync_operator.naming import ANNOTATION_ARTIFACT, ANNOTATION_ENGINE_KEY, LABEL_PRODUCT
+
+Obj = Mapping[str, Any]
+
+GFD_PRODUCT = "nvidia.com/gpu.product"
+GFD_COUNT = "nvidia.com/gpu.count"
+GFD_MAJOR = "nvidia.com/gpu.compute.major"
+GFD_MINOR = "nvidia.com/gpu.compute.minor"
+GFD_MEMORY = "nvidia.com/gpu.memory"
+GFD_REPLICAS = "nvidia.com/gpu.replicas"
+GFD_SHARING = "nvidia.com/gpu.sharing-strategy"
+# With time-slicing or MPS and renameByDefault=false, GFD appends this to the product label.
+SHARED_SUFFIX = "-SHARED"
+BUILDER_CONTAINER = "builder"
+
+
+def _int(value: object, default: int = 0) -> int:
+    try:
+        return int(str(value))
+    except ValueError:
+        return default
+
+
+def _path(obj: Obj, *keys: str) -> Any:
+    node: Any = obj
+    for key in keys:
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(key)
+    return node
+
+
+@dataclass(frozen=True)
+class GpuNode:
+    """One node's GPUs as GPU Feature Discovery and the device plugin describe them."""
+
+    name: str
+    product: str  # without the -SHARED suffix: the engine is the same
+    product_label: str  # the label as it is on the node
+    gpus: int  # physical GPUs
+    compute_capability: str
+    memory_mib: int
+    allocatable: int  # nvidia.com/gpu allocatable: gpus x sharing replicas
+    sharing_strategy: str  # none | time-slicing | mps
+    sharing_replicas: int
+    schedulable: bool  # Ready and not cordoned
+
+
+def gpu_node(obj: Obj, gpu_resource: str = "nvidia.com/gpu") -> GpuNode | None:
+    """Parse a Node; None when it has no GPU product label."""
+    labels: Mapping[str, str] = _path(obj, "metadata", "labels") or {}
+    product_label = labels.get(GFD_PRODUCT, "")
+    if not product_label:
+        return None
+    allocatable = _int((_path(obj, "status", "allocatable") or {}).get(gpu_resource, 0))
+    replicas = max(1, _int(labels.get(GFD_REPLICAS, 1), 1))
+    gpus = _int(labels.get(GFD_COUNT, 0)) or allocatable // replicas
+    major, minor = labels.get(GFD_MAJOR, ""), labels.get(GFD_MINOR, "")
+    conditions = _path(obj, "status", "conditions") or []
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    cordoned = bool(_path(obj, "spec", "unschedulable"))
+    return GpuNode(
+        name=str(_path(obj, "metadata", "name")),
+        product=product_label.removesuffix(SHARED_SUFFIX),
+        product_label=product_label,
+        gpus=gpus,
+        compute_capability=f"{major}.{minor}" if major else "",
+        memory_mib=_int(labels.get(GFD_MEMORY, 0)),
+        allocatable=allocatable,
+        sharing_strategy=labels.get(GFD_SHARING, "none") or "none",
+        sharing_replicas=replicas,
+        schedulable=ready and not cordoned,
+    )
+
+
+JobPhase = Literal["Active", "Succeeded", "Failed"]
+
+
+@dataclass(frozen=True)
+class BuildJob:
+    """A build Job the operator owns, with the builder's result when it has finished."""
+
+    name: str
+    key: str
+    product: str
+    phase: JobPhase
+    result: BuildResult | None = None
+    failure: str = ""  # the Job's own reason when there is no result (deadline, eviction)
+
+
+def _finished(obj: Obj) -> tuple[JobPhase, str]:
+    for condition in _path(obj, "status", "conditions") or []:
+        if condition.get("status") != "True":
+            continue
+        if condition.get("type") == "Complete":
+            return "Succeeded", ""
+        if condition.get("type") == "Failed":
+            reason = condition.get("reason", "Failed")
+            message = condition.get("message", "")
+            return "Failed", f"{reason}: {message}" if message else reason
+    return "Active", ""
+
+
+def termination_message(pod: Obj, container: str = BUILDER_CONTAINER) -> str | None:
+    for status in _path(pod, "status", "containerStatuses") or []:
+        if status.get("name") == container:
+            message = _path(status, "state", "terminated", "message")
+            return str(message) if message else None
+    return None
+
+
+def build_job(obj: Obj, pods: Sequence[Obj] = ()) -> BuildJob:
+    """Parse a build Job and the pods it ran (the newest result wins)."""
+    phase, failure = _finished(obj)
+    result = None
+    ordered = sorted(pods, key=lambda p: str(_path(p, "metadata", "creationTimestamp") or ""))
+    for pod in ordered:
+        message = termination_message(pod)
+        parsed = parse_build_result(message) if message else None
+        if parsed is not None:
+            result = parsed
+    return BuildJob(
+        name=str(_path(obj, "metadata", "name")),
+        key=str((_path(obj, "metadata", "annotations") or {}).get(ANNOTATION_ENGINE_KEY, "")),
+        product=str((_path(obj, "metadata", "labels") or {}).get(LABEL_PRODUCT, "")),
+        phase=phase,
+        result=result,
+        failure=failure,
+    )
+
+
+@dataclass(frozen=True)
+class ServerDeployment:
+    """A server Deployment the operator owns."""
+
+    name: str
+    product: str
+    engine_key: str
+    artifact: str  # file name of the engine in its cache entry
+    replicas: int  # spec.replicas (the HPA's choice when it scales)
+    ready_replicas: int
+    updated_replicas: int
+    rolled_out: bool  # the controller has seen the latest spec and every pod is updated
+
+
+def server_deployment(obj: Obj) -> ServerDeployment:
+    spec_replicas = _path(obj, "spec", "replicas")
+    replicas = 1 if spec_replicas is None else _int(spec_replicas)
+    status: Mapping[str, Any] = obj.get("status") or {}
+    generation = _int(_path(obj, "metadata", "generation"), 0)
+    observed = _int(status.get("observedGeneration", 0))
+    updated = _int(status.get("updatedReplicas", 0))
+    total = _int(status.get("replicas", 0))
+    annotations: Mapping[str, str] = _path(obj, "metadata", "annotations") or {}
+    return ServerDeployment(
+        name=str(_path(obj, "metadata", "name")),
+        product=str((_path(obj, "metadata", "labels") or {}).get(LABEL_PRODUCT, "")),
+        engine_key=annotations.get(ANNOTATION_ENGINE_KEY, ""),
+        artifact=annotations.get(ANNOTATION_ARTIFACT, ""),
+        replicas=replicas,
+        ready_replicas=_int(status.get("readyReplicas", 0)),
+        updated_replicas=updated,
+        rolled_out=observed >= generation and updated >= replicas and total <= replicas,
+    )
+
+
+class CacheLookup(Protocol):
+    """Engines already published in the cache, by key (a dict in tests)."""
+
+    def get(self, key: str, /) -> BuildResult | None: ...
+
+
+class NoCache:
+    """The operator cannot see the cache: every engine goes through a build Job (a cache hit)."""
+
+    def get(self, key: str, /) -> BuildResult | None:
+        return None
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything desired_state reads: nodes, owned children, cache lookups."""
+
+    nodes: tuple[GpuNode, ...] = ()
+    jobs: tuple[BuildJob, ...] = ()
+    deployments: tuple[ServerDeployment, ...] = ()
+    hpas: frozenset[str] = frozenset()
+    cache: CacheLookup = field(default_factory=NoCache)
+
+    def job_for(self, key: str) -> BuildJob | None:
+        return next((job for job in self.jobs if job.key == key), None)
+
+    def deployment_for(self, product: str) -> ServerDeployment | None:
+        return next((d for d in self.deployments if d.product == product), None)

@@ -1,0 +1,77 @@
+"""GPU pools: the nodes of one GPU product, and how many GPUs the servers may use there."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from lipsync_core.api import LipSyncModelSpec, Sharing
+from lipsync_operator.observed import GpuNode
+
+# nvidia.com/gpu.sharing-strategy values the GPU operator sets for each sharing mode.
+STRATEGY_LABELS: dict[Sharing, str] = {"timeSlicing": "time-slicing", "mps": "mps"}
+
+
+def node_fits_sharing(node: GpuNode, sharing: Sharing, replicas_per_gpu: int) -> bool:
+    """Exclusive wants unshared GPUs; timeSlicing/mps want that strategy with >= N slices."""
+    if sharing == "exclusive":
+        return node.sharing_strategy not in STRATEGY_LABELS.values()
+    return (
+        node.sharing_strategy == STRATEGY_LABELS[sharing]
+        and node.sharing_replicas >= replicas_per_gpu
+    )
+
+
+def pods_per_gpu(spec: LipSyncModelSpec) -> int:
+    """Exclusive: one pod per GPU running N instances. Shared: N pods per GPU, one instance each."""
+    return 1 if spec.sharing == "exclusive" else spec.replicas_per_gpu
+
+
+def instances_per_pod(spec: LipSyncModelSpec) -> int:
+    return spec.replicas_per_gpu if spec.sharing == "exclusive" else 1
+
+
+@dataclass(frozen=True)
+class GpuPool:
+    """The schedulable nodes of one product, split by whether they fit the sharing mode."""
+
+    product: str
+    nodes: tuple[GpuNode, ...]
+    unfit: tuple[GpuNode, ...]
+
+    @property
+    def present(self) -> bool:
+        return bool(self.nodes or self.unfit)
+
+    @property
+    def compute_capability(self) -> str:
+        known = sorted(n.compute_capability for n in (*self.nodes, *self.unfit))
+        return next((cc for cc in known if cc), "")
+
+    @property
+    def gpus(self) -> int:
+        """Physical GPUs the servers may use (on nodes that fit the sharing mode)."""
+        return sum(node.gpus for node in self.nodes)
+
+    @property
+    def product_labels(self) -> list[str]:
+        """Values of nvidia.com/gpu.product that select this product (plain and -SHARED)."""
+        return sorted({self.product, f"{self.product}-SHARED"})
+
+
+def gpu_pools(spec: LipSyncModelSpec, nodes: Iterable[GpuNode]) -> list[GpuPool]:
+    """One pool per target product, sorted by product.
+
+    Targets are the spec's products, or every product on a schedulable node when it lists none.
+    A listed product with no node gets an empty pool (reported, not built: no node to build on).
+    """
+    schedulable = [node for node in nodes if node.schedulable and node.gpus > 0]
+    present = {node.product for node in schedulable}
+    targets = set(spec.gpus.products) if spec.gpus.products else present
+    pools = []
+    for product in sorted(targets):
+        members = sorted((n for n in schedulable if n.product == product), key=lambda n: n.name)
+        fits = [n for n in members if node_fits_sharing(n, spec.sharing, spec.replicas_per_gpu)]
+        unfit = [n for n in members if n not in fits]
+        pools.append(GpuPool(product=product, nodes=tuple(fits), unfit=tuple(unfit)))
+    return pools
