@@ -115,6 +115,7 @@ class DynamicBatcher(Generic[P, Prepared, R]):
         self._queue: deque[_Item[P, R]] = deque()
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._load = [0] * instances  # batches taken and not yet finished, per instance
         self._closed = False
 
     @property
@@ -125,7 +126,7 @@ class DynamicBatcher(Generic[P, Prepared, R]):
         for instance in range(self._instances):
             handoff: asyncio.Queue[_Batch[P, Prepared, R] | None] = asyncio.Queue(maxsize=1)
             self._tasks.append(
-                asyncio.create_task(self._collect(handoff), name=f"batcher-{instance}")
+                asyncio.create_task(self._collect(instance, handoff), name=f"batcher-{instance}")
             )
             self._tasks.append(
                 asyncio.create_task(self._execute(instance, handoff), name=f"instance-{instance}")
@@ -156,23 +157,32 @@ class DynamicBatcher(Generic[P, Prepared, R]):
         self._wakeup.set()
         return await future
 
-    def _drop_dead(self, now: float) -> None:
-        if not any(
-            item.future.done() or (item.deadline is not None and item.deadline <= now)
-            for item in self._queue
-        ):
-            return
-        alive: deque[_Item[P, R]] = deque()
-        for item in self._queue:
+    @staticmethod
+    def _expire(items: list[_Item[P, R]], now: float) -> list[_Item[P, R]]:
+        """The items still wanted; expired ones get DeadlineExceededError."""
+        alive = []
+        for item in items:
             if item.future.done():
                 continue
             if item.deadline is not None and item.deadline <= now:
                 item.future.set_exception(DeadlineExceededError("deadline passed while queued"))
                 continue
             alive.append(item)
-        self._queue = alive
+        return alive
 
-    async def _next_batch(self) -> list[_Item[P, R]] | None:
+    def _drop_dead(self, now: float) -> None:
+        if not any(
+            item.future.done() or (item.deadline is not None and item.deadline <= now)
+            for item in self._queue
+        ):
+            return
+        self._queue = deque(self._expire(list(self._queue), now))
+
+    def _defer(self, instance: int) -> bool:
+        """Leave a batch to a less loaded instance (a busy one prefetches only if all are busy)."""
+        return self._load[instance] > min(self._load) and not self._closed
+
+    async def _next_batch(self, instance: int) -> list[_Item[P, R]] | None:
         while True:
             now = time.monotonic()
             self._drop_dead(now)
@@ -182,16 +192,19 @@ class DynamicBatcher(Generic[P, Prepared, R]):
                 if not self._queue:
                     return None
                 decision = Decision(min(len(self._queue), self._policy.max_batch_size))
-            if decision.size:
+            if decision.size and not self._defer(instance):
+                self._load[instance] += 1
                 return [self._queue.popleft() for _ in range(decision.size)]
             self._wakeup.clear()
             timeout = None if math.isinf(decision.wait_us) else decision.wait_us / 1e6
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
 
-    async def _collect(self, handoff: asyncio.Queue[_Batch[P, Prepared, R] | None]) -> None:
+    async def _collect(
+        self, instance: int, handoff: asyncio.Queue[_Batch[P, Prepared, R] | None]
+    ) -> None:
         while True:
-            items = await self._next_batch()
+            items = await self._next_batch(instance)
             if items is None:
                 await handoff.put(None)
                 return
@@ -202,6 +215,7 @@ class DynamicBatcher(Generic[P, Prepared, R]):
                 prepared = await self._prepare([item.payload for item in items])
             except Exception as exc:
                 self._fail(items, exc)
+                self._load[instance] -= 1
                 continue
             timings.preprocess_s = time.monotonic() - started
             await handoff.put(_Batch(items, prepared, timings, waits))
@@ -212,6 +226,8 @@ class DynamicBatcher(Generic[P, Prepared, R]):
         while (batch := await handoff.get()) is not None:
             started = time.monotonic()
             try:
+                if not self._expire(batch.items, started):
+                    continue  # every request of the batch was cancelled or expired meanwhile
                 results = await self._infer(instance, batch.prepared)
             except Exception as exc:
                 log.exception(
@@ -219,6 +235,9 @@ class DynamicBatcher(Generic[P, Prepared, R]):
                 )
                 self._fail(batch.items, exc)
                 continue
+            finally:
+                self._load[instance] -= 1
+                self._wakeup.set()
             batch.timings.infer_s = time.monotonic() - started
             if self._on_batch is not None:
                 self._on_batch(batch.timings, batch.queue_waits)

@@ -18,11 +18,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from lipsync_core.backends import BackendKind
 
@@ -45,7 +45,7 @@ class ServerSettings(BaseSettings):
     max_queue_delay_microseconds: int = Field(
         4000, ge=0, description="How long the oldest queued frame may wait for a fuller batch."
     )
-    preferred_batch_size: tuple[int, ...] = Field(
+    preferred_batch_size: Annotated[tuple[int, ...], NoDecode] = Field(
         (), description="Batch sizes to dispatch as soon as they can be formed."
     )
     max_queue_size: int = Field(
@@ -71,7 +71,7 @@ class ServerSettings(BaseSettings):
     @classmethod
     def _split_sizes(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return tuple(int(part) for part in value.replace(",", " ").split())
+            return tuple(int(part) for part in value.strip("[]()").replace(",", " ").split())
         return value
 
     @model_validator(mode="after")

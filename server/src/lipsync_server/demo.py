@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,13 +12,13 @@ import cv2
 import grpc
 import numpy as np
 
-from lipsync_core.errors import LipSyncError
 from lipsync_core.reference.unet328 import build_unet328
 from lipsync_server.audio import synthetic_features
 from lipsync_server.avatar.demo import write_demo_avatar
 from lipsync_server.avatar.format import MANIFEST_NAME
-from lipsync_server.client import LipSyncStub, stream_frames, wait_until_serving
+from lipsync_server.client import LipSyncStub, stream_frames
 from lipsync_server.compositor import decode
+from lipsync_server.process import ServerProcess
 
 FPS = 25.0
 FEATURE_DIM = 512
@@ -33,12 +29,6 @@ class StreamResult:
     frames: list[np.ndarray]
     server_latencies_ms: list[float]
     elapsed_s: float
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def ensure_assets(cache: Path, echo: Callable[[str], None]) -> tuple[Path, Path]:
@@ -102,43 +92,17 @@ def run_demo(
     out_dir: Path, seconds: float, max_batch_size: int, port: int, echo: Callable[[str], None]
 ) -> None:
     model, avatar = ensure_assets(out_dir / "cache", echo)
-    port = port or free_port()
-    target = f"127.0.0.1:{port}"
     log_path = out_dir / "server.log"
-    command = [
-        sys.executable,
-        "-m",
-        "lipsync_server",
-        "--model",
-        str(model),
-        "--avatar",
-        str(avatar),
-        "--host",
-        "127.0.0.1",
-        "--grpc-port",
-        str(port),
-        "--metrics-port",
-        "0",
-        "--max-batch-size",
-        str(max_batch_size),
-    ]
-    echo(f"starting the server on {target} (log: {log_path})")
-    with log_path.open("w") as log_file:
-        server = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
-    try:
-        try:
-            asyncio.run(wait_until_serving(target, timeout=180))
-        except TimeoutError:
-            raise LipSyncError(f"the server did not start; see {log_path}") from None
+    server = ServerProcess(
+        model, avatar, log_path, grpc_port=port, metrics=False, max_batch_size=max_batch_size
+    )
+    echo(f"starting the server on {server.target} (log: {log_path})")
+    with server.start():
         frames_wanted = max(1, round(seconds * FPS))
-        echo(
-            f"streaming {frames_wanted} frames ({seconds:g} s of synthetic audio features at {FPS:g} fps)"
-        )
+        echo(f"streaming {frames_wanted} frames ({seconds:g} s of synthetic audio at {FPS:g} fps)")
         features = synthetic_features(frames_wanted, FEATURE_DIM, seed=0)
-        result = asyncio.run(stream_clip(target, features, echo))
-    finally:
-        server.send_signal(signal.SIGTERM)
-        code = server.wait(timeout=120)
+        result = asyncio.run(stream_clip(server.target, features, echo))
+    code = server.process.returncode
     video, sheet = out_dir / "demo.mp4", out_dir / "contact_sheet.png"
     write_video(video, result.frames, FPS)
     cv2.imwrite(str(sheet), contact_sheet(result.frames))
