@@ -1,0 +1,599 @@
+"""desired_state: the operator's decisions, from spec and observed cluster, without a cluster."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from lipsync_core.api import LipSyncModelSpec, LipSyncModelStatus
+from lipsync_operator.buildresult import BuildResult
+from lipsync_operator.config import OperatorConfig
+from lipsync_operator.desired import DesiredState, desired_state
+from lipsync_operator.manifests.common import Owner
+from lipsync_operator.observed import (
+    BuildJob,
+    GpuNode,
+    Observed,
+    ServerDeployment,
+    build_job,
+    gpu_node,
+    server_deployment,
+)
+
+pytestmark = pytest.mark.unit
+
+H100 = "NVIDIA-H100-80GB-HBM3"
+L4 = "NVIDIA-L4"
+NOW = datetime(2025, 1, 1, tzinfo=UTC)
+OWNER = Owner(name="anna", namespace="default", uid="uid-1", generation=2)
+CONFIG = OperatorConfig(runtime_image="registry.example/lipsync-runtime:1.0")
+
+
+def node_object(
+    name: str,
+    *,
+    product: str = H100,
+    gpus: int = 8,
+    cc: tuple[str, str] = ("9", "0"),
+    strategy: str | None = None,
+    slices: int = 1,
+    ready: bool = True,
+) -> dict[str, Any]:
+    labels = {
+        "nvidia.com/gpu.product": product,
+        "nvidia.com/gpu.count": str(gpus),
+        "nvidia.com/gpu.compute.major": cc[0],
+        "nvidia.com/gpu.compute.minor": cc[1],
+        "nvidia.com/gpu.memory": "81559",
+    }
+    if strategy is not None:
+        labels["nvidia.com/gpu.sharing-strategy"] = strategy
+        labels["nvidia.com/gpu.replicas"] = str(slices)
+    return {
+        "metadata": {"name": name, "labels": labels},
+        "status": {
+            "allocatable": {"nvidia.com/gpu": str(gpus * slices)},
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        },
+    }
+
+
+def node(name: str, **kwargs: Any) -> GpuNode:
+    parsed = gpu_node(node_object(name, **kwargs))
+    assert parsed is not None
+    return parsed
+
+
+def spec(**changes: Any) -> LipSyncModelSpec:
+    base = {"model": {"uri": "s3://m/unet.onnx"}, "avatar": {"uri": "pvc://avatars/anna"}}
+    return LipSyncModelSpec.model_validate({**base, **changes})
+
+
+def plan(
+    model: LipSyncModelSpec,
+    observed: Observed,
+    previous: LipSyncModelStatus | None = None,
+) -> DesiredState:
+    return desired_state(OWNER, model, observed, CONFIG, previous=previous, now=NOW)
+
+
+def ready(key: str, fps: float = 250.0) -> BuildResult:
+    return BuildResult(
+        key=key,
+        state="Ready",
+        psnr_db=44.0,
+        frames_per_second=fps,
+        build_seconds=120.0,
+        artifact=f"/cache/engines/{key[7:]}/engine-abc.plan",
+    )
+
+
+def deployment(
+    name: str, product: str, key: str, replicas: int, ready_replicas: int, **extra: Any
+) -> ServerDeployment:
+    values: dict[str, Any] = {
+        "name": name,
+        "product": product,
+        "engine_key": key,
+        "artifact": "engine-old.plan",
+        "replicas": replicas,
+        "ready_replicas": ready_replicas,
+        "updated_replicas": replicas,
+        "rolled_out": True,
+    }
+    return ServerDeployment(**{**values, **extra})
+
+
+def keys_of(state: DesiredState) -> dict[str, str]:
+    return {p.pool.product: p.key for p in state.plans}
+
+
+# --- targets and builds ---------------------------------------------------------------------
+
+
+def test_one_build_job_per_gpu_product_present() -> None:
+    observed = Observed(nodes=(node("a1"), node("a2"), node("b1", product=L4, cc=("8", "9"))))
+    state = plan(spec(), observed)
+    assert [p.pool.product for p in state.plans] == [H100, L4]
+    assert len(state.jobs) == 2
+    job_products = {
+        j["metadata"]["labels"]["lipsync.dev/gpu-product"]: j["metadata"]["name"]
+        for j in state.jobs
+    }
+    assert set(job_products) == {H100, L4}
+    assert all(name.startswith("anna-build-") for name in job_products.values())
+    assert state.deployments == []
+    assert state.status.phase == "Building"
+    assert {e.state for e in state.status.engines} == {"Building"}
+
+
+def test_engine_keys_differ_by_product_and_compute_capability_only_where_they_should() -> None:
+    base = plan(spec(), Observed(nodes=(node("a"), node("b", product=L4, cc=("8", "9")))))
+    keys = keys_of(base)
+    assert keys[H100] != keys[L4]
+    again = plan(spec(), Observed(nodes=(node("a"), node("b", product=L4, cc=("8", "9")))))
+    assert keys_of(again) == keys
+    scaled = plan(spec(replicasPerGPU=2), Observed(nodes=(node("a"),)))
+    assert keys_of(scaled)[H100] == keys[H100], "replica count must not change the engine"
+    fp32 = plan(spec(precision="fp32"), Observed(nodes=(node("a"),)))
+    assert keys_of(fp32)[H100] != keys[H100]
+
+
+def test_listed_products_limit_the_targets_and_absent_ones_are_reported() -> None:
+    observed = Observed(nodes=(node("a"), node("b", product=L4)))
+    state = plan(spec(gpus={"products": [L4, "Tesla-T4"]}), observed)
+    assert [p.pool.product for p in state.plans] == [L4, "Tesla-T4"]
+    t4 = state.status.engines[1]
+    assert t4.state == "Pending"
+    assert t4.reason.startswith("NoNodes")
+    assert len(state.jobs) == 1
+    degraded = state.status.condition("Degraded")
+    assert degraded is not None
+    assert degraded.reason == "GPUProductAbsent"
+
+
+def test_no_gpu_nodes_means_pending() -> None:
+    state = plan(spec(), Observed(nodes=(node("a", ready=False),)))
+    assert state.plans == ()
+    assert state.status.phase == "Pending"
+    engines_ready = state.status.condition("EnginesReady")
+    assert engines_ready is not None
+    assert engines_ready.reason == "NoGPUNodes"
+
+
+def test_build_job_manifest() -> None:
+    state = plan(spec(), Observed(nodes=(node("a"),)))
+    job = state.jobs[0]
+    key = state.plans[0].key
+    assert job["metadata"]["annotations"]["lipsync.dev/engine-key"] == key
+    assert job["metadata"]["ownerReferences"][0] == {
+        "apiVersion": "lipsync.dev/v1alpha1",
+        "kind": "LipSyncModel",
+        "name": "anna",
+        "uid": "uid-1",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    assert len(job["metadata"]["name"]) <= 63
+    job_spec = job["spec"]
+    assert job_spec["backoffLimit"] == 1
+    assert job_spec["activeDeadlineSeconds"] == 3600
+    assert job_spec["ttlSecondsAfterFinished"] == 3600
+    pod = job_spec["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    expression = terms["nodeSelectorTerms"][0]["matchExpressions"][0]
+    assert expression == {
+        "key": "nvidia.com/gpu.product",
+        "operator": "In",
+        "values": [H100, f"{H100}-SHARED"],
+    }
+    container = pod["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert container["terminationMessagePath"] == "/dev/termination-log"
+    assert container["terminationMessagePolicy"] == "File"
+    args = container["args"]
+    assert args[0] == "build"
+    assert args[args.index("--gpu-product") + 1] == H100
+    assert args[args.index("--compute-capability") + 1] == "9.0"
+    assert args[args.index("--precision") + 1] == "fp16"
+    assert args[args.index("--cache") + 1] == "/cache"
+    assert {"name": "cache", "mountPath": "/cache"} in container["volumeMounts"]
+
+
+def test_build_job_args_reproduce_the_operators_key() -> None:
+    from lipsync_engine_builder.request import BuildRequest
+
+    state = plan(
+        spec(precision="int8", calibration={"uri": "s3://cal/"}), Observed(nodes=(node("a"),))
+    )
+    args = state.jobs[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    flags = dict(zip(args[1::2], args[2::2], strict=False))
+    params: dict[str, Any] = {
+        name.removeprefix("--").replace("-", "_"): value for name, value in flags.items()
+    }
+    for name in (
+        "batch_min",
+        "batch_opt",
+        "batch_max",
+        "calibration_samples",
+        "verify_samples",
+        "measure_frames",
+        "workspace_mib",
+        "optimization_level",
+    ):
+        params[name] = int(params[name])
+    request = BuildRequest.from_flat(params)
+    assert request.key() == state.plans[0].key
+
+
+def test_cache_hit_means_ready_without_a_job() -> None:
+    first = plan(spec(), Observed(nodes=(node("a"),)))
+    key = first.plans[0].key
+    state = plan(spec(), Observed(nodes=(node("a"),), cache={key: ready(key)}))
+    assert state.jobs == []
+    engine = state.status.engines[0]
+    assert engine.state == "Ready"
+    assert engine.psnr_db == 44.0
+    assert engine.frames_per_second == 250.0
+
+
+def test_running_job_is_not_recreated() -> None:
+    key = plan(spec(), Observed(nodes=(node("a"),))).plans[0].key
+    running = BuildJob(name="anna-build-x", key=key, product=H100, phase="Active")
+    state = plan(spec(), Observed(nodes=(node("a"),), jobs=(running,)))
+    assert state.jobs == []
+    assert state.status.engines[0].state == "Building"
+    assert state.status.engines[0].job == "anna-build-x"
+
+
+def test_succeeded_job_result_from_termination_message() -> None:
+    key = plan(spec(), Observed(nodes=(node("a"),))).plans[0].key
+    pod = {
+        "metadata": {"creationTimestamp": "2025-01-01T00:00:00Z"},
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": "builder",
+                    "state": {"terminated": {"exitCode": 0, "message": ready(key).to_json()}},
+                }
+            ]
+        },
+    }
+    job_object = {
+        "metadata": {
+            "name": "anna-build-1",
+            "labels": {"lipsync.dev/gpu-product": H100},
+            "annotations": {"lipsync.dev/engine-key": key},
+        },
+        "status": {"conditions": [{"type": "Complete", "status": "True"}]},
+    }
+    job = build_job(job_object, [pod])
+    assert job.phase == "Succeeded"
+    assert job.result is not None
+    state = plan(spec(), Observed(nodes=(node("a", gpus=2),), jobs=(job,)))
+    assert state.status.engines[0].state == "Ready"
+    [deploy] = state.deployments
+    assert deploy["spec"]["replicas"] == 2
+    args = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--model") + 1] == "/engine/engine-abc.plan"
+
+
+def test_failed_build_reports_the_builders_reason_and_keeps_the_old_engine_serving() -> None:
+    new_spec = spec(precision="fp32")
+    new_key = plan(new_spec, Observed(nodes=(node("a"),))).plans[0].key
+    failure = BuildResult(key=new_key, state="Failed", reason="accuracy gate: PSNR 21.0 < 40.0")
+    failed = BuildJob(
+        name="anna-build-2", key=new_key, product=H100, phase="Failed", result=failure
+    )
+    old = deployment("anna-nvidia-h100-80gb-hbm3", H100, "sha256:" + "0" * 64, 8, 8)
+    state = plan(new_spec, Observed(nodes=(node("a"),), jobs=(failed,), deployments=(old,)))
+    assert state.jobs == [], "a failed key is not rebuilt in a loop"
+    engine = state.status.engines[0]
+    assert engine.state == "Failed"
+    assert "PSNR 21.0" in engine.reason
+    assert engine.serving_key == old.engine_key
+    [deploy] = state.deployments
+    assert deploy["metadata"]["annotations"]["lipsync.dev/engine-key"] == old.engine_key
+    assert state.status.phase == "Degraded"
+    engines_ready = state.status.condition("EnginesReady")
+    assert engines_ready is not None
+    assert engines_ready.status == "False"
+    assert "PSNR 21.0" in engines_ready.message
+    assert any(e.reason == "EngineFailed" and e.type == "Warning" for e in state.events)
+
+
+def test_failed_build_with_nothing_serving_is_failed() -> None:
+    key = plan(spec(), Observed(nodes=(node("a"),))).plans[0].key
+    failed = BuildJob(
+        name="j", key=key, product=H100, phase="Failed", failure="DeadlineExceeded: too slow"
+    )
+    state = plan(spec(), Observed(nodes=(node("a"),), jobs=(failed,)))
+    assert state.status.phase == "Failed"
+    assert state.status.engines[0].reason == "DeadlineExceeded: too slow"
+
+
+def test_key_mismatch_between_operator_and_builder_is_a_failure() -> None:
+    key = plan(spec(), Observed(nodes=(node("a"),))).plans[0].key
+    odd = ready("sha256:" + "f" * 64)
+    done = BuildJob(name="j", key=key, product=H100, phase="Succeeded", result=odd)
+    state = plan(spec(), Observed(nodes=(node("a"),), jobs=(done,)))
+    assert state.status.engines[0].state == "Failed"
+    assert state.status.engines[0].reason.startswith("KeyMismatch")
+
+
+# --- serving --------------------------------------------------------------------------------
+
+
+def _ready_observed(model: LipSyncModelSpec, nodes: tuple[GpuNode, ...], **kw: Any) -> Observed:
+    keys = keys_of(plan(model, Observed(nodes=nodes)))
+    return Observed(nodes=nodes, cache={k: ready(k) for k in keys.values()}, **kw)
+
+
+def test_exclusive_one_pod_per_gpu_with_n_instances() -> None:
+    model = spec(replicasPerGPU=6)
+    nodes = (node("a", gpus=8), node("b", gpus=4))
+    state = plan(model, _ready_observed(model, nodes))
+    [deploy] = state.deployments
+    assert deploy["spec"]["replicas"] == 12
+    pod = deploy["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--instances") + 1] == "6"
+    expressions = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ][0]["matchExpressions"]
+    assert expressions[1] == {
+        "key": "nvidia.com/gpu.sharing-strategy",
+        "operator": "NotIn",
+        "values": ["mps", "time-slicing"],
+    }
+    spread = pod["topologySpreadConstraints"][0]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    assert spread["maxSkew"] == 1
+    assert state.status.engines[0].gpus == 12
+
+
+@pytest.mark.parametrize(("sharing", "label"), [("timeSlicing", "time-slicing"), ("mps", "mps")])
+def test_shared_modes_run_n_pods_per_gpu_on_configured_nodes(sharing: str, label: str) -> None:
+    model = spec(replicasPerGPU=4, sharing=sharing)
+    configured = node("a", gpus=2, strategy=label, slices=4)
+    too_few_slices = node("b", gpus=2, strategy=label, slices=2)
+    plain = node("c", gpus=2)
+    state = plan(model, _ready_observed(model, (configured, too_few_slices, plain)))
+    [deploy] = state.deployments
+    assert deploy["spec"]["replicas"] == 8
+    pod = deploy["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--instances") + 1] == "1"
+    expressions = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ][0]["matchExpressions"]
+    assert expressions[1]["values"] == [label]
+    degraded = state.status.condition("Degraded")
+    assert degraded is not None
+    assert degraded.reason == "SharingNotConfigured"
+    assert "b" in degraded.message
+    assert "c" in degraded.message
+
+
+def test_shared_product_label_suffix_is_the_same_product() -> None:
+    shared = node("a", product=f"{H100}-SHARED", strategy="time-slicing", slices=6)
+    state = plan(spec(sharing="timeSlicing"), Observed(nodes=(shared,)))
+    assert [p.pool.product for p in state.plans] == [H100]
+
+
+def test_cordoned_and_not_ready_nodes_do_not_count() -> None:
+    cordoned = node_object("c")
+    cordoned["spec"] = {"unschedulable": True}
+    parsed = gpu_node(cordoned)
+    assert parsed is not None
+    assert not parsed.schedulable
+    model = spec(replicasPerGPU=1)
+    nodes = (node("a", gpus=4), parsed, node("n", ready=False))
+    state = plan(model, _ready_observed(model, nodes))
+    assert state.deployments[0]["spec"]["replicas"] == 4
+
+
+def test_replicas_follow_nodes_joining_and_leaving() -> None:
+    model = spec(replicasPerGPU=1)
+    two = plan(model, _ready_observed(model, (node("a"), node("b"))))
+    one = plan(model, _ready_observed(model, (node("a"),)))
+    assert two.deployments[0]["spec"]["replicas"] == 16
+    assert one.deployments[0]["spec"]["replicas"] == 8
+
+
+def test_a_product_that_left_has_its_deployment_deleted() -> None:
+    model = spec()
+    gone = deployment("anna-nvidia-l4", L4, "sha256:" + "1" * 64, 4, 4)
+    state = plan(model, _ready_observed(model, (node("a"),), deployments=(gone,)))
+    assert [(r.kind, r.name) for r in state.stale] == [("Deployment", "anna-nvidia-l4")]
+
+
+def test_spec_change_builds_first_and_only_then_rolls() -> None:
+    old_spec, new_spec = spec(), spec(precision="fp32")
+    nodes = (node("a", gpus=2),)
+    old_key = keys_of(plan(old_spec, Observed(nodes=nodes)))[H100]
+    new_key = keys_of(plan(new_spec, Observed(nodes=nodes)))[H100]
+    current = deployment("anna-nvidia-h100-80gb-hbm3", H100, old_key, 2, 2)
+    cache = {old_key: ready(old_key)}
+
+    building = plan(new_spec, Observed(nodes=nodes, deployments=(current,), cache=cache))
+    assert len(building.jobs) == 1
+    [deploy] = building.deployments
+    assert deploy["metadata"]["annotations"]["lipsync.dev/engine-key"] == old_key
+    assert building.status.phase == "Building"
+    available = building.status.condition("Available")
+    assert available is not None
+    assert available.status == "True"
+
+    cache[new_key] = ready(new_key)
+    rolling = plan(new_spec, Observed(nodes=nodes, deployments=(current,), cache=cache))
+    [deploy] = rolling.deployments
+    assert deploy["metadata"]["annotations"]["lipsync.dev/engine-key"] == new_key
+    strategy = deploy["spec"]["strategy"]["rollingUpdate"]
+    assert strategy["maxUnavailable"] == 0
+    assert rolling.status.phase == "Rolling"
+    progressing = rolling.status.condition("Progressing")
+    assert progressing is not None
+    assert progressing.reason == "RollingOut"
+
+    done = deployment("anna-nvidia-h100-80gb-hbm3", H100, new_key, 2, 2)
+    settled = plan(new_spec, Observed(nodes=nodes, deployments=(done,), cache=cache))
+    assert settled.status.phase == "Ready"
+    assert settled.stale == ()
+
+
+def test_stale_build_jobs_of_old_keys_are_deleted() -> None:
+    old = BuildJob(name="anna-build-old", key="sha256:" + "2" * 64, product=H100, phase="Active")
+    state = plan(spec(), Observed(nodes=(node("a"),), jobs=(old,)))
+    assert [(r.kind, r.name) for r in state.stale] == [("Job", "anna-build-old")]
+
+
+def test_ready_status_endpoint_and_columns() -> None:
+    model = spec(replicasPerGPU=1)
+    nodes = (node("a", gpus=2), node("b", product=L4, gpus=1, cc=("8", "9")))
+    observed = _ready_observed(model, nodes)
+    keys = keys_of(plan(model, observed))
+    serving = (
+        deployment("anna-nvidia-h100-80gb-hbm3", H100, keys[H100], 2, 2),
+        deployment("anna-nvidia-l4", L4, keys[L4], 1, 1),
+    )
+    state = plan(model, Observed(nodes=nodes, cache=observed.cache, deployments=serving))
+    status = state.status
+    assert status.phase == "Ready"
+    assert status.replicas == 3
+    assert status.ready_replicas == 3
+    assert status.endpoint == "anna.default.svc:8001"
+    assert status.gpu_products == f"{H100},{L4}"
+    assert status.observed_generation == 2
+    assert {c.type: c.status for c in status.conditions} == {
+        "EnginesReady": "True",
+        "Available": "True",
+        "Progressing": "False",
+        "Degraded": "False",
+    }
+    assert all(c.observed_generation == 2 for c in status.conditions)
+
+
+def test_condition_transition_times_only_move_on_change() -> None:
+    model = spec()
+    observed = Observed(nodes=(node("a"),))
+    first = plan(model, observed)
+    later = desired_state(
+        OWNER, model, observed, CONFIG, previous=first.status, now=NOW + timedelta(minutes=5)
+    )
+    for before, after in zip(first.status.conditions, later.status.conditions, strict=True):
+        assert before.last_transition_time == after.last_transition_time
+    assert later.events == (), "no change, no events"
+    assert any(e.reason == "PhaseBuilding" for e in first.events)
+
+
+def test_service_and_disruption_budget_cover_all_products() -> None:
+    state = plan(spec(), Observed(nodes=(node("a"),)))
+    service = state.service
+    ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
+    assert ports == {"grpc": 8001, "metrics": 8002}
+    assert "lipsync.dev/gpu-product" not in service["spec"]["selector"]
+    pdb = state.disruption_budget
+    assert pdb["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
+    assert pdb["apiVersion"] == "policy/v1"
+
+
+# --- autoscaling ----------------------------------------------------------------------------
+
+
+def test_autoscaling_leaves_replicas_to_the_hpa() -> None:
+    model = spec(
+        autoscaling={"enabled": True, "minReplicas": 2, "maxReplicas": 20, "targetFps": 25}
+    )
+    nodes = (node("a"),)
+    state = plan(model, _ready_observed(model, nodes))
+    [deploy] = state.deployments
+    assert "replicas" not in deploy["spec"]
+    [hpa] = state.autoscalers
+    assert hpa["spec"]["scaleTargetRef"]["name"] == deploy["metadata"]["name"]
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 20)
+    pods_metric, cpu_metric = hpa["spec"]["metrics"]
+    assert pods_metric["pods"]["metric"]["name"] == "lipsync_frames_per_second"
+    assert pods_metric["pods"]["target"]["averageValue"] == "25"
+    assert cpu_metric["resource"]["name"] == "cpu"
+
+
+def test_hand_scaled_deployment_is_not_undone_under_autoscaling() -> None:
+    model = spec(autoscaling={"enabled": True, "minReplicas": 1, "maxReplicas": 10})
+    nodes = (node("a"),)
+    observed = _ready_observed(model, nodes)
+    key = keys_of(plan(model, observed))[H100]
+    name = "anna-nvidia-h100-80gb-hbm3"
+    scaled = deployment(name, H100, key, 5, 5)
+    state = plan(
+        model,
+        Observed(nodes=nodes, cache=observed.cache, deployments=(scaled,), hpas=frozenset({name})),
+    )
+    assert "replicas" not in state.deployments[0]["spec"]
+    assert state.plans[0].replica_handover is None
+    assert state.status.replicas == 5
+    assert state.status.phase == "Ready"
+
+
+def test_turning_autoscaling_on_hands_the_current_count_over() -> None:
+    model = spec(autoscaling={"enabled": True})
+    nodes = (node("a"),)
+    observed = _ready_observed(model, nodes)
+    key = keys_of(plan(model, observed))[H100]
+    current = deployment("anna-nvidia-h100-80gb-hbm3", H100, key, 8, 8)
+    state = plan(model, Observed(nodes=nodes, cache=observed.cache, deployments=(current,)))
+    assert state.plans[0].replica_handover == 8
+
+
+def test_turning_autoscaling_off_deletes_the_hpa_and_sets_replicas() -> None:
+    model = spec(replicasPerGPU=1)
+    nodes = (node("a"),)
+    observed = _ready_observed(model, nodes)
+    name = "anna-nvidia-h100-80gb-hbm3"
+    state = plan(model, Observed(nodes=nodes, cache=observed.cache, hpas=frozenset({name})))
+    assert [(r.kind, r.name) for r in state.stale] == [("HorizontalPodAutoscaler", name)]
+    assert state.deployments[0]["spec"]["replicas"] == 8
+
+
+# --- parsing --------------------------------------------------------------------------------
+
+
+def test_deployment_parsing_reads_key_artifact_and_rollout() -> None:
+    obj = {
+        "metadata": {
+            "name": "d",
+            "generation": 3,
+            "labels": {"lipsync.dev/gpu-product": H100},
+            "annotations": {
+                "lipsync.dev/engine-key": "sha256:ab",
+                "lipsync.dev/engine-artifact": "engine-1.plan",
+            },
+        },
+        "spec": {"replicas": 4},
+        "status": {
+            "observedGeneration": 2,
+            "replicas": 4,
+            "updatedReplicas": 4,
+            "readyReplicas": 3,
+        },
+    }
+    parsed = server_deployment(obj)
+    assert (parsed.engine_key, parsed.artifact, parsed.ready_replicas) == (
+        "sha256:ab",
+        "engine-1.plan",
+        3,
+    )
+    assert not parsed.rolled_out, "the controller has not seen generation 3 yet"
+
+
+def test_node_without_gpu_labels_is_ignored_and_allocatable_is_the_fallback_count() -> None:
+    assert gpu_node({"metadata": {"name": "cpu", "labels": {}}, "status": {}}) is None
+    obj = node_object("a", strategy="time-slicing", slices=4)
+    del obj["metadata"]["labels"]["nvidia.com/gpu.count"]
+    parsed = gpu_node(obj)
+    assert parsed is not None
+    assert parsed.gpus == 8
+    assert parsed.allocatable == 32
