@@ -27,7 +27,7 @@ _STAGE_PATTERNS: tuple[tuple[str, str], ...] = (
     ("postprocess_ms", r"post_?process"),
     ("composite_ms", r"composit"),
     ("encode_ms", r"encod"),
-    ("total_ms", r"total|frame_latency|request_duration"),
+    ("total_ms", r"total|^frame_seconds|frame_latency|request_duration"),
 )
 
 
