@@ -73,7 +73,7 @@ class EngineCache:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise BadInputError(f"cache {self.root}: cannot read: {one_line(exc)}") from None
+            raise BadInputError(f"cache {self.root}: cannot read ({_os_reason(exc)})") from None
         try:
             return Manifest.model_validate_json(raw)
         except ValidationError:
@@ -88,7 +88,7 @@ class EngineCache:
             self._fs.pipe_file(probe, b"")
             self._fs.rm_file(probe)
         except (OSError, PermissionError) as exc:
-            raise BadInputError(f"cache {self.root} is not writable: {one_line(exc)}") from None
+            raise BadInputError(f"cache {self.root} is not writable ({_os_reason(exc)})") from None
 
     def publish(self, artifact: Path, manifest: Manifest) -> PublishOutcome:
         existing = self.lookup(manifest.key)
@@ -215,6 +215,11 @@ class EngineCache:
             modified: datetime = self._fs.modified(path)
             return now - modified.timestamp()
         return 0.0
+
+
+def _os_reason(exc: OSError) -> str:
+    """The OS's reason without the path (the message names the cache root already)."""
+    return exc.strerror or one_line(exc)
 
 
 def lookup(cache_root: str, key: str) -> Manifest | None:
