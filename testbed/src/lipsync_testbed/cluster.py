@@ -129,11 +129,13 @@ class LocalCluster:
         binaries: Binaries | None = None,
         node_pool: Path | Sequence[NodeSpec] | None = None,
         startup_timeout: float = 120.0,
+        die_with_parent: bool = False,
     ) -> None:
         self.state_dir = state_dir
         self.binaries = binaries or Binaries.default()
         self._node_pool = node_pool
         self.startup_timeout = startup_timeout
+        self.die_with_parent = die_with_parent
         self.log_dir = state_dir / "logs"
         self.kubeconfig = state_dir / "kubeconfig"
         self.state = ClusterState(state_dir=state_dir, kubeconfig=self.kubeconfig, server="")
@@ -255,7 +257,7 @@ class LocalCluster:
         self.state = ClusterState(state_dir=self.state_dir, kubeconfig=self.kubeconfig, server="")
 
     def _spawn(self, name: str, argv: list[str]) -> ManagedProcess:
-        proc = processes.spawn(name, argv, self.log_dir)
+        proc = processes.spawn(name, argv, self.log_dir, die_with_parent=self.die_with_parent)
         self.state.processes.append(proc)
         self.state.save()
         return proc

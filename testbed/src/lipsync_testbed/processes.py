@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import logging
 import os
@@ -62,8 +63,13 @@ def spawn(
     *,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    die_with_parent: bool = False,
 ) -> ManagedProcess:
-    """Start `argv` in its own session with stdout and stderr appended to log_dir/name.log."""
+    """Start `argv` in its own session with stdout and stderr appended to log_dir/name.log.
+
+    With `die_with_parent` the kernel SIGKILLs the process when the thread that
+    started it exits, so a killed test run leaves nothing behind (Linux only).
+    """
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
     with log_path.open("ab") as out:
@@ -77,9 +83,18 @@ def spawn(
             env=dict(env) if env is not None else None,
             cwd=cwd,
             start_new_session=True,
+            preexec_fn=_set_parent_death_signal if die_with_parent else None,  # noqa: PLW1509
         )
     log.info("started %s (pid %d), log %s", name, proc.pid, log_path)
     return ManagedProcess(name=name, pid=proc.pid, executable=str(argv[0]), log_path=log_path)
+
+
+def _set_parent_death_signal() -> None:
+    """Runs in the child between fork and exec: prctl(PR_SET_PDEATHSIG, SIGKILL)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    if libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
 
 
 def _proc_state(pid: int) -> str | None:

@@ -58,7 +58,8 @@ def kube_cluster(
             pytrace=False,
         )
     state_dir: Path = tmp_path_factory.mktemp("cluster")
-    cluster = LocalCluster(state_dir, binaries=binaries)
+    # die_with_parent: even a killed test run leaves no control plane behind.
+    cluster = LocalCluster(state_dir, binaries=binaries, die_with_parent=True)
     try:
         cluster.start()
     except ClusterSetupError as exc:
