@@ -1,0 +1,141 @@
+"""The Helm chart: renders with `helm template`, least-privilege RBAC, hardened operator pod."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "lipsync-operator"
+
+
+def _helm() -> str | None:
+    on_path = shutil.which("helm")
+    if on_path:
+        return on_path
+    cached = sorted(Path.home().glob(".cache/lipsync/*/bin/helm"))
+    return str(cached[-1]) if cached else None
+
+
+HELM = _helm()
+needs_helm = pytest.mark.skipif(
+    HELM is None, reason="helm not found on PATH or in ~/.cache/lipsync/*/bin"
+)
+
+
+def render(*args: str) -> list[dict[str, Any]]:
+    assert HELM is not None
+    result = subprocess.run(
+        [HELM, "template", "lsm", str(CHART), "--namespace", "lipsync-system", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [doc for doc in docs if doc["kind"] == kind]
+
+
+@needs_helm
+def test_chart_lints_clean() -> None:
+    assert HELM is not None
+    result = subprocess.run(
+        [HELM, "lint", "--strict", str(CHART)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_helm
+def test_rbac_is_exact_with_no_wildcards() -> None:
+    [role] = by_kind(render(), "ClusterRole")
+    granted: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        for field in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule[field], rule
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                granted.setdefault((group, resource), set()).update(rule["verbs"])
+    assert granted[("lipsync.dev", "lipsyncmodels/status")] == {"get", "patch"}
+    assert granted[("", "nodes")] == {"get", "list", "watch"}
+    assert granted[("", "pods")] == {"get", "list", "watch"}
+    assert granted[("", "events")] == {"create"}
+    assert granted[("batch", "jobs")] >= {"create", "patch", "delete"}
+    assert ("", "secrets") not in granted
+    assert all("escalate" not in v and "bind" not in v for v in granted.values())
+    [binding] = by_kind(render(), "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+
+
+@needs_helm
+def test_operator_pod_is_hardened() -> None:
+    [deployment] = by_kind(render(), "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    [container] = pod["containers"]
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert container["resources"]["requests"]
+    assert container["resources"]["limits"]["memory"]
+    assert container["args"][:3] == ["operator", "run", "--peering=lipsync-operator"]
+
+
+@needs_helm
+def test_values_reach_the_operator_environment() -> None:
+    docs = render(
+        "--set", "runtime.image.tag=9.9", "--set", "runtime.backend=onnxruntime-cpu",
+        "--set", "cache.kind=hostPath", "--set", "watchNamespaces={team-a}",
+        "--set", "peering.enabled=false",
+    )  # fmt: skip
+    [deployment] = by_kind(docs, "Deployment")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    env = {item["name"]: item["value"] for item in container["env"]}
+    assert env["LIPSYNC_RUNTIME_IMAGE"] == "ghcr.io/lipsync/runtime:9.9"
+    assert env["LIPSYNC_BACKEND"] == "onnxruntime-cpu"
+    assert env["LIPSYNC_CACHE_KIND"] == "hostPath"
+    assert "--standalone" in container["args"]
+    assert "--namespace=team-a" in container["args"]
+    assert by_kind(docs, "ClusterKopfPeering") == []
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["cache"]["hostPath"]["path"] == "/var/lib/lipsync/cache"
+
+
+@needs_helm
+def test_values_schema_rejects_bad_values() -> None:
+    assert HELM is not None
+    result = subprocess.run(
+        [HELM, "template", "lsm", str(CHART), "--set", "cache.kind=nfs"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "cache" in result.stderr
+
+
+@needs_helm
+def test_crds_are_installed_with_the_chart() -> None:
+    crds = by_kind(render("--include-crds"), "CustomResourceDefinition")
+    names = {crd["metadata"]["name"] for crd in crds}
+    assert names == {
+        "lipsyncmodels.lipsync.dev",
+        "clusterkopfpeerings.kopf.dev",
+        "kopfpeerings.kopf.dev",
+    }
