@@ -448,3 +448,48 @@ def test_cli_up_down_leaves_no_process(tmp_path: Path, kube_cluster: LocalCluste
             if str(state_dir) in cmdline:
                 leftovers.append(proc.name)
     assert leftovers == []
+
+
+def test_helm_installs_chart_and_waits_for_ready(
+    kube_cluster: LocalCluster, kube_namespace: str, tmp_path: Path
+) -> None:
+    chart = tmp_path / "demo"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text(
+        "apiVersion: v2\nname: demo\nversion: 0.1.0\n", encoding="utf-8"
+    )
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "{{ .Release.Name }}"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "helm-demo"}},
+            "template": {
+                "metadata": {"labels": {"app": "helm-demo"}},
+                "spec": {
+                    "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-RTX-6000-Ada-Generation"},
+                    "containers": [
+                        {
+                            "name": "main",
+                            "image": PAUSE_IMAGE,
+                            "resources": {"limits": {"nvidia.com/gpu": "2"}},
+                        }
+                    ],
+                },
+            },
+        },
+    }
+    (chart / "templates" / "deployment.yaml").write_text(
+        yaml.safe_dump(deployment), encoding="utf-8"
+    )
+    kube_cluster.helm(
+        "install", "demo", str(chart), "--namespace", kube_namespace, "--wait", "--timeout", "90s"
+    )
+    status = json.loads(
+        kube_cluster.helm("status", "demo", "--namespace", kube_namespace, "-o", "json").stdout
+    )
+    assert status["info"]["status"] == "deployed"
+    pods = _pods(kube_cluster.api_client, kube_namespace, "app=helm-demo")
+    assert {p.spec.node_name for p in pods if p.spec} == {"rtx6000ada-0"}
+    assert all(_running_ready(p) for p in pods)

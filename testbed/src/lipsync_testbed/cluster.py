@@ -231,7 +231,34 @@ class LocalCluster:
     ) -> subprocess.CompletedProcess[str]:
         """Run the built kubectl against this cluster."""
         argv = [str(self.binaries.kubectl), f"--kubeconfig={self.kubeconfig}", *args]
-        return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=timeout)
+        return self._run_tool(argv, check=check, timeout=timeout)
+
+    def helm(
+        self, *args: str, check: bool = True, timeout: float = 180.0
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the built helm against this cluster (its state kept under the state dir)."""
+        argv = [str(self.binaries.helm), f"--kubeconfig={self.kubeconfig}", *args]
+        helm_home = self.state_dir / "helm"
+        env = {
+            **os.environ,
+            "HELM_CACHE_HOME": str(helm_home / "cache"),
+            "HELM_CONFIG_HOME": str(helm_home / "config"),
+            "HELM_DATA_HOME": str(helm_home / "data"),
+        }
+        return self._run_tool(argv, check=check, timeout=timeout, env=env)
+
+    @staticmethod
+    def _run_tool(
+        argv: list[str], *, check: bool, timeout: float, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            argv, capture_output=True, text=True, check=False, timeout=timeout, env=env
+        )
+        if check and result.returncode != 0:
+            raise ClusterSetupError(
+                f"{' '.join(argv)} exited {result.returncode}:\n{result.stdout}{result.stderr}"
+            )
+        return result
 
     def __enter__(self) -> LocalCluster:
         return self.start()
