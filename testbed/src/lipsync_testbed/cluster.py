@@ -143,6 +143,17 @@ class LocalCluster:
         self._pki: ClusterPKI | None = None
         self.nodes: list[NodeSpec] = []
 
+    @classmethod
+    def attach(cls, state_dir: Path, *, binaries: Binaries | None = None) -> LocalCluster:
+        """A handle on a test bed already started from `state_dir` (e.g. by the CLI)."""
+        state = ClusterState.load(state_dir)
+        if state is None:
+            raise ClusterSetupError(f"no test bed state in {state_dir}")
+        cluster = cls(state_dir, binaries=binaries)
+        cluster.state = state
+        cluster.ensure_running()
+        return cluster
+
     # -- public API ---------------------------------------------------------
 
     @property

@@ -12,12 +12,15 @@ Fixtures:
                     starts a JobPodRunner in kube_namespace, stopped afterwards
 
 Environment: LIPSYNC_BIN_DIR / LIPSYNC_CACHE locate the binaries (make cluster-build).
+LIPSYNC_TESTBED_ATTACH=<state dir> uses a test bed already started with
+`python -m lipsync_testbed up` (left running afterwards) instead of starting one.
 Failing tests that use the cluster get the tail of every component log attached.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -47,6 +50,15 @@ def pytest_configure(config: pytest.Config) -> None:
 def kube_cluster(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalCluster]:
+    attach = os.environ.get("LIPSYNC_TESTBED_ATTACH")
+    if attach:
+        try:
+            attached = LocalCluster.attach(Path(attach))
+        except ClusterSetupError as exc:
+            pytest.fail(f"cannot attach to the test bed in {attach}: {exc}", pytrace=False)
+        request.config.stash[_CLUSTER_KEY] = attached
+        yield attached
+        return
     binaries = Binaries.default()
     missing = binaries.missing(
         ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kubectl")
