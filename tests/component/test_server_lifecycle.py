@@ -1,0 +1,150 @@
+"""Overload and graceful shutdown of a real server process (ORT on CPU, reference model)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from lipsync_server._generated.lipsync.v1 import lipsync_pb2 as pb
+from lipsync_server.audio import synthetic_features
+from lipsync_server.avatar.demo import write_demo_avatar
+from lipsync_server.client import LipSyncStub, features_message, stream_frames
+from lipsync_server.process import ServerProcess
+
+pytestmark = pytest.mark.component
+
+
+@pytest.fixture(scope="module")
+def avatar_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("avatar")
+    write_demo_avatar(root, frames=4, width=320, height=240)
+    return root
+
+
+def test_overload_rejects_with_resource_exhausted_and_admitted_streams_stay_bounded(
+    reference_model: Path, avatar_dir: Path, tmp_path: Path
+) -> None:
+    max_batch, queue = 2, 4
+    streams, frames_each = 12, 3
+    features = synthetic_features(frames_each, 512, seed=1)
+
+    async def one_stream(channel: grpc.aio.Channel) -> list[pb.Frame] | grpc.StatusCode:
+        try:
+            return [
+                f
+                async for f in stream_frames(
+                    LipSyncStub(channel), features, chunk_frames=frames_each
+                )
+            ]
+        except grpc.aio.AioRpcError as error:
+            return error.code()
+
+    async def flood(target: str) -> list[list[pb.Frame] | grpc.StatusCode]:
+        async with grpc.aio.insecure_channel(target) as channel:
+            calls = [one_stream(channel) for _ in range(streams)]
+            return await asyncio.wait_for(asyncio.gather(*calls), timeout=300)
+
+    with ServerProcess(
+        reference_model,
+        avatar_dir,
+        tmp_path / "server.log",
+        max_batch_size=max_batch,
+        max_queue_size=queue,
+        max_inflight_per_stream=2,
+        max_queue_delay_microseconds=0,
+    ) as server:
+        outcomes = asyncio.run(flood(server.target))
+    assert server.process.returncode == 0
+
+    rejected = [o for o in outcomes if isinstance(o, grpc.StatusCode)]
+    admitted = [o for o in outcomes if not isinstance(o, grpc.StatusCode)]
+    assert set(rejected) == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+    assert rejected, "more streams than the queue admits must be refused"
+    assert admitted, "the streams the queue admits must be served"
+    for frames in admitted:
+        assert [frame.index for frame in frames] == list(range(frames_each))
+    timings = [frame.timings for frames in admitted for frame in frames]
+    slowest_batch_ms = max(t.infer_ms for t in timings)
+    # A queued frame waits at most for the batches ahead of it: the queue, the prepared one, the
+    # running one.
+    bound_ms = (queue // max_batch + 3) * slowest_batch_ms
+    assert max(t.queue_ms for t in timings) <= bound_ms
+
+
+async def _health(channel: grpc.aio.Channel) -> int:
+    reply = await health_pb2_grpc.HealthStub(channel).Check(
+        health_pb2.HealthCheckRequest(), timeout=5
+    )
+    return int(reply.status)
+
+
+def test_sigterm_drains_in_flight_streams_and_exits_zero(
+    reference_model: Path, avatar_dir: Path, tmp_path: Path
+) -> None:
+    total = 10  # per stream; 8 vectors make frame 0 ready at once, the rest follow the signal
+    features = synthetic_features(total, 512, seed=2)
+    server = ServerProcess(
+        reference_model,
+        avatar_dir,
+        tmp_path / "server.log",
+        max_batch_size=2,
+        shutdown_grace_seconds=120,
+    )
+
+    async def scenario(target: str) -> tuple[list[list[int]], int, grpc.StatusCode]:
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub = LipSyncStub(channel)
+            started = [asyncio.Event(), asyncio.Event()]
+            signalled = asyncio.Event()
+
+            async def requests() -> AsyncIterator[pb.StreamGenerateRequest]:
+                yield pb.StreamGenerateRequest(features=features_message(features[:8]))
+                await signalled.wait()
+                for row in range(8, total):
+                    yield pb.StreamGenerateRequest(
+                        features=features_message(features[row : row + 1])
+                    )
+                    await asyncio.sleep(0.05)
+
+            async def run(stream: int) -> list[int]:
+                indices = []
+                async for response in stub.StreamGenerate(requests(), timeout=300):
+                    indices.append(response.frame.index)
+                    started[stream].set()
+                return indices
+
+            tasks = [asyncio.create_task(run(stream)) for stream in range(2)]
+            await asyncio.gather(*(event.wait() for event in started))
+            server.terminate()
+            deadline = time.monotonic() + 30
+            status = await _health(channel)
+            while (
+                status != health_pb2.HealthCheckResponse.NOT_SERVING and time.monotonic() < deadline
+            ):
+                await asyncio.sleep(0.1)
+                status = await _health(channel)
+            try:
+                await stub.Generate(
+                    pb.GenerateRequest(frame_indices=[0], features=features_message(features[:1])),
+                    timeout=30,
+                )
+                refused = grpc.StatusCode.OK
+            except grpc.aio.AioRpcError as error:
+                refused = error.code()
+            signalled.set()
+            return list(await asyncio.gather(*tasks)), status, refused
+
+    with server:
+        indices, status, refused = asyncio.run(scenario(server.target))
+        code = server.process.wait(timeout=180)
+    assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert refused == grpc.StatusCode.UNAVAILABLE
+    assert indices == [list(range(total)), list(range(total))]  # no frame lost
+    assert code == 0
+    assert "all calls finished" in server.log_path.read_text()
