@@ -1,0 +1,44 @@
+"""Operator settings from the environment the Helm chart sets; the handlers module imports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lipsync_operator.config import ConfigError, OperatorConfig
+
+pytestmark = pytest.mark.unit
+
+
+def test_settings_from_the_charts_environment() -> None:
+    config = OperatorConfig.from_env(
+        {
+            "LIPSYNC_RUNTIME_IMAGE": "registry/runtime:2",
+            "LIPSYNC_SERVER_IMAGE": "",
+            "LIPSYNC_BACKEND": "onnxruntime-cpu",
+            "LIPSYNC_BUILD_TTL_SECONDS": "600",
+            "LIPSYNC_CACHE_KIND": "hostPath",
+            "LIPSYNC_CACHE_LOCAL_ROOT": "/cache",
+        }
+    )
+    assert config.default_server_image == "registry/runtime:2"
+    assert config.default_builder_image == "registry/runtime:2"
+    assert config.runtime_id == "registry/runtime:2"
+    assert config.backend == "onnxruntime-cpu"
+    assert config.build_ttl_seconds == 600
+    assert config.cache.kind == "hostPath"
+    assert config.cache.local_root == Path("/cache")
+
+
+def test_bad_setting_is_one_readable_line() -> None:
+    with pytest.raises(ConfigError, match="operator setting backend"):
+        OperatorConfig.from_env({"LIPSYNC_BACKEND": "magic"})
+
+
+def test_handlers_module_imports_without_a_cluster() -> None:
+    from lipsync_operator import handlers
+
+    # Importing registers the handlers; it must not connect to anything.
+    assert handlers.on_lipsyncmodel_change.__module__ == "lipsync_operator.handlers"
+    assert handlers.RESYNC_SECONDS > 0
