@@ -43,3 +43,11 @@ def test_unknown_setting_names_are_rejected(tmp_path: Path) -> None:
     config.write_text('{"model": "m", "avatar": "a", "max_batch": 4}')
     with pytest.raises(ValidationError, match="max_batch"):
         load_settings(config, {})
+
+
+def test_every_setting_is_documented() -> None:
+    from lipsync_server.config import ServerSettings
+
+    doc = (Path(__file__).resolve().parents[2] / "server/CONFIG.md").read_text()
+    missing = [name for name in ServerSettings.model_fields if f"`{name}`" not in doc]
+    assert not missing, f"add to server/CONFIG.md: {missing}"
