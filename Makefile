@@ -5,7 +5,7 @@ UV_VERSION := 0.13.9
 UV := $(PYTHON) -m uv
 OUT ?= out
 
-.PHONY: demo test lint types unit component cluster setup
+.PHONY: demo test lint types unit component cluster gpu setup bench
 
 setup:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv==$(UV_VERSION)
@@ -21,7 +21,9 @@ lint: setup
 types: setup
 	$(UV) run mypy
 
-test: lint types
+# Everything CI runs: lint, types, then every test tier (the cluster tier needs the
+# Go-built control plane, cached in ~/.cache/lipsync after the first build).
+test: lint types cluster-build
 	$(UV) run pytest
 
 unit: setup
@@ -29,3 +31,11 @@ unit: setup
 
 component: setup
 	$(UV) run pytest -m component
+
+cluster: setup cluster-build
+	$(UV) run pytest -m cluster
+
+gpu: setup
+	$(UV) run pytest -m gpu -rs
+
+include hack/cluster/Makefile.inc
