@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lipsync_bench.markdown import stage_values
+from lipsync_bench.markdown import profiled_levels, stage_values, unaccounted_ms
 from lipsync_bench.result import BenchResult
 from lipsync_bench.summary import SummaryRow
 
@@ -72,26 +72,26 @@ def latency_cdf(results: list[BenchResult], path: Path) -> str:
 
 def stage_bars(results: list[BenchResult], path: Path) -> str:
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.2))
+    fig, ax = plt.subplots(figsize=(7, 3.4))
     names: list[str] = []
-    per_stage: dict[str, list[float]] = {stage: [] for stage in _STAGE_ORDER}
+    per_stage: dict[str, list[float]] = {stage: [] for stage in (*_STAGE_ORDER, "unaccounted")}
     for result in results:
-        best = result.best_level()
-        if best is None or best.stages is None:
-            continue
-        names.append(result.name)
-        values = stage_values(best.stages)
-        for stage in _STAGE_ORDER:
-            per_stage[stage].append(values.get(stage, 0.0))
+        for level in profiled_levels(result):
+            assert level.stages is not None
+            names.append(f"{result.name}\n{level.streams} streams")
+            values = stage_values(level.stages)
+            values["unaccounted"] = unaccounted_ms(level.stages) or 0.0
+            for stage, heights in per_stage.items():
+                heights.append(values.get(stage, 0.0))
     bottom = [0.0] * len(names)
-    for stage in _STAGE_ORDER:
-        heights = per_stage[stage]
+    for stage, heights in per_stage.items():
         if any(heights):
             ax.bar(names, heights, bottom=bottom, label=stage)
             bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
-    ax.set_ylabel("mean ms per frame")
-    ax.set_title("Server stage times at best concurrency")
-    ax.tick_params(axis="x", labelrotation=20, labelsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("mean ms per frame (log)")
+    ax.set_title("Server stage times: one stream and best concurrency")
+    ax.tick_params(axis="x", labelsize=7)
     ax.legend(fontsize=7)
     return _save(fig, path)
 

@@ -319,6 +319,11 @@ def run(
     multiple=True,
     help="Extra `lipsync serve` argument, repeatable (e.g. --server-arg=--instances=2).",
 )
+@click.option(
+    "--work-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Build cache, generated inputs, server logs [default: ~/.cache/lipsync/bench].",
+)
 @click.option("--bare-iterations", default=5, show_default=True, type=click.IntRange(min=1))
 @click.option("--only", multiple=True, help="Only these variants ('onnxruntime-cpu int8').")
 @_load_options
@@ -338,6 +343,7 @@ def matrix(out: Path, streams: str, **params: Any) -> None:
         only=list(params.pop("only")),
         baseline=params.pop("baseline"),
         costs=cost_options,
+        **({"work_dir": work_dir} if (work_dir := params.pop("work_dir")) else {}),
         load=RunOptions(targets=["127.0.0.1:0"], streams=_streams(streams), **params),
     )
     echo = lambda line: click.echo(line, err=True)  # noqa: E731

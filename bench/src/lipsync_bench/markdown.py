@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 
-from lipsync_bench.result import BenchResult, StageTimes
-from lipsync_bench.summary import CostOptions, SummaryRow
+from lipsync_bench.result import BenchResult, LevelResult, StageTimes
+from lipsync_bench.summary import CostOptions, SummaryRow, single_stream_level
 
 STAGE_FIELDS: tuple[tuple[str, str], ...] = (
     ("queue_ms", "queue"),
@@ -160,20 +160,48 @@ def stage_values(stages: StageTimes) -> dict[str, float]:
     return values
 
 
+def profiled_levels(result: BenchResult) -> list[LevelResult]:
+    """The one-stream level (a frame's own work) and the best level (with queueing)."""
+    levels = [lv for lv in (single_stream_level(result), result.best_level()) if lv is not None]
+    return [lv for i, lv in enumerate(levels) if lv.stages is not None and lv not in levels[:i]]
+
+
+def unaccounted_ms(stages: StageTimes) -> float | None:
+    """Server total minus the listed stages: waiting between stages (e.g. for a post-process
+    thread) and whatever the server does not time separately."""
+    if stages.total_ms is None:
+        return None
+    listed = sum(v for label, v in stage_values(stages).items() if label != "server total")
+    return max(stages.total_ms - listed, 0.0)
+
+
 def profile_table(results: list[BenchResult]) -> str:
-    """Where a served frame's time goes at the best concurrency, per backend."""
-    header = ["backend", "streams", "batch", *[label for _, label in STAGE_FIELDS], "client ms"]
+    """Where a served frame's time goes, at one stream and at the best concurrency."""
+    header = [
+        "backend",
+        "streams",
+        "batch",
+        *[label for _, label in STAGE_FIELDS],
+        "unaccounted",
+        "client ms",
+    ]
     rows = []
     for result in results:
-        best = result.best_level()
-        if best is None or best.stages is None:
-            continue
-        st = best.stages
-        cells = [_num(getattr(st, attr)) for attr, _ in STAGE_FIELDS]
-        latency = best.latency.mean_ms if best.latency else None
-        rows.append(
-            [result.name, str(best.streams), _num(st.mean_batch_size, 2), *cells, _num(latency)]
-        )
+        for level in profiled_levels(result):
+            st = level.stages
+            assert st is not None
+            cells = [_num(getattr(st, attr)) for attr, _ in STAGE_FIELDS]
+            latency = level.latency.mean_ms if level.latency else None
+            rows.append(
+                [
+                    result.name,
+                    str(level.streams),
+                    _num(st.mean_batch_size, 2),
+                    *cells,
+                    _num(unaccounted_ms(st)),
+                    _num(latency),
+                ]
+            )
     return table(header, rows)
 
 
@@ -228,13 +256,14 @@ def render_report(
         "",
         bare_table(results, rows),
         "",
-        "## Hot path: where a served frame's time goes (best concurrency, mean ms per frame)",
+        "## Hot path: where a served frame's time goes (mean ms per frame)",
         "",
         profile_table(results),
         "",
-        "From the frame timings the server returns with each frame; 'client ms' adds gRPC, "
-        "serialisation and the client's own time. 'infer (batch)' is the model call of the "
-        "frame's whole batch.",
+        "From the frame timings the server returns with each frame, at one stream (the frame's "
+        "own work) and at the best concurrency (with queueing). 'infer (batch)' is the model "
+        "call of the frame's whole batch; 'unaccounted' is the server total minus the stages "
+        "listed; 'client ms' adds gRPC, serialisation and the client's own time.",
         "",
         "### Server metrics (Prometheus, difference over the measured run)",
         "",

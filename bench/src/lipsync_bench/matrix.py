@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -67,6 +68,13 @@ def available_variants() -> tuple[list[Variant], list[str]]:
     return variants, notes
 
 
+def default_work_dir() -> Path:
+    """Build cache, generated inputs and server logs: kept out of the report directory, which
+    is meant to be committed, and reused between runs (engines are found by key)."""
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "lipsync" / "bench"
+
+
 @dataclass
 class MatrixOptions:
     out: Path
@@ -79,11 +87,12 @@ class MatrixOptions:
     only: list[str] = field(default_factory=list)
     baseline: str | None = None
     costs: CostOptions = field(default_factory=CostOptions)
+    work_dir: Path = field(default_factory=default_work_dir)
 
 
 def prepare_inputs(options: MatrixOptions) -> tuple[Path, Path]:
     """The model and avatar: given, or the reference UNet-328 and a demo avatar made once."""
-    work = options.out / "inputs"
+    work = options.work_dir / "inputs"
     work.mkdir(parents=True, exist_ok=True)
     model = options.model
     if model is None:
@@ -117,13 +126,13 @@ def build_variant(variant: Variant, model: Path, options: MatrixOptions) -> tupl
             "precision": variant.precision,
             "backend": variant.backend,
             "batch": {"min": 1, "opt": batch, "max": batch},
-            "cache": str((options.out / "cache").resolve()),
+            "cache": str((options.work_dir / "cache").resolve()),
             "allow_random_calibration": variant.precision == "int8",
-            "termination_log": str(options.out / "cache" / f"{variant.slug}.build.json"),
+            "termination_log": str(options.work_dir / f"{variant.slug}.build.json"),
             "measure_frames": 1,
         }
     )
-    with (options.out / f"{variant.slug}.build.log").open("w") as stream:
+    with (options.work_dir / f"{variant.slug}.build.log").open("w") as stream:
         result = execute(request, JsonLinesProgress(stream))
     if result.state != "Ready":
         raise RuntimeError(f"build failed: {result.reason}")
@@ -151,7 +160,7 @@ def run_variant(
         "WARNING",
         *options.server_args,
     ]
-    log_path = options.out / f"{variant.slug}.server.log"
+    log_path = options.work_dir / f"{variant.slug}.server.log"
     with ServerProcess(artifact, avatar, args, log_path=log_path) as server:
         load = replace(
             options.load,
@@ -181,6 +190,7 @@ def run_matrix(
     """Every available variant (or those named in ``only``), then ``compare``; returns the
     report path. A variant that fails to build or serve is reported and skipped."""
     options.out.mkdir(parents=True, exist_ok=True)
+    options.work_dir.mkdir(parents=True, exist_ok=True)
     variants, notes = available_variants()
     if options.only:
         variants = [v for v in variants if v.name in options.only or v.slug in options.only]
