@@ -4,12 +4,42 @@
 from __future__ import annotations
 
 import logging
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 
 import click
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _ComponentGroup(click.Group):
+    """Loads a component's command only when it is invoked (or listed by ``--help``), so one
+    command does not pay for importing every other component."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(_component_entry_points()))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        entry = _component_entry_points().get(cmd_name)
+        if command is not None or entry is None:
+            return command
+        try:
+            loaded = entry.load()
+        except ImportError as exc:  # a broken optional component must not take the CLI down
+            logging.getLogger(__name__).warning("lipsync %s unavailable: %s", cmd_name, exc)
+            return None
+        if not isinstance(loaded, click.Command):
+            return None
+        self.add_command(loaded, cmd_name)
+        return loaded
+
+
+def _component_entry_points() -> dict[str, EntryPoint]:
+    return {entry.name: entry for entry in entry_points(group="lipsync.commands")}
+
+
+@click.group(
+    cls=_ComponentGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 def cli(verbose: int) -> None:
     """Real-time lip-sync serving: reference model, engine builder, server, benchmarks."""
@@ -17,17 +47,5 @@ def cli(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def _register_components() -> None:
-    for entry in sorted(entry_points(group="lipsync.commands"), key=lambda e: e.name):
-        try:
-            command = entry.load()
-        except ImportError as exc:  # a broken optional component must not take the CLI down
-            logging.getLogger(__name__).warning("lipsync %s unavailable: %s", entry.name, exc)
-            continue
-        if isinstance(command, click.Command):
-            cli.add_command(command, entry.name)
-
-
 def main() -> None:
-    _register_components()
     cli()
