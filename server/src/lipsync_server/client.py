@@ -11,7 +11,7 @@ Typical use::
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 import grpc
@@ -57,8 +57,10 @@ async def stream_frames(
         yield response.frame
 
 
-async def wait_until_serving(target: str, timeout: float = 120.0) -> None:
-    """Poll grpc.health.v1 until the server reports SERVING."""
+async def wait_until_serving(
+    target: str, timeout: float = 120.0, gone: Callable[[], bool] | None = None
+) -> None:
+    """Poll grpc.health.v1 until the server reports SERVING; ``gone()`` true stops the wait."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     loop = asyncio.get_running_loop()
@@ -72,6 +74,8 @@ async def wait_until_serving(target: str, timeout: float = 120.0) -> None:
                     return
             except grpc.aio.AioRpcError:
                 pass
+            if gone is not None and gone():
+                raise TimeoutError(f"{target}: the server exited before serving")
             if loop.time() > deadline:
                 raise TimeoutError(f"{target} not serving after {timeout:.0f} s")
             await asyncio.sleep(0.2)

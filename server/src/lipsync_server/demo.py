@@ -97,7 +97,7 @@ def run_demo(
         model, avatar, log_path, grpc_port=port, metrics=False, max_batch_size=max_batch_size
     )
     echo(f"starting the server on {server.target} (log: {log_path})")
-    with server.start():
+    with server:
         frames_wanted = max(1, round(seconds * FPS))
         echo(f"streaming {frames_wanted} frames ({seconds:g} s of synthetic audio at {FPS:g} fps)")
         features = synthetic_features(frames_wanted, FEATURE_DIM, seed=0)

@@ -74,14 +74,19 @@ class ServerProcess:
         return self._process
 
     def start(self) -> ServerProcess:
+        if self._process is not None:
+            raise RuntimeError("server process already started")
         self._log = self.log_path.open("w")
         self._process = subprocess.Popen(self._command, stdout=self._log, stderr=subprocess.STDOUT)
         try:
-            asyncio.run(wait_until_serving(self.target, timeout=self._startup_timeout))
+            asyncio.run(wait_until_serving(self.target, self._startup_timeout, self._exited))
         except TimeoutError:
             self.stop()
             raise LipSyncError(f"the server did not start; see {self.log_path}") from None
         return self
+
+    def _exited(self) -> bool:
+        return self.process.poll() is not None
 
     def terminate(self) -> None:
         """Send SIGTERM (graceful shutdown) without waiting."""
