@@ -19,8 +19,8 @@ pytestmark = pytest.mark.gpu
 
 if not tensorrt_backend.is_available():
     pytest.skip(
-        "TensorRT is not installed (the dev environment has only its type stubs); "
-        "install tensorrt on a GPU machine to run this test",
+        "TensorRT is not installed here; install tensorrt (NVIDIA's index) on a GPU machine "
+        "to run this test",
         allow_module_level=True,
     )
 trt: Any = pytest.importorskip("tensorrt", reason="TensorRT does not import here")

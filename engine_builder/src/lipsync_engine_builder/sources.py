@@ -1,12 +1,16 @@
 """Fetching models and calibration data from a URI: a path, file://, or any fsspec URL.
 
-A PVC is just a mounted path. Remote files are copied into the build's work directory.
+A PVC is a mounted path: ``pvc://<claim>/<path>`` is read from ``$LIPSYNC_PVC_ROOT/<claim>/<path>``
+(default ``/mnt/pvc``, where the operator mounts the claims of a build Job). The URI, not the
+mount, goes into the engine key. Remote files are copied into the build's work directory.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -14,6 +18,18 @@ from fsspec.implementations.local import LocalFileSystem
 from lipsync_engine_builder.errors import BadInputError, one_line
 
 _CHUNK = 1 << 20
+PVC_SCHEME = "pvc"
+PVC_ROOT_ENV = "LIPSYNC_PVC_ROOT"
+DEFAULT_PVC_ROOT = "/mnt/pvc"
+
+
+def pvc_path(uri: str) -> Path:
+    """The mounted path of ``pvc://<claim>/<path>``."""
+    parts = urlsplit(uri)
+    if not parts.netloc:
+        raise BadInputError(f"{uri}: a pvc:// URI names a claim: pvc://<claim>/<path>")
+    root = Path(os.environ.get(PVC_ROOT_ENV) or DEFAULT_PVC_ROOT)
+    return root / parts.netloc / parts.path.lstrip("/")
 
 
 def sha256_file(path: Path) -> str:
@@ -26,6 +42,11 @@ def sha256_file(path: Path) -> str:
 
 def fetch(uri: str, workdir: Path, what: str = "model") -> Path:
     """A local path to the file or directory at ``uri`` (copied into ``workdir`` if remote)."""
+    if urlsplit(uri).scheme == PVC_SCHEME:
+        mounted = pvc_path(uri)
+        if not mounted.exists():
+            raise BadInputError(f"{what} {uri}: not found (looked in {mounted})")
+        return mounted
     try:
         fs, path = fsspec.core.url_to_fs(uri)
     except (ImportError, ValueError) as exc:

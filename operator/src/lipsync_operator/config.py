@@ -66,6 +66,9 @@ class OperatorConfig(BaseModel):
     build_backoff_limit: int = Field(1, ge=0)
     build_deadline_seconds: int = Field(3600, ge=60)
     build_ttl_seconds: int = Field(3600, ge=0)
+    # How much the builder checks and times each engine (not part of the engine key).
+    build_verify_samples: int = Field(4, ge=1)
+    build_measure_frames: int = Field(8, ge=1)
     server_resources: Resources = Resources(cpu="2", memory="4Gi", memory_limit="8Gi")
     builder_resources: Resources = Resources(cpu="2", memory="8Gi", memory_limit="16Gi")
     service_account: str = ""

@@ -46,6 +46,8 @@ def build_request(
         min_psnr=spec.accuracy.min_psnr_db,
         cache=config.cache.mount_path,
         termination_log=TERMINATION_LOG,
+        verify_samples=config.build_verify_samples,
+        measure_frames=config.build_measure_frames,
         **optional,
     )
 

@@ -54,7 +54,7 @@ class ServerSettings(BaseSettings):
     instances: int = Field(1, ge=1, description="Parallel model instances (executors).")
     postprocess_threads: int = Field(2, ge=1, description="Threads compositing and encoding.")
     max_inflight_per_stream: int = Field(
-        0, ge=0, description="Frames one stream may have queued at once (0: max_batch_size)."
+        0, ge=0, description="Frames one stream may have in flight (0: twice max_batch_size)."
     )
     jpeg_quality: int = Field(85, ge=1, le=100, description="Default JPEG quality.")
     max_message_bytes: int = Field(
@@ -86,7 +86,8 @@ class ServerSettings(BaseSettings):
 
     @property
     def inflight_per_stream(self) -> int:
-        return self.max_inflight_per_stream or self.max_batch_size
+        # Twice a batch lets one stream keep a batch running while the next one fills.
+        return self.max_inflight_per_stream or 2 * self.max_batch_size
 
 
 def load_config_file(path: Path) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from lipsync_operator.manifests.common import (
     pod_security_context,
     tmp_volume,
 )
+from lipsync_operator.manifests.sources import build_source_mounts
 
 # Builder exit codes: 1 = the build or its accuracy gate failed, 2 = bad arguments. Both are
 # deterministic, so the Job fails at once instead of retrying; other failures use backoffLimit.
@@ -45,6 +46,9 @@ def build_job(
     """One Job per engine key; its name is derived from the key, so it is never created twice."""
     labels = build_job_labels(owner, request.gpu_product, key)
     annotations = {naming.ANNOTATION_ENGINE_KEY: key}
+    source_volumes, source_mounts, source_env = build_source_mounts(
+        [request.model, request.calibration]
+    )
     container: Manifest = {
         "name": "builder",
         "image": image,
@@ -58,8 +62,11 @@ def build_job(
         "volumeMounts": [
             {"name": "cache", "mountPath": config.cache.mount_path},
             {"name": "tmp", "mountPath": "/tmp"},
+            *source_mounts,
         ],
     }
+    if source_env:
+        container["env"] = source_env
     pod_spec: Manifest = {
         "restartPolicy": "Never",
         "affinity": gpu_node_affinity(product_labels),
@@ -67,7 +74,7 @@ def build_job(
         "securityContext": pod_security_context(),
         "enableServiceLinks": False,
         "containers": [container],
-        "volumes": [cache_volume(config, read_only=False), tmp_volume()],
+        "volumes": [cache_volume(config, read_only=False), tmp_volume(), *source_volumes],
     }
     if config.service_account:
         pod_spec["serviceAccountName"] = config.service_account

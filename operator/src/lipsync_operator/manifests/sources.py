@@ -1,10 +1,12 @@
-"""How server pods see the avatar assets named by a URI."""
+"""How pods see the files URIs name: avatars (servers), models and calibration data (builds)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from lipsync_core.errors import LipSyncError
+from lipsync_engine_builder.sources import DEFAULT_PVC_ROOT, PVC_ROOT_ENV, PVC_SCHEME
 from lipsync_operator.manifests.common import Manifest
 
 
@@ -31,3 +33,33 @@ def avatar_volume(uri: str, mount_path: str) -> tuple[Manifest, Manifest]:
         f"avatar.uri {uri!r}: server pods mount file:// (node path) or pvc://<claim>/<path>; "
         f"copy the avatar to a volume for scheme {parts.scheme}://"
     )
+
+
+def source_claims(uris: Iterable[str]) -> list[str]:
+    """The claims named by ``pvc://<claim>/<path>`` URIs, sorted, each once."""
+    claims = set()
+    for uri in uris:
+        parts = urlsplit(uri)
+        if parts.scheme == PVC_SCHEME and parts.netloc:
+            claims.add(parts.netloc)
+    return sorted(claims)
+
+
+def build_source_mounts(
+    uris: Iterable[str],
+) -> tuple[list[Manifest], list[Manifest], list[Manifest]]:
+    """(volumes, volumeMounts, env) so the builder reads ``pvc://`` URIs from mounted claims.
+
+    Each claim is mounted read-only at ``/mnt/pvc/<claim>``; the builder resolves the URI there
+    (``LIPSYNC_PVC_ROOT``), while the engine key keeps the URI itself.
+    """
+    volumes: list[Manifest] = []
+    mounts: list[Manifest] = []
+    for index, claim in enumerate(source_claims(uris)):
+        name = f"source-{index}"
+        volumes.append(
+            {"name": name, "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+        )
+        mounts.append({"name": name, "mountPath": f"{DEFAULT_PVC_ROOT}/{claim}", "readOnly": True})
+    env = [{"name": PVC_ROOT_ENV, "value": DEFAULT_PVC_ROOT}] if volumes else []
+    return volumes, mounts, env
