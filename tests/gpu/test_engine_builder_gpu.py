@@ -13,6 +13,7 @@ from pathlib import Path
 import onnxruntime as ort
 import pytest
 
+from lipsync_core.backends.ort_plugins import rtx_unavailable_reason
 from lipsync_core.contract import preset
 from lipsync_core.enginekey import BatchProfile
 from lipsync_engine_builder.targets import BuildContext
@@ -28,7 +29,11 @@ LIPSYNC = str(Path(sys.executable).parent / "lipsync")
 
 
 def require_provider(provider: str) -> None:
-    if provider not in ort.get_available_providers():
+    if provider == "NvTensorRTRTXExecutionProvider":
+        reason = rtx_unavailable_reason()
+        if reason:
+            pytest.skip(f"TensorRT-RTX: {reason}")
+    elif provider not in ort.get_available_providers():
         pytest.skip(f"ONNX Runtime here has no {provider}")
 
 

@@ -164,7 +164,7 @@ def test_cuda_errors_name_the_call_and_the_error() -> None:
 def test_a_missing_tensorrt_is_a_one_line_backend_error(tmp_path: Path) -> None:
     if tensorrt.is_available():
         pytest.skip("TensorRT is installed here")
-    with pytest.raises(BackendError, match="TensorRT is not (usable|installed) here"):
+    with pytest.raises(BackendError, match=r"TensorRT is not (usable|installed) here"):
         load_tensorrt()
     plan = tmp_path / "unet.plan"
     plan.write_bytes(b"not loaded")

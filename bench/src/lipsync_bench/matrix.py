@@ -43,6 +43,7 @@ def available_variants() -> tuple[list[Variant], list[str]]:
     import onnxruntime as ort
 
     from lipsync_core.backends import tensorrt
+    from lipsync_core.backends.ort_plugins import rtx_unavailable_reason
 
     providers = set(ort.get_available_providers())
     variants = [Variant("onnxruntime-cpu", "fp32"), Variant("onnxruntime-cpu", "int8")]
@@ -51,10 +52,11 @@ def available_variants() -> tuple[list[Variant], list[str]]:
         variants += [Variant("onnxruntime-cuda", "fp32"), Variant("onnxruntime-cuda", "fp16")]
     else:
         notes.append("ONNX Runtime CUDA: not measured (no CUDA execution provider here)")
-    if "NvTensorRTRTXExecutionProvider" in providers:
-        variants.append(Variant("tensorrt-rtx", "fp16"))
+    rtx_reason = rtx_unavailable_reason()
+    if rtx_reason:
+        notes.append(f"TensorRT-RTX: not measured ({rtx_reason})")
     else:
-        notes.append("TensorRT-RTX: not measured (no TensorRT-RTX execution provider here)")
+        variants.append(Variant("tensorrt-rtx", "fp16"))
     if tensorrt.is_available():
         variants += [Variant("tensorrt", "fp16"), Variant("tensorrt", "int8")]
     else:

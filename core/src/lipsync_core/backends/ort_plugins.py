@@ -78,3 +78,14 @@ def rtx_session_options(options: ort.SessionOptions, device_id: int) -> ort.Sess
     """``options`` with the TensorRT-RTX EP added for GPU ``device_id``."""
     options.add_provider_for_devices(rtx_devices(device_id), {})
     return options
+
+
+def rtx_unavailable_reason(device_id: int = 0) -> str:
+    """Why the TensorRT-RTX EP cannot run on GPU ``device_id`` here, or "" when it can."""
+    if not rtx_plugin_installed():
+        return f"the TensorRT-RTX plugin is not installed (pip install {RTX_DISTRIBUTION})"
+    try:
+        rtx_devices(device_id)
+    except BackendError as exc:
+        return str(exc)
+    return ""
