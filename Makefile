@@ -38,4 +38,8 @@ cluster: setup cluster-build
 gpu: setup
 	$(UV) run pytest -m gpu -rs
 
+# Measure and rewrite benchmarks/RESULTS.md on this machine (about 15 minutes on 2 cores).
+bench: setup
+	$(UV) run python benchmarks/results.py
+
 include hack/cluster/Makefile.inc
