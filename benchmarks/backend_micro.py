@@ -24,6 +24,7 @@ from pathlib import Path
 import click
 import numpy as np
 import onnxruntime as ort
+from lipsync_bench.machine import cpu_model
 
 from lipsync_core.backends import BackendConfig, load_backend
 from lipsync_core.contract import preset
@@ -42,16 +43,6 @@ class Row:
     runs: int
     median_ms_per_frame: float
     best_ms_per_frame: float
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _load() -> str:
@@ -109,7 +100,7 @@ def _torch_runner(threads: int) -> tuple[Runner, str] | None:
 
 def markdown(rows: list[Row], versions: list[str], command: str, loads: tuple[str, str]) -> str:
     lines = [
-        f"Machine: {platform.machine()} VM, {os.cpu_count()} cores ({_cpu_model()}), "
+        f"Machine: {platform.machine()} VM, {os.cpu_count()} cores ({cpu_model()}), "
         f"Python {platform.python_version()}, {', '.join(versions)}",
         f"Command: `{command}`",
         f"Load average (1, 5, 15 min) before: {loads[0]}; after: {loads[1]}",

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
+from lipsync_bench.machine import cpu_model
 
 HERE = Path(__file__).resolve().parent
 LIPSYNC = str(Path(sys.executable).parent / "lipsync")
@@ -42,15 +43,6 @@ class Step:
         if done.returncode != 0:
             raise click.ClickException(f"{self.shown} exited with {done.returncode}")
         return done.stdout
-
-
-def _cpu_model() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-    except OSError:
-        return platform.processor() or "unknown CPU"
-    found = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
-    return found.group(1).strip() if found else "unknown CPU"
 
 
 def _relink_images(report: str, prefix: str) -> str:
@@ -100,7 +92,7 @@ def main(report_dir: str, streams: str, duration: float, max_batch_size: int, fr
         "# Benchmark results",
         "",
         f"Measured {started:%Y-%m-%d %H:%M} UTC on {platform.machine()} Linux, "
-        f"{os.cpu_count()} logical cores ({_cpu_model()}), no GPU, Python "
+        f"{os.cpu_count()} logical cores ({cpu_model()}), no GPU, Python "
         f"{platform.python_version()}; the machine ran nothing else. Regenerate with "
         "`make bench` (`uv run python benchmarks/results.py`), which runs:",
         "",

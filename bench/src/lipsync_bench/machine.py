@@ -21,7 +21,7 @@ from lipsync_bench.result import GpuInfo, MachineInfo, ResourceUsage, Versions
 log = logging.getLogger(__name__)
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -65,7 +65,7 @@ def gpu_info() -> list[GpuInfo]:
 
 def machine_info() -> MachineInfo:
     return MachineInfo(
-        cpu_model=_cpu_model(),
+        cpu_model=cpu_model(),
         cpu_cores_logical=psutil.cpu_count(logical=True) or 1,
         cpu_cores_physical=psutil.cpu_count(logical=False),
         memory_gib=psutil.virtual_memory().total / 2**30,
