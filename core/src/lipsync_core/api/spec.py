@@ -125,7 +125,10 @@ class Autoscaling(ApiModel):
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
-                    "rule": "self.minReplicas <= self.maxReplicas",
+                    # The API server also checks the rule on the schema's default ({}), which
+                    # has neither field until nested defaults apply.
+                    "rule": "!has(self.minReplicas) || !has(self.maxReplicas) || "
+                    "self.minReplicas <= self.maxReplicas",
                     "message": "autoscaling.minReplicas must be <= autoscaling.maxReplicas",
                 }
             ]
