@@ -583,11 +583,12 @@ def test_example_builds_an_engine_per_gpu_product_and_serves_it_on_that_products
         key = job["metadata"]["annotations"]["lipsync.dev/engine-key"]
         container = job["spec"]["template"]["spec"]["containers"][0]
         (run,) = _job_pod_runs(runner, namespace, job["metadata"]["name"])
-        # The pod ran the builder CLI with exactly the Job's arguments (pod paths mapped here).
-        assert list(run.argv) == [
-            LIPSYNC,
-            *(_map_pod_paths(a, workspace) for a in container["args"]),
-        ]
+        # The pod ran the builder CLI with exactly the Job's arguments (pod paths mapped here;
+        # the runner gives the termination-message path a local file of the pod's own).
+        termination = container.get("terminationMessagePath", "/dev/termination-log")
+        pod_files = str(workspace.logs / "pods")
+        argv = [termination if a.startswith(pod_files) else a for a in run.argv]
+        assert argv == [LIPSYNC, *(_map_pod_paths(a, workspace) for a in container["args"])]
         assert run.exit_code == 0, run.output()[-2000:]
         result = json.loads(run.message)
         assert result["key"] == key
@@ -598,7 +599,7 @@ def test_example_builds_an_engine_per_gpu_product_and_serves_it_on_that_products
         engine = built[product]
         assert engine["state"] == "Ready"
         assert engine["key"] == key
-        assert engine["psnrDb"] == pytest.approx(result["psnrDb"])
+        assert engine["psnrDb"] == pytest.approx(result["psnrDb"], abs=0.01)  # status rounds
         assert engine["framesPerSecond"] > 0
 
     # Exclusive sharing: one pod per GPU, each running replicasPerGPU model instances.
@@ -634,8 +635,14 @@ def test_a_new_gpu_product_gets_a_build_then_servers_and_replicas_follow_its_nod
         assert engines(status(kube_cluster, namespace, "anna"))[A100]["state"] == "Ready"
 
         remove_node(kube_api, "a100-1")
-        pods = _wait_serving(kube_cluster, namespace, "anna", A100, 2)
-        assert _nodes_of(pods) == {"a100-0": 2}
+        # The Deployment shrinks at once; the pods left on the deleted node go when the pod
+        # garbage collector reaps them (after its quarantine, ~40 s), and are replaced on a100-0.
+        wait_for(
+            lambda: _nodes_of(_serving(kube_cluster, namespace, "anna", A100, 2)) == {"a100-0": 2},
+            timeout=180,
+            interval=1.0,
+            description="2 ready A100 pods of anna, both on a100-0",
+        )
     finally:
         for index in (0, 1):
             remove_node(kube_api, f"a100-{index}")
