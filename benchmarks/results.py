@@ -100,7 +100,8 @@ def main(report_dir: str, streams: str, duration: float, max_batch_size: int, fr
         "",
         "Model: the reference UNet-328 (`lipsync model reference`, seed 0, 12.19 M parameters, "
         "9.77 GFLOP per frame) with seeded random weights; avatar: the 1280x720 demo avatar. "
-        "GPU results are added when a GPU machine runs the same command.",
+        "GPU results are added when a GPU machine runs the same command. The local "
+        "Kubernetes test bed's build and start times are in [CLUSTER.md](CLUSTER.md).",
         "",
     ]
     body = [
