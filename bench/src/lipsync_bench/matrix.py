@@ -115,13 +115,47 @@ def prepare_inputs(options: MatrixOptions) -> tuple[Path, Path]:
     return model, avatar
 
 
-def build_variant(variant: Variant, model: Path, options: MatrixOptions) -> tuple[Path, str]:
+CALIBRATION_SAMPLES = 32
+HELD_OUT_SAMPLES = 8  # written after the calibration samples; the accuracy gate checks on them
+
+
+def prepare_calibration(avatar: Path, options: MatrixOptions) -> Path:
+    """Int8 calibration samples from the served avatar and synthetic audio features, made once
+    (what ``lipsync avatar calibration`` writes)."""
+    from lipsync_core.contract import preset
+    from lipsync_server.audio import synthetic_features
+    from lipsync_server.avatar.calibration import calibration_arrays, write_calibration
+    from lipsync_server.avatar.store import AvatarStore
+
+    target = options.work_dir / "inputs" / "calibration.npz"
+    if not target.exists():
+        contract = preset("unet328-ave")
+        store = AvatarStore.load(avatar)
+        features = synthetic_features(100, contract.audio_feature_dim, seed=11)
+        count = CALIBRATION_SAMPLES + HELD_OUT_SAMPLES
+        arrays = calibration_arrays(store, features, contract, count)
+        log.info("writing %d calibration samples to %s", count, target)
+        write_calibration(target, arrays)
+    return target
+
+
+def build_variant(
+    variant: Variant, model: Path, avatar: Path, options: MatrixOptions
+) -> tuple[Path, str]:
     """Build (or find in the matrix's cache) the artifact; returns its path and engine key."""
     from lipsync_engine_builder.pipeline import execute
     from lipsync_engine_builder.progress import JsonLinesProgress
     from lipsync_engine_builder.request import BuildRequest
 
     batch = options.max_batch_size
+    calibration = (
+        {
+            "calibration": str(prepare_calibration(avatar, options).resolve()),
+            "calibration_samples": CALIBRATION_SAMPLES,
+        }
+        if variant.precision == "int8"
+        else {}
+    )
     request = BuildRequest.model_validate(
         {
             "model": str(model.resolve()),
@@ -129,9 +163,9 @@ def build_variant(variant: Variant, model: Path, options: MatrixOptions) -> tupl
             "backend": variant.backend,
             "batch": {"min": 1, "opt": batch, "max": batch},
             "cache": str((options.work_dir / "cache").resolve()),
-            "allow_random_calibration": variant.precision == "int8",
             "termination_log": str(options.work_dir / f"{variant.slug}.build.json"),
             "measure_frames": 1,
+            **calibration,
         }
     )
     with (options.work_dir / f"{variant.slug}.build.log").open("w") as stream:
@@ -150,7 +184,7 @@ def run_variant(
     command: list[str],
     on_level: Callable[[LevelPlan], Callable[[int], None]],
 ) -> Path:
-    artifact, key = build_variant(variant, model, options)
+    artifact, key = build_variant(variant, model, avatar, options)
     args = [
         "--backend",
         variant.backend,

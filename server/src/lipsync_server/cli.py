@@ -92,6 +92,48 @@ def avatar_demo(output: Path, frames: int, width: int, height: int, fps: float) 
     )
 
 
+@avatar.command("calibration")
+@click.argument("avatar_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="A .npz file, or a directory that gets calibration.npz.",
+)
+@click.option(
+    "--features",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Audio features [frames, dim] as .npy [default: synthetic features, with a warning].",
+)
+@click.option("--samples", default=64, show_default=True, type=click.IntRange(1))
+@click.option("--io", "io_preset", default="unet328-ave", show_default=True, help="I/O preset.")
+def avatar_calibration(
+    avatar_dir: Path, output: Path, features: Path | None, samples: int, io_preset: str
+) -> None:
+    """Int8 calibration samples (the builder's .npz format) from an avatar and audio features."""
+    import numpy as np
+
+    from lipsync_core.contract import preset
+    from lipsync_server.audio import synthetic_features
+    from lipsync_server.avatar.calibration import calibration_arrays, write_calibration
+    from lipsync_server.avatar.store import AvatarStore
+
+    try:
+        contract = preset(io_preset)
+        store = AvatarStore.load(avatar_dir)
+        if features is None:
+            click.echo("warning: no --features: using synthetic audio features", err=True)
+            clip = synthetic_features(max(samples, store.frame_count), contract.audio_feature_dim)
+        else:
+            clip = np.load(features)
+        written = write_calibration(output, calibration_arrays(store, clip, contract, samples))
+    except (LipSyncError, OSError, ValueError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    click.echo(f"wrote {written}: {len(np.load(written)[contract.image.name])} samples")
+
+
 @click.command()
 @click.option(
     "--out",
