@@ -145,7 +145,7 @@ def avatar_calibration(
 )
 @click.option(
     "--seconds",
-    default=4.0,
+    default=10.0,
     show_default=True,
     type=click.FloatRange(min=0.04),
     help="Audio to stream (25 frames per second).",
