@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from lipsync_server._generated.lipsync.v1 import lipsync_pb2 as pb
 from lipsync_server.audio import synthetic_features
@@ -148,3 +150,68 @@ def test_sigterm_drains_in_flight_streams_and_exits_zero(
     assert indices == [list(range(total)), list(range(total))]  # no frame lost
     assert code == 0
     assert "all calls finished" in server.log_path.read_text()
+
+
+def _metric(server: ServerProcess, name: str) -> float:
+    url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        text = reply.read().decode()
+    for family in text_string_to_metric_families(text):
+        if family.name == name:
+            return float(sum(sample.value for sample in family.samples))
+    raise AssertionError(f"{name} is not exported")
+
+
+def test_expired_deadlines_and_cancelled_streams_free_their_queue_slots(
+    reference_model: Path, avatar_dir: Path, tmp_path: Path
+) -> None:
+    queue = 4
+    features = synthetic_features(40, 512, seed=2)
+    all_frames = pb.GenerateRequest(
+        frame_indices=list(range(queue)), features=features_message(features[:queue])
+    )
+
+    async def scenario(server: ServerProcess) -> tuple[grpc.StatusCode, int]:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            stub = LipSyncStub(channel)
+            # A whole queue's worth of frames with a deadline shorter than one model call.
+            try:
+                await stub.Generate(all_frames, timeout=0.02)
+                expired = grpc.StatusCode.OK
+            except grpc.aio.AioRpcError as error:
+                expired = error.code()
+
+            # Streams the client cancels while their frames are queued or running.
+            async def consume() -> None:
+                async for _ in stream_frames(stub, features, chunk_frames=40):
+                    pass
+
+            tasks = [asyncio.create_task(consume()) for _ in range(2)]
+            await asyncio.sleep(0.3)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and (
+                _metric(server, "lipsync_queue_depth") or _metric(server, "lipsync_active_streams")
+            ):
+                await asyncio.sleep(0.2)
+            # Every slot is free again: the same request, given time, is admitted and served.
+            served = await stub.Generate(all_frames, timeout=120)
+            return expired, len(served.frames)
+
+    with ServerProcess(
+        reference_model,
+        avatar_dir,
+        tmp_path / "server.log",
+        max_batch_size=1,
+        max_queue_size=queue,
+        max_queue_delay_microseconds=0,
+    ) as server:
+        expired, served = asyncio.run(scenario(server))
+        assert _metric(server, "lipsync_queue_depth") == 0
+        assert _metric(server, "lipsync_active_streams") == 0
+    assert expired == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert served == queue
+    assert server.process.returncode == 0
