@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from lipsync_core.reference.unet328 import build_unet328
+from lipsync_server.avatar.demo import write_demo_avatar
 
 
 @pytest.fixture(scope="session")
@@ -15,3 +16,11 @@ def reference_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("models") / "unet328.onnx"
     path.write_bytes(build_unet328(seed=0).SerializeToString())
     return path
+
+
+@pytest.fixture(scope="session")
+def small_avatar(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 4-frame 320x240 demo avatar package, written once per test session."""
+    root = tmp_path_factory.mktemp("avatar")
+    write_demo_avatar(root, frames=4, width=320, height=240)
+    return root

@@ -15,22 +15,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lipsync_server._generated.lipsync.v1 import lipsync_pb2 as pb
 from lipsync_server.audio import synthetic_features
-from lipsync_server.avatar.demo import write_demo_avatar
 from lipsync_server.client import LipSyncStub, features_message, stream_frames
 from lipsync_server.process import ServerProcess
 
 pytestmark = pytest.mark.component
 
 
-@pytest.fixture(scope="module")
-def avatar_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("avatar")
-    write_demo_avatar(root, frames=4, width=320, height=240)
-    return root
-
-
 def test_overload_rejects_with_resource_exhausted_and_admitted_streams_stay_bounded(
-    reference_model: Path, avatar_dir: Path, tmp_path: Path
+    reference_model: Path, small_avatar: Path, tmp_path: Path
 ) -> None:
     max_batch, queue = 2, 4
     streams, frames_each = 12, 3
@@ -54,7 +46,7 @@ def test_overload_rejects_with_resource_exhausted_and_admitted_streams_stay_boun
 
     with ServerProcess(
         reference_model,
-        avatar_dir,
+        small_avatar,
         tmp_path / "server.log",
         max_batch_size=max_batch,
         max_queue_size=queue,
@@ -87,13 +79,13 @@ async def _health(channel: grpc.aio.Channel) -> int:
 
 
 def test_sigterm_drains_in_flight_streams_and_exits_zero(
-    reference_model: Path, avatar_dir: Path, tmp_path: Path
+    reference_model: Path, small_avatar: Path, tmp_path: Path
 ) -> None:
     total = 10  # per stream; 8 vectors make frame 0 ready at once, the rest follow the signal
     features = synthetic_features(total, 512, seed=2)
     server = ServerProcess(
         reference_model,
-        avatar_dir,
+        small_avatar,
         tmp_path / "server.log",
         max_batch_size=2,
         shutdown_grace_seconds=120,
@@ -163,7 +155,7 @@ def _metric(server: ServerProcess, name: str) -> float:
 
 
 def test_expired_deadlines_and_cancelled_streams_free_their_queue_slots(
-    reference_model: Path, avatar_dir: Path, tmp_path: Path
+    reference_model: Path, small_avatar: Path, tmp_path: Path
 ) -> None:
     queue = 4
     features = synthetic_features(40, 512, seed=2)
@@ -203,7 +195,7 @@ def test_expired_deadlines_and_cancelled_streams_free_their_queue_slots(
 
     with ServerProcess(
         reference_model,
-        avatar_dir,
+        small_avatar,
         tmp_path / "server.log",
         max_batch_size=1,
         max_queue_size=queue,

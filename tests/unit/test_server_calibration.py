@@ -12,7 +12,6 @@ from lipsync_core.errors import ContractError
 from lipsync_engine_builder.calibration import load_npz_samples
 from lipsync_server.audio import build_windows, synthetic_features
 from lipsync_server.avatar.calibration import calibration_arrays, write_calibration
-from lipsync_server.avatar.demo import write_demo_avatar
 from lipsync_server.avatar.store import AvatarStore
 
 pytestmark = pytest.mark.unit
@@ -21,15 +20,8 @@ CONTRACT = preset("unet328-ave")
 
 
 @pytest.fixture(scope="module")
-def avatar_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("avatar")
-    write_demo_avatar(root, frames=4, width=256, height=192)
-    return root
-
-
-@pytest.fixture(scope="module")
-def store(avatar_dir: Path) -> AvatarStore:
-    return AvatarStore.load(avatar_dir)
+def store(small_avatar: Path) -> AvatarStore:
+    return AvatarStore.load(small_avatar)
 
 
 def test_samples_are_the_served_inputs_of_frames_spread_over_the_clip(store: AvatarStore) -> None:
