@@ -203,6 +203,32 @@ def test_build_job_manifest() -> None:
     assert {"name": "cache", "mountPath": "/cache"} in container["volumeMounts"]
 
 
+def test_build_job_mounts_the_claims_its_pvc_uris_name_read_only() -> None:
+    model = spec(
+        model={"uri": "pvc://models/unet328/unet.onnx"},
+        precision="int8",
+        calibration={"uri": "pvc://calib/anna/"},
+    )
+    pod = plan(model, Observed(nodes=(node("a"),))).jobs[0]["spec"]["template"]["spec"]
+    claims = {v["persistentVolumeClaim"]["claimName"]: v["name"] for v in pod["volumes"][2:]}
+    assert set(claims) == {"models", "calib"}
+    assert all(v["persistentVolumeClaim"]["readOnly"] for v in pod["volumes"][2:])
+    container = pod["containers"][0]
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts[claims["models"]]["mountPath"] == "/mnt/pvc/models"
+    assert mounts[claims["calib"]]["readOnly"] is True
+    assert container["env"] == [{"name": "LIPSYNC_PVC_ROOT", "value": "/mnt/pvc"}]
+    # The URI, not the mount, is what the builder is given (and what the key covers).
+    args = container["args"]
+    assert args[args.index("--model") + 1] == "pvc://models/unet328/unet.onnx"
+
+
+def test_build_job_for_remote_uris_mounts_no_claims() -> None:
+    pod = plan(spec(), Observed(nodes=(node("a"),))).jobs[0]["spec"]["template"]["spec"]
+    assert [v["name"] for v in pod["volumes"]] == ["cache", "tmp"]
+    assert "env" not in pod["containers"][0]
+
+
 def test_build_job_args_reproduce_the_operators_key() -> None:
     from lipsync_engine_builder.request import BuildRequest
 

@@ -127,11 +127,12 @@ def avatar_calibration(
             clip = synthetic_features(max(samples, store.frame_count), contract.audio_feature_dim)
         else:
             clip = np.load(features)
-        written = write_calibration(output, calibration_arrays(store, clip, contract, samples))
+        arrays = calibration_arrays(store, clip, contract, samples)
+        written = write_calibration(output, arrays)
     except (LipSyncError, OSError, ValueError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    click.echo(f"wrote {written}: {len(np.load(written)[contract.image.name])} samples")
+    click.echo(f"wrote {written}: {len(arrays[contract.image.name])} samples")
 
 
 @click.command()
