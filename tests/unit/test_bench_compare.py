@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 from lipsync_bench import latency
 from lipsync_bench.cli import compare
+from lipsync_bench.markdown import profile_table
 from lipsync_bench.result import (
     BareResult,
     BenchResult,
@@ -152,3 +153,16 @@ def test_level_counts_must_add_up() -> None:
             fps_per_stream_min=1,
             latency=None,
         )
+
+
+def test_hot_path_table_shows_only_the_stages_the_server_reports() -> None:
+    results = [_result("torch fp32", 25.0, 150.0, 160.0)]
+    lines = profile_table(results).splitlines()
+    assert lines[0] == (
+        "| backend | streams | batch | queue | pre-process | infer (batch) | post-process | encode "
+        "| server total | unaccounted | client ms |"
+    )
+    # One stream: 20 ms total - (1 + 2 + 8 + 3 + 4) listed = 2 ms unaccounted; client mean 40.0.
+    assert lines[2] == (
+        "| torch fp32 | 1 | 1.00 | 1.0 | 2.0 | 8.0 | 3.0 | 4.0 | 20.0 | 2.0 | 40.0 |"
+    )

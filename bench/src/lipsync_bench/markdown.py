@@ -176,33 +176,31 @@ def unaccounted_ms(stages: StageTimes) -> float | None:
 
 
 def profile_table(results: list[BenchResult]) -> str:
-    """Where a served frame's time goes, at one stream and at the best concurrency."""
-    header = [
-        "backend",
-        "streams",
-        "batch",
-        *[label for _, label in STAGE_FIELDS],
-        "unaccounted",
-        "client ms",
+    """Where a served frame's time goes, at one stream and at the best concurrency; only the
+    stages the server reports (a stage no level has is left out)."""
+    profiled = [(result, level) for result in results for level in profiled_levels(result)]
+    fields = [
+        (attr, label)
+        for attr, label in STAGE_FIELDS
+        if any(getattr(level.stages, attr) is not None for _, level in profiled)
     ]
+    header = ["backend", "streams", "batch", *[label for _, label in fields]]
     rows = []
-    for result in results:
-        for level in profiled_levels(result):
-            st = level.stages
-            assert st is not None
-            cells = [_num(getattr(st, attr)) for attr, _ in STAGE_FIELDS]
-            latency = level.latency.mean_ms if level.latency else None
-            rows.append(
-                [
-                    result.name,
-                    str(level.streams),
-                    _num(st.mean_batch_size, 2),
-                    *cells,
-                    _num(unaccounted_ms(st)),
-                    _num(latency),
-                ]
-            )
-    return table(header, rows)
+    for result, level in profiled:
+        st = level.stages
+        assert st is not None
+        latency = level.latency.mean_ms if level.latency else None
+        rows.append(
+            [
+                result.name,
+                str(level.streams),
+                _num(st.mean_batch_size, 2),
+                *[_num(getattr(st, attr)) for attr, _ in fields],
+                _num(unaccounted_ms(st)),
+                _num(latency),
+            ]
+        )
+    return table([*header, "unaccounted", "client ms"], rows)
 
 
 def server_metrics_table(results: list[BenchResult]) -> str:
