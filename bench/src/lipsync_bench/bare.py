@@ -14,7 +14,7 @@ from lipsync_core.contract import preset
 from lipsync_core.samples import random_inputs
 
 
-def measure_bare(
+def bare_batch_times(
     artifact: Path,
     batch_size: int,
     iterations: int,
@@ -22,8 +22,9 @@ def measure_bare(
     io_preset: str = "unet328-ave",
     backend_kind: str = "auto",
     warmup: int = 1,
-) -> BareResult:
-    """Time ``iterations`` model calls of ``batch_size`` frames after ``warmup`` untimed ones."""
+) -> list[float]:
+    """Milliseconds of ``iterations`` model calls of ``batch_size`` frames after ``warmup``
+    untimed ones."""
     contract = preset(io_preset)
     config = BackendConfig.model_validate({"kind": backend_kind, "max_batch": batch_size})
     backend = load_backend(artifact, contract, config)
@@ -38,11 +39,15 @@ def measure_bare(
             times_ms.append((time.perf_counter() - start) * 1000.0)
     finally:
         backend.close()
+    return times_ms
+
+
+def summarize_bare(batch_size: int, times_ms: list[float]) -> BareResult:
     values = np.asarray(times_ms)
     mean = float(values.mean())
     return BareResult(
         batch_size=batch_size,
-        iterations=iterations,
+        iterations=len(times_ms),
         infer_ms_mean=mean,
         infer_ms_p50=float(np.percentile(values, 50)),
         infer_ms_p99=float(np.percentile(values, 99)),

@@ -324,7 +324,13 @@ def run(
     type=click.Path(file_okay=False, path_type=Path),
     help="Build cache, generated inputs, server logs [default: ~/.cache/lipsync/bench].",
 )
-@click.option("--bare-iterations", default=5, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--bare-iterations",
+    default=20,
+    show_default=True,
+    type=click.IntRange(min=2),
+    help="Bare-backend batches: half before the served load, half after.",
+)
 @click.option("--only", multiple=True, help="Only these variants ('onnxruntime-cpu int8').")
 @_load_options
 @_cost_options

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from lipsync_bench.bare import measure_bare
+from lipsync_bench.bare import bare_batch_times, summarize_bare
 from lipsync_bench.compare import write_comparison
 from lipsync_bench.loadgen import LevelPlan
 from lipsync_bench.result import BenchResult
@@ -85,7 +85,7 @@ class MatrixOptions:
     avatar: Path | None = None
     max_batch_size: int = 4
     server_args: list[str] = field(default_factory=list)
-    bare_iterations: int = 5
+    bare_iterations: int = 20
     only: list[str] = field(default_factory=list)
     baseline: str | None = None
     costs: CostOptions = field(default_factory=CostOptions)
@@ -197,6 +197,10 @@ def run_variant(
         *options.server_args,
     ]
     log_path = options.work_dir / f"{variant.slug}.server.log"
+    # The bare backend runs while no server does (they never share the CPU), half before the
+    # served load and half after, so that drift of the machine's speed hits both alike.
+    batch, half = options.max_batch_size, max(1, options.bare_iterations // 2)
+    bare_ms = bare_batch_times(artifact, batch, half, backend_kind=variant.backend)
     with ServerProcess(artifact, avatar, args, log_path=log_path) as server:
         load = replace(
             options.load,
@@ -207,11 +211,8 @@ def run_variant(
             model_key=key,
         )
         result = asyncio.run(run_bench(load, command, on_level))
-    # The bare backend runs after the server stopped: the two never share the CPU.
-    bare = measure_bare(
-        artifact, options.max_batch_size, options.bare_iterations, backend_kind=variant.backend
-    )
-    result = result.model_copy(update={"bare": bare})
+    bare_ms += bare_batch_times(artifact, batch, half, backend_kind=variant.backend)
+    result = result.model_copy(update={"bare": summarize_bare(batch, bare_ms)})
     path = options.out / f"{variant.slug}.json"
     result.write(path)
     return path

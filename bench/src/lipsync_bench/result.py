@@ -163,7 +163,8 @@ class LevelResult(_Model):
 
 
 class BareResult(_Model):
-    """The backend alone, in-process, no gRPC: the ceiling the served figures are held against."""
+    """The backend alone, in-process, no gRPC: the ceiling the served figures are held against
+    (timed while no server runs, half before the served load and half after)."""
 
     batch_size: int = Field(ge=1)
     iterations: int = Field(ge=1)
