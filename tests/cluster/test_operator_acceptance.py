@@ -743,30 +743,36 @@ def test_spec_change_builds_the_new_key_first_then_rolls_with_old_pods_serving(
     _patch(kube_cluster, namespace, "mira", {"precision": "fp16"})
     building_seen = False
 
+    def built(job: dict[str, Any]) -> bool:
+        return int((job.get("status") or {}).get("succeeded") or 0) >= 1
+
+    def key_of(item: dict[str, Any]) -> str:
+        return str(item["metadata"]["annotations"]["lipsync.dev/engine-key"])
+
+    def labels(pods: list[dict[str, Any]]) -> set[str]:
+        return {p["metadata"]["labels"]["lipsync.dev/engine"] for p in pods}
+
     def rolled() -> list[dict[str, Any]] | None:
+        # Each check reads the cluster in the order that makes it race-free: whatever a later
+        # read shows happened no earlier than what an earlier read shows.
         nonlocal building_seen
-        engine = engines(status(kube_cluster, namespace, "mira")).get(T4, {})
-        new_key = engine.get("key", old_key)
-        deployment = _deployments(kube_cluster, namespace, "mira")[T4]
-        serving = deployment["metadata"]["annotations"]["lipsync.dev/engine-key"]
+        new_jobs = [j for j in _jobs(kube_cluster, namespace, "mira") if key_of(j) != old_key]
         pods = _server_pods(kube_cluster, namespace, "mira", T4)
-        if new_key != old_key and engine.get("state") == "Building":
-            building_seen = True
-            # Until the new engine is built, the Deployment keeps the old one, fully serving.
-            assert serving == old_key
-            assert len(pods) >= 2
-            assert {p["metadata"]["labels"]["lipsync.dev/engine"] for p in pods} == {
-                short_key(old_key)
-            }
-        engine_labels = {p["metadata"]["labels"]["lipsync.dev/engine"] for p in pods}
-        if (
-            new_key != old_key
-            and serving == new_key
-            and engine_labels == {short_key(new_key)}
-            and len(pods) == 2
-        ):
-            return pods
-        return None
+        serving = key_of(_deployments(kube_cluster, namespace, "mira")[T4])
+        if serving == old_key:
+            if new_jobs and not any(built(j) for j in new_jobs):
+                building_seen = True
+                # Until the new engine is built, the old one keeps serving at full strength.
+                assert len(pods) >= 2
+                assert labels(pods) == {short_key(old_key)}
+            return None
+        # The Deployment serves a new engine: its build Job had finished before the roll.
+        jobs_now = _jobs(kube_cluster, namespace, "mira")
+        assert any(key_of(j) == serving and built(j) for j in jobs_now), (
+            f"rolled to {serving} before its build finished"
+        )
+        pods = _server_pods(kube_cluster, namespace, "mira", T4)
+        return pods if labels(pods) == {short_key(serving)} and len(pods) == 2 else None
 
     wait_for(
         rolled, timeout=BUILD_TIMEOUT, interval=0.5, description="mira rolled to the fp16 engine"
