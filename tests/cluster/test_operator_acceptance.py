@@ -632,7 +632,14 @@ def test_a_new_gpu_product_gets_a_build_then_servers_and_replicas_follow_its_nod
             j["metadata"]["labels"]["lipsync.dev/gpu-product"]
             for j in _jobs(kube_cluster, namespace, "anna")
         }
-        assert engines(status(kube_cluster, namespace, "anna"))[A100]["state"] == "Ready"
+        wait_for(
+            lambda: (
+                engines(status(kube_cluster, namespace, "anna")).get(A100, {}).get("state")
+                == "Ready"
+            ),
+            timeout=60,
+            description="the A100 engine Ready in the status",
+        )
 
         remove_node(kube_api, "a100-1")
         # The Deployment shrinks at once; the pods left on the deleted node go when the pod
