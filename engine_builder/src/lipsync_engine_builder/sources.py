@@ -10,26 +10,22 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from lipsync_core.pvc import DEFAULT_PVC_ROOT, PVC_ROOT_ENV, is_pvc_uri, parse_pvc_uri
 from lipsync_engine_builder.errors import BadInputError, one_line
 
 _CHUNK = 1 << 20
-PVC_SCHEME = "pvc"
-PVC_ROOT_ENV = "LIPSYNC_PVC_ROOT"
-DEFAULT_PVC_ROOT = "/mnt/pvc"
 
 
 def pvc_path(uri: str) -> Path:
     """The mounted path of ``pvc://<claim>/<path>``."""
-    parts = urlsplit(uri)
-    if not parts.netloc:
+    ref = parse_pvc_uri(uri)
+    if ref is None:
         raise BadInputError(f"{uri}: a pvc:// URI names a claim: pvc://<claim>/<path>")
-    root = Path(os.environ.get(PVC_ROOT_ENV) or DEFAULT_PVC_ROOT)
-    return root / parts.netloc / parts.path.lstrip("/")
+    return Path(os.environ.get(PVC_ROOT_ENV) or DEFAULT_PVC_ROOT) / ref.claim / ref.path
 
 
 def sha256_file(path: Path) -> str:
@@ -42,7 +38,7 @@ def sha256_file(path: Path) -> str:
 
 def fetch(uri: str, workdir: Path, what: str = "model") -> Path:
     """A local path to the file or directory at ``uri`` (copied into ``workdir`` if remote)."""
-    if urlsplit(uri).scheme == PVC_SCHEME:
+    if is_pvc_uri(uri):
         mounted = pvc_path(uri)
         if not mounted.exists():
             raise BadInputError(f"{what} {uri}: not found (looked in {mounted})")

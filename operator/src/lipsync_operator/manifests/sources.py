@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from lipsync_core.errors import LipSyncError
-from lipsync_engine_builder.sources import DEFAULT_PVC_ROOT, PVC_ROOT_ENV, PVC_SCHEME
+from lipsync_core.pvc import DEFAULT_PVC_ROOT, PVC_ROOT_ENV, parse_pvc_uri
 from lipsync_operator.manifests.common import Manifest
 
 
@@ -20,13 +20,13 @@ def avatar_volume(uri: str, mount_path: str) -> tuple[Manifest, Manifest]:
     mount: Manifest = {"name": "avatar", "mountPath": mount_path, "readOnly": True}
     if parts.scheme == "file":
         return {"name": "avatar", "hostPath": {"path": parts.path, "type": "Directory"}}, mount
-    if parts.scheme == "pvc" and parts.netloc:
-        sub_path = parts.path.strip("/")
-        if sub_path:
-            mount["subPath"] = sub_path
+    ref = parse_pvc_uri(uri)
+    if ref is not None:
+        if ref.path:
+            mount["subPath"] = ref.path
         volume = {
             "name": "avatar",
-            "persistentVolumeClaim": {"claimName": parts.netloc, "readOnly": True},
+            "persistentVolumeClaim": {"claimName": ref.claim, "readOnly": True},
         }
         return volume, mount
     raise UnsupportedSourceError(
@@ -37,12 +37,7 @@ def avatar_volume(uri: str, mount_path: str) -> tuple[Manifest, Manifest]:
 
 def source_claims(uris: Iterable[str]) -> list[str]:
     """The claims named by ``pvc://<claim>/<path>`` URIs, sorted, each once."""
-    claims = set()
-    for uri in uris:
-        parts = urlsplit(uri)
-        if parts.scheme == PVC_SCHEME and parts.netloc:
-            claims.add(parts.netloc)
-    return sorted(claims)
+    return sorted({ref.claim for ref in map(parse_pvc_uri, uris) if ref is not None})
 
 
 def build_source_mounts(
