@@ -124,18 +124,15 @@ def prepare_calibration(avatar: Path, options: MatrixOptions) -> Path:
     (what ``lipsync avatar calibration`` writes)."""
     from lipsync_core.contract import preset
     from lipsync_server.audio import synthetic_features
-    from lipsync_server.avatar.calibration import calibration_arrays, write_calibration
-    from lipsync_server.avatar.store import AvatarStore
+    from lipsync_server.avatar.calibration import write_avatar_calibration
 
     target = options.work_dir / "inputs" / "calibration.npz"
     if not target.exists():
         contract = preset("unet328-ave")
-        store = AvatarStore.load(avatar)
         features = synthetic_features(100, contract.audio_feature_dim, seed=11)
         count = CALIBRATION_SAMPLES + HELD_OUT_SAMPLES
-        arrays = calibration_arrays(store, features, contract, count)
         log.info("writing %d calibration samples to %s", count, target)
-        write_calibration(target, arrays)
+        write_avatar_calibration(avatar, target, contract, count, features)
     return target
 
 

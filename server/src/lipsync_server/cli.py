@@ -115,24 +115,18 @@ def avatar_calibration(
     import numpy as np
 
     from lipsync_core.contract import preset
-    from lipsync_server.audio import synthetic_features
-    from lipsync_server.avatar.calibration import calibration_arrays, write_calibration
-    from lipsync_server.avatar.store import AvatarStore
+    from lipsync_server.avatar.calibration import write_avatar_calibration
 
     try:
         contract = preset(io_preset)
-        store = AvatarStore.load(avatar_dir)
         if features is None:
             click.echo("warning: no --features: using synthetic audio features", err=True)
-            clip = synthetic_features(max(samples, store.frame_count), contract.audio_feature_dim)
-        else:
-            clip = np.load(features)
-        arrays = calibration_arrays(store, clip, contract, samples)
-        written = write_calibration(output, arrays)
+        clip = None if features is None else np.load(features)
+        written, count = write_avatar_calibration(avatar_dir, output, contract, samples, clip)
     except (LipSyncError, OSError, ValueError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    click.echo(f"wrote {written}: {len(arrays[contract.image.name])} samples")
+    click.echo(f"wrote {written}: {count} samples")
 
 
 @click.command()

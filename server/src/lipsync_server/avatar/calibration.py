@@ -14,7 +14,7 @@ import numpy as np
 
 from lipsync_core.contract import ModelContract
 from lipsync_core.errors import ContractError
-from lipsync_server.audio import build_windows, check_window_shape
+from lipsync_server.audio import build_windows, check_window_shape, synthetic_features
 from lipsync_server.avatar.store import AvatarStore, ping_pong
 
 
@@ -49,3 +49,19 @@ def write_calibration(path: Path, arrays: dict[str, np.ndarray]) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(target, **arrays)  # type: ignore[arg-type]
     return target
+
+
+def write_avatar_calibration(
+    avatar: Path,
+    output: Path,
+    contract: ModelContract,
+    samples: int,
+    features: np.ndarray | None = None,
+) -> tuple[Path, int]:
+    """Load the avatar, make ``samples`` samples (synthetic features when none are given), write
+    them; returns the file and the sample count."""
+    store = AvatarStore.load(avatar)
+    if features is None:
+        features = synthetic_features(max(samples, store.frame_count), contract.audio_feature_dim)
+    arrays = calibration_arrays(store, features, contract, samples)
+    return write_calibration(output, arrays), len(arrays[contract.image.name])
