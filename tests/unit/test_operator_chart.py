@@ -93,7 +93,42 @@ def test_operator_pod_is_hardened() -> None:
     assert security["capabilities"]["drop"] == ["ALL"]
     assert container["resources"]["requests"]
     assert container["resources"]["limits"]["memory"]
-    assert container["args"][:3] == ["operator", "run", "--peering=lipsync-operator"]
+    assert container["args"][:3] == [
+        "operator",
+        "run",
+        "--leader-election-lease=lipsync-operator",
+    ]
+    assert "--liveness=http://$(POD_IP):8080/healthz" in container["args"]
+    downward = {
+        item["name"]: item["valueFrom"]["fieldRef"]["fieldPath"]
+        for item in container["env"]
+        if "valueFrom" in item
+    }
+    assert downward == {
+        "POD_NAME": "metadata.name",
+        "POD_NAMESPACE": "metadata.namespace",
+        "POD_IP": "status.podIP",
+    }
+
+
+@needs_helm
+def test_leader_election_lease_rights_are_namespaced() -> None:
+    docs = render()
+    [role] = by_kind(docs, "Role")
+    assert role["metadata"]["namespace"] == "lipsync-system"
+    assert role["rules"] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "verbs": ["get", "create", "update"],
+        }
+    ]
+    [binding] = by_kind(docs, "RoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    [cluster_role] = by_kind(docs, "ClusterRole")
+    groups = {group for rule in cluster_role["rules"] for group in rule["apiGroups"]}
+    assert "coordination.k8s.io" not in groups
+    assert "kopf.dev" not in groups
 
 
 @needs_helm
@@ -101,19 +136,24 @@ def test_values_reach_the_operator_environment() -> None:
     docs = render(
         "--set", "runtime.image.tag=9.9", "--set", "runtime.backend=onnxruntime-cpu",
         "--set", "cache.kind=hostPath", "--set", "watchNamespaces={team-a}",
-        "--set", "peering.enabled=false",
+        "--set", "leaderElection.enabled=false", "--set", "replicaCount=1",
+        "--set", "nodes.notReadyGraceSeconds=60", "--set", "server.listenAddress=$(POD_IP)",
     )  # fmt: skip
     [deployment] = by_kind(docs, "Deployment")
     [container] = deployment["spec"]["template"]["spec"]["containers"]
-    env = {item["name"]: item["value"] for item in container["env"]}
+    env = {item["name"]: item["value"] for item in container["env"] if "value" in item}
     assert env["LIPSYNC_RUNTIME_IMAGE"] == "ghcr.io/lipsync/runtime:9.9"
     assert env["LIPSYNC_BACKEND"] == "onnxruntime-cpu"
     assert env["LIPSYNC_CACHE_KIND"] == "hostPath"
-    assert "--standalone" in container["args"]
+    assert env["LIPSYNC_CACHE_HOST_PATH"] == "/var/lib/lipsync/cache"
+    assert env["LIPSYNC_NODE_GRACE_SECONDS"] == "60"
+    assert env["LIPSYNC_SERVER_LISTEN_ADDRESS"] == "$(POD_IP)"
+    assert not any(arg.startswith("--leader-election") for arg in container["args"])
     assert "--namespace=team-a" in container["args"]
-    assert by_kind(docs, "ClusterKopfPeering") == []
-    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
-    assert volumes["cache"]["hostPath"]["path"] == "/var/lib/lipsync/cache"
+    assert by_kind(docs, "Role") == []
+    # The operator reads no cache volume: it learns engines from build Jobs and model status.
+    volumes = {v["name"] for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes == {"tmp"}
 
 
 @needs_helm
@@ -131,11 +171,21 @@ def test_values_schema_rejects_bad_values() -> None:
 
 
 @needs_helm
+def test_replicas_without_leader_election_are_refused() -> None:
+    assert HELM is not None
+    result = subprocess.run(
+        [HELM, "template", "lsm", str(CHART), "--set", "leaderElection.enabled=false"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "replicaCount > 1 needs leaderElection.enabled" in result.stderr
+
+
+@needs_helm
 def test_crds_are_installed_with_the_chart() -> None:
     crds = by_kind(render("--include-crds"), "CustomResourceDefinition")
     names = {crd["metadata"]["name"] for crd in crds}
-    assert names == {
-        "lipsyncmodels.lipsync.dev",
-        "clusterkopfpeerings.kopf.dev",
-        "kopfpeerings.kopf.dev",
-    }
+    assert names == {"lipsyncmodels.lipsync.dev"}

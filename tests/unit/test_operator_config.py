@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from lipsync_operator.config import ConfigError, OperatorConfig
@@ -19,7 +17,7 @@ def test_settings_from_the_charts_environment() -> None:
             "LIPSYNC_BACKEND": "onnxruntime-cpu",
             "LIPSYNC_BUILD_TTL_SECONDS": "600",
             "LIPSYNC_CACHE_KIND": "hostPath",
-            "LIPSYNC_CACHE_LOCAL_ROOT": "/cache",
+            "LIPSYNC_NODE_GRACE_SECONDS": "60",
         }
     )
     assert config.default_server_image == "registry/runtime:2"
@@ -28,7 +26,7 @@ def test_settings_from_the_charts_environment() -> None:
     assert config.backend == "onnxruntime-cpu"
     assert config.build_ttl_seconds == 600
     assert config.cache.kind == "hostPath"
-    assert config.cache.local_root == Path("/cache")
+    assert config.node_grace_seconds == 60
 
 
 def test_bad_setting_is_one_readable_line() -> None:

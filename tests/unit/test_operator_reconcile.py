@@ -258,7 +258,7 @@ def test_build_job_args_reproduce_the_operators_key() -> None:
 def test_cache_hit_means_ready_without_a_job() -> None:
     first = plan(spec(), Observed(nodes=(node("a"),)))
     key = first.plans[0].key
-    state = plan(spec(), Observed(nodes=(node("a"),), cache={key: ready(key)}))
+    state = plan(spec(), Observed(nodes=(node("a"),), published={key: ready(key)}))
     assert state.jobs == []
     engine = state.status.engines[0]
     assert engine.state == "Ready"
@@ -355,7 +355,7 @@ def test_key_mismatch_between_operator_and_builder_is_a_failure() -> None:
 
 def _ready_observed(model: LipSyncModelSpec, nodes: tuple[GpuNode, ...], **kw: Any) -> Observed:
     keys = keys_of(plan(model, Observed(nodes=nodes)))
-    return Observed(nodes=nodes, cache={k: ready(k) for k in keys.values()}, **kw)
+    return Observed(nodes=nodes, published={k: ready(k) for k in keys.values()}, **kw)
 
 
 def test_exclusive_one_pod_per_gpu_with_n_instances() -> None:
@@ -410,16 +410,42 @@ def test_shared_product_label_suffix_is_the_same_product() -> None:
     assert [p.pool.product for p in state.plans] == [H100]
 
 
-def test_cordoned_and_not_ready_nodes_do_not_count() -> None:
+def _not_ready(name: str, since: datetime, **kwargs: Any) -> GpuNode:
+    obj = node_object(name, ready=False, **kwargs)
+    obj["status"]["conditions"][0]["lastTransitionTime"] = since.isoformat()
+    parsed = gpu_node(obj)
+    assert parsed is not None
+    return parsed
+
+
+def test_cordoned_nodes_and_short_not_ready_blips_keep_their_replicas() -> None:
     cordoned = node_object("c")
     cordoned["spec"] = {"unschedulable": True}
     parsed = gpu_node(cordoned)
     assert parsed is not None
     assert not parsed.schedulable
+    blip = _not_ready("blip", NOW - timedelta(seconds=60))
+    assert not blip.schedulable
     model = spec(replicasPerGPU=1)
-    nodes = (node("a", gpus=4), parsed, node("n", ready=False))
+    nodes = (node("a", gpus=4), parsed, blip)
     state = plan(model, _ready_observed(model, nodes))
+    assert state.deployments[0]["spec"]["replicas"] == 4 + 8 + 8
+
+
+def test_a_node_not_ready_past_the_grace_period_stops_counting() -> None:
+    model = spec(replicasPerGPU=1)
+    long_gone = _not_ready("gone", NOW - timedelta(seconds=CONFIG.node_grace_seconds + 1))
+    unknown = node("never-ready", ready=False)  # NotReady with no transition time
+    state = plan(model, _ready_observed(model, (node("a", gpus=4), long_gone, unknown)))
     assert state.deployments[0]["spec"]["replicas"] == 4
+
+
+def test_gpu_count_comes_from_allocatable_not_the_gfd_label() -> None:
+    obj = node_object("a", gpus=8)
+    obj["status"]["allocatable"]["nvidia.com/gpu"] = "6"  # two GPUs unhealthy
+    parsed = gpu_node(obj)
+    assert parsed is not None
+    assert parsed.gpus == 6
 
 
 def test_replicas_follow_nodes_joining_and_leaving() -> None:
@@ -445,30 +471,52 @@ def test_spec_change_builds_first_and_only_then_rolls() -> None:
     current = deployment("anna-nvidia-h100-80gb-hbm3", H100, old_key, 2, 2)
     cache = {old_key: ready(old_key)}
 
-    building = plan(new_spec, Observed(nodes=nodes, deployments=(current,), cache=cache))
+    building = plan(new_spec, Observed(nodes=nodes, deployments=(current,), published=cache))
     assert len(building.jobs) == 1
     [deploy] = building.deployments
     assert deploy["metadata"]["annotations"]["lipsync.dev/engine-key"] == old_key
+    # Every GPU serves: the build borrows one from the servers while it runs.
+    assert deploy["spec"]["replicas"] == 1
     assert building.status.phase == "Building"
     available = building.status.condition("Available")
     assert available is not None
     assert available.status == "True"
 
     cache[new_key] = ready(new_key)
-    rolling = plan(new_spec, Observed(nodes=nodes, deployments=(current,), cache=cache))
+    rolling = plan(new_spec, Observed(nodes=nodes, deployments=(current,), published=cache))
     [deploy] = rolling.deployments
     assert deploy["metadata"]["annotations"]["lipsync.dev/engine-key"] == new_key
-    strategy = deploy["spec"]["strategy"]["rollingUpdate"]
-    assert strategy["maxUnavailable"] == 0
+    assert deploy["spec"]["replicas"] == 2
+    # No free GPU for a surge pod: one GPU's worth of pods at a time.
+    assert deploy["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
     assert rolling.status.phase == "Rolling"
     progressing = rolling.status.condition("Progressing")
     assert progressing is not None
     assert progressing.reason == "RollingOut"
 
     done = deployment("anna-nvidia-h100-80gb-hbm3", H100, new_key, 2, 2)
-    settled = plan(new_spec, Observed(nodes=nodes, deployments=(done,), cache=cache))
+    settled = plan(new_spec, Observed(nodes=nodes, deployments=(done,), published=cache))
     assert settled.status.phase == "Ready"
     assert settled.stale == ()
+
+
+def test_free_gpus_keep_the_surge_rollout_and_other_workloads_are_not_squeezed() -> None:
+    model = spec(replicasPerGPU=1)
+    nodes = (node("a", gpus=4),)
+    observed = _ready_observed(model, nodes, gpu_used_by_others={"a": 1})
+    [deploy] = plan(model, observed).deployments
+    # Another tenant holds one GPU: three servers, none Pending.
+    assert deploy["spec"]["replicas"] == 3
+    assert deploy["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    autoscaled = spec(replicasPerGPU=1, autoscaling={"enabled": True, "maxReplicas": 4})
+    scaled = deployment(
+        "anna-nvidia-h100-80gb-hbm3", H100, keys_of(plan(autoscaled, observed))[H100], 1, 1
+    )
+    [deploy] = plan(
+        autoscaled,
+        _ready_observed(autoscaled, nodes, deployments=(scaled,), gpu_used_by_others={"a": 1}),
+    ).deployments
+    assert deploy["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
 
 
 def test_stale_build_jobs_of_old_keys_are_deleted() -> None:
@@ -486,7 +534,7 @@ def test_ready_status_endpoint_and_columns() -> None:
         deployment("anna-nvidia-h100-80gb-hbm3", H100, keys[H100], 2, 2),
         deployment("anna-nvidia-l4", L4, keys[L4], 1, 1),
     )
-    state = plan(model, Observed(nodes=nodes, cache=observed.cache, deployments=serving))
+    state = plan(model, Observed(nodes=nodes, published=observed.published, deployments=serving))
     status = state.status
     assert status.phase == "Ready"
     assert status.replicas == 3
@@ -556,7 +604,9 @@ def test_hand_scaled_deployment_is_not_undone_under_autoscaling() -> None:
     scaled = deployment(name, H100, key, 5, 5)
     state = plan(
         model,
-        Observed(nodes=nodes, cache=observed.cache, deployments=(scaled,), hpas=frozenset({name})),
+        Observed(
+            nodes=nodes, published=observed.published, deployments=(scaled,), hpas=frozenset({name})
+        ),
     )
     assert "replicas" not in state.deployments[0]["spec"]
     assert state.plans[0].replica_handover is None
@@ -570,7 +620,7 @@ def test_turning_autoscaling_on_hands_the_current_count_over() -> None:
     observed = _ready_observed(model, nodes)
     key = keys_of(plan(model, observed))[H100]
     current = deployment("anna-nvidia-h100-80gb-hbm3", H100, key, 8, 8)
-    state = plan(model, Observed(nodes=nodes, cache=observed.cache, deployments=(current,)))
+    state = plan(model, Observed(nodes=nodes, published=observed.published, deployments=(current,)))
     assert state.plans[0].replica_handover == 8
 
 
@@ -579,7 +629,7 @@ def test_turning_autoscaling_off_deletes_the_hpa_and_sets_replicas() -> None:
     nodes = (node("a"),)
     observed = _ready_observed(model, nodes)
     name = "anna-nvidia-h100-80gb-hbm3"
-    state = plan(model, Observed(nodes=nodes, cache=observed.cache, hpas=frozenset({name})))
+    state = plan(model, Observed(nodes=nodes, published=observed.published, hpas=frozenset({name})))
     assert [(r.kind, r.name) for r in state.stale] == [("HorizontalPodAutoscaler", name)]
     assert state.deployments[0]["spec"]["replicas"] == 8
 

@@ -1,4 +1,4 @@
-"""Build results as the operator reads them: the Job's termination message or the cache manifest."""
+"""Build results as the operator reads them: a build Job's termination message."""
 
 from __future__ import annotations
 
@@ -6,10 +6,9 @@ import json
 
 from pydantic import ValidationError
 
-from lipsync_engine_builder.manifest import Manifest
 from lipsync_engine_builder.result import BuildResult
 
-__all__ = ["BuildResult", "parse_build_result", "result_from_manifest"]
+__all__ = ["BuildResult", "parse_build_result"]
 
 
 def parse_build_result(text: str) -> BuildResult | None:
@@ -24,17 +23,3 @@ def parse_build_result(text: str) -> BuildResult | None:
         return BuildResult.model_validate(document)
     except ValidationError:
         return None
-
-
-def result_from_manifest(manifest: Manifest) -> BuildResult:
-    """A published cache entry, seen as the Ready result that produced it."""
-    return BuildResult(
-        key=manifest.key,
-        state="Ready",
-        psnr_db=manifest.accuracy.psnr_db,
-        max_abs_error=manifest.accuracy.max_abs_error,
-        frames_per_second=manifest.best_frames_per_second(),
-        build_seconds=manifest.build_seconds,
-        artifact=manifest.artifact,
-        cache_hit=True,
-    )

@@ -27,25 +27,43 @@ def crd() -> None:
     help="Watch only these namespaces (repeatable; globs allowed). Default: the whole cluster.",
 )
 @click.option(
-    "--peering",
-    default="lipsync-operator",
-    show_default=True,
-    help="Kopf peering name: replicas with one name never act at once.",
+    "--leader-election-lease",
+    "lease",
+    default="",
+    help="Lease that replicas compete for; only its holder acts. Empty: no election (one replica).",
 )
-@click.option("--standalone", is_flag=True, help="No peering (single replica, or local runs).")
+@click.option(
+    "--leader-election-namespace",
+    "lease_namespace",
+    envvar="POD_NAMESPACE",
+    default="default",
+    show_default=True,
+    help="Namespace of the Lease (default: $POD_NAMESPACE).",
+)
+@click.option(
+    "--identity",
+    envvar="POD_NAME",
+    default="",
+    help="This replica's name in the Lease (default: $POD_NAME, else the host name).",
+)
 @click.option(
     "--liveness",
     default="http://0.0.0.0:8080/healthz",
     show_default=True,
-    help="Liveness endpoint URL ('' for none).",
+    help="Liveness endpoint URL ('' for none); served while waiting for the Lease too.",
 )
-def run(namespaces: tuple[str, ...], peering: str, standalone: bool, liveness: str) -> None:
+def run(
+    namespaces: tuple[str, ...], lease: str, lease_namespace: str, identity: str, liveness: str
+) -> None:
     """Run the operator in this process (in-cluster or with the current kubeconfig)."""
+    import socket
+
+    from lipsync_operator.leader import ElectionSettings
     from lipsync_operator.runner import run_operator
 
-    run_operator(
-        namespaces=list(namespaces),
-        peering=peering,
-        standalone=standalone,
-        liveness=liveness or None,
-    )
+    election = None
+    if lease:
+        election = ElectionSettings(
+            lease_name=lease, namespace=lease_namespace, identity=identity or socket.gethostname()
+        )
+    run_operator(namespaces=list(namespaces), election=election, liveness=liveness or None)

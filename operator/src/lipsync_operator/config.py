@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -22,8 +21,9 @@ class ConfigError(LipSyncError):
 class CacheConfig(BaseModel):
     """Where engines live: ROOT/engines/<key-hex>/{artifact, manifest.json}.
 
-    Pods mount it as a volume (a ReadWriteMany PVC in production, a hostPath on a one-node test
-    bed). ``local_root`` is where the operator itself can read manifests, if it can.
+    Build and server pods mount it as a volume (a ReadWriteMany PVC in production, a hostPath
+    on a one-node test bed). The operator never reads it: it learns engines from build Jobs'
+    results and from each model's status.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -32,7 +32,6 @@ class CacheConfig(BaseModel):
     claim_name: str = "lipsync-engine-cache"
     host_path: str = "/var/lib/lipsync/cache"
     mount_path: str = "/cache"
-    local_root: Path | None = None
 
 
 class Resources(BaseModel):
@@ -72,6 +71,11 @@ class OperatorConfig(BaseModel):
     server_resources: Resources = Resources(cpu="2", memory="4Gi", memory_limit="8Gi")
     builder_resources: Resources = Resources(cpu="2", memory="8Gi", memory_limit="16Gi")
     service_account: str = ""
+    # What the servers bind: "0.0.0.0", or "$(POD_IP)" (expanded by the kubelet) on hosts
+    # where every pod shares one network namespace.
+    server_listen_address: str = Field("0.0.0.0", min_length=1)
+    # A NotReady node's GPUs still count this long (kube-controller-manager's eviction default).
+    node_grace_seconds: int = Field(300, ge=0)
 
     # The server and the builder must share one TensorRT: by default they are one image.
     @property

@@ -6,11 +6,12 @@ Pure: no API calls, no clock (``now`` is an argument). The handlers read, call t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from lipsync_core.api import LipSyncModelSpec, LipSyncModelStatus
 from lipsync_core.enginekey import short_key
 from lipsync_operator import naming
+from lipsync_operator.capacity import plan_rollout, pool_capacity
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.engines import build_request, engine_verdict
 from lipsync_operator.manifests.autoscaler import autoscaler
@@ -111,11 +112,21 @@ def _plan_product(
     elif current is not None and current.engine_key and current.artifact:
         serving = (current.engine_key, current.artifact)  # the previous engine keeps serving
 
+    autoscaled = spec.autoscaling.enabled
+    fixed = None
+    if autoscaled:
+        fixed = current.replicas if current is not None else spec.autoscaling.min_replicas
+    rollout = plan_rollout(
+        pods_per_gpu(spec) * pool.gpus,
+        pool_capacity(pool, observed.gpu_used_by_others),
+        building=verdict.status.state == "Building" and current is not None,
+        pods_per_gpu=pods_per_gpu(spec),
+        fixed_replicas=fixed,
+    )
     deployment = hpa = None
     handover: int | None = None
-    replicas = pods_per_gpu(spec) * pool.gpus
+    replicas = rollout.replicas
     if serving is not None and pool.gpus > 0:
-        autoscaled = spec.autoscaling.enabled
         name = naming.deployment_name(owner.name, pool.product)
         if autoscaled and current is not None and name not in observed.hpas:
             handover = current.replicas
@@ -127,11 +138,11 @@ def _plan_product(
             key=serving[0],
             artifact=serving[1],
             replicas=None if autoscaled else replicas,
+            rollout_strategy=rollout.strategy,
             config=config,
         )
         if autoscaled:
             hpa = autoscaler(owner, name, pool.product, spec.autoscaling)
-            replicas = current.replicas if current is not None else spec.autoscaling.min_replicas
     else:
         replicas = 0
 
@@ -194,7 +205,9 @@ def desired_state(
     """
     plans = tuple(
         _plan_product(owner, spec, pool, observed, config)
-        for pool in gpu_pools(spec, observed.nodes)
+        for pool in gpu_pools(
+            spec, observed.nodes, now=now, grace=timedelta(seconds=config.node_grace_seconds)
+        )
     )
     status = compute_status(
         [plan.summary for plan in plans], owner.generation, endpoint(owner), previous, now

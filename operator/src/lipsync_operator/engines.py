@@ -5,7 +5,7 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
-from lipsync_core.api import EngineStatus, LipSyncModelSpec
+from lipsync_core.api import EngineStatus, LipSyncModelSpec, LipSyncModelStatus
 from lipsync_core.enginekey import BatchProfile
 from lipsync_engine_builder.request import BuildRequest
 from lipsync_operator.buildresult import BuildResult
@@ -52,6 +52,29 @@ def build_request(
     )
 
 
+def published_engines(status: LipSyncModelStatus | None) -> dict[str, BuildResult]:
+    """Engines a model's status records as Ready: known without reading the cache.
+
+    A build Job's result reaches the status once; after the Job's TTL removes it, the status is
+    where the operator (any replica, after any restart) still finds the engine.
+    """
+    if status is None:
+        return {}
+    return {
+        engine.key: BuildResult(
+            key=engine.key,
+            state="Ready",
+            psnr_db=engine.psnr_db,
+            frames_per_second=engine.frames_per_second,
+            build_seconds=engine.build_seconds or 0.0,
+            artifact=engine.artifact,
+            cache_hit=True,
+        )
+        for engine in status.engines
+        if engine.state == "Ready" and engine.key and engine.artifact
+    }
+
+
 def artifact_name(result: BuildResult) -> str:
     """The artifact's file name in its cache entry (results carry a URI or a bare name)."""
     return posixpath.basename(result.artifact)
@@ -72,10 +95,14 @@ def engine_verdict(pool: GpuPool, key: str, job_name: str, observed: Observed) -
     if not pool.present:
         reason = "NoNodes: no schedulable node has this GPU product"
         return EngineVerdict(EngineStatus(**base, state="Pending", reason=reason), "", False)
-    cached = observed.cache.get(key)
-    if cached is not None and cached.state == "Ready":
-        return EngineVerdict(_status(base, "Ready", cached), artifact_name(cached), False)
     job = observed.job_for(key)
+    published = observed.published.get(key)
+    if (
+        published is not None
+        and published.state == "Ready"
+        and (job is None or job.phase != "Failed")
+    ):
+        return EngineVerdict(_status(base, "Ready", published), artifact_name(published), False)
     if job is None:
         return EngineVerdict(EngineStatus(**base, state="Building", job=job_name), "", True)
     return _job_verdict({**base, "job": job.name}, job, key)
@@ -103,11 +130,13 @@ def _job_verdict(base: dict[str, str], job: BuildJob, key: str) -> EngineVerdict
 def _status(
     base: dict[str, str], state: str, result: BuildResult | None, reason: str = ""
 ) -> EngineStatus:
-    measured = {}
+    measured: dict[str, object] = {}
     if result is not None:
         measured = {
             "psnr_db": result.psnr_db,
             "frames_per_second": result.frames_per_second,
             "build_seconds": result.build_seconds,
         }
+        if state == "Ready":
+            measured["artifact"] = artifact_name(result)
     return EngineStatus.model_validate({**base, "state": state, "reason": reason, **measured})

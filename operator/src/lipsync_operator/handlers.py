@@ -94,7 +94,8 @@ def _gpu_facts(body: Mapping[str, Any], gpu_resource: str) -> tuple[object, ...]
         node.allocatable,
         node.sharing_strategy,
         node.sharing_replicas,
-        node.schedulable,
+        node.ready,
+        node.cordoned,
     )
 
 

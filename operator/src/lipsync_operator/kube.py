@@ -13,10 +13,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient as _DynamicClient
 
 from lipsync_core.api import GROUP, KIND, PLURAL, VERSION
-from lipsync_engine_builder.cache import lookup as cache_lookup
-from lipsync_engine_builder.errors import BadInputError
 from lipsync_operator import naming
-from lipsync_operator.buildresult import BuildResult, result_from_manifest
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.desired import ChildRef
 from lipsync_operator.manifests.common import Manifest
@@ -27,6 +24,7 @@ from lipsync_operator.observed import (
     ServerDeployment,
     build_job,
     gpu_node,
+    gpu_requests_by_node,
     server_deployment,
 )
 
@@ -45,23 +43,6 @@ def load_kube_config() -> None:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
-
-
-class CacheReader:
-    """Looks engines up in the cache when the operator can read it (LIPSYNC_CACHE_LOCAL_ROOT)."""
-
-    def __init__(self, root: str | None) -> None:
-        self._root = root
-
-    def get(self, key: str, /) -> BuildResult | None:
-        if self._root is None or not key:
-            return None
-        try:
-            manifest = cache_lookup(self._root, key)
-        except BadInputError as exc:
-            log.warning("engine cache unreadable: %s", exc)
-            return None
-        return result_from_manifest(manifest) if manifest is not None else None
 
 
 @dataclass
@@ -132,14 +113,34 @@ class Kube:
                 label_selector=selector,
             )
         )
-        local_root = settings.cache.local_root
+        nodes = tuple(self.gpu_nodes(settings.gpu_resource))
         return Observed(
-            nodes=tuple(self.gpu_nodes(settings.gpu_resource)),
+            nodes=nodes,
             jobs=tuple(jobs),
             deployments=tuple(deployments),
             hpas=frozenset(h["metadata"]["name"] for h in hpas),
-            cache=CacheReader(str(local_root) if local_root is not None else None),
+            gpu_used_by_others=self._gpu_used_by_others(
+                {node.name for node in nodes}, namespace, model, settings.gpu_resource
+            ),
         )
+
+    def _gpu_used_by_others(
+        self, nodes: set[str], namespace: str, model: str, gpu_resource: str
+    ) -> dict[str, int]:
+        """GPU units held on GPU nodes by pods that are not this model's (servers or builds)."""
+        pods = self._list(
+            "v1", "Pod", field_selector="status.phase!=Succeeded,status.phase!=Failed"
+        )
+        label = naming.label_value(model)
+        others = [
+            pod
+            for pod in pods
+            if not (
+                pod["metadata"].get("namespace") == namespace
+                and (pod["metadata"].get("labels") or {}).get(naming.LABEL_MODEL) == label
+            )
+        ]
+        return gpu_requests_by_node(others, gpu_resource, nodes)
 
     def apply(self, manifest: Manifest, manager: str = naming.MANAGER) -> None:
         """Server-side apply; the operator owns these fields and takes them back on conflict."""

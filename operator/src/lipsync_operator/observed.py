@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
 from lipsync_operator.buildresult import BuildResult, parse_build_result
 from lipsync_operator.naming import ANNOTATION_ARTIFACT, ANNOTATION_ENGINE_KEY, LABEL_PRODUCT
@@ -30,6 +31,18 @@ def _int(value: object, default: int = 0) -> int:
         return default
 
 
+def _timestamp(value: object) -> datetime | None:
+    """An API timestamp (RFC 3339 string, or a datetime from the client's to_dict)."""
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and value:
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return None
+
+
 def _path(obj: Obj, *keys: str) -> Any:
     node: Any = obj
     for key in keys:
@@ -46,13 +59,30 @@ class GpuNode:
     name: str
     product: str  # without the -SHARED suffix: the engine is the same
     product_label: str  # the label as it is on the node
-    gpus: int  # physical GPUs
+    gpus: int  # healthy physical GPUs: allocatable / sharing replicas
     compute_capability: str
     memory_mib: int
     allocatable: int  # nvidia.com/gpu allocatable: gpus x sharing replicas
     sharing_strategy: str  # none | time-slicing | mps
     sharing_replicas: int
-    schedulable: bool  # Ready and not cordoned
+    ready: bool = True
+    cordoned: bool = False
+    not_ready_since: datetime | None = None  # the Ready condition's last transition
+
+    @property
+    def schedulable(self) -> bool:
+        """New pods (build Jobs, surge pods) can land here."""
+        return self.ready and not self.cordoned
+
+    def counts(self, now: datetime, grace: timedelta) -> bool:
+        """Its GPUs still count for replicas: Ready, or NotReady for less than ``grace``.
+
+        Cordoned nodes count: a drain moves pods (bounded by the PodDisruptionBudget), it does
+        not shrink the Deployment.
+        """
+        if self.ready:
+            return True
+        return self.not_ready_since is not None and now - self.not_ready_since < grace
 
 
 def gpu_node(obj: Obj, gpu_resource: str = "nvidia.com/gpu") -> GpuNode | None:
@@ -63,11 +93,15 @@ def gpu_node(obj: Obj, gpu_resource: str = "nvidia.com/gpu") -> GpuNode | None:
         return None
     allocatable = _int((_path(obj, "status", "allocatable") or {}).get(gpu_resource, 0))
     replicas = max(1, _int(labels.get(GFD_REPLICAS, 1), 1))
-    gpus = _int(labels.get(GFD_COUNT, 0)) or allocatable // replicas
+    # The device plugin's allocatable drops unhealthy GPUs; GFD's gpu.count label does not.
+    gpus = allocatable // replicas
     major, minor = labels.get(GFD_MAJOR, ""), labels.get(GFD_MINOR, "")
     conditions = _path(obj, "status", "conditions") or []
-    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-    cordoned = bool(_path(obj, "spec", "unschedulable"))
+    ready_condition = next((c for c in conditions if c.get("type") == "Ready"), None)
+    ready = ready_condition is not None and ready_condition.get("status") == "True"
+    since = None
+    if ready_condition is not None and not ready:
+        since = _timestamp(ready_condition.get("lastTransitionTime"))
     return GpuNode(
         name=str(_path(obj, "metadata", "name")),
         product=product_label.removesuffix(SHARED_SUFFIX),
@@ -78,7 +112,9 @@ def gpu_node(obj: Obj, gpu_resource: str = "nvidia.com/gpu") -> GpuNode | None:
         allocatable=allocatable,
         sharing_strategy=labels.get(GFD_SHARING, "none") or "none",
         sharing_replicas=replicas,
-        schedulable=ready and not cordoned,
+        ready=ready,
+        cordoned=bool(_path(obj, "spec", "unschedulable")),
+        not_ready_since=since,
     )
 
 
@@ -173,28 +209,43 @@ def server_deployment(obj: Obj) -> ServerDeployment:
     )
 
 
-class CacheLookup(Protocol):
-    """Engines already published in the cache, by key (a dict in tests)."""
+def pod_gpu_request(pod: Obj, gpu_resource: str) -> int:
+    """GPU units a pod holds: its containers' requests (or limits: they equal for GPUs)."""
+    total = 0
+    for container in _path(pod, "spec", "containers") or []:
+        resources = container.get("resources") or {}
+        amount = (resources.get("requests") or {}).get(gpu_resource)
+        if amount is None:
+            amount = (resources.get("limits") or {}).get(gpu_resource, 0)
+        total += _int(amount)
+    return total
 
-    def get(self, key: str, /) -> BuildResult | None: ...
 
-
-class NoCache:
-    """The operator cannot see the cache: every engine goes through a build Job (a cache hit)."""
-
-    def get(self, key: str, /) -> BuildResult | None:
-        return None
+def gpu_requests_by_node(pods: Sequence[Obj], gpu_resource: str, nodes: set[str]) -> dict[str, int]:
+    """GPU units per node held by bound pods that have not finished, over ``nodes`` only."""
+    used: dict[str, int] = {}
+    for pod in pods:
+        node = _path(pod, "spec", "nodeName")
+        if node not in nodes or _path(pod, "status", "phase") in ("Succeeded", "Failed"):
+            continue
+        units = pod_gpu_request(pod, gpu_resource)
+        if units:
+            used[node] = used.get(node, 0) + units
+    return used
 
 
 @dataclass(frozen=True)
 class Observed:
-    """Everything desired_state reads: nodes, owned children, cache lookups."""
+    """Everything desired_state reads: nodes, owned children, known engines, GPU use by others."""
 
     nodes: tuple[GpuNode, ...] = ()
     jobs: tuple[BuildJob, ...] = ()
     deployments: tuple[ServerDeployment, ...] = ()
     hpas: frozenset[str] = frozenset()
-    cache: CacheLookup = field(default_factory=NoCache)
+    # Engines this model's status records as published (the operator never reads the cache).
+    published: Mapping[str, BuildResult] = field(default_factory=dict)
+    # GPU units requested per node by running or scheduled pods that are not this model's.
+    gpu_used_by_others: Mapping[str, int] = field(default_factory=dict)
 
     def job_for(self, key: str) -> BuildJob | None:
         return next((job for job in self.jobs if job.key == key), None)

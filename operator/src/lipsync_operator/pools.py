@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from lipsync_core.api import LipSyncModelSpec, Sharing
 from lipsync_operator.observed import GpuNode
@@ -54,23 +55,32 @@ class GpuPool:
         return sum(node.gpus for node in self.nodes)
 
     @property
+    def schedulable(self) -> bool:
+        """A new pod (a build Job) can land on one of its nodes."""
+        return any(node.schedulable for node in (*self.nodes, *self.unfit))
+
+    @property
     def product_labels(self) -> list[str]:
         """Values of nvidia.com/gpu.product that select this product (plain and -SHARED)."""
         return sorted({self.product, f"{self.product}-SHARED"})
 
 
-def gpu_pools(spec: LipSyncModelSpec, nodes: Iterable[GpuNode]) -> list[GpuPool]:
+def gpu_pools(
+    spec: LipSyncModelSpec, nodes: Iterable[GpuNode], *, now: datetime, grace: timedelta
+) -> list[GpuPool]:
     """One pool per target product, sorted by product.
 
-    Targets are the spec's products, or every product on a schedulable node when it lists none.
+    A node belongs while its GPUs count (``GpuNode.counts``): Ready or cordoned, or NotReady for
+    less than ``grace``; a deleted node, or one NotReady for longer, leaves its pool.
+    Targets are the spec's products, or every product present when it lists none.
     A listed product with no node gets an empty pool (reported, not built: no node to build on).
     """
-    schedulable = [node for node in nodes if node.schedulable and node.gpus > 0]
-    present = {node.product for node in schedulable}
+    counted = [node for node in nodes if node.gpus > 0 and node.counts(now, grace)]
+    present = {node.product for node in counted}
     targets = set(spec.gpus.products) if spec.gpus.products else present
     pools = []
     for product in sorted(targets):
-        members = sorted((n for n in schedulable if n.product == product), key=lambda n: n.name)
+        members = sorted((n for n in counted if n.product == product), key=lambda n: n.name)
         fits = [n for n in members if node_fits_sharing(n, spec.sharing, spec.replicas_per_gpu)]
         unfit = [n for n in members if n not in fits]
         pools.append(GpuPool(product=product, nodes=tuple(fits), unfit=tuple(unfit)))

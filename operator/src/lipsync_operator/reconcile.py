@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +15,7 @@ from lipsync_core.api import LipSyncModelSpec, LipSyncModelStatus
 from lipsync_core.errors import LipSyncError
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.desired import DesiredState, desired_state
+from lipsync_operator.engines import published_engines
 from lipsync_operator.kube import Kube
 from lipsync_operator.manifests.common import Owner
 from lipsync_operator.status import EventNote, invalid_spec_status, transition_events
@@ -75,7 +76,10 @@ class Reconciler:
         with self._lock(owner.uid):
             try:
                 spec = parse_spec(body.get("spec") or {})
-                observed = self.kube.observed(owner.namespace, owner.name, owner.uid, self.config)
+                observed = replace(
+                    self.kube.observed(owner.namespace, owner.name, owner.uid, self.config),
+                    published=published_engines(previous),
+                )
                 desired = desired_state(
                     owner, spec, observed, self.config, previous=previous, now=datetime.now(UTC)
                 )

@@ -18,76 +18,20 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from lipsync_core.backends import BackendKind
+from lipsync_core.server_options import ServerOptions
+
+__all__ = ["ServerOptions", "ServerSettings", "load_config_file", "load_settings"]
 
 
-class ServerSettings(BaseSettings):
+class ServerSettings(BaseSettings, ServerOptions):
     """Settings of ``lipsync serve`` (see the module docstring for how to set them)."""
 
     model_config = SettingsConfigDict(env_prefix="LIPSYNC_", extra="forbid", frozen=True)
-
-    model: Path = Field(description="Model artifact: ONNX file or TensorRT engine.")
-    avatar: Path = Field(description="Avatar package directory (see AVATAR_FORMAT.md).")
-    model_name: str = Field("lipsync", min_length=1, description="Name clients address.")
-    io_preset: str = Field("unet328-ave", description="Model I/O contract preset.")
-    backend: BackendKind = Field("auto", description="Backend kind; auto picks the fastest.")
-    intra_op_threads: int = Field(0, ge=0, description="ORT CPU threads per instance (0: auto).")
-    host: str = Field("0.0.0.0", description="Address the gRPC and metrics ports bind to.")
-    grpc_port: int = Field(8001, ge=0, le=65535, description="gRPC port (0: any free port).")
-    metrics_port: int = Field(8002, ge=0, le=65535, description="Prometheus port (0: off).")
-    max_batch_size: int = Field(8, ge=1, description="Largest batch the batcher forms.")
-    max_queue_delay_microseconds: int = Field(
-        4000, ge=0, description="How long the oldest queued frame may wait for a fuller batch."
-    )
-    preferred_batch_size: Annotated[tuple[int, ...], NoDecode] = Field(
-        (), description="Batch sizes to dispatch as soon as they can be formed."
-    )
-    max_queue_size: int = Field(
-        64, ge=1, description="Queued frames beyond which requests get RESOURCE_EXHAUSTED."
-    )
-    instances: int = Field(1, ge=1, description="Parallel model instances (executors).")
-    postprocess_threads: int = Field(2, ge=1, description="Threads compositing and encoding.")
-    max_inflight_per_stream: int = Field(
-        0, ge=0, description="Frames one stream may have in flight (0: twice max_batch_size)."
-    )
-    jpeg_quality: int = Field(85, ge=1, le=100, description="Default JPEG quality.")
-    max_message_bytes: int = Field(
-        16 * 1024 * 1024, ge=1024, description="Largest gRPC message accepted or sent."
-    )
-    max_frames_per_request: int = Field(256, ge=1, description="Frames one Generate may ask.")
-    shutdown_grace_seconds: float = Field(
-        30.0, ge=0, description="How long in-flight streams may finish after SIGTERM."
-    )
-    warmup: bool = Field(True, description="Run one batch per instance before serving.")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-
-    @field_validator("preferred_batch_size", mode="before")
-    @classmethod
-    def _split_sizes(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return tuple(int(part) for part in value.strip("[]()").replace(",", " ").split())
-        return value
-
-    @model_validator(mode="after")
-    def _check_sizes(self) -> ServerSettings:
-        bad = [size for size in self.preferred_batch_size if not 1 <= size <= self.max_batch_size]
-        if bad:
-            raise ValueError(
-                f"preferred_batch_size {bad[0]} is outside 1..max_batch_size "
-                f"({self.max_batch_size})"
-            )
-        return self
-
-    @property
-    def inflight_per_stream(self) -> int:
-        # Twice a batch lets one stream keep a batch running while the next one fills.
-        return self.max_inflight_per_stream or 2 * self.max_batch_size
 
 
 def load_config_file(path: Path) -> dict[str, Any]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from lipsync_core.api import LipSyncModelSpec
 from lipsync_core.enginekey import short_key
+from lipsync_core.server_options import ServerOptions
 from lipsync_operator import naming
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.manifests.common import (
@@ -28,19 +31,29 @@ ENGINE_DIR = "/engine"
 AVATAR_DIR = "/avatar"
 
 
-def server_args(spec: LipSyncModelSpec, model: str, artifact: str) -> list[str]:
-    return [
-        "serve",
-        "--model", f"{ENGINE_DIR}/{artifact}",
-        "--avatar", AVATAR_DIR,
-        "--model-name", model,
-        "--io-preset", spec.io.preset,
-        "--grpc-port", str(GRPC_PORT),
-        "--metrics-port", str(METRICS_PORT),
-        "--instances", str(instances_per_pod(spec)),
-        "--max-batch-size", str(spec.batching.max_batch),
-        "--max-queue-delay-microseconds", str(spec.batching.max_queue_delay_microseconds),
-    ]  # fmt: skip
+def server_options(
+    spec: LipSyncModelSpec, model: str, artifact: str, config: OperatorConfig
+) -> ServerOptions:
+    """The server's settings for one product's pods (the server's own typed contract)."""
+    return ServerOptions(
+        model=Path(ENGINE_DIR) / artifact,
+        avatar=Path(AVATAR_DIR),
+        model_name=model,
+        io_preset=spec.io.preset,
+        backend=config.backend,
+        host=config.server_listen_address,
+        grpc_port=GRPC_PORT,
+        metrics_port=METRICS_PORT,
+        instances=instances_per_pod(spec),
+        max_batch_size=spec.batching.max_batch,
+        max_queue_delay_microseconds=spec.batching.max_queue_delay_microseconds,
+    )
+
+
+def server_args(
+    spec: LipSyncModelSpec, model: str, artifact: str, config: OperatorConfig
+) -> list[str]:
+    return ["serve", *server_options(spec, model, artifact, config).to_args()]
 
 
 def _probes() -> Manifest:
@@ -62,9 +75,13 @@ def server_deployment(
     key: str,
     artifact: str,
     replicas: int | None,
+    rollout_strategy: Manifest,
     config: OperatorConfig,
 ) -> Manifest:
-    """The Deployment; ``replicas=None`` leaves the count to the HPA (the field is not applied)."""
+    """The Deployment; ``replicas=None`` leaves the count to the HPA (the field is not applied).
+
+    ``rollout_strategy``: rolling-update bounds that fit the free GPUs (``plan_rollout``).
+    """
     name = naming.deployment_name(owner.name, product)
     selector = naming.server_selector(owner.name, product)
     labels = {**naming.model_labels(owner.name), **selector}
@@ -78,7 +95,9 @@ def server_deployment(
         "image": spec.images.server or config.default_server_image,
         "imagePullPolicy": config.image_pull_policy,
         "command": ["lipsync"],
-        "args": server_args(spec, owner.name, artifact),
+        "args": server_args(spec, owner.name, artifact, config),
+        # For "$(POD_IP)" in the listen address (expanded by the kubelet).
+        "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
         "ports": [
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
             {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
@@ -122,11 +141,7 @@ def server_deployment(
     deployment_spec: Manifest = {
         "selector": {"matchLabels": selector},
         "revisionHistoryLimit": 3,
-        # Never below the serving count: a new pod must be Ready before an old one goes.
-        "strategy": {
-            "type": "RollingUpdate",
-            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
-        },
+        "strategy": rollout_strategy,
         "template": {
             "metadata": {
                 "labels": pod_labels,

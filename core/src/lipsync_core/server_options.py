@@ -1,0 +1,95 @@
+"""The settings of ``lipsync serve`` as a typed contract, and the command line that carries them.
+
+The server reads these from flags, the environment and a config file (``lipsync_server.config``);
+the operator writes a server pod's arguments with ``ServerOptions(...).to_args()``, so the two
+cannot drift: a test parses the generated arguments back through the server's own command.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import NoDecode
+
+from lipsync_core.backends.base import BackendKind
+
+
+class ServerOptions(BaseModel):
+    """Every setting of ``lipsync serve``, validated; ``to_args()`` is its command line."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: Path = Field(description="Model artifact: ONNX file or TensorRT engine.")
+    avatar: Path = Field(description="Avatar package directory (see AVATAR_FORMAT.md).")
+    model_name: str = Field("lipsync", min_length=1, description="Name clients address.")
+    io_preset: str = Field("unet328-ave", description="Model I/O contract preset.")
+    backend: BackendKind = Field("auto", description="Backend kind; auto picks the fastest.")
+    intra_op_threads: int = Field(0, ge=0, description="ORT CPU threads per instance (0: auto).")
+    host: str = Field("0.0.0.0", description="Address the gRPC and metrics ports bind to.")
+    grpc_port: int = Field(8001, ge=0, le=65535, description="gRPC port (0: any free port).")
+    metrics_port: int = Field(8002, ge=0, le=65535, description="Prometheus port (0: off).")
+    max_batch_size: int = Field(8, ge=1, description="Largest batch the batcher forms.")
+    max_queue_delay_microseconds: int = Field(
+        4000, ge=0, description="How long the oldest queued frame may wait for a fuller batch."
+    )
+    preferred_batch_size: Annotated[tuple[int, ...], NoDecode] = Field(
+        (), description="Batch sizes to dispatch as soon as they can be formed."
+    )
+    max_queue_size: int = Field(
+        64, ge=1, description="Queued frames beyond which requests get RESOURCE_EXHAUSTED."
+    )
+    instances: int = Field(1, ge=1, description="Parallel model instances (executors).")
+    postprocess_threads: int = Field(2, ge=1, description="Threads compositing and encoding.")
+    max_inflight_per_stream: int = Field(
+        0, ge=0, description="Frames one stream may have in flight (0: twice max_batch_size)."
+    )
+    jpeg_quality: int = Field(85, ge=1, le=100, description="Default JPEG quality.")
+    max_message_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Largest gRPC message accepted or sent."
+    )
+    max_frames_per_request: int = Field(256, ge=1, description="Frames one Generate may ask.")
+    shutdown_grace_seconds: float = Field(
+        30.0, ge=0, description="How long in-flight streams may finish after SIGTERM."
+    )
+    warmup: bool = Field(True, description="Run one batch per instance before serving.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("preferred_batch_size", mode="before")
+    @classmethod
+    def _split_sizes(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(int(part) for part in value.strip("[]()").replace(",", " ").split())
+        return value
+
+    @model_validator(mode="after")
+    def _check_sizes(self) -> Self:
+        bad = [size for size in self.preferred_batch_size if not 1 <= size <= self.max_batch_size]
+        if bad:
+            raise ValueError(
+                f"preferred_batch_size {bad[0]} is outside 1..max_batch_size "
+                f"({self.max_batch_size})"
+            )
+        return self
+
+    @property
+    def inflight_per_stream(self) -> int:
+        # Twice a batch lets one stream keep a batch running while the next one fills.
+        return self.max_inflight_per_stream or 2 * self.max_batch_size
+
+    def to_args(self) -> list[str]:
+        """The explicitly set fields as ``lipsync serve`` flags, in declaration order."""
+        args: list[str] = []
+        for name in type(self).model_fields:
+            if name not in self.model_fields_set:
+                continue
+            value = getattr(self, name)
+            flag = "--" + name.replace("_", "-")
+            if isinstance(value, bool):
+                args.append(flag if value else f"--no-{flag[2:]}")
+            elif isinstance(value, tuple):
+                args += [flag, ",".join(str(item) for item in value)]
+            else:
+                args += [flag, str(value)]
+        return args

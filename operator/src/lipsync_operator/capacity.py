@@ -1,0 +1,92 @@
+"""How many server pods a product gets, and how they roll, given the GPUs free for this model.
+
+The policy (docs/operator.md, "Capacity"):
+- A product's servers never ask for more GPU units than its nodes have beyond what other
+  workloads hold, so no server pod waits Pending for a GPU that does not exist (and a node
+  autoscaler is not fed pods that the operator itself would then fill).
+- A spare unit means today's surge rollout: one new pod is Ready before an old one goes.
+- No spare unit (every GPU of the product in use): a build Job borrows one unit from the
+  product's own servers while it runs, and the rollout then replaces one GPU's worth of pods at
+  a time (maxSurge 0), never more than the PodDisruptionBudget allows (a quarter, rounded up).
+- A product served by a single pod cannot lend it: its build waits for a free GPU.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from lipsync_operator.pools import GpuPool
+
+# The PodDisruptionBudget's maxUnavailable (manifests/service.py), as a fraction.
+DISRUPTION_FRACTION = 0.25
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """GPU units of a pool's nodes, and how many of them other pods hold."""
+
+    units: int
+    used_by_others: int
+
+    @property
+    def available(self) -> int:
+        """Units this model's servers and builds may use."""
+        return max(0, self.units - self.used_by_others)
+
+
+def pool_capacity(pool: GpuPool, used_by_others: Mapping[str, int]) -> Capacity:
+    return Capacity(
+        units=sum(node.allocatable for node in pool.nodes),
+        used_by_others=sum(used_by_others.get(node.name, 0) for node in pool.nodes),
+    )
+
+
+@dataclass(frozen=True)
+class RolloutPlan:
+    """Replicas and rolling-update bounds of one product's Deployment."""
+
+    replicas: int
+    max_surge: int
+    max_unavailable: int
+    lent_to_build: int  # units the servers give up while a build Job runs
+
+    @property
+    def strategy(self) -> dict[str, object]:
+        return {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": self.max_surge, "maxUnavailable": self.max_unavailable},
+        }
+
+
+def disruption_allowance(replicas: int) -> int:
+    """Pods the PodDisruptionBudget lets go at once (25%, rounded up as the API does)."""
+    return max(1, math.ceil(DISRUPTION_FRACTION * replicas))
+
+
+def plan_rollout(
+    wanted: int,
+    capacity: Capacity,
+    *,
+    building: bool,
+    pods_per_gpu: int,
+    fixed_replicas: int | None = None,
+) -> RolloutPlan:
+    """Replicas and bounds for ``wanted`` servers (replicasPerGPU x GPUs), one unit per pod.
+
+    ``building``: a build Job for this product is running or about to start while servers
+    serve. ``fixed_replicas``: an autoscaler owns the count; only the bounds are planned.
+    """
+    if fixed_replicas is not None:
+        replicas, lent = fixed_replicas, 0
+    else:
+        fits = min(wanted, capacity.available)
+        no_room_for_build = capacity.available < fits + 1
+        lent = 1 if building and no_room_for_build and fits > 1 else 0
+        replicas = fits - lent
+    spare = capacity.available - replicas - (1 if building else 0)
+    if spare >= 1:
+        return RolloutPlan(replicas, max_surge=1, max_unavailable=0, lent_to_build=lent)
+    step = min(max(1, pods_per_gpu), disruption_allowance(replicas))
+    return RolloutPlan(replicas, max_surge=0, max_unavailable=step, lent_to_build=lent)

@@ -1,0 +1,184 @@
+"""Leader election between operator replicas: one Lease, one acting replica, the others wait.
+
+Kopf's peering freezes every replica when priorities are equal, so replicas elect a leader
+through a ``coordination.k8s.io`` Lease (the kubernetes client's ``leaderelection``, the same
+record client-go controllers write) and only the leader runs kopf, standalone. A leader that
+cannot renew within the deadline stops kopf and exits; its pod restarts as a candidate. A leader
+that shuts down releases the Lease so a waiting replica takes over at its next retry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from kubernetes.leaderelection import electionconfig as _electionconfig
+from kubernetes.leaderelection import leaderelection as _leaderelection
+from kubernetes.leaderelection.resourcelock import leaselock as _leaselock
+
+log = logging.getLogger(__name__)
+
+# The kubernetes client is untyped; these names keep the Any at the boundary.
+electionconfig: Any = _electionconfig
+leaderelection: Any = _leaderelection
+leaselock: Any = _leaselock
+
+EVENT_SOURCE = "lipsync-operator"
+
+
+class LostLeadershipError(RuntimeError):
+    """The Lease could not be renewed in time: another replica may be acting now."""
+
+
+@dataclass(frozen=True)
+class ElectionSettings:
+    """Which Lease the replicas compete for, and client-go's default timings."""
+
+    lease_name: str
+    namespace: str
+    identity: str
+    lease_duration: int = 15
+    renew_deadline: int = 10
+    retry_period: int = 2
+
+    def __post_init__(self) -> None:
+        # The same rules the client's election config enforces (it calls sys.exit on them).
+        if not self.lease_duration > self.renew_deadline > 1.2 * self.retry_period >= 1.2:
+            raise ValueError(
+                "leader election needs lease duration > renew deadline > 1.2 x retry period >= 1.2 "
+                f"(got {self.lease_duration}, {self.renew_deadline}, {self.retry_period})"
+            )
+
+
+def holder_of(lease: Any) -> str:
+    """The Lease's current holder ('' when free)."""
+    spec = getattr(lease, "spec", None)
+    return str(getattr(spec, "holder_identity", None) or "")
+
+
+class LeaseEvents:
+    """Events on the Lease, so `kubectl get events` says which replica acts and which waits."""
+
+    def __init__(self, api: client.CoreV1Api, settings: ElectionSettings) -> None:
+        self._api = api
+        self._settings = settings
+
+    def post(self, reason: str, message: str) -> None:
+        now = datetime.datetime.now(datetime.UTC)
+        event = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name=f"{self._settings.lease_name}."),
+            involved_object=client.V1ObjectReference(
+                api_version="coordination.k8s.io/v1",
+                kind="Lease",
+                name=self._settings.lease_name,
+                namespace=self._settings.namespace,
+            ),
+            reason=reason,
+            message=message,
+            type="Normal",
+            source=client.V1EventSource(component=EVENT_SOURCE),
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+        )
+        try:
+            self._api.create_namespaced_event(self._settings.namespace, event)
+        except ApiException as exc:  # an Event is a courtesy: never stop the operator for it
+            log.warning("could not post the %s event: %s", reason, exc.reason)
+
+
+def _read_holder(coordination: client.CoordinationV1Api, settings: ElectionSettings) -> str:
+    try:
+        return holder_of(
+            coordination.read_namespaced_lease(settings.lease_name, settings.namespace)
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return ""
+        raise
+
+
+def release(coordination: client.CoordinationV1Api, settings: ElectionSettings) -> None:
+    """Give the Lease up if this replica still holds it (client-go's ReleaseOnCancel)."""
+    try:
+        lease = coordination.read_namespaced_lease(settings.lease_name, settings.namespace)
+        if holder_of(lease) != settings.identity or lease.spec is None:
+            return
+        lease.spec.holder_identity = None
+        lease.spec.lease_duration_seconds = 1
+        coordination.replace_namespaced_lease(settings.lease_name, settings.namespace, lease)
+        log.info("released lease %s/%s", settings.namespace, settings.lease_name)
+    except ApiException as exc:
+        log.warning("could not release lease %s: %s", settings.lease_name, exc.reason)
+
+
+def lead(
+    settings: ElectionSettings,
+    operate: Callable[[threading.Event], None],
+    waiting: contextlib.AbstractContextManager[None] | None = None,
+) -> None:
+    """Wait for the Lease (inside ``waiting``), then run ``operate(stop)`` while renewing it.
+
+    ``operate`` must return soon after ``stop`` is set. Raises LostLeadershipError when renewal
+    fails (after ``operate`` has returned), so the process exits non-zero and restarts.
+    """
+    coordination = client.CoordinationV1Api()
+    events = LeaseEvents(client.CoreV1Api(), settings)
+    # The client logs every retry of a waiting replica; this module says what matters once.
+    logging.getLogger("leaderelection").setLevel(logging.WARNING)
+
+    where = f"{settings.namespace}/{settings.lease_name}"
+    holder = _read_holder(coordination, settings)
+    if holder and holder != settings.identity:
+        log.warning(
+            "lease %s is held by %s: %s waits to take over", where, holder, settings.identity
+        )
+        events.post("StandingBy", f"{settings.identity} waits: {holder} holds the lease")
+
+    lock = leaselock.LeaseLock(settings.lease_name, settings.namespace, settings.identity)
+    stop = threading.Event()
+    lost = threading.Event()
+
+    def on_stopped_leading() -> None:
+        lost.set()
+        stop.set()
+
+    config = electionconfig.Config(
+        lock,
+        settings.lease_duration,
+        settings.renew_deadline,
+        settings.retry_period,
+        onstarted_leading=lambda: None,
+        onstopped_leading=on_stopped_leading,
+    )
+    election = leaderelection.LeaderElection(config)
+    with waiting or contextlib.nullcontext():
+        election.acquire()
+    previous = f" (after {holder})" if holder and holder != settings.identity else ""
+    log.info("%s acquired lease %s%s: this replica acts", settings.identity, where, previous)
+    events.post("LeaderElection", f"{settings.identity} became leader{previous}")
+
+    def renew() -> None:
+        election.renew_loop(stop)
+        if not stop.is_set():
+            on_stopped_leading()
+
+    renewer = threading.Thread(target=renew, name="lease-renewal", daemon=True)
+    renewer.start()
+    try:
+        operate(stop)
+    finally:
+        stop.set()
+        renewer.join(timeout=settings.retry_period * 2)
+        if not lost.is_set():
+            release(coordination, settings)
+    if lost.is_set():
+        events.post("LeaderLost", f"{settings.identity} could not renew the lease and stops")
+        raise LostLeadershipError(f"{settings.identity} lost lease {where}: exiting")
