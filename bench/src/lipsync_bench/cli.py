@@ -132,6 +132,11 @@ def _load_options(func: Callable[..., None]) -> Callable[..., None]:
             type=click.FloatRange(min=0),
             help="Seconds to wait for frames in flight after a level ends.",
         ),
+        click.option(
+            "--retry-unavailable",
+            is_flag=True,
+            help="Streams: on UNAVAILABLE, open a new call and ask again for the lost frames.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -282,7 +287,13 @@ def run(
         click.echo(
             f"{level.streams:>3} streams: {level.fps_total:8.2f} frames/s, "
             f"p99 {level.latency.p99_ms if level.latency else float('nan'):8.1f} ms, "
-            f"{level.frames_received}/{level.frames_sent} frames, errors {level.errors or 0}",
+            f"{level.frames_received}/{level.frames_sent} frames, errors {level.errors or 0}"
+            + (f", retried {level.retried}" if level.retried else "")
+            + (
+                f", largest gap {level.max_frame_gap_ms:.0f} ms"
+                if level.max_frame_gap_ms is not None
+                else ""
+            ),
             err=True,
         )
 

@@ -4,7 +4,10 @@ arrival rate, latency measured from each frame's scheduled send time so a slow s
 its queueing), bounded by a duration or a frame count.
 
 Every frame sent ends up either received or counted as an error under the gRPC status code that
-lost it, so ``frames_sent == frames_received + sum(errors)`` always holds.
+lost it, so ``frames_sent == frames_received + sum(errors)`` always holds. With
+``retry_unavailable`` a stream whose call fails with UNAVAILABLE (a server pod going away in a
+rollout) opens a new call that asks again for the frames it had in flight: those are counted under
+``retried``, not lost, and the largest gap between two frames of one stream is recorded.
 """
 
 from __future__ import annotations
@@ -29,10 +32,14 @@ MAX_MESSAGE_BYTES = 64 * 2**20
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    # A server that went away (a rollout) is dialled again within a second, not after minutes.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
 ]
 # A stream's frame indices start far apart so streams composite different avatar frames.
 STREAM_INDEX_STRIDE = 100_000
 DRAIN_CANCELLED = "CANCELLED"
+RETRYABLE = frozenset({"UNAVAILABLE"})
 ENCODINGS = {"jpeg": pb.ENCODING_JPEG, "raw": pb.ENCODING_RAW_BGR}
 
 
@@ -48,6 +55,7 @@ class LevelPlan:
     encoding: str = "jpeg"
     drain_timeout_s: float = 60.0
     time_limit_s: float = 3600.0
+    retry_unavailable: bool = False
 
 
 @dataclass
@@ -59,6 +67,9 @@ class Tally:
     sent: int = 0
     received: int = 0
     errors: Counter[str] = field(default_factory=Counter)
+    retried: Counter[str] = field(default_factory=Counter)
+    max_gap_ms: float = 0.0
+    last_frame_at: dict[int, float] = field(default_factory=dict)
     latencies_ms: list[float] = field(default_factory=list)
     timings: list[pb.FrameTimings] = field(default_factory=list)
     per_stream: Counter[int] = field(default_factory=Counter)
@@ -81,6 +92,10 @@ class Tally:
 
     def receive(self, stream: int, sent_at: float, frame: pb.Frame) -> None:
         now = time.monotonic()
+        previous = self.last_frame_at.get(stream)
+        if previous is not None:
+            self.max_gap_ms = max(self.max_gap_ms, (now - previous) * 1000.0)
+        self.last_frame_at[stream] = now
         self.received += 1
         self.per_stream[stream] += 1
         self.latencies_ms.append((now - sent_at) * 1000.0)
@@ -141,11 +156,14 @@ async def _stream_call(
     payloads: Payloads,
     tally: Tally,
     pacer: _Pacer,
-) -> tuple[int, bool]:
-    """One StreamGenerate call until the level ends or the call fails; returns the next frame
-    index and whether the stream should go on with a new call."""
+    owed: int = 0,
+) -> tuple[int, bool, int]:
+    """One StreamGenerate call until the level ends or the call fails. Its first ``owed`` frames
+    are asked again (a previous call lost them). Returns the index to go on from, whether the
+    stream should go on with a new call, and how many of the frames from that index it owes."""
     plan = tally.plan
-    call = stub.StreamGenerate(None)
+    # Retrying: a new call waits for the channel to reconnect instead of failing at once.
+    call = stub.StreamGenerate(None, wait_for_ready=plan.retry_unavailable or None)
     in_flight: dict[int, float] = {}
     window = asyncio.Semaphore(1) if plan.mode == "closed" else None
     output = pb.OutputOptions(encoding=ENCODINGS[plan.encoding])
@@ -157,9 +175,12 @@ async def _stream_call(
         while True:
             if window is not None:
                 await window.acquire()
-            scheduled = await pacer.wait()
-            if not tally.take(1):
-                break
+            if next_index < first_index + owed:
+                scheduled = time.monotonic()  # sent again: latency counts from the resend
+            else:
+                scheduled = await pacer.wait()
+                if not tally.take(1):
+                    break
             in_flight[next_index] = scheduled
             request = pb.StreamGenerateRequest(
                 config=config, windows=pb.AudioWindows(data=payloads.windows(next_index, 1))
@@ -188,12 +209,17 @@ async def _stream_call(
         await read()
         await writer
         tally.lose(len(in_flight), "MISSING")  # the call ended OK without these frames
-        return next_index, False
+        return next_index, False, 0
     except grpc.aio.AioRpcError as exc:
         writer.cancel()
-        tally.lose(len(in_flight), _code_name(exc))
-        log.debug("stream %d failed: %s", stream, exc.code())
-        return next_index, True
+        code = _code_name(exc)
+        log.debug("stream %d failed: %s", stream, code)
+        if plan.retry_unavailable and code in RETRYABLE and in_flight:
+            tally.retried[code] += len(in_flight)
+            resume = min(in_flight)
+            return resume, True, next_index - resume
+        tally.lose(len(in_flight), code)
+        return next_index, True, 0
     except asyncio.CancelledError:
         writer.cancel()
         call.cancel()
@@ -206,10 +232,10 @@ async def _stream_worker(
 ) -> None:
     pacer = _Pacer(tally.plan, stream)
     index = stream * STREAM_INDEX_STRIDE
-    go_on = True
+    go_on, owed = True, 0
     while go_on:
-        index, go_on = await _stream_call(
-            stub, stream, index, payloads=payloads, tally=tally, pacer=pacer
+        index, go_on, owed = await _stream_call(
+            stub, stream, index, payloads=payloads, tally=tally, pacer=pacer, owed=owed
         )
         if go_on:
             await asyncio.sleep(0.05)  # a failed call: back off briefly, then a new stream

@@ -143,6 +143,13 @@ class LevelResult(_Model):
     errors: dict[str, int] = Field(
         default_factory=dict, description="Frames lost, by gRPC status code name."
     )
+    retried: dict[str, int] = Field(
+        default_factory=dict,
+        description="Frames asked again on a new call after one failed, by status code name.",
+    )
+    max_frame_gap_ms: float | None = Field(
+        None, description="Largest time between two frames of one stream."
+    )
     fps_total: float
     fps_per_stream_mean: float
     fps_per_stream_min: float

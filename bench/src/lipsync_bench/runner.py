@@ -72,6 +72,7 @@ class RunOptions:
     name: str = ""
     model_key: str = ""
     drain_timeout_s: float = 60.0
+    retry_unavailable: bool = False
     notes: list[str] = field(default_factory=list)
 
     def config(self) -> LoadConfig:
@@ -124,6 +125,7 @@ class RunOptions:
             frames_per_request=self.frames_per_request,
             encoding=self.encoding,
             drain_timeout_s=self.drain_timeout_s,
+            retry_unavailable=self.retry_unavailable,
         )
 
 
@@ -163,6 +165,8 @@ def level_result(
         frames_sent=tally.sent,
         frames_received=tally.received,
         errors=dict(tally.errors),
+        retried=dict(tally.retried),
+        max_frame_gap_ms=tally.max_gap_ms if tally.last_frame_at else None,
         fps_total=rate(tally.received),
         fps_per_stream_mean=rate(statistics.fmean(per_stream)),
         fps_per_stream_min=rate(min(per_stream)),

@@ -1,4 +1,4 @@
-"""Command line: python -m lipsync_testbed up|down|status."""
+"""Command line: python -m lipsync_testbed up|down|status|proxy."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from lipsync_testbed import processes
 from lipsync_testbed.cluster import ClusterState, LocalCluster, default_state_dir
@@ -63,9 +64,49 @@ def _status(args: argparse.Namespace) -> int:
     return 0 if state.processes and running == len(state.processes) else 1
 
 
+def _proxy(args: argparse.Namespace) -> int:
+    """Forward a loopback address to a Service's ready endpoints until interrupted."""
+    import time
+
+    from kubernetes import config
+
+    from lipsync_testbed.serviceproxy import ServiceProxy
+
+    state = ClusterState.load(args.dir)
+    if state is None:
+        sys.stderr.write(f"error: no test bed state in {args.dir} (run `make cluster-up`)\n")
+        return 1
+    if not args.service or args.service.count("/") != 1:
+        sys.stderr.write("error: proxy takes NAMESPACE/SERVICE, e.g. default/anna\n")
+        return 2
+    namespace, service = args.service.split("/")
+    loader: Any = config.new_client_from_config  # untyped in the client
+    api: Any = loader(str(state.kubeconfig))
+    port: str | int = int(args.port) if args.port.isdigit() else args.port
+    proxy = ServiceProxy(api, namespace, service, port, listen_port=args.listen_port)
+    proxy.start()
+    ready = len(proxy.endpoints())
+    sys.stdout.write(f"{proxy.target} -> {namespace}/{service} port {port} ({ready} ready)\n")
+    sys.stdout.flush()
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        proxy.stop()
+        api.close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lipsync_testbed", description=__doc__)
-    parser.add_argument("command", choices=("up", "down", "status"))
+    parser.add_argument("command", choices=("up", "down", "status", "proxy"))
+    parser.add_argument("service", nargs="?", help="proxy: NAMESPACE/SERVICE")
+    parser.add_argument("--port", default="grpc", help="proxy: Service port name or number")
+    parser.add_argument(
+        "--listen-port", type=int, default=0, help="proxy: local port (default: a free one)"
+    )
     parser.add_argument(
         "--dir",
         type=Path,
@@ -92,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "up":
         args.bin_dir = args.bin_dir or default_bin_dir()
     try:
-        handler = {"up": _up, "down": _down, "status": _status}[args.command]
+        handler = {"up": _up, "down": _down, "status": _status, "proxy": _proxy}[args.command]
         return handler(args)
     except ClusterSetupError as exc:
         sys.stderr.write(f"error: {exc}\n")
