@@ -428,8 +428,22 @@ def test_cordoned_nodes_and_short_not_ready_blips_keep_their_replicas() -> None:
     assert not blip.schedulable
     model = spec(replicasPerGPU=1)
     nodes = (node("a", gpus=4), parsed, blip)
-    state = plan(model, _ready_observed(model, nodes))
+    # Cordoned with all 8 servers still running there: nothing changes.
+    state = plan(model, _ready_observed(model, nodes, serving_pods_by_node={"c": 8}))
     assert state.deployments[0]["spec"]["replicas"] == 4 + 8 + 8
+
+
+def test_a_drained_node_gives_up_the_places_of_pods_evicted_from_it() -> None:
+    cordoned = node_object("c")
+    cordoned["spec"] = {"unschedulable": True}
+    parsed = gpu_node(cordoned)
+    assert parsed is not None
+    model = spec(replicasPerGPU=1)
+    nodes = (node("a", gpus=4), parsed)
+    midway = plan(model, _ready_observed(model, nodes, serving_pods_by_node={"a": 4, "c": 5}))
+    assert midway.deployments[0]["spec"]["replicas"] == 4 + 5
+    drained = plan(model, _ready_observed(model, nodes, serving_pods_by_node={"a": 4}))
+    assert drained.deployments[0]["spec"]["replicas"] == 4
 
 
 def test_a_node_not_ready_past_the_grace_period_stops_counting() -> None:

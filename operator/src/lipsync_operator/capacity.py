@@ -36,10 +36,28 @@ class Capacity:
         return max(0, self.units - self.used_by_others)
 
 
-def pool_capacity(pool: GpuPool, used_by_others: Mapping[str, int]) -> Capacity:
+def wanted_servers(pool: GpuPool, pods_per_gpu: int, serving: Mapping[str, int]) -> int:
+    """Server pods a product wants: ``pods_per_gpu`` per GPU, except on cordoned nodes, which
+    keep only the pods still running there (a drain then completes: each evicted pod's place
+    is given up instead of waiting Pending for a GPU the cordon withholds)."""
+    return sum(
+        min(pods_per_gpu * node.gpus, serving.get(node.name, 0))
+        if node.cordoned
+        else pods_per_gpu * node.gpus
+        for node in pool.nodes
+    )
+
+
+def pool_capacity(
+    pool: GpuPool, used_by_others: Mapping[str, int], serving: Mapping[str, int]
+) -> Capacity:
+    """Units of the pool's nodes; a cordoned node offers only what its pods already hold."""
+    units = 0
+    for node in pool.nodes:
+        held = serving.get(node.name, 0) + used_by_others.get(node.name, 0)
+        units += min(node.allocatable, held) if node.cordoned else node.allocatable
     return Capacity(
-        units=sum(node.allocatable for node in pool.nodes),
-        used_by_others=sum(used_by_others.get(node.name, 0) for node in pool.nodes),
+        units=units, used_by_others=sum(used_by_others.get(n.name, 0) for n in pool.nodes)
     )
 
 

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from lipsync_core.api import LipSyncModelSpec, LipSyncModelStatus
 from lipsync_core.enginekey import short_key
 from lipsync_operator import naming
-from lipsync_operator.capacity import plan_rollout, pool_capacity
+from lipsync_operator.capacity import plan_rollout, pool_capacity, wanted_servers
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.engines import build_request, engine_verdict
 from lipsync_operator.manifests.autoscaler import autoscaler
@@ -116,9 +116,10 @@ def _plan_product(
     fixed = None
     if autoscaled:
         fixed = current.replicas if current is not None else spec.autoscaling.min_replicas
+    serving_pods = observed.serving_pods_by_node
     rollout = plan_rollout(
-        pods_per_gpu(spec) * pool.gpus,
-        pool_capacity(pool, observed.gpu_used_by_others),
+        wanted_servers(pool, pods_per_gpu(spec), serving_pods),
+        pool_capacity(pool, observed.gpu_used_by_others, serving_pods),
         building=verdict.status.state == "Building" and current is not None,
         pods_per_gpu=pods_per_gpu(spec),
         fixed_replicas=fixed,

@@ -25,6 +25,7 @@ from lipsync_operator.observed import (
     build_job,
     gpu_node,
     gpu_requests_by_node,
+    pods_by_node,
     server_deployment,
 )
 
@@ -114,33 +115,37 @@ class Kube:
             )
         )
         nodes = tuple(self.gpu_nodes(settings.gpu_resource))
+        others, serving = self._pods_on_gpu_nodes(
+            {node.name for node in nodes}, namespace, model, settings.gpu_resource
+        )
         return Observed(
             nodes=nodes,
             jobs=tuple(jobs),
             deployments=tuple(deployments),
             hpas=frozenset(h["metadata"]["name"] for h in hpas),
-            gpu_used_by_others=self._gpu_used_by_others(
-                {node.name for node in nodes}, namespace, model, settings.gpu_resource
-            ),
+            gpu_used_by_others=others,
+            serving_pods_by_node=serving,
         )
 
-    def _gpu_used_by_others(
+    def _pods_on_gpu_nodes(
         self, nodes: set[str], namespace: str, model: str, gpu_resource: str
-    ) -> dict[str, int]:
-        """GPU units held on GPU nodes by pods that are not this model's (servers or builds)."""
+    ) -> tuple[dict[str, int], dict[str, int]]:
+        """GPU units held per node by pods that are not this model's, and this model's server
+        pods per node (not being deleted)."""
         pods = self._list(
             "v1", "Pod", field_selector="status.phase!=Succeeded,status.phase!=Failed"
         )
         label = naming.label_value(model)
-        others = [
-            pod
-            for pod in pods
-            if not (
-                pod["metadata"].get("namespace") == namespace
-                and (pod["metadata"].get("labels") or {}).get(naming.LABEL_MODEL) == label
-            )
-        ]
-        return gpu_requests_by_node(others, gpu_resource, nodes)
+        mine, others = [], []
+        for pod in pods:
+            meta = pod["metadata"]
+            labels = meta.get("labels") or {}
+            if meta.get("namespace") == namespace and labels.get(naming.LABEL_MODEL) == label:
+                if labels.get(naming.LABEL_COMPONENT) == naming.COMPONENT_SERVER:
+                    mine.append(pod)
+            else:
+                others.append(pod)
+        return gpu_requests_by_node(others, gpu_resource, nodes), pods_by_node(mine, nodes)
 
     def apply(self, manifest: Manifest, manager: str = naming.MANAGER) -> None:
         """Server-side apply; the operator owns these fields and takes them back on conflict."""

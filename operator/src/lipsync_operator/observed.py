@@ -234,6 +234,19 @@ def gpu_requests_by_node(pods: Sequence[Obj], gpu_resource: str, nodes: set[str]
     return used
 
 
+def pods_by_node(pods: Sequence[Obj], nodes: set[str]) -> dict[str, int]:
+    """Bound pods per node over ``nodes``, leaving out pods that finished or are being deleted."""
+    counts: dict[str, int] = {}
+    for pod in pods:
+        node = _path(pod, "spec", "nodeName")
+        if node not in nodes or _path(pod, "metadata", "deletionTimestamp"):
+            continue
+        if _path(pod, "status", "phase") in ("Succeeded", "Failed"):
+            continue
+        counts[node] = counts.get(node, 0) + 1
+    return counts
+
+
 @dataclass(frozen=True)
 class Observed:
     """Everything desired_state reads: nodes, owned children, known engines, GPU use by others."""
@@ -246,6 +259,8 @@ class Observed:
     published: Mapping[str, BuildResult] = field(default_factory=dict)
     # GPU units requested per node by running or scheduled pods that are not this model's.
     gpu_used_by_others: Mapping[str, int] = field(default_factory=dict)
+    # This model's server pods per node (bound, not being deleted): what a cordoned node keeps.
+    serving_pods_by_node: Mapping[str, int] = field(default_factory=dict)
 
     def job_for(self, key: str) -> BuildJob | None:
         return next((job for job in self.jobs if job.key == key), None)
