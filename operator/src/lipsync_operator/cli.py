@@ -58,9 +58,15 @@ def run(
     """Run the operator in this process (in-cluster or with the current kubeconfig)."""
     import socket
 
+    from lipsync_operator.health import parse_endpoint
     from lipsync_operator.leader import ElectionSettings
     from lipsync_operator.runner import run_operator
 
+    if liveness:
+        try:
+            parse_endpoint(liveness)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--liveness") from None
     election = None
     if lease:
         election = ElectionSettings(

@@ -27,9 +27,13 @@ class _Healthy(BaseHTTPRequestHandler):
 def parse_endpoint(url: str) -> tuple[str, int, str]:
     """``http://host:port/path`` -> (host, port, path), as kopf's --liveness takes it."""
     parts = urlsplit(url)
-    if parts.scheme != "http" or parts.port is None:
-        raise ValueError(f"liveness endpoint {url!r}: expected http://HOST:PORT/PATH")
-    return parts.hostname or "0.0.0.0", parts.port, parts.path or "/"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme != "http" or port is None:
+        raise ValueError(f"{url!r} is not of the form http://HOST:PORT/PATH")
+    return parts.hostname or "0.0.0.0", port, parts.path or "/"
 
 
 @contextmanager

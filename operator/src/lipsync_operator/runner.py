@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 
@@ -14,6 +16,12 @@ log = logging.getLogger(__name__)
 def _run_kopf(
     namespaces: list[str], liveness: str | None, stop: threading.Event | None = None
 ) -> None:
+    asyncio.run(_operate(namespaces, liveness, stop))
+
+
+async def _operate(
+    namespaces: list[str], liveness: str | None, stop: threading.Event | None
+) -> None:
     import kopf
 
     from lipsync_operator import handlers
@@ -23,14 +31,28 @@ def _run_kopf(
         handlers.__name__,
         f"namespaces {', '.join(namespaces)}" if namespaces else "cluster-wide",
     )
+    # kopf waits on a threading.Event (or a concurrent Future) in an executor thread, which
+    # asyncio.run joins at exit: a SIGTERM that stops kopf would then hang. An asyncio.Event set
+    # from the election's thread is awaited in the loop itself.
+    stop_flag: asyncio.Event | None = None
+    if stop is not None:
+        flag = stop_flag = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def forward() -> None:
+            stop.wait()
+            with contextlib.suppress(RuntimeError):  # the loop has already closed
+                loop.call_soon_threadsafe(flag.set)
+
+        threading.Thread(target=forward, name="kopf-stop", daemon=True).start()
     # Standalone: exclusivity comes from the Lease (or from running one replica), never from
     # kopf's peering, which freezes every replica of equal priority.
-    kopf.run(
+    await kopf.operator(
         clusterwide=not namespaces,
         namespaces=namespaces,
         standalone=True,
         liveness_endpoint=liveness,
-        stop_flag=stop,
+        stop_flag=stop_flag,
     )
 
 
