@@ -1,14 +1,17 @@
-"""Command line: python -m lipsync_testbed up|down|status."""
+"""Command line: python -m lipsync_testbed up|down|status|logs|kubelet."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from lipsync_testbed import processes
-from lipsync_testbed.cluster import ClusterState, LocalCluster, default_state_dir
+from lipsync_testbed.cluster import KUBELET_DIR, ClusterState, LocalCluster, default_state_dir
+from lipsync_testbed.kubelet import PodRunner, pod_log_path
 from lipsync_testbed.versions import Binaries, ClusterSetupError, default_bin_dir
 
 log = logging.getLogger("lipsync_testbed")
@@ -20,6 +23,7 @@ def _up(args: argparse.Namespace) -> int:
         binaries=Binaries(args.bin_dir),
         node_pool=args.nodepool,
         startup_timeout=args.timeout,
+        run_kubelet=not args.no_kubelet,
     )
     cluster.start()
     sys.stdout.write(
@@ -28,6 +32,37 @@ def _up(args: argparse.Namespace) -> int:
         f"  export KUBECONFIG={cluster.kubeconfig}\n"
         f"  export PATH={cluster.binaries.bin_dir}:$PATH\n"
     )
+    return 0
+
+
+def _kubelet(args: argparse.Namespace) -> int:
+    """The local kubelet of `up`: runs the local pods of every namespace until SIGTERM."""
+    cluster = LocalCluster.attach(args.dir)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    runner = PodRunner(
+        cluster.new_api_client(), rule=cluster.local_pods, work_dir=args.dir / KUBELET_DIR
+    )
+    runner.start()
+    log.warning(
+        "kubelet: running local pods (addresses: %s, mount namespaces: %s)",
+        runner.address_kind,
+        runner.mount_namespaces,
+    )
+    stop.wait()
+    runner.stop()
+    return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    path = pod_log_path(
+        args.dir / KUBELET_DIR, args.namespace, args.pod, args.container, previous=args.previous
+    )
+    if path is None:
+        sys.stderr.write(f"error: no log of pod {args.namespace}/{args.pod} in {args.dir}\n")
+        return 1
+    sys.stdout.write(path.read_text(encoding="utf-8", errors="replace"))
     return 0
 
 
@@ -65,7 +100,16 @@ def _status(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lipsync_testbed", description=__doc__)
-    parser.add_argument("command", choices=("up", "down", "status"))
+    parser.add_argument("command", choices=("up", "down", "status", "logs", "kubelet"))
+    parser.add_argument("namespace", nargs="?", help="logs: the pod's namespace")
+    parser.add_argument("pod", nargs="?", help="logs: the pod's name")
+    parser.add_argument("-c", "--container", default=None, help="logs: container name")
+    parser.add_argument("--previous", action="store_true", help="logs: the run before the last")
+    parser.add_argument(
+        "--no-kubelet",
+        action="store_true",
+        help="up: do not run local pods (KWOK still skips them; pods stay Pending)",
+    )
     parser.add_argument(
         "--dir",
         type=Path,
@@ -92,7 +136,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "up":
         args.bin_dir = args.bin_dir or default_bin_dir()
     try:
-        handler = {"up": _up, "down": _down, "status": _status}[args.command]
+        if args.command == "logs" and not (args.namespace and args.pod):
+            parser.error("logs needs NAMESPACE and POD")
+        handler = {
+            "up": _up,
+            "down": _down,
+            "status": _status,
+            "logs": _logs,
+            "kubelet": _kubelet,
+        }[args.command]
         return handler(args)
     except ClusterSetupError as exc:
         sys.stderr.write(f"error: {exc}\n")
