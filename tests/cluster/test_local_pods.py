@@ -300,7 +300,7 @@ print(json.dumps({
     "argv": __import__("sys").argv[1:],
     "env": {k: os.environ.get(k) for k in (
         "POD_NAME", "POD_NAMESPACE", "POD_IP", "NODE", "APP", "GREETING", "FROM_CM",
-        "CM_MODE", "PASSWORD", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")},
+        "CM_mode", "PASSWORD", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")},
     "config": open("/etc/config/mode").read(),
     "secret": open("/etc/secret/password").read(),
     "labels": open("/etc/podinfo/labels").read(),
@@ -417,7 +417,7 @@ def test_env_field_refs_expansion_and_every_volume_kind(
             "APP": "probe-me",
             "GREETING": f"hello env-volumes on {done.spec.node_name if done.spec else ''}",
             "FROM_CM": "fast",
-            "CM_MODE": "fast",
+            "CM_mode": "fast",
             "PASSWORD": "s3cret",
             "KUBERNETES_SERVICE_HOST": "127.0.0.1",
             "KUBERNETES_SERVICE_PORT": str(kube_api.configuration.host.rsplit(":", 1)[1]),

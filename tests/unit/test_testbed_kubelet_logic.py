@@ -128,6 +128,8 @@ def test_rewrite_paths_only_at_path_boundaries() -> None:
         "/modelsx /srv/models pvc://models/x"
     )
     assert rewrite_paths("PATH=/models:/bin", mounts) == "PATH=/h/m:/bin"
+    assert rewrite_paths('open("/models/c")\nx', mounts) == 'open("/h/m/c")\nx'
+
 
 
 def test_host_layout_maps_host_paths_by_longest_prefix(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ controller sees Complete/Failed Jobs as in a real cluster.
 
 from __future__ import annotations
 
-import base64
 import datetime
 import logging
 import os
@@ -29,7 +28,7 @@ from kubernetes.client.exceptions import ApiException
 
 from lipsync_testbed.localpods import LocalPodRule
 from lipsync_testbed.nodes import FakeNodes
-from lipsync_testbed.podenv import field_value
+from lipsync_testbed.podrefs import env_var_value
 
 log = logging.getLogger(__name__)
 
@@ -291,27 +290,10 @@ class JobPodRunner:
     ) -> dict[str, str]:
         env: dict[str, str] = dict(os.environ) if self.inherit_env else {}
         env.update(self.extra_env)
+        own: dict[str, str] = {}  # what `$(VAR)` may refer to: the container's own variables
         for var in container.env or []:
-            env[var.name] = self._env_value(core, pod, var)
-        return env
-
-    def _env_value(self, core: client.CoreV1Api, pod: client.V1Pod, var: client.V1EnvVar) -> str:
-        source = var.value_from
-        if source is None:
-            return var.value or ""
-        namespace = pod_meta(pod).namespace or "default"
-        if source.field_ref is not None:
-            return field_value(pod, source.field_ref.field_path)
-        if source.config_map_key_ref is not None:
-            cm_ref = source.config_map_key_ref
-            cm = core.read_namespaced_config_map(cm_ref.name or "", namespace)
-            return (cm.data or {}).get(cm_ref.key, "")
-        if source.secret_key_ref is not None:
-            secret_ref = source.secret_key_ref
-            secret = core.read_namespaced_secret(secret_ref.name or "", namespace)
-            raw = (secret.data or {}).get(secret_ref.key, "")
-            return base64.b64decode(raw).decode("utf-8", errors="replace")
-        raise ValueError(f"unsupported valueFrom for env var {var.name}")
+            own[var.name] = env_var_value(core, pod, var, own)
+        return {**env, **own}
 
     def _run_pod(self, pod: client.V1Pod) -> None:
         meta = pod_meta(pod)

@@ -9,7 +9,6 @@ each pod's status; probes run on a small thread pool. See hack/cluster/README.md
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import logging
 import os
@@ -39,7 +38,8 @@ from lipsync_testbed.localpods import (
 )
 from lipsync_testbed.nodes import FakeNodes
 from lipsync_testbed.podaddresses import AddressKind, PodAddresses
-from lipsync_testbed.podenv import expand, field_value, rewrite_paths
+from lipsync_testbed.podenv import expand, rewrite_paths
+from lipsync_testbed.podrefs import env_from, env_var_value
 from lipsync_testbed.podstatus import (
     ContainerState,
     pod_conditions,
@@ -315,7 +315,9 @@ class PodRunner:
         spec = pod.spec or client.V1PodSpec(containers=[])
         local.init = [self._new_run(local, c) for c in spec.init_containers or []]
         local.main = [self._new_run(local, c) for c in spec.containers]
-        local.ip = self._ips.allocate()
+        previous_ip = pod.status.pod_ip if pod.status else None
+        local.ip = previous_ip if previous_ip and self._ips.claim(previous_ip) else ""
+        local.ip = local.ip or self._ips.allocate()
         local.host_ip = self._nodes.internal_ip(spec.node_name or "") or "127.0.0.1"
         local.start_time = timestamp()
         with self._lock:
@@ -499,50 +501,10 @@ class PodRunner:
             "HOSTNAME": pod.name,
         }
         for source in run.container.env_from or []:
-            env.update(self._env_from(pod, source))
+            env.update(env_from(self._core, pod.pod, source))
         for var in run.container.env or []:
-            env[var.name] = self._env_value(pod, var, env)
+            env[var.name] = env_var_value(self._core, pod.pod, var, env)
         return env
-
-    def _env_from(self, pod: _Pod, source: client.V1EnvFromSource) -> dict[str, str]:
-        prefix = source.prefix or ""
-        try:
-            if source.config_map_ref is not None:
-                cm = self._core.read_namespaced_config_map(
-                    source.config_map_ref.name or "", pod.namespace
-                )
-                return {prefix + k: v for k, v in (cm.data or {}).items()}
-            if source.secret_ref is not None:
-                secret = self._core.read_namespaced_secret(
-                    source.secret_ref.name or "", pod.namespace
-                )
-                return {
-                    prefix + k: base64.b64decode(v).decode(errors="replace")
-                    for k, v in (secret.data or {}).items()
-                }
-        except ApiException as exc:
-            optional = source.config_map_ref or source.secret_ref
-            if exc.status == 404 and optional is not None and optional.optional:
-                return {}
-            raise
-        return {}
-
-    def _env_value(self, pod: _Pod, var: client.V1EnvVar, env: Mapping[str, str]) -> str:
-        source = var.value_from
-        if source is None:
-            return expand(var.value or "", env)
-        if source.field_ref is not None:
-            return field_value(pod.pod, source.field_ref.field_path)
-        if source.config_map_key_ref is not None:
-            ref = source.config_map_key_ref
-            cm = self._core.read_namespaced_config_map(ref.name or "", pod.namespace)
-            return (cm.data or {}).get(ref.key, "")
-        if source.secret_key_ref is not None:
-            sref = source.secret_key_ref
-            secret = self._core.read_namespaced_secret(sref.name or "", pod.namespace)
-            raw = (secret.data or {}).get(sref.key, "")
-            return base64.b64decode(raw).decode("utf-8", errors="replace")
-        raise ValueError(f"env {var.name}: unsupported valueFrom")
 
     def _process_env(
         self, own: Mapping[str, str], mounts: Sequence[tuple[str, str]]
@@ -652,8 +614,10 @@ class PodRunner:
             run.status.started = True
             run.status.ready = "readiness" not in run.probes
             return
+        if verdict:
+            return
         # A failed liveness or startup probe: the kubelet kills the container.
-        log.info(
+        log.warning(
             "pod runner: %s/%s %s probe failed (%s); killing",
             pod.key,
             run.container.name,

@@ -95,6 +95,17 @@ class PodAddresses:
                     return address
         raise OSError("no free pod address")
 
+    def claim(self, address: str) -> bool:
+        """Take a given address again (a pod adopted from an earlier runner keeps its IP)."""
+        network = ALIAS_NETWORK if self.kind == "alias" else LOOPBACK_NETWORK
+        with self._lock:
+            if address in self._pool.in_use or ipaddress.IPv4Address(address) not in network:
+                return False
+            if self.kind == "alias" and not self._add_alias(address):
+                return False
+            self._pool.take(address)
+            return True
+
     def free(self, address: str) -> None:
         with self._lock:
             if address not in self._pool.in_use:

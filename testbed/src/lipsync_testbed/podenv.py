@@ -66,9 +66,12 @@ def field_value(pod: client.V1Pod, field_path: str) -> str:
 
 
 def _path_pattern(pod_path: str) -> re.Pattern[str]:
-    # A mount path counts where a path starts (start of the value, or after `=`, `:`, `,`
-    # or a space, as in `--model=/models/x` or `PATH=/a:/b`) and ends at a path boundary.
-    return re.compile(r"(?:^|(?<=[=:, ]))" + re.escape(pod_path.rstrip("/")) + r"(?=/|$|[:, ])")
+    # A mount path counts where a path starts (start of the value, or after `=`, `:`, `,`,
+    # whitespace or a quote, as in `--model=/models/x`, `PATH=/a:/b` or `open("/data/x")`)
+    # and ends at a path boundary.
+    return re.compile(
+        r"(?:^|(?<=[=:,\s\"']))" + re.escape(pod_path.rstrip("/")) + r"(?=/|$|[:,\s\"')])"
+    )
 
 
 def rewrite_paths(value: str, mounts: Sequence[tuple[str, str]]) -> str:

@@ -130,6 +130,12 @@ def job_pod_runner(
 def pod_runner(
     kube_cluster: LocalCluster, kube_namespace: str, tmp_path: Path
 ) -> Iterator[Callable[..., PodRunner]]:
+    if kube_cluster.runs_kubelet:
+        pytest.fail(
+            "the attached test bed runs its own kubelet, which would fight this test's pod "
+            "runner; start it with `python -m lipsync_testbed up --no-kubelet`",
+            pytrace=False,
+        )
     runners: list[PodRunner] = []
 
     def factory(**options: Any) -> PodRunner:
