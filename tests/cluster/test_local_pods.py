@@ -22,6 +22,7 @@ from kubernetes.client.exceptions import ApiException
 
 from lipsync_testbed import PodRunner, wait_for
 from lipsync_testbed.localpods import LOCAL_ANNOTATION, LOCAL_ANNOTATION_VALUE
+from lipsync_testbed.podvolumes import HostLayout, VolumeBuilder
 from lipsync_testbed.processes import is_running
 
 pytestmark = pytest.mark.cluster
@@ -467,8 +468,35 @@ except config.ConfigException as exc:
 """
 
 
+def _authenticated_as(api: client.ApiClient, token: str) -> str:
+    review = client.AuthenticationV1Api(api).create_token_review(
+        client.V1TokenReview(spec=client.V1TokenReviewSpec(token=token))
+    )
+    assert review.status is not None
+    assert review.status.authenticated, review.status.error
+    assert review.status.user is not None
+    return str(review.status.user.username)
+
+
+def _refreshed_token_authenticates(
+    api: client.ApiClient, namespace: str, name: str, tmp_path: Path
+) -> None:
+    """A refresh (done by the runner before 80 % of the lifetime) writes a new valid token."""
+    pod = _read(api, namespace, name)
+    builder = VolumeBuilder(client.CoreV1Api(api), HostLayout(tmp_path / "node"))
+    dirs = builder.build(pod, tmp_path / "refresh")
+    (volume,) = [v.name for v in pod.spec.volumes or [] if v.projected] if pod.spec else []
+    token_file = dirs[volume] / "token"
+    first = token_file.read_text()
+    builder.refresh_tokens(pod, dirs)
+    second = token_file.read_text()
+    assert first != second
+    account = f"system:serviceaccount:{namespace}:default"
+    assert _authenticated_as(api, first) == _authenticated_as(api, second) == account
+
+
 def test_service_account_token_works_in_cluster(
-    kube_api: client.ApiClient, kube_namespace: str, pod_runner: Runner
+    kube_api: client.ApiClient, kube_namespace: str, pod_runner: Runner, tmp_path: Path
 ) -> None:
     runner = pod_runner()
     if not runner.mount_namespaces:
@@ -518,6 +546,8 @@ def test_service_account_token_works_in_cluster(
     assert done.status.phase == "Succeeded", output
     assert f"user system:serviceaccount:{kube_namespace}:default" in output
     assert "kube-root-ca.crt" in output.split("configmaps", 1)[1]
+
+    _refreshed_token_authenticates(kube_api, kube_namespace, "in-cluster", tmp_path)
 
     done = _wait_phase(kube_api, kube_namespace, "no-token", "Succeeded", "Failed")
     output = runner.log(kube_namespace, "no-token")
@@ -706,3 +736,40 @@ def test_deletion_terminates_gracefully_or_kills_after_the_grace_period(
     assert not is_running(stubborn)
     assert runner.pod_ip(kube_namespace, "graceful") is None
     assert ip is not None
+
+
+def test_job_pod_runs_to_completion_with_its_termination_message(
+    kube_api: client.ApiClient, kube_namespace: str, pod_runner: Runner
+) -> None:
+    pod_runner()
+    script = "import json; open('/dev/termination-log', 'w').write(json.dumps({'engine': 'built'}))"
+    template = _pod("unused", [_python("main", script)], restartPolicy="Never")
+    assert template.metadata is not None
+    job = client.V1Job(
+        metadata=client.V1ObjectMeta(name="build"),
+        spec=client.V1JobSpec(
+            backoff_limit=0,
+            template=client.V1PodTemplateSpec(
+                metadata=client.V1ObjectMeta(annotations=template.metadata.annotations),
+                spec=template.spec,
+            ),
+        ),
+    )
+    batch = client.BatchV1Api(kube_api)
+    batch.create_namespaced_job(kube_namespace, job)
+
+    def complete() -> bool:
+        status = batch.read_namespaced_job("build", kube_namespace).status
+        conditions = (status.conditions if status else None) or []
+        return any(c.type == "Complete" and c.status == "True" for c in conditions)
+
+    wait_for(complete, timeout=60, description="job Complete")
+    (pod,) = (
+        client.CoreV1Api(kube_api)
+        .list_namespaced_pod(kube_namespace, label_selector="batch.kubernetes.io/job-name=build")
+        .items
+    )
+    state = _container_status(pod).state
+    assert state is not None
+    assert state.terminated is not None
+    assert (state.terminated.exit_code, state.terminated.message) == (0, '{"engine": "built"}')

@@ -131,7 +131,6 @@ def test_rewrite_paths_only_at_path_boundaries() -> None:
     assert rewrite_paths('open("/models/c")\nx', mounts) == 'open("/h/m/c")\nx'
 
 
-
 def test_host_layout_maps_host_paths_by_longest_prefix(tmp_path: Path) -> None:
     layout = HostLayout(tmp_path / "node", {"/srv": tmp_path / "s", "/srv/a": tmp_path / "a"})
     assert layout.host_path("/srv/a/b") == tmp_path / "a" / "b"

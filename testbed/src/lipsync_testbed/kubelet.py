@@ -49,7 +49,12 @@ from lipsync_testbed.podstatus import (
     timestamp,
     waiting_state,
 )
-from lipsync_testbed.podvolumes import HostLayout, VolumeBuilder, VolumeNotReadyError
+from lipsync_testbed.podvolumes import (
+    HostLayout,
+    VolumeBuilder,
+    VolumeNotReadyError,
+    token_lifetime,
+)
 from lipsync_testbed.probes import ProbeContext, ProbeTracker, probe_once
 from lipsync_testbed.processes import set_parent_death_signal
 
@@ -141,6 +146,7 @@ class _Pod:
     init_failed: bool = False
     waiting_message: str = ""
     terminating_since: float = 0.0
+    refresh_tokens_at: float = 0.0
     finished: bool = False
     last_status: dict[str, Any] = field(default_factory=dict)
 
@@ -372,6 +378,7 @@ class PodRunner:
         if pod.volumes is None and not self._prepare(pod):
             self._write_status(pod)
             return
+        self._refresh_tokens(pod)
         for run in pod.runs():
             self._reap(pod, run)
         if not self._run_init(pod):
@@ -394,7 +401,17 @@ class PodRunner:
             pod.waiting_message = str(exc)
             return False
         pod.waiting_message = ""
+        self._schedule_token_refresh(pod)
         return True
+
+    def _schedule_token_refresh(self, pod: _Pod) -> None:
+        lifetime = token_lifetime(pod.pod)
+        pod.refresh_tokens_at = time.monotonic() + 0.8 * lifetime if lifetime else 0.0
+
+    def _refresh_tokens(self, pod: _Pod) -> None:
+        if pod.refresh_tokens_at and time.monotonic() >= pod.refresh_tokens_at and pod.volumes:
+            self._volumes.refresh_tokens(pod.pod, pod.volumes)
+            self._schedule_token_refresh(pod)
 
     def _run_init(self, pod: _Pod) -> bool:
         """Run init containers one at a time; True once all have succeeded."""

@@ -28,6 +28,19 @@ from lipsync_testbed.podenv import field_value
 DEFAULT_TOKEN_SECONDS = 3607
 
 
+def token_lifetime(pod: client.V1Pod) -> float | None:
+    """The shortest lifetime of the pod's projected service-account tokens (None: none)."""
+    spec = pod.spec or client.V1PodSpec(containers=[])
+    lifetimes = [
+        max(600, source.service_account_token.expiration_seconds or DEFAULT_TOKEN_SECONDS)
+        for volume in spec.volumes or []
+        if volume.projected is not None
+        for source in volume.projected.sources or []
+        if source.service_account_token is not None
+    ]
+    return float(min(lifetimes)) if lifetimes else None
+
+
 class VolumeNotReadyError(RuntimeError):
     """A volume's source does not exist yet (claim not bound, ConfigMap missing, ...)."""
 
@@ -84,6 +97,22 @@ class VolumeBuilder:
         for volume in spec.volumes or []:
             dirs[volume.name] = self._volume(pod, volume, pod_dir / "volumes" / volume.name)
         return dirs
+
+    def refresh_tokens(self, pod: client.V1Pod, dirs: Mapping[str, Path]) -> None:
+        """Replace each projected service-account token with a fresh one, as a kubelet
+        does before 80 % of its lifetime (clients re-read the file)."""
+        spec = pod.spec or client.V1PodSpec(containers=[])
+        for volume in spec.volumes or []:
+            if volume.projected is None or volume.name not in dirs:
+                continue
+            for source in volume.projected.sources or []:
+                token = source.service_account_token
+                if token is None:
+                    continue
+                path = dirs[volume.name] / token.path
+                fresh = path.with_name(path.name + ".new")
+                fresh.write_text(self._token(pod, token), encoding="utf-8")
+                fresh.replace(path)
 
     def _volume(self, pod: client.V1Pod, volume: client.V1Volume, own: Path) -> Path:
         if volume.host_path is not None:
