@@ -24,13 +24,13 @@ from lipsync_testbed import PodRunner, wait_for
 from lipsync_testbed.localpods import LOCAL_ANNOTATION, LOCAL_ANNOTATION_VALUE
 from lipsync_testbed.podvolumes import HostLayout, VolumeBuilder
 from lipsync_testbed.processes import is_running
+from lipsync_testbed.resources import prebound_claim
 
 pytestmark = pytest.mark.cluster
 
 RUNTIME_IMAGE = "ghcr.io/lipsync/runtime:test"
 TOOLS_IMAGE = "example.invalid/tools:1"  # runs locally only through the annotation
 LIPSYNC = str(Path(sys.executable).parent / "lipsync")
-BOUND_ANNOTATION = "pv.kubernetes.io/bind-completed"
 Runner = Callable[..., PodRunner]
 
 
@@ -89,40 +89,6 @@ def _container_status(pod: client.V1Pod) -> client.V1ContainerStatus:
     assert pod.status is not None
     (status,) = pod.status.container_statuses or []
     return status
-
-
-def _prebound_claim(api: client.ApiClient, namespace: str, claim: str, path: str) -> str:
-    """A claim bound to a hostPath PersistentVolume, as a storage admin would provide it."""
-    core = client.CoreV1Api(api)
-    volume = f"{namespace}-{claim}"
-    core.create_persistent_volume(
-        client.V1PersistentVolume(
-            metadata=client.V1ObjectMeta(name=volume),
-            spec=client.V1PersistentVolumeSpec(
-                capacity={"storage": "1Gi"},
-                access_modes=["ReadWriteMany"],
-                storage_class_name="",
-                host_path=client.V1HostPathVolumeSource(path=path),
-                claim_ref=client.V1ObjectReference(namespace=namespace, name=claim),
-            ),
-        )
-    )
-    core.create_namespaced_persistent_volume_claim(
-        namespace,
-        client.V1PersistentVolumeClaim(
-            metadata=client.V1ObjectMeta(name=claim, annotations={BOUND_ANNOTATION: "yes"}),
-            spec=client.V1PersistentVolumeClaimSpec(
-                access_modes=["ReadWriteMany"],
-                storage_class_name="",
-                volume_name=volume,
-                resources=client.V1VolumeResourceRequirements(requests={"storage": "1Gi"}),
-            ),
-        ),
-    )
-    core.patch_namespaced_persistent_volume_claim_status(
-        claim, namespace, {"status": {"phase": "Bound", "accessModes": ["ReadWriteMany"]}}
-    )
-    return volume
 
 
 # -- servers behind a Service --------------------------------------------------------------
@@ -217,7 +183,7 @@ def test_deployment_of_real_servers_behind_a_service(
     _lipsync(
         "avatar", "demo", "-o", str(avatar), "--frames", "4", "--width", "320", "--height", "240"
     )
-    volume = _prebound_claim(kube_api, kube_namespace, "models", "/srv/lipsync/models")
+    volume = prebound_claim(kube_api, kube_namespace, "models", "/srv/lipsync/models")
     runner = pod_runner(host_paths={"/srv/lipsync": tmp_path})
     if runner.address_kind != "alias":
         pytest.skip(
@@ -333,7 +299,7 @@ def test_env_field_refs_expansion_and_every_volume_kind(
     (host_dir / "marker").write_text("on the node")
     claim_dir.mkdir()
     (claim_dir / "data").write_text("claimed")
-    volume = _prebound_claim(kube_api, kube_namespace, "data", "/srv/data")
+    volume = prebound_claim(kube_api, kube_namespace, "data", "/srv/data")
     runner = pod_runner(host_paths={"/srv/host": host_dir, "/srv/data": claim_dir})
     container = _python(
         "main",
@@ -560,6 +526,16 @@ def test_service_account_token_works_in_cluster(
 # -- restarts, probes, termination ---------------------------------------------------------
 
 
+def _wait_restarts(
+    api: client.ApiClient, namespace: str, name: str, restarts: int
+) -> client.V1ContainerStatus:
+    def restarted() -> client.V1ContainerStatus | None:
+        status = _container_status(_read(api, namespace, name))
+        return status if status.restart_count >= restarts else None
+
+    return wait_for(restarted, timeout=60, description=f"{name} restarted {restarts} times")
+
+
 def test_restart_policies_with_a_crashing_command(
     kube_api: client.ApiClient, kube_namespace: str, pod_runner: Runner
 ) -> None:
@@ -593,11 +569,7 @@ def test_restart_policies_with_a_crashing_command(
     succeeded = _wait_phase(kube_api, kube_namespace, "on-failure", "Succeeded", timeout=60)
     assert _container_status(succeeded).restart_count == 1
 
-    def restarted_twice() -> client.V1ContainerStatus | None:
-        status = _container_status(_read(kube_api, kube_namespace, "always"))
-        return status if status.restart_count >= 2 else None
-
-    status = wait_for(restarted_twice, timeout=60, description="crashing container restarted")
+    status = _wait_restarts(kube_api, kube_namespace, "always", 2)
     assert status.last_state is not None
     assert status.last_state.terminated is not None
     assert status.last_state.terminated.exit_code == 3
@@ -658,11 +630,7 @@ def test_probes_mark_ready_and_a_failing_liveness_probe_restarts(
     pod = wait_for(ready, timeout=60, description="pod Ready through its readiness probe")
     assert _container_status(pod).started is True
 
-    def restarted() -> client.V1ContainerStatus | None:
-        status = _container_status(_read(kube_api, kube_namespace, "sick"))
-        return status if status.restart_count >= 1 else None
-
-    status = wait_for(restarted, timeout=60, description="liveness failure restarts")
+    status = _wait_restarts(kube_api, kube_namespace, "sick", 1)
     assert status.last_state is not None
     assert status.last_state.terminated is not None
     assert status.last_state.terminated.exit_code == 143  # SIGTERM

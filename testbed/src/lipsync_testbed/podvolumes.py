@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import base64
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,6 +82,24 @@ def _select(
             raise VolumeNotReadyError(f"{source} has no key {item.key!r}")
         selected[item.path] = data[item.key]
     return selected
+
+
+def _keyed_files(
+    read: Callable[[], dict[str, bytes]],
+    items: list[client.V1KeyToPath] | None,
+    optional: bool,
+    source: str,
+) -> dict[str, bytes]:
+    """A ConfigMap's or Secret's keys as files; a missing optional source is empty."""
+    try:
+        data = read()
+    except ApiException as exc:
+        if exc.status == 404 and optional:
+            return {}
+        if exc.status == 404:
+            raise VolumeNotReadyError(f"{source} not found") from exc
+        raise
+    return _select(data, items, source)
 
 
 class VolumeBuilder:
@@ -179,31 +197,22 @@ class VolumeBuilder:
     def _config_map(
         self, pod: client.V1Pod, name: str, items: list[client.V1KeyToPath] | None, optional: bool
     ) -> dict[str, bytes]:
-        try:
+        def read() -> dict[str, bytes]:
             cm = self.core.read_namespaced_config_map(name, self._namespace(pod))
-        except ApiException as exc:
-            if exc.status == 404 and optional:
-                return {}
-            if exc.status == 404:
-                raise VolumeNotReadyError(f"configmap {name!r} not found") from exc
-            raise
-        data = {k: v.encode() for k, v in (cm.data or {}).items()}
-        data.update({k: base64.b64decode(v) for k, v in (cm.binary_data or {}).items()})
-        return _select(data, items, f"configmap {name!r}")
+            data = {k: v.encode() for k, v in (cm.data or {}).items()}
+            data.update({k: base64.b64decode(v) for k, v in (cm.binary_data or {}).items()})
+            return data
+
+        return _keyed_files(read, items, optional, f"configmap {name!r}")
 
     def _secret(
         self, pod: client.V1Pod, name: str, items: list[client.V1KeyToPath] | None, optional: bool
     ) -> dict[str, bytes]:
-        try:
+        def read() -> dict[str, bytes]:
             secret = self.core.read_namespaced_secret(name, self._namespace(pod))
-        except ApiException as exc:
-            if exc.status == 404 and optional:
-                return {}
-            if exc.status == 404:
-                raise VolumeNotReadyError(f"secret {name!r} not found") from exc
-            raise
-        data = {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
-        return _select(data, items, f"secret {name!r}")
+            return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+
+        return _keyed_files(read, items, optional, f"secret {name!r}")
 
     @staticmethod
     def _downward(
