@@ -9,6 +9,7 @@ from lipsync_testbed.pytest_plugin import (
     kube_api,
     kube_cluster,
     kube_namespace,
+    pod_runner,
     pytest_configure,
     pytest_runtest_makereport,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "kube_api",
     "kube_cluster",
     "kube_namespace",
+    "pod_runner",
     "pytest_configure",
     "pytest_runtest_makereport",
 ]

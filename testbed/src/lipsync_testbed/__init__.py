@@ -2,6 +2,8 @@
 
 from lipsync_testbed.cluster import LocalCluster
 from lipsync_testbed.jobs import JobPodRunner, PodRun, finish_pod
+from lipsync_testbed.kubelet import PodRunner, read_pod_log
+from lipsync_testbed.localpods import ImageEntrypoint, LocalPodRule
 from lipsync_testbed.nodes import (
     GpuSpec,
     NodeSpec,
@@ -19,10 +21,13 @@ __all__ = [
     "Binaries",
     "ClusterSetupError",
     "GpuSpec",
+    "ImageEntrypoint",
     "JobPodRunner",
     "LocalCluster",
+    "LocalPodRule",
     "NodeSpec",
     "PodRun",
+    "PodRunner",
     "Versions",
     "WaitTimeoutError",
     "add_node",
@@ -30,6 +35,7 @@ __all__ = [
     "create_namespace",
     "finish_pod",
     "load_node_pool",
+    "read_pod_log",
     "relabel_node",
     "remove_node",
     "set_node_gpus",

@@ -1,15 +1,18 @@
-"""Command line: python -m lipsync_testbed up|down|status|proxy."""
+"""Command line: python -m lipsync_testbed up|down|status|logs|kubelet|proxy."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 from lipsync_testbed import processes
-from lipsync_testbed.cluster import ClusterState, LocalCluster, default_state_dir
+from lipsync_testbed.cluster import KUBELET_DIR, ClusterState, LocalCluster, default_state_dir
+from lipsync_testbed.kubelet import PodRunner, pod_log_path
 from lipsync_testbed.versions import Binaries, ClusterSetupError, default_bin_dir
 
 log = logging.getLogger("lipsync_testbed")
@@ -21,6 +24,7 @@ def _up(args: argparse.Namespace) -> int:
         binaries=Binaries(args.bin_dir),
         node_pool=args.nodepool,
         startup_timeout=args.timeout,
+        run_kubelet=not args.no_kubelet,
     )
     cluster.start()
     sys.stdout.write(
@@ -29,6 +33,37 @@ def _up(args: argparse.Namespace) -> int:
         f"  export KUBECONFIG={cluster.kubeconfig}\n"
         f"  export PATH={cluster.binaries.bin_dir}:$PATH\n"
     )
+    return 0
+
+
+def _kubelet(args: argparse.Namespace) -> int:
+    """The local kubelet of `up`: runs the local pods of every namespace until SIGTERM."""
+    cluster = LocalCluster.attach(args.dir)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    runner = PodRunner(
+        cluster.new_api_client(), rule=cluster.local_pods, work_dir=args.dir / KUBELET_DIR
+    )
+    runner.start()
+    log.warning(
+        "kubelet: running local pods (addresses: %s, mount namespaces: %s)",
+        runner.address_kind,
+        runner.mount_namespaces,
+    )
+    stop.wait()
+    runner.stop()
+    return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    path = pod_log_path(
+        args.dir / KUBELET_DIR, args.namespace, args.pod, args.container, previous=args.previous
+    )
+    if path is None:
+        sys.stderr.write(f"error: no log of pod {args.namespace}/{args.pod} in {args.dir}\n")
+        return 1
+    sys.stdout.write(path.read_text(encoding="utf-8", errors="replace"))
     return 0
 
 
@@ -76,10 +111,7 @@ def _proxy(args: argparse.Namespace) -> int:
     if state is None:
         sys.stderr.write(f"error: no test bed state in {args.dir} (run `make cluster-up`)\n")
         return 1
-    if not args.service or args.service.count("/") != 1:
-        sys.stderr.write("error: proxy takes NAMESPACE/SERVICE, e.g. default/anna\n")
-        return 2
-    namespace, service = args.service.split("/")
+    namespace, service = args.namespace, args.pod
     loader: Any = config.new_client_from_config  # untyped in the client
     api: Any = loader(str(state.kubeconfig))
     port: str | int = int(args.port) if args.port.isdigit() else args.port
@@ -101,11 +133,19 @@ def _proxy(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lipsync_testbed", description=__doc__)
-    parser.add_argument("command", choices=("up", "down", "status", "proxy"))
-    parser.add_argument("service", nargs="?", help="proxy: NAMESPACE/SERVICE")
+    parser.add_argument("command", choices=("up", "down", "status", "logs", "kubelet", "proxy"))
+    parser.add_argument("namespace", nargs="?", help="logs, proxy: the namespace")
+    parser.add_argument("pod", nargs="?", help="logs: the pod's name; proxy: the Service's name")
     parser.add_argument("--port", default="grpc", help="proxy: Service port name or number")
     parser.add_argument(
         "--listen-port", type=int, default=0, help="proxy: local port (default: a free one)"
+    )
+    parser.add_argument("-c", "--container", default=None, help="logs: container name")
+    parser.add_argument("--previous", action="store_true", help="logs: the run before the last")
+    parser.add_argument(
+        "--no-kubelet",
+        action="store_true",
+        help="up: do not run local pods (KWOK still skips them; pods stay Pending)",
     )
     parser.add_argument(
         "--dir",
@@ -133,7 +173,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "up":
         args.bin_dir = args.bin_dir or default_bin_dir()
     try:
-        handler = {"up": _up, "down": _down, "status": _status, "proxy": _proxy}[args.command]
+        if args.command in ("logs", "proxy") and not (args.namespace and args.pod):
+            what = "POD" if args.command == "logs" else "SERVICE"
+            parser.error(f"{args.command} needs NAMESPACE and {what}")
+        handler = {
+            "up": _up,
+            "down": _down,
+            "status": _status,
+            "logs": _logs,
+            "kubelet": _kubelet,
+            "proxy": _proxy,
+        }[args.command]
         return handler(args)
     except ClusterSetupError as exc:
         sys.stderr.write(f"error: {exc}\n")

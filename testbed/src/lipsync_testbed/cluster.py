@@ -9,6 +9,7 @@ import os
 import shutil
 import ssl
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -22,6 +23,7 @@ from kubernetes import client
 
 from lipsync_testbed import processes
 from lipsync_testbed.kubeconfig import write_kubeconfig
+from lipsync_testbed.localpods import LocalPodRule, kwok_stages
 from lipsync_testbed.nodes import (
     KWOK_NODE_ANNOTATION,
     KWOK_NODE_ANNOTATION_VALUE,
@@ -37,6 +39,8 @@ from lipsync_testbed.waiting import WaitTimeoutError, wait_for
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
+KUBELET_PROCESS = "kubelet"
+KUBELET_DIR = "kubelet"
 SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"
 # Controllers a GPU operator exercises; node IPAM, cloud and storage controllers
@@ -130,12 +134,17 @@ class LocalCluster:
         node_pool: Path | Sequence[NodeSpec] | None = None,
         startup_timeout: float = 120.0,
         die_with_parent: bool = False,
+        local_pods: LocalPodRule | None = None,
+        run_kubelet: bool = False,
     ) -> None:
         self.state_dir = state_dir
         self.binaries = binaries or Binaries.default()
         self._node_pool = node_pool
         self.startup_timeout = startup_timeout
         self.die_with_parent = die_with_parent
+        # Pods KWOK leaves alone, for a PodRunner to run as processes.
+        self.local_pods = local_pods or LocalPodRule()
+        self.run_kubelet = run_kubelet
         self.log_dir = state_dir / "logs"
         self.kubeconfig = state_dir / "kubeconfig"
         self.state = ClusterState(state_dir=state_dir, kubeconfig=self.kubeconfig, server="")
@@ -199,6 +208,18 @@ class LocalCluster:
         try:
             self._start_components()
             add_nodes(self.api_client, self.nodes, timeout=self.startup_timeout)
+            if self.run_kubelet:
+                self._spawn(
+                    KUBELET_PROCESS,
+                    [
+                        sys.executable,
+                        "-m",
+                        "lipsync_testbed",
+                        "kubelet",
+                        "--dir",
+                        str(self.state_dir),
+                    ],
+                )
         except BaseException:
             log.error("test bed failed to start; logs:\n%s", self.log_tails())
             self.stop()
@@ -219,6 +240,15 @@ class LocalCluster:
                 errors.append(f"{proc.name}: {exc}")
         if errors:
             raise ClusterSetupError("failed to stop: " + "; ".join(errors))
+
+    @property
+    def kubelet_dir(self) -> Path:
+        """Where the `kubelet` process (`up` default) keeps pod logs and volumes."""
+        return self.state_dir / KUBELET_DIR
+
+    @property
+    def runs_kubelet(self) -> bool:
+        return any(p.name == KUBELET_PROCESS for p in self.state.processes)
 
     def running_processes(self) -> list[ManagedProcess]:
         return [p for p in self.state.processes if processes.is_same_process(p)]
@@ -288,7 +318,7 @@ class LocalCluster:
         return list(pool)
 
     def _prepare_dirs(self) -> None:
-        for sub in ("etcd", "pki", "logs", "config"):
+        for sub in ("etcd", "pki", "logs", "config", KUBELET_DIR):
             shutil.rmtree(self.state_dir / sub, ignore_errors=True)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir()
@@ -353,12 +383,10 @@ class LocalCluster:
             user="kwok-controller",
         )
         stages = cfg / "kwok-stages.yaml"
-        stages.write_text(
-            resources.files("lipsync_testbed")
-            .joinpath("kwok_stages.yaml")
-            .read_text(encoding="utf-8"),
-            encoding="utf-8",
+        base_stages = (
+            resources.files("lipsync_testbed").joinpath("kwok_stages.yaml").read_text("utf-8")
         )
+        stages.write_text(kwok_stages(base_stages, self.local_pods), encoding="utf-8")
 
         # etcd: plain HTTP on loopback, throw-away data dir.
         etcd_url = f"http://127.0.0.1:{etcd_port}"

@@ -9,7 +9,6 @@ controller sees Complete/Failed Jobs as in a real cluster.
 
 from __future__ import annotations
 
-import base64
 import datetime
 import logging
 import os
@@ -27,7 +26,9 @@ from pathlib import Path
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from lipsync_testbed.nodes import KWOK_NODE_ANNOTATION
+from lipsync_testbed.localpods import LocalPodRule
+from lipsync_testbed.nodes import FakeNodes
+from lipsync_testbed.podrefs import env_var_value
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,9 @@ class JobPodRunner:
     """Runs the containers of Job pods on fake nodes as local subprocesses.
 
     - Pods are found by `label_selector` (all namespaces unless `namespace`), owned
-      by a Job, bound to a KWOK node and Running (KWOK's pod-ready stage).
+      by a Job, bound to a KWOK node and Running (KWOK's pod-ready stage), or Pending
+      when `local_pods` selects them (KWOK leaves those to a local runner; do not run a
+      `PodRunner` on the same pods).
     - argv is the first container's `command` + `args` (the image entrypoint is
       unknown here, so a command is required); `command_map` rewrites argv[0]
       (default: python/python3 -> this interpreter).
@@ -202,12 +205,13 @@ class JobPodRunner:
     max_parallel: int = 4
     work_dir: Path | None = None
     on_finished: Callable[[PodRun], None] | None = None
+    local_pods: LocalPodRule = field(default_factory=LocalPodRule)
 
     def __post_init__(self) -> None:
         self.runs: dict[str, PodRun] = {}
         self.errors: list[str] = []
         self._seen: set[str] = set()
-        self._fake_nodes: dict[str, bool] = {}
+        self._fake_nodes = FakeNodes(client.CoreV1Api(self.api))
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -262,26 +266,19 @@ class JobPodRunner:
                 log.warning("job pod runner: listing pods failed: %s", exc)
             self._stop.wait(self.poll_interval)
 
-    def _is_fake_node(self, core: client.CoreV1Api, node_name: str) -> bool:
-        if node_name not in self._fake_nodes:
-            try:
-                node = core.read_node(node_name)
-            except ApiException:
-                return False
-            annotations = (node.metadata.annotations if node.metadata else None) or {}
-            self._fake_nodes[node_name] = KWOK_NODE_ANNOTATION in annotations
-        return self._fake_nodes[node_name]
-
     def _claim(self, core: client.CoreV1Api, pod: client.V1Pod) -> bool:
         meta, spec = pod_meta(pod), pod_spec(pod)
         uid = meta.uid or ""
         if uid in self._seen or meta.deletion_timestamp is not None:
             return False
-        if pod.status is None or pod.status.phase != "Running" or not spec.node_name:
+        phase = pod.status.phase if pod.status else None
+        # KWOK makes other pods Running; it leaves the local rule's pods Pending.
+        started = phase == "Running" or (phase == "Pending" and self.local_pods.matches(pod))
+        if not started or not spec.node_name:
             return False
         if not any(o.kind == "Job" for o in meta.owner_references or []):
             return False
-        if not self._is_fake_node(core, spec.node_name):
+        if not self._fake_nodes.is_fake(spec.node_name):
             return False
         self._seen.add(uid)
         return True
@@ -293,27 +290,10 @@ class JobPodRunner:
     ) -> dict[str, str]:
         env: dict[str, str] = dict(os.environ) if self.inherit_env else {}
         env.update(self.extra_env)
+        own: dict[str, str] = {}  # what `$(VAR)` may refer to: the container's own variables
         for var in container.env or []:
-            env[var.name] = self._env_value(core, pod, var)
-        return env
-
-    def _env_value(self, core: client.CoreV1Api, pod: client.V1Pod, var: client.V1EnvVar) -> str:
-        source = var.value_from
-        if source is None:
-            return var.value or ""
-        namespace = pod_meta(pod).namespace or "default"
-        if source.field_ref is not None:
-            return _field_value(pod, source.field_ref.field_path)
-        if source.config_map_key_ref is not None:
-            cm_ref = source.config_map_key_ref
-            cm = core.read_namespaced_config_map(cm_ref.name or "", namespace)
-            return (cm.data or {}).get(cm_ref.key, "")
-        if source.secret_key_ref is not None:
-            secret_ref = source.secret_key_ref
-            secret = core.read_namespaced_secret(secret_ref.name or "", namespace)
-            raw = (secret.data or {}).get(secret_ref.key, "")
-            return base64.b64decode(raw).decode("utf-8", errors="replace")
-        raise ValueError(f"unsupported valueFrom for env var {var.name}")
+            own[var.name] = env_var_value(core, pod, var, own)
+        return {**env, **own}
 
     def _run_pod(self, pod: client.V1Pod) -> None:
         meta = pod_meta(pod)
@@ -417,24 +397,3 @@ def _rewrite(value: str, mapping: Mapping[str, str]) -> str:
     for pod_path, local_path in mapping.items():
         value = value.replace(pod_path, local_path)
     return value
-
-
-def _field_value(pod: client.V1Pod, field_path: str) -> str:
-    """Resolve a downward-API fieldRef such as metadata.name or metadata.labels['app']."""
-    meta, spec = pod_meta(pod), pod_spec(pod)
-    if field_path.startswith(("metadata.labels[", "metadata.annotations[")):
-        source = meta.labels if "labels" in field_path.split("[", 1)[0] else meta.annotations
-        key = field_path.split("[", 1)[1].rstrip("]").strip("'\"")
-        return (source or {}).get(key, "")
-    simple: dict[str, str | None] = {
-        "metadata.name": meta.name,
-        "metadata.namespace": meta.namespace,
-        "metadata.uid": meta.uid,
-        "spec.nodeName": spec.node_name,
-        "spec.serviceAccountName": spec.service_account_name,
-        "status.podIP": pod.status.pod_ip if pod.status else None,
-        "status.hostIP": pod.status.host_ip if pod.status else None,
-    }
-    if field_path not in simple:
-        raise ValueError(f"unsupported fieldRef {field_path}")
-    return simple[field_path] or ""

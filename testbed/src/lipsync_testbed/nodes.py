@@ -235,3 +235,29 @@ def set_node_gpus(api: client.ApiClient, name: str, gpu: GpuSpec | None) -> None
     count = str(gpu.allocatable) if gpu else "0"
     body = {"status": {"capacity": {GPU_RESOURCE: count}, "allocatable": {GPU_RESOURCE: count}}}
     core.patch_node_status(name, body)
+
+
+class FakeNodes:
+    """Cached facts about nodes: whether KWOK fakes them, and their InternalIP."""
+
+    def __init__(self, core: client.CoreV1Api) -> None:
+        self._core = core
+        self._nodes: dict[str, client.V1Node | None] = {}
+
+    def _node(self, name: str) -> client.V1Node | None:
+        if name not in self._nodes:
+            try:
+                self._nodes[name] = self._core.read_node(name)
+            except ApiException:
+                return None  # not cached: the node may appear later
+        return self._nodes[name]
+
+    def is_fake(self, name: str) -> bool:
+        node = self._node(name)
+        annotations = (node.metadata.annotations if node and node.metadata else None) or {}
+        return annotations.get(KWOK_NODE_ANNOTATION) == KWOK_NODE_ANNOTATION_VALUE
+
+    def internal_ip(self, name: str) -> str | None:
+        node = self._node(name)
+        addresses = (node.status.addresses if node and node.status else None) or []
+        return next((a.address for a in addresses if a.type == "InternalIP"), None)

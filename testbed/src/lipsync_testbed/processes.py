@@ -83,13 +83,13 @@ def spawn(
             env=dict(env) if env is not None else None,
             cwd=cwd,
             start_new_session=True,
-            preexec_fn=_set_parent_death_signal if die_with_parent else None,  # noqa: PLW1509
+            preexec_fn=set_parent_death_signal if die_with_parent else None,  # noqa: PLW1509
         )
     log.info("started %s (pid %d), log %s", name, proc.pid, log_path)
     return ManagedProcess(name=name, pid=proc.pid, executable=str(argv[0]), log_path=log_path)
 
 
-def _set_parent_death_signal() -> None:
+def set_parent_death_signal() -> None:
     """Runs in the child between fork and exec: prctl(PR_SET_PDEATHSIG, SIGKILL)."""
     libc = ctypes.CDLL(None, use_errno=True)
     pr_set_pdeathsig = 1

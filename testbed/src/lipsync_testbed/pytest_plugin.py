@@ -10,6 +10,10 @@ Fixtures:
                     exists), deleted afterwards
     job_pod_runner  (function) factory: job_pod_runner(label_selector, **options)
                     starts a JobPodRunner in kube_namespace, stopped afterwards
+    pod_runner      (function) factory: pod_runner(**options) starts a PodRunner (a
+                    local kubelet) for kube_namespace with the cluster's LocalPodRule,
+                    1 s first restart back-off and its files under the test's tmp_path;
+                    stopped afterwards (options: see PodRunner)
 
 Environment: LIPSYNC_BIN_DIR / LIPSYNC_CACHE locate the binaries (make cluster-build).
 LIPSYNC_TESTBED_ATTACH=<state dir> uses a test bed already started with
@@ -31,6 +35,7 @@ from kubernetes.client.exceptions import ApiException
 
 from lipsync_testbed.cluster import LocalCluster
 from lipsync_testbed.jobs import JobPodRunner
+from lipsync_testbed.kubelet import PodRunner
 from lipsync_testbed.processes import is_running
 from lipsync_testbed.resources import create_namespace
 from lipsync_testbed.versions import Binaries, ClusterSetupError
@@ -113,6 +118,32 @@ def job_pod_runner(
     def factory(label_selector: str, **options: Any) -> JobPodRunner:
         options.setdefault("namespace", kube_namespace)
         runner = JobPodRunner(kube_api, label_selector, **options).start()
+        runners.append(runner)
+        return runner
+
+    yield factory
+    for runner in runners:
+        runner.stop()
+
+
+@pytest.fixture
+def pod_runner(
+    kube_cluster: LocalCluster, kube_namespace: str, tmp_path: Path
+) -> Iterator[Callable[..., PodRunner]]:
+    if kube_cluster.runs_kubelet:
+        pytest.fail(
+            "the attached test bed runs its own kubelet, which would fight this test's pod "
+            "runner; start it with `python -m lipsync_testbed up --no-kubelet`",
+            pytrace=False,
+        )
+    runners: list[PodRunner] = []
+
+    def factory(**options: Any) -> PodRunner:
+        options.setdefault("namespace", kube_namespace)
+        options.setdefault("rule", kube_cluster.local_pods)
+        options.setdefault("work_dir", tmp_path / f"pod-runner-{len(runners)}")
+        options.setdefault("restart_backoff", (1.0, 8.0))
+        runner = PodRunner(kube_cluster.new_api_client(), **options).start()
         runners.append(runner)
         return runner
 

@@ -12,6 +12,7 @@ from kubernetes.client.exceptions import ApiException
 from lipsync_testbed.waiting import wait_for
 
 APPLY_PATCH = "application/apply-patch+yaml"
+BOUND_ANNOTATION = "pv.kubernetes.io/bind-completed"
 
 
 def create_namespace(api: client.ApiClient, prefix: str = "t", timeout: float = 30.0) -> str:
@@ -63,3 +64,47 @@ def apply_custom_object(
     if not isinstance(result, dict):
         raise TypeError(f"unexpected apply result for {namespace}/{name}: {result!r}")
     return result
+
+
+def prebound_claim(
+    api: client.ApiClient,
+    namespace: str,
+    claim: str,
+    host_path: str,
+    *,
+    access_mode: str = "ReadWriteMany",
+) -> str:
+    """A claim bound to a hostPath PersistentVolume `<namespace>-<claim>`, as a storage admin
+    provides it (the test bed has no provisioner or binder). Returns the volume's name; the
+    volume outlives the namespace, so delete it afterwards."""
+    core = client.CoreV1Api(api)
+    volume = f"{namespace}-{claim}"
+    core.create_persistent_volume(
+        client.V1PersistentVolume(
+            metadata=client.V1ObjectMeta(name=volume),
+            spec=client.V1PersistentVolumeSpec(
+                capacity={"storage": "1Gi"},
+                access_modes=[access_mode],
+                storage_class_name="",
+                persistent_volume_reclaim_policy="Retain",
+                host_path=client.V1HostPathVolumeSource(path=host_path),
+                claim_ref=client.V1ObjectReference(namespace=namespace, name=claim),
+            ),
+        )
+    )
+    core.create_namespaced_persistent_volume_claim(
+        namespace,
+        client.V1PersistentVolumeClaim(
+            metadata=client.V1ObjectMeta(name=claim, annotations={BOUND_ANNOTATION: "yes"}),
+            spec=client.V1PersistentVolumeClaimSpec(
+                access_modes=[access_mode],
+                storage_class_name="",
+                volume_name=volume,
+                resources=client.V1VolumeResourceRequirements(requests={"storage": "1Gi"}),
+            ),
+        ),
+    )
+    bound = {"phase": "Bound", "accessModes": [access_mode], "capacity": {"storage": "1Gi"}}
+    core.patch_namespaced_persistent_volume_claim_status(claim, namespace, {"status": bound})
+    core.patch_persistent_volume_status(volume, {"status": {"phase": "Bound"}})
+    return volume

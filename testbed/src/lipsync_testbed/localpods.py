@@ -1,0 +1,139 @@
+"""Which pods on fake nodes run as local processes, and how their images start.
+
+A pod runs for real (instead of being faked Running by KWOK) when it carries the
+annotation `testbed.lipsync.dev/run: local`, or when any of its containers'
+images starts with one of the rule's image prefixes (default: the project's own
+images, `ghcr.io/lipsync/`; `$LIPSYNC_TESTBED_LOCAL_IMAGES` replaces the list,
+comma-separated, empty for none). The KWOK stages generated from the same rule
+skip exactly these pods, so KWOK never writes their status.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import yaml
+from kubernetes import client
+
+LOCAL_ANNOTATION = "testbed.lipsync.dev/run"
+LOCAL_ANNOTATION_VALUE = "local"
+LOCAL_IMAGES_ENV = "LIPSYNC_TESTBED_LOCAL_IMAGES"
+DEFAULT_IMAGE_PREFIXES = ("ghcr.io/lipsync/",)
+
+
+@dataclass(frozen=True)
+class ImageEntrypoint:
+    """What an image runs when a container gives no `command` (Docker's ENTRYPOINT and CMD)."""
+
+    entrypoint: tuple[str, ...]
+    cmd: tuple[str, ...] = ()
+
+
+def default_image_entrypoints() -> dict[str, ImageEntrypoint]:
+    """The project's images (images/*.Dockerfile), keyed by repository without tag."""
+    return {
+        "ghcr.io/lipsync/runtime": ImageEntrypoint(("lipsync",), ("serve", "--help")),
+        "ghcr.io/lipsync/operator": ImageEntrypoint(("lipsync",), ("operator", "run")),
+    }
+
+
+def _prefixes_from_env() -> tuple[str, ...]:
+    raw = os.environ.get(LOCAL_IMAGES_ENV)
+    if raw is None:
+        return DEFAULT_IMAGE_PREFIXES
+    return tuple(p.strip() for p in raw.split(",") if p.strip())
+
+
+@dataclass(frozen=True)
+class LocalPodRule:
+    """Selects the pods that run as local processes; the KWOK stages skip the same pods."""
+
+    image_prefixes: tuple[str, ...] = field(default_factory=_prefixes_from_env)
+
+    def matches(self, pod: client.V1Pod) -> bool:
+        meta = pod.metadata
+        annotations = (meta.annotations if meta else None) or {}
+        if annotations.get(LOCAL_ANNOTATION) == LOCAL_ANNOTATION_VALUE:
+            return True
+        spec = pod.spec
+        containers = [*(spec.containers or []), *(spec.init_containers or [])] if spec else []
+        return any(
+            (c.image or "").startswith(prefix) for c in containers for prefix in self.image_prefixes
+        )
+
+    def jq_expression(self) -> str:
+        """A gojq query that is `true` for the pods this rule selects (KWOK Stage selectors)."""
+        annotation = json.dumps(LOCAL_ANNOTATION)
+        value = json.dumps(LOCAL_ANNOTATION_VALUE)
+        parts = [f"((.metadata.annotations // {{}})[{annotation}] == {value})"]
+        if self.image_prefixes:
+            tests = " or ".join(f"startswith({json.dumps(p)})" for p in self.image_prefixes)
+            parts.append(
+                "([(.spec.containers // [])[], (.spec.initContainers // [])[]"
+                f' | (.image // "") | ({tests})] | any)'
+            )
+        return " or ".join(parts)
+
+
+def image_repository(image: str) -> str:
+    """`registry/repo:tag@digest` -> `registry/repo` (a registry port's colon is kept)."""
+    name = image.split("@", 1)[0]
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    return name[:colon] if colon > slash else name
+
+
+def container_argv(
+    container: client.V1Container,
+    entrypoints: Mapping[str, ImageEntrypoint],
+    command_map: Mapping[str, Sequence[str]],
+) -> list[str]:
+    """The argv a container runtime would exec, with argv[0] mapped to a local program.
+
+    `command` replaces the image's ENTRYPOINT and `args` its CMD, as in Kubernetes;
+    without `command` the image must be in `entrypoints`. Variables are expanded by
+    the caller. Raises ValueError when nothing says what to run.
+    """
+    command = list(container.command or [])
+    args = list(container.args or [])
+    if not command:
+        entry = entrypoints.get(image_repository(container.image or ""))
+        if entry is None:
+            raise ValueError(
+                f"container {container.name}: no command and image {container.image!r} has no "
+                "known entrypoint (set `command`, or map the image in image_entrypoints)"
+            )
+        command = list(entry.entrypoint)
+        if container.args is None:
+            args = list(entry.cmd)
+    argv = [*command, *args]
+    if argv[0] in command_map:
+        argv = [*command_map[argv[0]], *argv[1:]]
+    return argv
+
+
+def kwok_stages(base: str, rule: LocalPodRule) -> str:
+    """The KWOK stage documents with every Pod stage told to skip the rule's pods."""
+    documents = [d for d in yaml.safe_load_all(base) if d]
+    skip = {"key": rule.jq_expression(), "operator": "NotIn", "values": ["true"]}
+    for document in documents:
+        spec = document.get("spec", {})
+        if spec.get("resourceRef", {}).get("kind") == "Pod":
+            selector = spec.setdefault("selector", {})
+            selector.setdefault("matchExpressions", []).append(skip)
+    return yaml.dump_all(documents, Dumper=_BlockDumper, sort_keys=False)
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Writes multi-line strings (the stages' Go templates) as literal blocks."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_BlockDumper.add_representer(str, _represent_str)
