@@ -19,12 +19,12 @@ def test_default_pool_has_h100_rtx_and_cpu_nodes() -> None:
     assert h100.gpu is not None
     labels = h100.all_labels()
     assert labels["nvidia.com/gpu.product"] == "NVIDIA-H100-80GB-HBM3"
-    assert labels["nvidia.com/gpu.count"] == "8"
+    assert labels["nvidia.com/gpu.count"] == "1"
     assert labels["nvidia.com/gpu.compute.major"] == "9"
     assert labels["nvidia.com/gpu.compute.minor"] == "0"
     assert labels["nvidia.com/gpu.memory"] == "81559"
-    assert h100.resources()["nvidia.com/gpu"] == "8"
-    assert nodes["rtx6000ada-0"].resources()["nvidia.com/gpu"] == "4"
+    assert h100.resources()["nvidia.com/gpu"] == "1"
+    assert nodes["rtx6000ada-0"].resources()["nvidia.com/gpu"] == "1"
     assert "nvidia.com/gpu" not in nodes["cpu-0"].resources()
     assert not any(k.startswith("nvidia.com/") for k in nodes["cpu-0"].all_labels())
 

@@ -87,11 +87,11 @@ def test_nodes_listed_ready_with_gpu_product(kube_cluster: LocalCluster) -> None
 
     nodes = json.loads(kube_cluster.kubectl("get", "nodes", "-o", "json").stdout)["items"]
     gpus = {n["metadata"]["name"]: n["status"]["allocatable"].get("nvidia.com/gpu") for n in nodes}
-    assert gpus["h100-0"] == "8"
-    assert gpus["rtx6000ada-0"] == "4"
+    assert gpus["h100-0"] == "1"
+    assert gpus["rtx6000ada-0"] == "1"
     assert gpus["cpu-0"] is None
     labels = next(n for n in nodes if n["metadata"]["name"] == "h100-0")["metadata"]["labels"]
-    assert labels["nvidia.com/gpu.count"] == "8"
+    assert labels["nvidia.com/gpu.count"] == "1"
     assert labels["nvidia.com/gpu.compute.major"] == "9"
     assert labels["nvidia.com/gpu.memory"] == "81559"
 
@@ -107,7 +107,7 @@ def test_gpu_deployment_runs_only_on_h100_nodes(
     deployment = client.V1Deployment(
         metadata=client.V1ObjectMeta(name="gpu-deploy"),
         spec=client.V1DeploymentSpec(
-            replicas=4,
+            replicas=2,
             selector=client.V1LabelSelector(match_labels=labels),
             template=template,
         ),
@@ -117,14 +117,14 @@ def test_gpu_deployment_runs_only_on_h100_nodes(
 
     def all_running() -> list[client.V1Pod]:
         pods = _pods(kube_api, kube_namespace, "app=gpu-deploy")
-        return pods if len(pods) == 4 and all(_running_ready(p) for p in pods) else []
+        return pods if len(pods) == 2 and all(_running_ready(p) for p in pods) else []
 
-    pods = wait_for(all_running, timeout=90, description="4 GPU pods Running and Ready")
+    pods = wait_for(all_running, timeout=90, description="2 GPU pods Running and Ready")
     assert {p.spec.node_name for p in pods if p.spec} <= {"h100-0", "h100-1"}
 
     def available() -> bool:
         status = apps.read_namespaced_deployment("gpu-deploy", kube_namespace).status
-        return status is not None and status.available_replicas == 4
+        return status is not None and status.available_replicas == 2
 
     wait_for(available, timeout=60, description="deployment available")
 
@@ -512,7 +512,7 @@ def test_helm_installs_chart_and_waits_for_ready(
         "kind": "Deployment",
         "metadata": {"name": "{{ .Release.Name }}"},
         "spec": {
-            "replicas": 2,
+            "replicas": 1,
             "selector": {"matchLabels": {"app": "helm-demo"}},
             "template": {
                 "metadata": {"labels": {"app": "helm-demo"}},
@@ -522,7 +522,7 @@ def test_helm_installs_chart_and_waits_for_ready(
                         {
                             "name": "main",
                             "image": PAUSE_IMAGE,
-                            "resources": {"limits": {"nvidia.com/gpu": "2"}},
+                            "resources": {"limits": {"nvidia.com/gpu": "1"}},
                         }
                     ],
                 },

@@ -1,0 +1,173 @@
+"""The operator as users install it: the chart's two replicas with leader election, and the
+example model served by real `lipsync serve` pods behind its Service."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+import pytest
+import tritonclient.grpc as triton
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from kubernetes import client
+
+from lipsync_testbed import LocalCluster, operatorchart, wait_for
+from lipsync_testbed.operatorchart import FAST_BUILD_VALUES, OperatorBed, operator_bed
+from lipsync_testbed.serviceproxy import ready_endpoints
+from lipsync_testbed.versions import repo_root
+
+pytestmark = pytest.mark.cluster
+
+EXAMPLE = repo_root() / "examples" / "lipsyncmodel.yaml"
+BUILD_TIMEOUT = 600.0  # two ORT CPU builds at once on a shared 2-core machine
+HANDOVER_S = 30.0
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="module")
+def bed(
+    kube_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory, reference_model: Path
+) -> Iterator[OperatorBed]:
+    yield from operator_bed(
+        kube_cluster, tmp_path_factory.mktemp("kubelet"), reference_model, FAST_BUILD_VALUES
+    )
+
+
+def _lsm(bed: OperatorBed, name: str) -> dict[str, Any]:
+    out = bed.cluster.kubectl("get", "lsm", name, "-n", bed.namespace, "-o", "json")
+    return dict(json.loads(out.stdout))
+
+
+def _wait_ready(bed: OperatorBed, name: str, generation: int, timeout: float) -> dict[str, Any]:
+    def ready() -> dict[str, Any] | None:
+        found = _lsm(bed, name)
+        status = found.get("status") or {}
+        settled = status.get("observedGeneration", 0) >= generation
+        return found if settled and status.get("phase") == "Ready" else None
+
+    return wait_for(ready, timeout=timeout, interval=2.0, description=f"{name} Ready")
+
+
+def _addresses(bed: OperatorBed, service: str) -> list[tuple[str, int]]:
+    slices = client.DiscoveryV1Api(bed.cluster.api_client).list_namespaced_endpoint_slice(
+        bed.namespace, label_selector=f"kubernetes.io/service-name={service}"
+    )
+    return ready_endpoints(slices.items, "grpc")
+
+
+def _health(host: str, port: int) -> int:
+    with grpc.insecure_channel(f"{host}:{port}") as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=30
+        )
+    return int(reply.status)
+
+
+def _count(items: list[T], wanted: int) -> list[T] | None:
+    return items if len(items) == wanted else None
+
+
+def _events(bed: OperatorBed, reason: str) -> list[str]:
+    found = client.CoreV1Api(bed.cluster.api_client).list_namespaced_event(
+        operatorchart.RELEASE_NAMESPACE, field_selector=f"reason={reason}"
+    )
+    return [event.message or "" for event in found.items]
+
+
+def test_the_default_install_elects_one_acting_replica_and_the_other_waits(
+    bed: OperatorBed,
+) -> None:
+    deployment = next(o for o in bed.objects if o["kind"] == "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    leader = operatorchart.wait_leader(bed.cluster.api_client)
+    pods = wait_for(lambda: _count(operatorchart.operator_pods(bed.cluster), 2), timeout=60)
+    [standby] = [pod for pod in pods if pod != leader]
+    assert wait_for(
+        lambda: "this replica acts" in bed.operator_log(leader), timeout=60, description="leader"
+    )
+    waiting = f"is held by {leader}: {standby} waits to take over"
+    assert wait_for(
+        lambda: waiting in bed.operator_log(standby), timeout=60, description="standby log"
+    )
+    assert any(f"{leader} became leader" in m for m in _events(bed, "LeaderElection"))
+    assert any(f"{standby} waits" in m for m in _events(bed, "StandingBy"))
+
+
+def test_the_example_is_ready_and_its_real_servers_answer_behind_the_service(
+    bed: OperatorBed,
+) -> None:
+    bed.avatar("anna")
+    bed.cluster.kubectl("apply", "-n", bed.namespace, "-f", str(EXAMPLE))
+    found = _wait_ready(bed, "anna", 1, BUILD_TIMEOUT)
+    status = found["status"]
+    assert status["replicas"] == status["readyReplicas"] == 3  # 2 H100 + 1 RTX, one GPU each
+    engines = {e["gpuProduct"]: e for e in status["engines"]}
+    assert set(engines) == {"NVIDIA-H100-80GB-HBM3", "NVIDIA-RTX-6000-Ada-Generation"}
+    for engine in engines.values():
+        assert engine["state"] == "Ready"
+        assert (bed.cache_dir() / "engines" / engine["key"].removeprefix("sha256:")).is_dir()
+
+    addresses = wait_for(
+        lambda: _count(_addresses(bed, "anna"), 3),
+        timeout=60,
+        description="three ready addresses in the EndpointSlice",
+    )
+    for host, port in addresses:
+        assert _health(host, port) == health_pb2.HealthCheckResponse.SERVING
+    host, port = addresses[0]
+    infer = triton.InferenceServerClient(f"{host}:{port}")
+    try:
+        assert infer.is_model_ready("anna")
+        rng = np.random.default_rng(0)
+        image = rng.random((1, 6, 320, 320), dtype=np.float32)
+        audio = rng.standard_normal((1, 32, 16, 16)).astype(np.float32)
+        inputs = [
+            triton.InferInput("input", list(image.shape), "FP32"),
+            triton.InferInput("audio", list(audio.shape), "FP32"),
+        ]
+        inputs[0].set_data_from_numpy(image)
+        inputs[1].set_data_from_numpy(audio)
+        result = infer.infer("anna", inputs, outputs=[triton.InferRequestedOutput("output")])
+    finally:
+        infer.close()
+    output = result.as_numpy("output")
+    assert output is not None
+    assert output.shape == (1, 3, 320, 320)
+    assert 0.0 <= float(output.min()) <= float(output.max()) <= 1.0
+
+
+def test_killing_the_acting_replica_hands_over_and_the_other_rolls_a_spec_change(
+    bed: OperatorBed,
+) -> None:
+    api = bed.cluster.api_client
+    before = operatorchart.wait_leader(api)
+    keys = {e["gpuProduct"]: e["key"] for e in _lsm(bed, "anna")["status"]["engines"]}
+    # Like a node dying under it: no SIGTERM, no clean-up, no release of the Lease.
+    client.CoreV1Api(api).delete_namespaced_pod(
+        before, operatorchart.RELEASE_NAMESPACE, grace_period_seconds=0
+    )
+    after = operatorchart.wait_leader(api, other_than=before, timeout=HANDOVER_S)
+    assert f"acquired lease {operatorchart.RELEASE_NAMESPACE}/{operatorchart.LEASE}" in (
+        bed.operator_log(after)
+    )
+
+    bed.cluster.kubectl(
+        "patch", "lsm", "anna", "-n", bed.namespace, "--type=merge",
+        "-p", json.dumps({"spec": {"batching": {"maxBatch": 4}}}),
+    )  # fmt: skip
+    generation = int(_lsm(bed, "anna")["metadata"]["generation"])
+    found = _wait_ready(bed, "anna", generation, BUILD_TIMEOUT)
+    engines = {e["gpuProduct"]: e for e in found["status"]["engines"]}
+    for product, engine in engines.items():
+        assert engine["key"] != keys[product], "the batch profile is part of the engine key"
+        assert engine["servingKey"] == engine["key"]
+    # Who acted: the old leader's log says it acted first, the new one's that it took over
+    # from it and then handled the change.
+    assert "this replica acts" in bed.operator_log(before)
+    took_over = bed.operator_log(after).split(f"(after {before}): this replica acts", 1)
+    assert len(took_over) == 2, bed.operator_log(after)[-2000:]
+    assert "Handler 'on_lipsyncmodel_change' succeeded" in took_over[1]
