@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lipsync_core.pvc import PvcRef, parse_pvc_uri
+from lipsync_core.pvc import PvcRef, format_pvc_mounts, parse_pvc_mounts, parse_pvc_uri
 from lipsync_engine_builder.errors import BadInputError
 from lipsync_engine_builder.sources import pvc_path
 
@@ -28,3 +28,17 @@ def test_builder_reads_a_pvc_uri_under_the_mount_root(monkeypatch: pytest.Monkey
     assert pvc_path("pvc://models/a.onnx") == Path("/mnt/pvc/models/a.onnx")
     with pytest.raises(BadInputError, match="names a claim"):
         pvc_path("pvc:///a.onnx")
+
+
+def test_a_claims_own_mount_path_wins_over_the_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIPSYNC_PVC_ROOT", "/mnt/pvc")
+    monkeypatch.setenv("LIPSYNC_PVC_MOUNTS", format_pvc_mounts({"models": "/data/m"}))
+    assert pvc_path("pvc://models/u/unet.onnx") == Path("/data/m/u/unet.onnx")
+    assert pvc_path("pvc://avatars/anna") == Path("/mnt/pvc/avatars/anna")
+
+
+def test_pvc_mounts_round_trip_and_ignore_malformed_entries() -> None:
+    mounts = {"b": "/mnt/pvc/b", "a": "/x/a"}
+    assert format_pvc_mounts(mounts) == "a=/x/a,b=/mnt/pvc/b"
+    assert parse_pvc_mounts(format_pvc_mounts(mounts)) == mounts
+    assert parse_pvc_mounts("a=/x,junk,=/y,c=") == {"a": "/x"}

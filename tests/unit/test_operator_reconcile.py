@@ -217,7 +217,10 @@ def test_build_job_mounts_the_claims_its_pvc_uris_name_read_only() -> None:
     mounts = {m["name"]: m for m in container["volumeMounts"]}
     assert mounts[claims["models"]]["mountPath"] == "/mnt/pvc/models"
     assert mounts[claims["calib"]]["readOnly"] is True
-    assert container["env"] == [{"name": "LIPSYNC_PVC_ROOT", "value": "/mnt/pvc"}]
+    assert container["env"] == [
+        {"name": "LIPSYNC_PVC_ROOT", "value": "/mnt/pvc"},
+        {"name": "LIPSYNC_PVC_MOUNTS", "value": "calib=/mnt/pvc/calib,models=/mnt/pvc/models"},
+    ]
     # The URI, not the mount, is what the builder is given (and what the key covers).
     args = container["args"]
     assert args[args.index("--model") + 1] == "pvc://models/unet328/unet.onnx"

@@ -7,6 +7,9 @@ from urllib.parse import urlsplit
 
 PVC_SCHEME = "pvc"
 PVC_ROOT_ENV = "LIPSYNC_PVC_ROOT"  # where a pod finds its claims, one directory per claim
+# Each claim's own mount path, "claim=path,claim=path": each path stands alone in the value, so
+# anything that relocates a pod's mounts (a test bed's kubelet) can rewrite it.
+PVC_MOUNTS_ENV = "LIPSYNC_PVC_MOUNTS"
 DEFAULT_PVC_ROOT = "/mnt/pvc"
 
 
@@ -26,3 +29,13 @@ def parse_pvc_uri(uri: str) -> PvcRef | None:
     if parts.scheme != PVC_SCHEME or not parts.netloc:
         return None
     return PvcRef(parts.netloc, parts.path.strip("/"))
+
+
+def format_pvc_mounts(mounts: dict[str, str]) -> str:
+    return ",".join(f"{claim}={path}" for claim, path in sorted(mounts.items()))
+
+
+def parse_pvc_mounts(value: str) -> dict[str, str]:
+    """``claim=path,claim=path`` -> {claim: path}; malformed entries are left out."""
+    pairs = (item.split("=", 1) for item in value.split(",") if "=" in item)
+    return {claim.strip(): path.strip() for claim, path in pairs if claim.strip() and path.strip()}

@@ -14,18 +14,28 @@ from pathlib import Path
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from lipsync_core.pvc import DEFAULT_PVC_ROOT, PVC_ROOT_ENV, is_pvc_uri, parse_pvc_uri
+from lipsync_core.pvc import (
+    DEFAULT_PVC_ROOT,
+    PVC_MOUNTS_ENV,
+    PVC_ROOT_ENV,
+    is_pvc_uri,
+    parse_pvc_mounts,
+    parse_pvc_uri,
+)
 from lipsync_engine_builder.errors import BadInputError, one_line
 
 _CHUNK = 1 << 20
 
 
 def pvc_path(uri: str) -> Path:
-    """The mounted path of ``pvc://<claim>/<path>``."""
+    """The mounted path of ``pvc://<claim>/<path>``: the claim's own mount path when
+    ``LIPSYNC_PVC_MOUNTS`` names it, else ``$LIPSYNC_PVC_ROOT/<claim>``."""
     ref = parse_pvc_uri(uri)
     if ref is None:
         raise BadInputError(f"{uri}: a pvc:// URI names a claim: pvc://<claim>/<path>")
-    return Path(os.environ.get(PVC_ROOT_ENV) or DEFAULT_PVC_ROOT) / ref.claim / ref.path
+    mounted = parse_pvc_mounts(os.environ.get(PVC_MOUNTS_ENV, "")).get(ref.claim)
+    base = Path(mounted) if mounted else Path(os.environ.get(PVC_ROOT_ENV) or DEFAULT_PVC_ROOT)
+    return (base if mounted else base / ref.claim) / ref.path
 
 
 def sha256_file(path: Path) -> str:

@@ -63,6 +63,8 @@ CONTROLLERS = (
     "pod-garbage-collector-controller",
     "node-lifecycle-controller",
     "resourcequota-controller",
+    # Static PersistentVolumes bind to their claims (examples/testbed/volumes.yaml).
+    "persistentvolume-binder-controller",
     "endpoints-controller",
     "endpointslice-controller",
     "endpointslice-mirroring-controller",

@@ -6,7 +6,13 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from lipsync_core.errors import LipSyncError
-from lipsync_core.pvc import DEFAULT_PVC_ROOT, PVC_ROOT_ENV, parse_pvc_uri
+from lipsync_core.pvc import (
+    DEFAULT_PVC_ROOT,
+    PVC_MOUNTS_ENV,
+    PVC_ROOT_ENV,
+    format_pvc_mounts,
+    parse_pvc_uri,
+)
 from lipsync_operator.manifests.common import Manifest
 
 
@@ -46,15 +52,22 @@ def build_source_mounts(
     """(volumes, volumeMounts, env) so the builder reads ``pvc://`` URIs from mounted claims.
 
     Each claim is mounted read-only at ``/mnt/pvc/<claim>``; the builder resolves the URI there
-    (``LIPSYNC_PVC_ROOT``), while the engine key keeps the URI itself.
+    (``LIPSYNC_PVC_MOUNTS``, or ``LIPSYNC_PVC_ROOT``), while the engine key keeps the URI.
     """
     volumes: list[Manifest] = []
     mounts: list[Manifest] = []
+    paths: dict[str, str] = {}
     for index, claim in enumerate(source_claims(uris)):
         name = f"source-{index}"
         volumes.append(
             {"name": name, "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
         )
-        mounts.append({"name": name, "mountPath": f"{DEFAULT_PVC_ROOT}/{claim}", "readOnly": True})
-    env = [{"name": PVC_ROOT_ENV, "value": DEFAULT_PVC_ROOT}] if volumes else []
+        paths[claim] = f"{DEFAULT_PVC_ROOT}/{claim}"
+        mounts.append({"name": name, "mountPath": paths[claim], "readOnly": True})
+    env = []
+    if volumes:
+        env = [
+            {"name": PVC_ROOT_ENV, "value": DEFAULT_PVC_ROOT},
+            {"name": PVC_MOUNTS_ENV, "value": format_pvc_mounts(paths)},
+        ]
     return volumes, mounts, env

@@ -1,0 +1,64 @@
+"""docs/operator.md's "Try it locally" block, run as a new user would paste it."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lipsync_testbed.versions import repo_root
+
+pytestmark = pytest.mark.cluster
+
+DOC = repo_root() / "docs" / "operator.md"
+DOC_PORT = "18001"
+
+
+def try_it_block() -> str:
+    text = DOC.read_text(encoding="utf-8")
+    section = text.split("## Try it locally", 1)[1].split("\n## ", 1)[0]
+    match = re.search(r"```sh\n(.*?)```", section, re.DOTALL)
+    assert match, "docs/operator.md: the Try it locally section has no sh block"
+    return match.group(1)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_the_try_it_locally_block_runs_as_written(tmp_path: Path) -> None:
+    block = try_it_block()
+    assert "make cluster-up" in block
+    assert "kubectl apply -f examples/lipsyncmodel.yaml" in block
+    assert "lipsync bench run" in block
+    # Its own test bed (a state directory of its own) and a port that is free here.
+    script = block.replace(DOC_PORT, str(free_port()))
+    env = {**os.environ, "LIPSYNC_CLUSTER_DIR": str(tmp_path / "cluster")}
+    env.pop("KUBECONFIG", None)
+    try:
+        run = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=repo_root(),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1500,
+            check=False,
+        )
+    finally:
+        subprocess.run(
+            ["make", "cluster-down"], cwd=repo_root(), env=env, capture_output=True, check=False
+        )
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-4000:]
+    assert re.search(r"anna\s+Ready", output), output[-4000:]
+    streamed = re.search(r"2 streams: +([0-9.]+) frames/s.*?(\d+)/(\d+) frames, errors 0", output)
+    assert streamed, output[-4000:]
+    received, sent = int(streamed.group(2)), int(streamed.group(3))
+    assert received == sent > 0
