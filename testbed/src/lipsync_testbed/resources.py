@@ -12,7 +12,6 @@ from kubernetes.client.exceptions import ApiException
 from lipsync_testbed.waiting import wait_for
 
 APPLY_PATCH = "application/apply-patch+yaml"
-BOUND_ANNOTATION = "pv.kubernetes.io/bind-completed"
 
 
 def create_namespace(api: client.ApiClient, prefix: str = "t", timeout: float = 30.0) -> str:
@@ -73,10 +72,12 @@ def prebound_claim(
     host_path: str,
     *,
     access_mode: str = "ReadWriteMany",
+    timeout: float = 60.0,
 ) -> str:
     """A claim bound to a hostPath PersistentVolume `<namespace>-<claim>`, as a storage admin
-    provides it (the test bed has no provisioner or binder). Returns the volume's name; the
-    volume outlives the namespace, so delete it afterwards."""
+    provides it: a static volume reserved for the claim (claimRef) and a claim naming it, bound by
+    the controller-manager's volume binder. Returns the volume's name; the volume outlives the
+    namespace, so delete it afterwards."""
     core = client.CoreV1Api(api)
     volume = f"{namespace}-{claim}"
     core.create_persistent_volume(
@@ -95,7 +96,7 @@ def prebound_claim(
     core.create_namespaced_persistent_volume_claim(
         namespace,
         client.V1PersistentVolumeClaim(
-            metadata=client.V1ObjectMeta(name=claim, annotations={BOUND_ANNOTATION: "yes"}),
+            metadata=client.V1ObjectMeta(name=claim),
             spec=client.V1PersistentVolumeClaimSpec(
                 access_modes=[access_mode],
                 storage_class_name="",
@@ -104,7 +105,10 @@ def prebound_claim(
             ),
         ),
     )
-    bound = {"phase": "Bound", "accessModes": [access_mode], "capacity": {"storage": "1Gi"}}
-    core.patch_namespaced_persistent_volume_claim_status(claim, namespace, {"status": bound})
-    core.patch_persistent_volume_status(volume, {"status": {"phase": "Bound"}})
+
+    def bound() -> bool:
+        found = core.read_namespaced_persistent_volume_claim(claim, namespace)
+        return found.status is not None and found.status.phase == "Bound"
+
+    wait_for(bound, timeout=timeout, description=f"claim {namespace}/{claim} bound")
     return volume
