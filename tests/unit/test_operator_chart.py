@@ -147,7 +147,8 @@ def test_values_reach_the_operator_environment() -> None:
     assert env["LIPSYNC_CACHE_KIND"] == "hostPath"
     assert env["LIPSYNC_CACHE_HOST_PATH"] == "/var/lib/lipsync/cache"
     assert env["LIPSYNC_NODE_GRACE_SECONDS"] == "60"
-    assert env["LIPSYNC_SERVER_LISTEN_ADDRESS"] == "$(POD_IP)"
+    # Escaped so the kubelet hands "$(POD_IP)" to the operator, not the operator's own address.
+    assert env["LIPSYNC_SERVER_LISTEN_ADDRESS"] == "$$(POD_IP)"
     assert not any(arg.startswith("--leader-election") for arg in container["args"])
     assert "--namespace=team-a" in container["args"]
     assert by_kind(docs, "Role") == []
