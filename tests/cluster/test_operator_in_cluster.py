@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kubernetes import client
 
 from lipsync_testbed import LocalCluster, operatorchart, wait_for
+from lipsync_testbed.lsm import jobs, nodes_of, wait_serving
 from lipsync_testbed.operatorchart import FAST_BUILD_VALUES, OperatorBed, operator_bed
 from lipsync_testbed.serviceproxy import ready_endpoints
 from lipsync_testbed.versions import repo_root
@@ -109,7 +110,20 @@ def test_the_example_is_ready_and_its_real_servers_answer_behind_the_service(
     assert set(engines) == {"NVIDIA-H100-80GB-HBM3", "NVIDIA-RTX-6000-Ada-Generation"}
     for engine in engines.values():
         assert engine["state"] == "Ready"
+        assert engine["framesPerSecond"] > 0
         assert (bed.cache_dir() / "engines" / engine["key"].removeprefix("sha256:")).is_dir()
+    # One build Job per product; exclusive sharing: one pod per GPU with 6 model instances.
+    built = {
+        j["metadata"]["labels"]["lipsync.dev/gpu-product"]
+        for j in jobs(bed.cluster, bed.namespace, "anna")
+    }
+    assert built == set(engines)
+    h100 = wait_serving(bed.cluster, bed.namespace, "anna", "NVIDIA-H100-80GB-HBM3", 2)
+    assert nodes_of(h100) == {"h100-0": 1, "h100-1": 1}
+    args = h100[0]["spec"]["containers"][0]["args"]
+    assert args[args.index("--instances") + 1] == "6"
+    table = bed.cluster.kubectl("get", "lsm", "-n", bed.namespace).stdout.splitlines()
+    assert table[1].split()[:2] == ["anna", "Ready"]
 
     addresses = wait_for(
         lambda: _count(_addresses(bed, "anna"), 3),
