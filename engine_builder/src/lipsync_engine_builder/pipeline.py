@@ -97,6 +97,7 @@ def _prepare(request: BuildRequest, workdir: Path, progress: Progress) -> _Prepa
     from lipsync_engine_builder.optimize import optimize
     from lipsync_engine_builder.precision import QuantizationTarget, apply_precision
     from lipsync_engine_builder.targets import preflight
+    from lipsync_engine_builder.targets.profiles import tensorrt_major, tensorrt_typing
 
     contract = request.contract()
     with progress.stage("ingest"):
@@ -127,8 +128,10 @@ def _prepare(request: BuildRequest, workdir: Path, progress: Progress) -> _Prepa
     with progress.stage("precision"):
         prepared = workdir / "prepared.onnx"
         onnx_precision: Precision = request.precision
-        if request.backend == "tensorrt" and request.precision == "fp16":
-            onnx_precision = "fp32"  # TensorRT's FP16 flag converts; the ONNX stays fp32
+        if request.backend == "tensorrt":
+            # TensorRT 10's FP16 flag converts an fp32 ONNX; TensorRT 11 needs an fp16 ONNX.
+            major = tensorrt_major(request.resolved_runtime())
+            onnx_precision = tensorrt_typing(major, request.precision).onnx_precision
         target: QuantizationTarget = (
             "tensorrt" if request.backend in ("tensorrt", "tensorrt-rtx") else "onnxruntime"
         )
