@@ -35,7 +35,8 @@ def test_device_run_dry_run_on_the_cpu_writes_every_result(tmp_path: Path) -> No
     report = json.loads((out / "device-run.json").read_text())
     steps = {step["name"]: step for step in report["steps"]}
     failed = {name: step["tail"] for name, step in steps.items() if not step["ok"]}
-    assert done.returncode == 0 and not failed, failed or done.stderr[-3000:]
+    assert not failed, failed
+    assert done.returncode == 0, done.stderr[-3000:]
     assert report["plan"]["device"] == "cpu"
 
     modes = json.loads((out / "torch_modes.json").read_text())

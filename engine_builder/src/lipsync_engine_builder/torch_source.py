@@ -15,22 +15,13 @@ from lipsync_core.contract import ModelContract
 from lipsync_core.errors import LipSyncError
 from lipsync_core.samples import random_inputs
 from lipsync_engine_builder.errors import BadInputError, one_line
-from lipsync_engine_builder.ingest import IngestedModel
-from lipsync_engine_builder.sources import fetch, sha256_file
+from lipsync_engine_builder.ingest import IngestedModel, fetch_pinned
 
 
 def ingest_program(
     uri: str, pinned_sha256: str, contract: ModelContract, workdir: Path, batch: int
 ) -> IngestedModel:
-    path = fetch(uri, workdir)
-    if not path.is_file():
-        raise BadInputError(f"model {uri}: not a file")
-    digest = sha256_file(path)
-    if pinned_sha256 and digest != pinned_sha256:
-        raise BadInputError(
-            f"model {uri}: sha256 {digest[:16]}... does not match the pinned "
-            f"{pinned_sha256[:16]}..."
-        )
+    path, digest = fetch_pinned(uri, pinned_sha256, workdir)
     try:
         if torch_artifact_kind(path) != "torch":
             raise BadInputError(f"model {uri}: an AOTInductor package, not a torch.export program")
