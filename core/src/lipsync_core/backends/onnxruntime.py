@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from lipsync_core.backends.artifact_facts import artifact_facts
 from lipsync_core.backends.base import BackendConfig, BackendInfo, BackendKind, Precision
 from lipsync_core.backends.ort_plugins import rtx_plugin_installed, rtx_session_options
 from lipsync_core.contract import ModelContract
@@ -123,7 +124,7 @@ class OnnxRuntimeBackend:
         self._config = config
         self._kind: BackendKind = kind
         self._artifact = artifact
-        self._precision = model_precision(artifact)
+        self._precision = artifact_facts(artifact).precision or model_precision(artifact)
         self._reason = reason
         options = session_options(config)
         providers: list[Any] | None = [provider]
