@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -116,7 +117,8 @@ def level_rows(result_path: Path) -> list[dict[str, object]]:
 
 def test_summary(log_text: str) -> str:
     """pytest's closing line (``3 passed, 5 skipped in 2.1s``)."""
-    lines = [line.strip("= ") for line in log_text.splitlines() if " in " in line and "=" in line]
+    pattern = re.compile(r"\d+ (passed|failed|skipped|error|errors|deselected)\b.* in [\d.]+s")
+    lines = [line.strip("= ") for line in log_text.splitlines() if pattern.search(line)]
     return lines[-1] if lines else ""
 
 

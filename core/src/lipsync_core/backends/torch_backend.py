@@ -202,6 +202,8 @@ class TorchBackend:
 
     def infer(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         torch = self._torch
+        if self._run is None:
+            raise BackendError(f"{self._artifact.name}: the backend is closed")
         with self._lock, torch.inference_mode():
             output = self._run(*(self._prepare(t) for t in self._io.upload(inputs)))
             self._io.computed()
