@@ -44,8 +44,12 @@ component: setup-test
 cluster: setup-test cluster-build
 	$(UV) run pytest -m cluster
 
-gpu: setup-test
-	$(UV) run pytest -m gpu -rs
+# On a GPU machine: keep onnxruntime-gpu (installed outside the lock) instead of letting the
+# lock's CPU onnxruntime overwrite its files.
+gpu: uv
+	$(UV) sync --frozen --inexact $(TEST_EXTRAS) \
+	  $$($(UV) pip show onnxruntime-gpu >/dev/null 2>&1 && echo --no-install-package onnxruntime)
+	$(UV) run --no-sync pytest -m gpu -rs
 
 # Measure and rewrite benchmarks/RESULTS.md on this machine (about 15 minutes on 2 cores).
 bench: setup-test
