@@ -4,21 +4,32 @@ PYTHON ?= python3
 UV_VERSION := 0.13.9
 UV := $(PYTHON) -m uv
 OUT ?= out
+# Extras the test tiers need (the PyTorch backends and export); `make demo` stays on the base set.
+TEST_EXTRAS := --extra torch
 
-.PHONY: demo test lint types unit component cluster gpu setup bench
+.PHONY: demo test lint types unit component cluster gpu uv setup setup-test bench
 
-setup:
+uv:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv==$(UV_VERSION)
-	$(UV) sync --frozen
+
+# Inexact: a test-tier environment (with the torch extra) that runs `make cluster-up` or
+# `make demo` keeps its extras.
+setup: uv
+	$(UV) sync --frozen --inexact
+
+# The locked set plus the test extras. `--inexact` keeps packages installed outside the lock
+# (tensorrt, onnxruntime-gpu, cuda wheels on a GPU machine) instead of removing them.
+setup-test: uv
+	$(UV) sync --frozen --inexact $(TEST_EXTRAS)
 
 demo: setup
 	$(UV) run lipsync demo --out $(OUT)
 
-lint: setup
+lint: setup-test
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 
-types: setup
+types: setup-test
 	$(UV) run mypy
 
 # Everything CI runs: lint, types, then every test tier (the cluster tier needs the
@@ -26,20 +37,24 @@ types: setup
 test: lint types cluster-build
 	$(UV) run pytest
 
-unit: setup
+unit: setup-test
 	$(UV) run pytest -m unit
 
-component: setup
+component: setup-test
 	$(UV) run pytest -m component
 
-cluster: setup cluster-build
+cluster: setup-test cluster-build
 	$(UV) run pytest -m cluster
 
-gpu: setup
-	$(UV) run pytest -m gpu -rs
+# On a GPU machine: keep onnxruntime-gpu (installed outside the lock) instead of letting the
+# lock's CPU onnxruntime overwrite its files.
+gpu: uv
+	$(UV) sync --frozen --inexact $(TEST_EXTRAS) \
+	  $$($(UV) pip show onnxruntime-gpu >/dev/null 2>&1 && echo --no-install-package onnxruntime)
+	$(UV) run --no-sync pytest -m gpu -rs
 
 # Measure and rewrite benchmarks/RESULTS.md on this machine (about 15 minutes on 2 cores).
-bench: setup
+bench: setup-test
 	$(UV) run python benchmarks/results.py
 
 include hack/cluster/Makefile.inc

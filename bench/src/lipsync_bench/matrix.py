@@ -21,6 +21,8 @@ from lipsync_bench.serverproc import ServerProcess
 from lipsync_bench.summary import CostOptions
 from lipsync_core.backends.base import Precision
 
+TORCH_BACKENDS = ("torch", "torch-aoti")  # built from a torch.export program, not the ONNX
+
 log = logging.getLogger(__name__)
 
 
@@ -66,7 +68,11 @@ def available_variants() -> tuple[list[Variant], list[str]]:
             "PyTorch eager (the original plan's baseline): not measured (torch is not installed)"
         )
     else:
-        notes.append("PyTorch eager: not measured (the server has no PyTorch backend)")
+        variants.append(Variant("torch", "fp32"))
+        notes.append(
+            "PyTorch eager runs the same UNet-328 architecture exported from the PyTorch "
+            "reference module (seeded weights of its own), as a torch.export program"
+        )
     return variants, notes
 
 
@@ -113,6 +119,23 @@ def prepare_inputs(options: MatrixOptions) -> tuple[Path, Path]:
             log.info("writing a demo avatar to %s", avatar)
             write_demo_avatar(avatar, frames=25)
     return model, avatar
+
+
+def prepare_torch_program(options: MatrixOptions) -> Path:
+    """The reference UNet-328 as a ``torch.export`` program (what the torch backends take),
+    written once."""
+    target = options.work_dir / "inputs" / "unet328.pt2"
+    if not target.exists():
+        import torch
+
+        from lipsync_core.contract import preset
+        from lipsync_core.export_torch import export_program
+        from lipsync_core.reference.unet328_torch import Model
+
+        torch.manual_seed(0)
+        log.info("writing the reference UNet-328 program to %s", target)
+        export_program(torch, Model().eval(), preset("unet328-ave"), target)
+    return target
 
 
 CALIBRATION_SAMPLES = 32
@@ -181,7 +204,8 @@ def run_variant(
     command: list[str],
     on_level: Callable[[LevelPlan], Callable[[int], None]],
 ) -> Path:
-    artifact, key = build_variant(variant, model, avatar, options)
+    source = prepare_torch_program(options) if variant.backend in TORCH_BACKENDS else model
+    artifact, key = build_variant(variant, source, avatar, options)
     args = [
         "--backend",
         variant.backend,

@@ -128,7 +128,8 @@ def export(
     search_path: Path | None,
     tolerance: float,
 ) -> None:
-    """Export a PyTorch checkpoint to ONNX (opset 17, dynamic batch), verified. Needs [torch]."""
+    """Export a PyTorch checkpoint to ONNX (one file, dynamic batch), or to a torch.export
+    program when OUTPUT ends in .pt2 (for the PyTorch backends), verified. Needs [torch]."""
     from lipsync_core.export_torch import export_checkpoint, parse_init_kwargs
 
     try:

@@ -1,15 +1,18 @@
-"""PyTorch checkpoint -> ONNX, checked: the original project's export step, made repeatable.
+"""PyTorch checkpoint -> ONNX or a ``torch.export`` program, checked: the original project's
+export step, made repeatable.
 
-Import a module, build the model with keyword arguments, load the checkpoint's state dict, export
-in eval mode with the contract's tensor names, a dynamic batch axis and opset 17, then run the ONNX
-checker, the contract check and a numeric comparison of ONNX Runtime against PyTorch on one
-random batch. Needs the ``[torch]`` extra; torch is imported only when an export runs.
+Import a module, build the model with keyword arguments, load the checkpoint's state dict, then
+either export ONNX in eval mode with the contract's tensor names and a dynamic batch axis (the
+dynamo exporter, written as one self-contained file; the TorchScript exporter at opset 17 where
+dynamo fails) and run the ONNX checker, the contract check and ONNX Runtime against PyTorch on one
+random batch; or save a ``torch.export`` program with a dynamic batch (``.pt2``, what the PyTorch
+backends and the ``torch-aoti`` build target take) and compare it against the module. Needs the
+``[torch]`` extra; torch is imported only when an export runs.
 """
 
 from __future__ import annotations
 
 import importlib
-import inspect
 import logging
 import sys
 import time
@@ -29,6 +32,7 @@ from lipsync_core.samples import random_inputs
 log = logging.getLogger(__name__)
 
 OPSET = 17
+MAX_PROGRAM_BATCH = 64  # the batch range a saved program accepts: [1, 64]
 InitValue = int | float | bool | str
 
 
@@ -136,36 +140,87 @@ def _format_init(init: dict[str, InitValue]) -> str:
     return ", ".join(f"{key}={value!r}" for key, value in init.items())
 
 
+def _sample_args(torch: Any, contract: ModelContract, batch: int, seed: int) -> tuple[Any, ...]:
+    sample = random_inputs(contract, batch, np.random.default_rng(seed))
+    return tuple(torch.from_numpy(sample[spec.name]) for spec in contract.inputs)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+
+
 def _export(torch: Any, model: Any, contract: ModelContract, output: Path, opset: int) -> None:
-    sample = random_inputs(contract, 1, np.random.default_rng(0))
-    args = tuple(torch.from_numpy(sample[spec.name]) for spec in contract.inputs)
+    args = _sample_args(torch, contract, 2, 0)
     names = [spec.name for spec in (*contract.inputs, contract.output)]
-    options: dict[str, Any] = {
-        "input_names": names[:-1],
-        "output_names": names[-1:],
-        "dynamic_axes": {name: {0: "batch"} for name in names},
-        "opset_version": opset,
-    }
+    batch = torch.export.Dim("batch", min=1, max=MAX_PROGRAM_BATCH)
     output.parent.mkdir(parents=True, exist_ok=True)
-    # The TorchScript exporter honours opset 17 and dynamic_axes as the original step did; newer
-    # torch defaults to the dynamo exporter (needs onnxscript), used where the former fails.
-    legacy = "dynamo" in inspect.signature(torch.onnx.export).parameters
-    attempts = [{**options, "dynamo": False}, options] if legacy else [options]
+    # The dynamo exporter writes weights to a side file by default; external_data=False keeps
+    # one file. The TorchScript exporter (opset 17, as the original step) is the fallback.
+    attempts: list[dict[str, Any]] = [
+        {
+            "dynamo": True,
+            "external_data": False,
+            "dynamic_shapes": tuple({0: batch} for _ in contract.inputs),
+        },
+        {
+            "dynamo": False,
+            "opset_version": opset,
+            "dynamic_axes": {name: {0: "batch"} for name in names},
+        },
+    ]
     failures = []
     for attempt in attempts:
         try:
             with torch.no_grad():
-                torch.onnx.export(model, args, str(output), **attempt)
+                torch.onnx.export(
+                    model, args, str(output), input_names=names[:-1], output_names=names[-1:],
+                    **attempt,
+                )  # fmt: skip
         except Exception as exc:  # the exporters raise many kinds of errors
-            failures.append(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+            failures.append(_first_line(exc))
             continue
+        check_single_file(output)
         return
     raise ExportError(f"torch.onnx.export failed: {' / '.join(failures)}")
 
 
+def check_single_file(path: Path) -> None:
+    """ExportError unless every initializer of the ONNX file is stored inside it."""
+    model = onnx.load(str(path), load_external_data=False)
+    external = [
+        init.name
+        for init in model.graph.initializer
+        if init.data_location == onnx.TensorProto.EXTERNAL
+    ]
+    if external:
+        raise ExportError(f"{path}: {len(external)} initializers live in external data files")
+
+
+def export_program(torch: Any, model: Any, contract: ModelContract, output: Path) -> float:
+    """Save ``model`` as a ``torch.export`` program with a dynamic batch; returns the max abs
+    error of the loaded program against the module on a batch of 2."""
+    batch = torch.export.Dim("batch", min=1, max=MAX_PROGRAM_BATCH)
+    try:
+        with torch.no_grad():
+            program = torch.export.export(
+                model,
+                _sample_args(torch, contract, 2, 0),
+                dynamic_shapes=tuple({0: batch} for _ in contract.inputs),
+            )
+    except Exception as exc:  # torch.export raises many kinds of errors
+        raise ExportError(f"torch.export failed: {_first_line(exc)}") from None
+    output.parent.mkdir(parents=True, exist_ok=True)
+    torch.export.save(program, str(output))
+    args = _sample_args(torch, contract, 2, 1)
+    with torch.no_grad():
+        expected = model(*args)
+        got = torch.export.load(str(output)).module()(*args)
+    return float((got - expected).abs().max())
+
+
 def max_abs_error(torch: Any, model: Any, contract: ModelContract, onnx_path: Path) -> float:
-    """ONNX Runtime (CPU) against PyTorch on one random batch of 2 (exercises the batch axis)."""
-    inputs = random_inputs(contract, 2, np.random.default_rng(1))
+    """ONNX Runtime (CPU) against PyTorch on one random batch of 3 (exercises the batch axis)."""
+    inputs = random_inputs(contract, 3, np.random.default_rng(1))
     with torch.no_grad():
         expected = model(*(torch.from_numpy(inputs[s.name]) for s in contract.inputs)).numpy()
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -184,12 +239,20 @@ def export_checkpoint(
     tolerance: float = 1e-4,
     opset: int = OPSET,
 ) -> ExportReport:
-    """Export ``target`` with ``checkpoint`` to ``output`` and verify it; ExportError otherwise."""
+    """Export ``target`` with ``checkpoint`` to ``output`` and verify it; ExportError otherwise.
+    A ``.pt2`` output is a ``torch.export`` program, anything else ONNX."""
     start = time.perf_counter()
     torch = _import_torch()
     model = _build(torch, target, init or {}, checkpoint, search_path)
     parameters = sum(int(p.numel()) for p in model.parameters())
     log.info("exporting %s (%d parameters) to %s", target, parameters, output)
+    if output.suffix == ".pt2":
+        error = export_program(torch, model, contract, output)
+        if not error <= tolerance:
+            raise ExportError(
+                f"{output}: the exported program differs from the module by {error:.2e}"
+            )
+        return ExportReport(output, parameters, error, time.perf_counter() - start)
     _export(torch, model, contract, output, opset)
     try:
         onnx.checker.check_model(str(output), full_check=True)

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from lipsync_core.backends.base import BackendKind
+from lipsync_core.backends.base import BackendKind, Device
 
 
 class ServerOptions(BaseModel):
@@ -21,12 +21,17 @@ class ServerOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: Path = Field(description="Model artifact: ONNX file or TensorRT engine.")
+    model: Path = Field(
+        description="Model artifact: ONNX file, TensorRT engine or PyTorch .pt2 (program or "
+        "AOTInductor package)."
+    )
     avatar: Path = Field(description="Avatar package directory (see AVATAR_FORMAT.md).")
     model_name: str = Field("lipsync", min_length=1, description="Name clients address.")
     io_preset: str = Field("unet328-ave", description="Model I/O contract preset.")
     backend: BackendKind = Field("auto", description="Backend kind; auto picks the fastest.")
     intra_op_threads: int = Field(0, ge=0, description="ORT CPU threads per instance (0: auto).")
+    device: Device = Field("auto", description="PyTorch backends: cpu, cuda or auto.")
+    torch_compile: bool = Field(False, description="torch backend: run through torch.compile.")
     host: str = Field("0.0.0.0", description="Address the gRPC and metrics ports bind to.")
     grpc_port: int = Field(8001, ge=0, le=65535, description="gRPC port (0: any free port).")
     metrics_port: int = Field(8002, ge=0, le=65535, description="Prometheus port (0: off).")

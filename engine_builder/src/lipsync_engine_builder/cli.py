@@ -56,7 +56,9 @@ def _use_progress_for_logs(progress: Any) -> None:
     "--backend",
     default="onnxruntime-cpu",
     show_default=True,
-    type=click.Choice(["onnxruntime-cpu", "onnxruntime-cuda", "tensorrt-rtx", "tensorrt"]),
+    type=click.Choice(
+        ["onnxruntime-cpu", "onnxruntime-cuda", "tensorrt-rtx", "tensorrt", "torch", "torch-aoti"]
+    ),
 )
 @click.option("--runtime", default="", help="Runtime id in the key [default: installed library].")
 @click.option("--gpu-product", default="cpu", show_default=True, help="nvidia.com/gpu.product.")

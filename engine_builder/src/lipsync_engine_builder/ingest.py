@@ -18,7 +18,8 @@ class IngestedModel:
     nodes: int
 
 
-def ingest(uri: str, pinned_sha256: str, contract: ModelContract, workdir: Path) -> IngestedModel:
+def fetch_pinned(uri: str, pinned_sha256: str, workdir: Path) -> tuple[Path, str]:
+    """The local model file and its sha256, checked against the pinned digest when given."""
     path = fetch(uri, workdir)
     if not path.is_file():
         raise BadInputError(f"model {uri}: not a file")
@@ -28,6 +29,11 @@ def ingest(uri: str, pinned_sha256: str, contract: ModelContract, workdir: Path)
             f"model {uri}: sha256 {digest[:16]}... does not match the pinned "
             f"{pinned_sha256[:16]}..."
         )
+    return path, digest
+
+
+def ingest(uri: str, pinned_sha256: str, contract: ModelContract, workdir: Path) -> IngestedModel:
+    path, digest = fetch_pinned(uri, pinned_sha256, workdir)
     model = check_model(path)
     contract.check_onnx(path)
     return IngestedModel(path=path, sha256=digest, nodes=len(model.graph.node))

@@ -28,7 +28,7 @@ from lipsync_engine_builder.errors import (
 )
 from lipsync_engine_builder.manifest import Accuracy, Manifest
 from lipsync_engine_builder.progress import Progress
-from lipsync_engine_builder.request import BuildRequest
+from lipsync_engine_builder.request import TORCH_BACKENDS, BuildBackend, BuildRequest
 from lipsync_engine_builder.result import BuildResult
 from lipsync_engine_builder.sources import fetch, sha256_file
 
@@ -97,11 +97,22 @@ def _prepare(request: BuildRequest, workdir: Path, progress: Progress) -> _Prepa
     from lipsync_engine_builder.optimize import optimize
     from lipsync_engine_builder.precision import QuantizationTarget, apply_precision
     from lipsync_engine_builder.targets import preflight
+    from lipsync_engine_builder.targets.profiles import tensorrt_major, tensorrt_typing
 
     contract = request.contract()
+    torch_source = request.backend in TORCH_BACKENDS
     with progress.stage("ingest"):
-        preflight(request.backend)
-        model = ingest(request.model, request.sha256, contract, workdir)
+        preflight(request.backend, request.compute_capability)
+        if torch_source:
+            from lipsync_engine_builder.targets.torch import check_torch_precision
+            from lipsync_engine_builder.torch_source import ingest_program
+
+            check_torch_precision(request.precision)
+            model = ingest_program(
+                request.model, request.sha256, contract, workdir, request.batch.min
+            )
+        else:
+            model = ingest(request.model, request.sha256, contract, workdir)
         calibration = None
         if request.precision == "int8":
             local = (
@@ -120,6 +131,8 @@ def _prepare(request: BuildRequest, workdir: Path, progress: Progress) -> _Prepa
             calibration, request.calibration_samples, request.verify_samples, contract
         )
         progress.info("model", sha256=model.sha256, nodes=model.nodes, calibration=len(used))
+    if torch_source:  # precision and layout are applied by the torch target itself
+        return _Prepared(model.path, model.path, model.sha256, held_out, {})
     with progress.stage("optimize"):
         optimized = workdir / "optimized.onnx"
         report = optimize(model.path, optimized, contract)
@@ -127,13 +140,23 @@ def _prepare(request: BuildRequest, workdir: Path, progress: Progress) -> _Prepa
     with progress.stage("precision"):
         prepared = workdir / "prepared.onnx"
         onnx_precision: Precision = request.precision
-        if request.backend == "tensorrt" and request.precision == "fp16":
-            onnx_precision = "fp32"  # TensorRT's FP16 flag converts; the ONNX stays fp32
+        if request.backend == "tensorrt":
+            # TensorRT 10's FP16 flag converts an fp32 ONNX; TensorRT 11 needs an fp16 ONNX.
+            major = tensorrt_major(request.resolved_runtime())
+            onnx_precision = tensorrt_typing(major, request.precision).onnx_precision
         target: QuantizationTarget = (
             "tensorrt" if request.backend in ("tensorrt", "tensorrt-rtx") else "onnxruntime"
         )
         apply_precision(optimized, prepared, onnx_precision, used, target)
     return _Prepared(model.path, prepared, model.sha256, held_out, report.as_dict())
+
+
+def reference_config(backend: BuildBackend) -> BackendConfig:
+    """The fp32 reference every artifact is gated against: ORT CPU on the ONNX, or the
+    ``torch.export`` program run eagerly on the CPU for the PyTorch targets."""
+    if backend in TORCH_BACKENDS:
+        return BackendConfig(kind="torch", device="cpu", channels_last=False)
+    return BackendConfig(kind="onnxruntime-cpu")
 
 
 def _run_all(backend: Backend, samples: list[Sample]) -> list[np.ndarray]:
@@ -174,11 +197,13 @@ def _build(
             workspace_bytes=request.workspace_mib << 20,
             optimization_level=request.optimization_level,
         )
-        built = build_artifact(request.backend, context, config, settings)
+        built = build_artifact(
+            request.backend, context, config, settings, request.compute_capability
+        )
         if built.timing_cache:
             cache.write_timing_cache(timing_name, built.timing_cache)
     with progress.stage("verify"):
-        reference = load_backend(prepared.original, contract, BackendConfig(kind="onnxruntime-cpu"))
+        reference = load_backend(prepared.original, contract, reference_config(request.backend))
         expected = _run_all(reference, prepared.held_out)
         reference.close()
         backend = load_backend(built.path, contract, config)

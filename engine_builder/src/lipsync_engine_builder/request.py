@@ -16,7 +16,10 @@ from lipsync_core.backends.base import Precision
 from lipsync_core.contract import ModelContract, preset
 from lipsync_core.enginekey import BatchProfile, EngineKeyInputs, engine_key, unpinned_digest
 
-BuildBackend = Literal["onnxruntime-cpu", "onnxruntime-cuda", "tensorrt-rtx", "tensorrt"]
+BuildBackend = Literal[
+    "onnxruntime-cpu", "onnxruntime-cuda", "tensorrt-rtx", "tensorrt", "torch", "torch-aoti"
+]
+TORCH_BACKENDS: tuple[BuildBackend, ...] = ("torch", "torch-aoti")  # from a torch.export program
 
 RANDOM_CALIBRATION_DIGEST = "random"
 DEFAULT_CALIBRATION_SAMPLES = 16
@@ -27,6 +30,8 @@ _BACKEND_LIBRARIES: dict[BuildBackend, tuple[str, tuple[str, ...]]] = {
     "onnxruntime-cuda": ("onnxruntime", ("onnxruntime-gpu", "onnxruntime")),
     "tensorrt-rtx": ("onnxruntime", ("onnxruntime-trt-rtx", "onnxruntime-gpu", "onnxruntime")),
     "tensorrt": ("tensorrt", ("tensorrt", "tensorrt-cu13", "tensorrt-cu12")),
+    "torch": ("torch", ("torch",)),
+    "torch-aoti": ("torch", ("torch",)),
 }
 
 

@@ -44,6 +44,8 @@ def load_data_plane(settings: ServerSettings) -> DataPlane:
         kind=settings.backend,
         intra_op_threads=settings.intra_op_threads,
         max_batch=settings.max_batch_size,
+        device=settings.device,
+        torch_compile=settings.torch_compile,
     )
     backends = [load_backend(settings.model, contract, config) for _ in range(settings.instances)]
     store = AvatarStore.load(settings.avatar)

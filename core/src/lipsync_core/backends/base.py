@@ -9,8 +9,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lipsync_core.contract import ModelContract
 
-BackendKind = Literal["auto", "onnxruntime-cpu", "onnxruntime-cuda", "tensorrt-rtx", "tensorrt"]
+BackendKind = Literal[
+    "auto", "onnxruntime-cpu", "onnxruntime-cuda", "tensorrt-rtx", "tensorrt", "torch", "torch-aoti"
+]
 Precision = Literal["fp32", "fp16", "int8"]
+Device = Literal["auto", "cpu", "cuda"]
 
 
 class BackendConfig(BaseModel):
@@ -24,6 +27,12 @@ class BackendConfig(BaseModel):
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
     device_id: int = Field(0, ge=0)
     max_batch: int = Field(8, ge=1, description="Largest batch the backend must accept.")
+    device: Device = Field("auto", description="PyTorch backends: auto is CUDA when torch has it.")
+    torch_compile: bool = Field(False, description="torch backend: run through torch.compile.")
+    channels_last: bool = Field(True, description="torch backend: NHWC memory format.")
+    cuda_graphs: bool = Field(
+        False, description="Capture one CUDA graph per batch size (torch eager, ORT CUDA)."
+    )
 
 
 class BackendInfo(BaseModel):
@@ -50,7 +59,8 @@ class Backend(Protocol):
     def describe(self) -> BackendInfo: ...
 
     def infer(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        """Run one batch; inputs follow the contract; returns the output tensor (float32)."""
+        """Run one batch; inputs follow the contract; returns the output tensor (float32), an
+        array the caller owns."""
         ...
 
     def close(self) -> None: ...

@@ -37,6 +37,21 @@ def device_count() -> int:
     return int(checked("cudaGetDeviceCount", _cudart().cudaGetDeviceCount()))
 
 
+def compute_capability(device_id: int) -> str:
+    """``major.minor`` of GPU ``device_id`` (``9.0`` for an H100)."""
+    runtime = _cudart()
+    attributes = runtime.cudaDeviceAttr
+    major = checked(
+        "cudaDeviceGetAttribute",
+        runtime.cudaDeviceGetAttribute(attributes.cudaDevAttrComputeCapabilityMajor, device_id),
+    )
+    minor = checked(
+        "cudaDeviceGetAttribute",
+        runtime.cudaDeviceGetAttribute(attributes.cudaDevAttrComputeCapabilityMinor, device_id),
+    )
+    return f"{int(major)}.{int(minor)}"
+
+
 def set_device(device_id: int) -> None:
     checked("cudaSetDevice", _cudart().cudaSetDevice(device_id))
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from lipsync_core.backends.artifact_facts import artifact_facts
 from lipsync_core.backends.base import BackendConfig, BackendInfo, BackendKind, Precision
 from lipsync_core.backends.ort_plugins import rtx_plugin_installed, rtx_session_options
 from lipsync_core.contract import ModelContract
@@ -53,6 +54,28 @@ def model_precision(path: Path) -> Precision:
     return "fp32"
 
 
+def cuda_provider_options(config: BackendConfig) -> dict[str, str]:
+    """CUDA EP options: NHWC kernels for the convolutions, and CUDA graphs (one per batch size,
+    selected with the ``gpu_graph_id`` run option) when asked for."""
+    options = {"device_id": str(config.device_id), "prefer_nhwc": "1"}
+    if config.cuda_graphs:
+        options["enable_cuda_graph"] = "1"
+    return options
+
+
+def cuda_fallback_reason(session_providers: list[str]) -> str:
+    """Why a session created for the CUDA EP does not run on it ("" when it does): ONNX Runtime
+    drops an EP whose libraries fail to load (a CUDA 12 wheel on a CUDA 13 host, no cuDNN) and
+    runs everything on the CPU without raising."""
+    if "CUDAExecutionProvider" in session_providers:
+        return ""
+    return (
+        "ONNX Runtime could not load the CUDA execution provider (CUDA/cuDNN libraries missing "
+        "or of another major version; see the ONNX Runtime log) and fell back to "
+        f"{', '.join(session_providers) or 'no provider'}"
+    )
+
+
 def session_options(config: BackendConfig) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.graph_optimization_level = _OPT_LEVELS[config.graph_optimization]
@@ -69,6 +92,7 @@ class _BoundBatch:
     binding: ort.IOBinding
     inputs: dict[str, ort.OrtValue]
     output: ort.OrtValue
+    run_options: ort.RunOptions
 
 
 def _first_line(exc: BaseException) -> str:
@@ -100,12 +124,12 @@ class OnnxRuntimeBackend:
         self._config = config
         self._kind: BackendKind = kind
         self._artifact = artifact
-        self._precision = model_precision(artifact)
+        self._precision = artifact_facts(artifact).precision or model_precision(artifact)
         self._reason = reason
         options = session_options(config)
         providers: list[Any] | None = [provider]
         if kind == "onnxruntime-cuda":
-            providers = [(provider, {"device_id": config.device_id}), "CPUExecutionProvider"]
+            providers = [(provider, cuda_provider_options(config)), "CPUExecutionProvider"]
         elif kind == "tensorrt-rtx":
             options, providers = rtx_session_options(options, config.device_id), None
         try:
@@ -119,6 +143,10 @@ class OnnxRuntimeBackend:
                 ) from None
             # The file already parsed as ONNX (model_precision), so the device refused it.
             raise BackendError(f"{kind} cannot run {artifact}: {_first_line(exc)}") from None
+        if kind == "onnxruntime-cuda":
+            fallback = cuda_fallback_reason(self._session.get_providers())
+            if fallback:
+                raise BackendError(f"onnxruntime-cuda: {fallback}")
         self._bound: dict[int, _BoundBatch] = {}
 
     @property
@@ -145,7 +173,7 @@ class OnnxRuntimeBackend:
         bound = self._bound.get(batch) or self._bind(batch)
         for name, value in bound.inputs.items():
             value.update_inplace(np.ascontiguousarray(inputs[name]))
-        self._session.run_with_iobinding(bound.binding)
+        self._session.run_with_iobinding(bound.binding, bound.run_options)
         return np.asarray(bound.output.numpy(), dtype=np.float32)
 
     def _bind(self, batch: int) -> _BoundBatch:
@@ -165,7 +193,10 @@ class OnnxRuntimeBackend:
             output_spec.batch_shape(batch), np.dtype(output_spec.dtype), "cuda", device
         )
         binding.bind_ortvalue_output(output_spec.name, output)
-        self._bound[batch] = _BoundBatch(binding, inputs, output)
+        run_options = ort.RunOptions()
+        if self._config.cuda_graphs:  # graph ids start at 1; -1 would disable capture
+            run_options.add_run_config_entry("gpu_graph_id", str(batch))
+        self._bound[batch] = _BoundBatch(binding, inputs, output, run_options)
         log.debug("bound device tensors for batch %d on cuda:%d", batch, device)
         return self._bound[batch]
 

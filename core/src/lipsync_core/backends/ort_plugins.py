@@ -22,6 +22,36 @@ log = logging.getLogger(__name__)
 
 RTX_MODULE = "onnxruntime_ep_nv_tensorrt_rtx"
 RTX_DISTRIBUTION = "onnxruntime-ep-nv-tensorrt-rtx-cu13"
+# TensorRT-RTX's support matrix: Turing 7.5, Ampere GA10x 8.6, Ada 8.9, Blackwell RTX 12.x. Data
+# center parts (A100 8.0, H100/H200 9.0, B200 10.0) are not supported: use TensorRT there.
+RTX_COMPUTE_CAPABILITIES = ("7.5", "8.6", "8.9")
+RTX_COMPUTE_MAJORS = (12,)
+
+
+def rtx_support_refusal(capability: str) -> str:
+    """Why TensorRT-RTX does not run on a GPU of this compute capability ("" when it does, or
+    when the capability is unknown)."""
+    if not capability:
+        return ""
+    major = capability.split(".", 1)[0]
+    if capability in RTX_COMPUTE_CAPABILITIES or (
+        major.isdigit() and int(major) in RTX_COMPUTE_MAJORS
+    ):
+        return ""
+    return (
+        f"tensorrt-rtx: TensorRT-RTX supports compute capability 7.5, 8.6, 8.9 and 12.x, this "
+        f"GPU has {capability} (A100, H100, H200 and B200 need the tensorrt backend)"
+    )
+
+
+def _device_capability(device_id: int) -> str:
+    """The GPU's compute capability through cuda-python, "" where cuda-python is missing."""
+    from lipsync_core.backends import cuda_runtime
+
+    try:
+        return cuda_runtime.compute_capability(device_id)
+    except BackendError:
+        return ""
 
 
 def rtx_plugin_installed() -> bool:
@@ -56,6 +86,9 @@ def _register_rtx_plugin() -> str:
 
 def rtx_devices(device_id: int) -> list[Any]:
     """The TensorRT-RTX EP device for GPU ``device_id``, or BackendError saying why not."""
+    refusal = rtx_support_refusal(_device_capability(device_id))
+    if refusal:
+        raise BackendError(refusal)
     name = _register_rtx_plugin()
     gpus = [
         device
@@ -74,9 +107,12 @@ def rtx_devices(device_id: int) -> list[Any]:
     return [gpus[device_id]]
 
 
-def rtx_session_options(options: ort.SessionOptions, device_id: int) -> ort.SessionOptions:
-    """``options`` with the TensorRT-RTX EP added for GPU ``device_id``."""
-    options.add_provider_for_devices(rtx_devices(device_id), {})
+def rtx_session_options(
+    options: ort.SessionOptions, device_id: int, ep_options: dict[str, str] | None = None
+) -> ort.SessionOptions:
+    """``options`` with the TensorRT-RTX EP added for GPU ``device_id`` (a plugin EP is selected
+    through its devices; passed as a provider name it would be dropped)."""
+    options.add_provider_for_devices(rtx_devices(device_id), ep_options or {})
     return options
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from lipsync_core.backends.base import Backend, BackendConfig, BackendKind
 from lipsync_core.backends.onnxruntime import OnnxRuntimeBackend, available_kinds
+from lipsync_core.backends.torch_files import TORCH_SUFFIX, torch_artifact_kind
 from lipsync_core.contract import ModelContract
 from lipsync_core.errors import BackendError
 
@@ -19,7 +20,12 @@ TENSORRT_SUFFIXES = (".plan", ".engine", ".trt")
 def choose_kind(
     artifact: Path, ort_kinds: list[BackendKind], tensorrt_loadable: bool
 ) -> tuple[BackendKind, str]:
-    """Automatic default: a loadable TensorRT engine -> TensorRT; CUDA -> ORT CUDA; else CPU."""
+    """Automatic default: a loadable TensorRT engine -> TensorRT; a PyTorch archive -> its torch
+    backend; CUDA -> ORT CUDA; else CPU."""
+    if artifact.suffix == TORCH_SUFFIX:
+        kind = torch_artifact_kind(artifact)
+        what = "an AOTInductor package" if kind == "torch-aoti" else "an exported program"
+        return kind, f"{artifact.name} is {what} (PyTorch)"
     if artifact.suffix in TENSORRT_SUFFIXES:
         if tensorrt_loadable:
             return "tensorrt", f"{artifact.name} is a TensorRT engine and TensorRT is importable"
@@ -29,6 +35,20 @@ def choose_kind(
     return "onnxruntime-cpu", "no TensorRT engine and no CUDA execution provider: ORT on CPU"
 
 
+def _load(
+    artifact: Path, contract: ModelContract, config: BackendConfig, kind: BackendKind, reason: str
+) -> Backend:
+    if kind == "tensorrt":
+        from lipsync_core.backends.tensorrt import TensorRTBackend
+
+        return TensorRTBackend(artifact, contract, config, reason=reason)
+    if kind in ("torch", "torch-aoti"):
+        from lipsync_core.backends.torch_backend import TorchBackend
+
+        return TorchBackend(artifact, contract, config, kind=kind, reason=reason)
+    return OnnxRuntimeBackend(artifact, contract, config, kind=kind, reason=reason)
+
+
 def load_backend(artifact: Path, contract: ModelContract, config: BackendConfig) -> Backend:
     """Load ``artifact`` with the configured (or automatic) backend and log the choice."""
     kind, reason = config.kind, "configured explicitly"
@@ -36,13 +56,15 @@ def load_backend(artifact: Path, contract: ModelContract, config: BackendConfig)
         from lipsync_core.backends import tensorrt
 
         kind, reason = choose_kind(artifact, available_kinds(), tensorrt.is_available())
-    backend: Backend
-    if kind == "tensorrt":
-        from lipsync_core.backends.tensorrt import TensorRTBackend
-
-        backend = TensorRTBackend(artifact, contract, config, reason=reason)
-    else:
-        backend = OnnxRuntimeBackend(artifact, contract, config, kind=kind, reason=reason)
+    try:
+        backend = _load(artifact, contract, config, kind, reason)
+    except BackendError as exc:
+        if config.kind != "auto" or kind != "onnxruntime-cuda":
+            raise
+        # Chosen automatically: fall back to the CPU loudly, the reason on status and in logs.
+        reason = f"{exc}; using ONNX Runtime on the CPU"
+        log.warning("backend fallback for %s: %s", artifact.name, reason)
+        backend = _load(artifact, contract, config, "onnxruntime-cpu", reason)
     info = backend.describe()
     log.info(
         "backend %s (%s, %s, %s) for %s: %s",

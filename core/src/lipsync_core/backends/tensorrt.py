@@ -1,4 +1,9 @@
-"""TensorRT 10 backend: a serialized plan run through named tensors on one CUDA stream.
+"""TensorRT backend (10 and 11): a serialized plan run through named tensors on one CUDA stream.
+
+The runtime calls used here (``Runtime.deserialize_cuda_engine``, ``ICudaEngine.num_io_tensors``,
+``get_tensor_name/mode/dtype/shape``, ``get_tensor_profile_shape``, ``create_execution_context``,
+``IExecutionContext.set_optimization_profile_async``, ``set_tensor_address``, ``set_input_shape``,
+``execute_async_v3``) are the same in TensorRT 10 and 11; older versions are refused.
 
 Pinned host buffers and device buffers are sized for the largest configured batch, allocated once
 and reused; each call copies inputs in, picks the optimization profile for the batch size, sets
@@ -18,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from lipsync_core.backends import cuda_runtime
+from lipsync_core.backends.artifact_facts import artifact_facts
 from lipsync_core.backends.base import BackendConfig, BackendInfo, Precision
 from lipsync_core.backends.tensorrt_api import ICudaEngine, TensorRTModule, load_tensorrt
 from lipsync_core.backends.tensorrt_plan import (
@@ -36,6 +42,8 @@ from lipsync_core.contract import ModelContract, TensorSpec
 from lipsync_core.errors import BackendError, ModelFileError
 
 log = logging.getLogger(__name__)
+
+OLDEST_TENSORRT = 10
 
 
 def is_available() -> bool:
@@ -130,6 +138,11 @@ class TensorRTBackend:
         precision: Precision | None = None,
     ) -> None:
         trt = load_tensorrt()
+        major = trt.__version__.split(".", 1)[0]
+        if not major.isdigit() or int(major) < OLDEST_TENSORRT:
+            raise BackendError(
+                f"TensorRT {trt.__version__} is too old: this backend runs TensorRT 10 and 11"
+            )
         try:
             plan = artifact.read_bytes()
         except OSError as exc:
@@ -151,7 +164,8 @@ class TensorRTBackend:
         self._version = f"tensorrt {trt.__version__}"
         tensors = _engine_tensors(trt, engine)
         check_engine_io(contract, tensors)
-        self._precision: Precision = precision or _engine_precision(tensors)
+        recorded = precision or artifact_facts(artifact).precision  # the build manifest's word
+        self._precision: Precision = recorded or _engine_precision(tensors)
         self._ranges = _profile_ranges(engine, contract, tensors)
         self._capacity = batch_capacity(self._ranges, config.max_batch)
         dtypes = {t.name: numpy_dtype(t.dtype) for t in tensors}
@@ -202,6 +216,11 @@ class TensorRTBackend:
         with self._lock:
             return self._run(inputs, batch)
 
+    def staging(self, batch: int) -> dict[str, np.ndarray]:
+        """Views of the pinned input buffers: a caller that writes a batch here saves the host
+        copy of ``infer`` (valid until the next call)."""
+        return {spec.name: self._buffers[spec.name].host[:batch] for spec in self._contract.inputs}
+
     def _use_profile(self, batch: int, stream: cuda_runtime.Stream) -> None:
         profile = choose_profile(self._ranges, batch)
         if profile == self._profile:
@@ -221,7 +240,9 @@ class TensorRTBackend:
         self._use_profile(batch, stream)
         for spec in self._contract.inputs:
             buffer = self._buffers[spec.name]
-            np.copyto(buffer.host[:batch], inputs[spec.name], casting="same_kind")
+            host = buffer.host[:batch]
+            if inputs[spec.name].ctypes.data != host.ctypes.data:  # not written via staging()
+                np.copyto(host, inputs[spec.name], casting="same_kind")
             stream.copy_to_device(buffer.device, buffer.host_pointer, buffer.nbytes(batch))
             shape = spec.batch_shape(batch)
             if not self._context.set_input_shape(spec.name, shape):

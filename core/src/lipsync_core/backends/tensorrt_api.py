@@ -1,4 +1,4 @@
-"""Typed view of the part of the TensorRT 10 Python API the backend uses.
+"""Typed view of the part of the TensorRT Python API the backend uses (the same in 10 and 11).
 
 Signatures follow ``tensorrt-stubs`` 10.13. mypy cannot read those stubs directly: the package ships
 ``tensorrt/__init__.pyi`` without a ``py.typed`` marker, and its ``tensorrt_bindings`` stub does not

@@ -15,7 +15,7 @@ from torch.nn import functional
 CHANNELS = (32, 64, 128, 256, 512)
 
 
-class InvertedResidual(nn.Module):  # type: ignore[misc]
+class InvertedResidual(nn.Module):
     """1x1 expand, 3x3 depthwise, 1x1 project, each with BatchNorm; ReLU after the first two."""
 
     def __init__(self, cin: int, cout: int, stride: int, residual: bool, expand: int = 2) -> None:
@@ -51,7 +51,7 @@ def _conv_bn_relu(cin: int, cout: int, stride: int, pad: int) -> nn.Sequential:
     )
 
 
-class Model(nn.Module):  # type: ignore[misc]
+class Model(nn.Module):
     """UNet-328: face crop + masked crop [B,6,320,320] and audio [B,32,16,16] -> [B,3,320,320]."""
 
     def __init__(self, n_channels: int = 6, mode: str = "ave") -> None:

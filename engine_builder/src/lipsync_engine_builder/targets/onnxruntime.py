@@ -9,8 +9,6 @@ from lipsync_engine_builder.errors import BuildFailedError, one_line
 from lipsync_engine_builder.targets.base import BuildContext, BuiltArtifact
 from lipsync_engine_builder.targets.profiles import shapes_option
 
-RTX_PROVIDER = "NvTensorRTRTXExecutionProvider"
-
 
 def recorded_session_options(config: BackendConfig) -> dict[str, str | int]:
     """The session options the artifact is verified and measured with (stored in the manifest)."""
@@ -29,8 +27,12 @@ def build_onnx_model(context: BuildContext, config: BackendConfig) -> BuiltArtif
 
 
 def build_rtx_context_model(context: BuildContext, config: BackendConfig) -> BuiltArtifact:
-    """Compile the model with the TensorRT-RTX EP into an EP-context model (engine embedded)."""
+    """Compile the model with the TensorRT-RTX EP into an EP-context model (engine embedded),
+    through the plugin's registration and devices, as the runtime loads it."""
     import onnxruntime as ort
+
+    from lipsync_core.backends.ort_plugins import rtx_session_options
+    from lipsync_core.errors import BackendError
 
     target = context.workdir / "artifact.onnx"
     options = ort.SessionOptions()
@@ -44,9 +46,11 @@ def build_rtx_context_model(context: BuildContext, config: BackendConfig) -> Bui
         "nv_profile_max_shapes": shapes_option(context.contract, context.batch.max),
     }
     try:
-        ort.InferenceSession(
-            str(context.model), sess_options=options, providers=[(RTX_PROVIDER, provider_options)]
-        )
+        options = rtx_session_options(options, config.device_id, provider_options)
+    except BackendError as exc:
+        raise BuildFailedError(str(exc)) from None
+    try:
+        ort.InferenceSession(str(context.model), sess_options=options)
     except Exception as exc:  # the EP refuses GPUs it does not support with a runtime error
         raise BuildFailedError(f"TensorRT-RTX refused to compile: {one_line(exc)}") from None
     if not target.is_file():

@@ -1,9 +1,12 @@
-"""TensorRT 10 target: network from the ONNX parser, one optimization profile over the batch,
-precision flags, workspace limit, builder optimization level, and a timing cache per GPU product.
+"""TensorRT target for TensorRT 10 and 11: network from the ONNX parser, a latency and a
+throughput optimization profile, precision by the version's typing rules, workspace limit,
+builder optimization level, and a timing cache per GPU product.
 
-TensorRT is imported only when building; where only the type stubs are installed, ``import
-tensorrt`` yields an empty namespace package, so availability is probed by the ``Builder`` class.
-Its API is typed through the narrow protocols of ``tensorrt_api``.
+TensorRT 10 is weakly typed (precision from ``BuilderFlag``s over an fp32 ONNX); TensorRT 11 is
+strongly typed only (precision from the ONNX: fp16 weights, or Q/DQ nodes), see
+``profiles.tensorrt_typing``. TensorRT is imported only when building; where only the type stubs
+are installed, ``import tensorrt`` yields an empty namespace package, so availability is probed by
+the ``Builder`` class. Its API is typed through the narrow protocols of ``tensorrt_api``.
 """
 
 from __future__ import annotations
@@ -15,8 +18,18 @@ from typing import cast
 
 from lipsync_engine_builder.errors import BuildFailedError
 from lipsync_engine_builder.targets.base import BuildContext, BuiltArtifact
-from lipsync_engine_builder.targets.profiles import profile_shapes, tensorrt_flag_names
-from lipsync_engine_builder.targets.tensorrt_api import TensorRTModule
+from lipsync_engine_builder.targets.profiles import (
+    TensorRTTyping,
+    profile_sets,
+    tensorrt_major,
+    tensorrt_typing,
+)
+from lipsync_engine_builder.targets.tensorrt_api import (
+    Builder,
+    BuilderConfig,
+    NetworkDefinition,
+    TensorRTModule,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +54,33 @@ def _import_tensorrt() -> TensorRTModule | str:
 def unavailable_reason() -> str:
     """Why TensorRT cannot build here, or an empty string when it can."""
     found = _import_tensorrt()
-    return found if isinstance(found, str) else ""
+    if isinstance(found, str):
+        return found
+    try:
+        tensorrt_major(found.__version__)
+    except BuildFailedError as exc:
+        return str(exc)
+    return ""
+
+
+def create_network(builder: Builder) -> NetworkDefinition:
+    """``create_network(0)`` on both versions, with different meanings.
+
+    TensorRT 10: a weakly typed network (explicit batch is the only mode since 10.0); the builder
+    flags of ``set_precision_flags`` decide which reduced precisions TensorRT may choose.
+    TensorRT 11: every network is strongly typed; ``NetworkDefinitionCreationFlag.STRONGLY_TYPED``
+    is deprecated there and ignored, so no flag is passed and the ONNX's own types rule.
+    """
+    return builder.create_network(0)
+
+
+def set_precision_flags(trt: TensorRTModule, config: BuilderConfig, typing: TensorRTTyping) -> None:
+    """TensorRT 10 only: ``BuilderFlag.FP16``/``INT8``. TensorRT 11 removed these flags, so nothing
+    is looked up there (``trt.BuilderFlag.FP16`` would raise AttributeError)."""
+    if typing.strongly_typed:
+        return
+    for name in typing.builder_flags:
+        config.set_flag(getattr(trt.BuilderFlag, name))
 
 
 def build_engine(context: BuildContext, settings: TensorRTSettings) -> BuiltArtifact:
@@ -49,9 +88,10 @@ def build_engine(context: BuildContext, settings: TensorRTSettings) -> BuiltArti
     trt = _import_tensorrt()
     if isinstance(trt, str):
         raise BuildFailedError(f"tensorrt backend: {trt}")
+    typing = tensorrt_typing(tensorrt_major(trt.__version__), context.precision)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
+    network = create_network(builder)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(context.model)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -60,15 +100,14 @@ def build_engine(context: BuildContext, settings: TensorRTSettings) -> BuiltArti
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_bytes)
     config.builder_optimization_level = settings.optimization_level
-    for flag in tensorrt_flag_names(context.precision):
-        config.set_flag(getattr(trt.BuilderFlag, flag))
+    set_precision_flags(trt, config, typing)
 
-    profile = builder.create_optimization_profile()
-    for name, (minimum, optimum, maximum) in profile_shapes(
-        context.contract, context.batch
-    ).items():
-        profile.set_shape(name, minimum, optimum, maximum)
-    config.add_optimization_profile(profile)
+    profiles = profile_sets(context.contract, context.batch)
+    for shapes in profiles:
+        profile = builder.create_optimization_profile()
+        for name, (minimum, optimum, maximum) in shapes.items():
+            profile.set_shape(name, minimum, optimum, maximum)
+        config.add_optimization_profile(profile)
 
     timing_cache = config.create_timing_cache(context.timing_cache)
     if not config.set_timing_cache(timing_cache, ignore_mismatch=False):
@@ -81,12 +120,16 @@ def build_engine(context: BuildContext, settings: TensorRTSettings) -> BuiltArti
     target = context.workdir / "artifact.plan"
     target.write_bytes(bytes(memoryview(serialized)))
     updated = bytes(memoryview(config.get_timing_cache().serialize()))
+    first = next(iter(profiles[-1].values()))
     return BuiltArtifact(
         path=target,
         session_options={
             "workspace_bytes": settings.workspace_bytes,
             "builder_optimization_level": settings.optimization_level,
-            "flags": ",".join(tensorrt_flag_names(context.precision)) or "none",
+            "typing": "strong" if typing.strongly_typed else "weak",
+            "flags": ",".join(typing.builder_flags) or "none",
+            "profiles": len(profiles),
+            "max_batch": first[2][0],
         },
         timing_cache=updated,
     )

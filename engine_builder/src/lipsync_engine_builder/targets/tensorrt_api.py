@@ -1,7 +1,9 @@
-"""Types for the part of the TensorRT 10 Python API the builder uses.
+"""Types for the part of the TensorRT Python API the builder uses, common to TensorRT 10 and 11.
 
 The published ``tensorrt-stubs`` are generated from the bindings and do not parse (parameters
-named ``in``), so the builder types its own narrow view, checked against TensorRT 10's API.
+named ``in``), so the builder types its own narrow view, checked against the Python API pages of
+TensorRT 10 and 11 (``Builder``, ``IBuilderConfig``, ``IOptimizationProfile``, ``OnnxParser``).
+``BuilderFlag`` exists on both, but its precision members (FP16, INT8, ...) only on 10.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class OnnxParser(Protocol):
 class TensorRTModule(Protocol):
     """The ``tensorrt`` module, as far as the builder uses it."""
 
+    __version__: str
     Logger: Any
     BuilderFlag: Any
     MemoryPoolType: Any

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Fill hack/gpu/wheels with what `device-run.sh` installs offline on a GPU machine that already has
+# torch, numpy, onnxruntime and the CUDA wheels: the locked runtime dependencies minus those, the
+# gpu test tier's pytest, and hatchling to install the workspace packages without an index.
+# Run where PyPI is reachable; the folder plus the repository must stay under 64 MiB.
+#
+#   DEVICE_PYTHON=3.12 hack/gpu/fetch-wheels.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+UV=${UV:-python3 -m uv}
+DEVICE_PYTHON=${DEVICE_PYTHON:-3.12}
+LIMIT_MIB=${LIMIT_MIB:-56}
+WHEELS=hack/gpu/wheels
+# On the device already, or only for charts the device run does not draw.
+PRESENT='^(numpy|onnxruntime|torch|triton|sympy|mpmath|networkx|jinja2|markupsafe|filelock|ml-dtypes|cuda-.*|nvidia-.*|matplotlib|contourpy|cycler|fonttools|kiwisolver|pillow|pyparsing|python-dateutil|six)=='
+mkdir -p "$WHEELS"
+$UV export --frozen --no-dev --no-emit-workspace --no-hashes --package lipsync-bench \
+  --package lipsync-engine-builder --package lipsync-server \
+  | grep -E '^[a-z0-9]' | sed 's/ ;.*//' | grep -Ev "$PRESENT" > "$WHEELS/requirements.txt"
+printf '%s\n' pytest==9.2.0 pytest-timeout==2.4.0 pluggy iniconfig packaging \
+  hatchling==1.33.0 pathspec trove-classifiers >> "$WHEELS/requirements.txt"
+python3 -m pip download --quiet --no-deps --only-binary=:all: --dest "$WHEELS" \
+  --python-version "$DEVICE_PYTHON" --implementation cp \
+  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+  --platform manylinux2014_x86_64 --platform any \
+  -r "$WHEELS/requirements.txt"
+size=$(du -sm "$WHEELS" | cut -f1)
+echo "$WHEELS: $(ls "$WHEELS"/*.whl | wc -l) wheels, ${size} MiB"
+if [ "$size" -gt "$LIMIT_MIB" ]; then
+  echo "more than ${LIMIT_MIB} MiB: drop what the device already has (edit PRESENT)" >&2
+  exit 1
+fi
