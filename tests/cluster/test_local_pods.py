@@ -85,6 +85,19 @@ def _gone(api: client.ApiClient, namespace: str, name: str) -> bool:
     return False
 
 
+def _events(api: client.ApiClient, namespace: str, name: str) -> list[tuple[str, str]]:
+    items = (
+        client.CoreV1Api(api)
+        .list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}")
+        .items
+    )
+    return [
+        (e.reason or "", e.message or "")
+        for e in items
+        if e.source and e.source.component == "kubelet"
+    ]
+
+
 def _container_status(pod: client.V1Pod) -> client.V1ContainerStatus:
     assert pod.status is not None
     (status,) = pod.status.container_statuses or []
@@ -634,6 +647,9 @@ def test_probes_mark_ready_and_a_failing_liveness_probe_restarts(
     assert status.last_state is not None
     assert status.last_state.terminated is not None
     assert status.last_state.terminated.exit_code == 143  # SIGTERM
+    events = _events(kube_api, kube_namespace, "sick")
+    assert ("Unhealthy", "Liveness probe failed: HTTP probe failed with statuscode: 404") in events
+    assert ("Killing", "Stopping container main (failed liveness probe)") in events
     assert _container_status(_read(kube_api, kube_namespace, "healthy")).restart_count == 0
 
 
@@ -693,6 +709,7 @@ def test_deletion_terminates_gracefully_or_kills_after_the_grace_period(
         description="graceful pod removed",
     )
     assert time.monotonic() - started < 15
+    assert ("Killing", "Stopping container main") in _events(kube_api, kube_namespace, "graceful")
     assert "got SIGTERM" in runner.log(kube_namespace, "graceful")
     assert not is_running(graceful)
     wait_for(
