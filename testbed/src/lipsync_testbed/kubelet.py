@@ -254,6 +254,16 @@ class PodRunner:
         """A container's output (stdout and stderr), like `kubectl logs [--previous]`."""
         return read_pod_log(self.root, namespace, name, container, previous=previous)
 
+    def log_tails(self, lines: int = 20) -> str:
+        """The last lines of every container's latest log, for failure reports."""
+        parts = []
+        for logs in sorted((self.root / "pods").glob("*/logs/*")):
+            runs = sorted(logs.glob("*.log"), key=lambda p: int(p.stem))
+            if runs:
+                text = runs[-1].read_text(encoding="utf-8", errors="replace").splitlines()
+                parts.append(f"==> {runs[-1]} <==\n" + "\n".join(text[-lines:]))
+        return "\n".join(parts)
+
     def pod_ip(self, namespace: str, name: str) -> str | None:
         with self._lock:
             for pod in self._pods.values():
