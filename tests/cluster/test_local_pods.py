@@ -3,6 +3,7 @@ volumes, service-account tokens, probes, restarts and termination."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import subprocess
 import sys
@@ -758,3 +759,47 @@ def test_job_pod_runs_to_completion_with_its_termination_message(
     assert state is not None
     assert state.terminated is not None
     assert (state.terminated.exit_code, state.terminated.message) == (0, '{"engine": "built"}')
+
+
+TCP_SERVER = """
+import os, socket
+server = socket.create_server((os.environ["POD_IP"], 9000))
+print("listening", flush=True)
+while True:
+    server.accept()[0].close()
+"""
+
+
+def test_loopback_addresses_serve_but_endpoint_slices_refuse_them(
+    kube_api: client.ApiClient, kube_namespace: str, pod_runner: Runner
+) -> None:
+    """Without CAP_NET_ADMIN pods get 127/8 addresses: the API server takes them as pod IPs
+    (and probes reach the process there) but not as EndpointSlice addresses."""
+    pod_runner(addresses="loopback")
+    pod_ip = {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
+    server = _python(
+        "main",
+        TCP_SERVER,
+        env=[pod_ip],
+        readinessProbe={"tcpSocket": {"port": 9000}, "periodSeconds": 1},
+    )
+    client.CoreV1Api(kube_api).create_namespaced_pod(kube_namespace, _pod("loopback", [server]))
+
+    def ready() -> str | None:
+        status = _read(kube_api, kube_namespace, "loopback").status
+        conditions = {c.type: c.status for c in (status.conditions if status else None) or []}
+        return status.pod_ip if status and conditions.get("Ready") == "True" else None
+
+    address = wait_for(ready, timeout=60, description="loopback pod Ready")
+    assert ipaddress.IPv4Address(address) in ipaddress.IPv4Network("127.0.0.0/8")
+    endpoint_slice = client.V1EndpointSlice(
+        metadata=client.V1ObjectMeta(name="manual"),
+        address_type="IPv4",
+        endpoints=[client.V1Endpoint(addresses=[address])],
+    )
+    with pytest.raises(ApiException) as refused:
+        client.DiscoveryV1Api(kube_api).create_namespaced_endpoint_slice(
+            kube_namespace, endpoint_slice
+        )
+    assert refused.value.status == 422
+    assert "may not be in the loopback range" in str(refused.value.body)
