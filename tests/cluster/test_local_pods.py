@@ -202,7 +202,7 @@ def test_deployment_of_real_servers_behind_a_service(
     if runner.address_kind != "alias":
         pytest.skip(
             "EndpointSlices reject loopback pod addresses; adding pod addresses to lo "
-            "needs CAP_NET_ADMIN"
+            "needs CAP_NET_ADMIN (root) or passwordless sudo"
         )
     core, apps = client.CoreV1Api(kube_api), client.AppsV1Api(kube_api)
     try:

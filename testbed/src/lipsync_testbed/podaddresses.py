@@ -2,7 +2,8 @@
 
 Two kinds, both bound to the loopback interface and never routed off the machine:
 
-- `alias` (default when the runner may change addresses, i.e. has CAP_NET_ADMIN):
+- `alias` (default when the runner may change addresses: CAP_NET_ADMIN, e.g. root,
+  or passwordless `sudo ip`):
   addresses from 198.18.0.0/15, the range reserved for benchmarking (RFC 2544, not
   private and not public), each added as a /32 with host scope to `lo` while its pod
   runs and removed when the pod is gone. The API server accepts these in
@@ -74,6 +75,7 @@ class PodAddresses:
         self._pool = AddressPool(network, seed)
         self._lock = threading.Lock()
         self._ip = shutil.which("ip") or "/sbin/ip"
+        self._prefix: list[str] = []
 
     @staticmethod
     def detect() -> AddressKind:
@@ -131,7 +133,23 @@ class PodAddresses:
         argv = [self._ip, "addr", verb, f"{address}/32", "dev", "lo"]
         if verb == "add":
             argv += ["scope", "host"]
+        result = self._exec([*self._prefix, *argv])
+        sudo = shutil.which("sudo")
+        if (
+            result.returncode != 0
+            and "Operation not permitted" in result.stderr
+            and not self._prefix
+            and sudo is not None
+        ):
+            # Not root: passwordless sudo (as on CI runners) may still change addresses.
+            retry = self._exec([sudo, "-n", *argv])
+            if retry.returncode == 0 or "File exists" in retry.stderr:
+                self._prefix = [sudo, "-n"]
+            return retry
+        return result
+
+    def _exec(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
         try:
             return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=10)
         except FileNotFoundError as exc:
-            raise OSError(f"{self._ip} not found") from exc
+            raise OSError(f"{argv[0]} not found") from exc
