@@ -197,13 +197,13 @@ def test_deployment_of_real_servers_behind_a_service(
     _lipsync(
         "avatar", "demo", "-o", str(avatar), "--frames", "4", "--width", "320", "--height", "240"
     )
-    volume = prebound_claim(kube_api, kube_namespace, "models", "/srv/lipsync/models")
     runner = pod_runner(host_paths={"/srv/lipsync": tmp_path})
     if runner.address_kind != "alias":
         pytest.skip(
             "EndpointSlices reject loopback pod addresses; adding pod addresses to lo "
             "needs CAP_NET_ADMIN (root) or passwordless sudo"
         )
+    volume = prebound_claim(kube_api, kube_namespace, "models", "/srv/lipsync/models")
     core, apps = client.CoreV1Api(kube_api), client.AppsV1Api(kube_api)
     try:
         apps.create_namespaced_deployment(kube_namespace, _server_deployment(2))
