@@ -803,3 +803,42 @@ def test_loopback_addresses_serve_but_endpoint_slices_refuse_them(
         )
     assert refused.value.status == 422
     assert "may not be in the loopback range" in str(refused.value.body)
+
+
+def test_init_containers_run_first_then_every_container(
+    kube_api: client.ApiClient, kube_namespace: str, pod_runner: Runner
+) -> None:
+    runner = pod_runner()
+    shared = [{"name": "shared", "mountPath": "/shared"}]
+    init = {
+        "name": "prepare",
+        "image": TOOLS_IMAGE,
+        "command": ["sh", "-c", "echo prepared > /shared/ready"],
+        "volumeMounts": shared,
+    }
+    reader = {
+        "name": "reader",
+        "image": TOOLS_IMAGE,
+        "command": ["sh", "-c", "cat /shared/ready"],
+        "volumeMounts": shared,
+    }
+    sidecar = {"name": "sidecar", "image": TOOLS_IMAGE, "command": ["sh", "-c", "echo side"]}
+    client.CoreV1Api(kube_api).create_namespaced_pod(
+        kube_namespace,
+        _pod(
+            "with-init",
+            [reader, sidecar],
+            initContainers=[init],
+            restartPolicy="Never",
+            volumes=[{"name": "shared", "emptyDir": {}}],
+        ),
+    )
+    done = _wait_phase(kube_api, kube_namespace, "with-init", "Succeeded", "Failed")
+    assert done.status is not None
+    assert done.status.phase == "Succeeded", runner.log_tails()
+    (init_status,) = done.status.init_container_statuses or []
+    assert init_status.state is not None
+    assert init_status.state.terminated is not None
+    assert init_status.state.terminated.exit_code == 0
+    assert runner.log(kube_namespace, "with-init", "reader") == "prepared\n"
+    assert runner.log(kube_namespace, "with-init", "sidecar") == "side\n"
