@@ -204,6 +204,7 @@ class PodRunner:
         self._nodes = FakeNodes(self._core)
         self._volumes = VolumeBuilder(self._core, self.layout)
         self._ips = PodAddresses(self.addresses or PodAddresses.detect())
+        self._ips.sweep()
         self._namespaces, self._map_root = mountns.available()
         server = urlsplit(self.api.configuration.host)
         self._service_host = server.hostname or "127.0.0.1"
