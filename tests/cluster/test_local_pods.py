@@ -3,6 +3,7 @@ volumes, service-account tokens, probes, restarts and termination."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import subprocess
 import sys
@@ -83,6 +84,19 @@ def _gone(api: client.ApiClient, namespace: str, name: str) -> bool:
             return True
         raise
     return False
+
+
+def _events(api: client.ApiClient, namespace: str, name: str) -> list[tuple[str, str]]:
+    items = (
+        client.CoreV1Api(api)
+        .list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}")
+        .items
+    )
+    return [
+        (e.reason or "", e.message or "")
+        for e in items
+        if e.source and e.source.component == "kubelet"
+    ]
 
 
 def _container_status(pod: client.V1Pod) -> client.V1ContainerStatus:
@@ -183,13 +197,13 @@ def test_deployment_of_real_servers_behind_a_service(
     _lipsync(
         "avatar", "demo", "-o", str(avatar), "--frames", "4", "--width", "320", "--height", "240"
     )
-    volume = prebound_claim(kube_api, kube_namespace, "models", "/srv/lipsync/models")
     runner = pod_runner(host_paths={"/srv/lipsync": tmp_path})
     if runner.address_kind != "alias":
         pytest.skip(
             "EndpointSlices reject loopback pod addresses; adding pod addresses to lo "
-            "needs CAP_NET_ADMIN"
+            "needs CAP_NET_ADMIN (root) or passwordless sudo"
         )
+    volume = prebound_claim(kube_api, kube_namespace, "models", "/srv/lipsync/models")
     core, apps = client.CoreV1Api(kube_api), client.AppsV1Api(kube_api)
     try:
         apps.create_namespaced_deployment(kube_namespace, _server_deployment(2))
@@ -634,6 +648,9 @@ def test_probes_mark_ready_and_a_failing_liveness_probe_restarts(
     assert status.last_state is not None
     assert status.last_state.terminated is not None
     assert status.last_state.terminated.exit_code == 143  # SIGTERM
+    events = _events(kube_api, kube_namespace, "sick")
+    assert ("Unhealthy", "Liveness probe failed: HTTP probe failed with statuscode: 404") in events
+    assert ("Killing", "Stopping container main (failed liveness probe)") in events
     assert _container_status(_read(kube_api, kube_namespace, "healthy")).restart_count == 0
 
 
@@ -693,6 +710,7 @@ def test_deletion_terminates_gracefully_or_kills_after_the_grace_period(
         description="graceful pod removed",
     )
     assert time.monotonic() - started < 15
+    assert ("Killing", "Stopping container main") in _events(kube_api, kube_namespace, "graceful")
     assert "got SIGTERM" in runner.log(kube_namespace, "graceful")
     assert not is_running(graceful)
     wait_for(
@@ -741,3 +759,86 @@ def test_job_pod_runs_to_completion_with_its_termination_message(
     assert state is not None
     assert state.terminated is not None
     assert (state.terminated.exit_code, state.terminated.message) == (0, '{"engine": "built"}')
+
+
+TCP_SERVER = """
+import os, socket
+server = socket.create_server((os.environ["POD_IP"], 9000))
+print("listening", flush=True)
+while True:
+    server.accept()[0].close()
+"""
+
+
+def test_loopback_addresses_serve_but_endpoint_slices_refuse_them(
+    kube_api: client.ApiClient, kube_namespace: str, pod_runner: Runner
+) -> None:
+    """Without CAP_NET_ADMIN pods get 127/8 addresses: the API server takes them as pod IPs
+    (and probes reach the process there) but not as EndpointSlice addresses."""
+    pod_runner(addresses="loopback")
+    pod_ip = {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
+    server = _python(
+        "main",
+        TCP_SERVER,
+        env=[pod_ip],
+        readinessProbe={"tcpSocket": {"port": 9000}, "periodSeconds": 1},
+    )
+    client.CoreV1Api(kube_api).create_namespaced_pod(kube_namespace, _pod("loopback", [server]))
+
+    def ready() -> str | None:
+        status = _read(kube_api, kube_namespace, "loopback").status
+        conditions = {c.type: c.status for c in (status.conditions if status else None) or []}
+        return status.pod_ip if status and conditions.get("Ready") == "True" else None
+
+    address = wait_for(ready, timeout=60, description="loopback pod Ready")
+    assert ipaddress.IPv4Address(address) in ipaddress.IPv4Network("127.0.0.0/8")
+    endpoint_slice = client.V1EndpointSlice(
+        metadata=client.V1ObjectMeta(name="manual"),
+        address_type="IPv4",
+        endpoints=[client.V1Endpoint(addresses=[address])],
+    )
+    with pytest.raises(ApiException) as refused:
+        client.DiscoveryV1Api(kube_api).create_namespaced_endpoint_slice(
+            kube_namespace, endpoint_slice
+        )
+    assert refused.value.status == 422
+    assert "may not be in the loopback range" in str(refused.value.body)
+
+
+def test_init_containers_run_first_then_every_container(
+    kube_api: client.ApiClient, kube_namespace: str, pod_runner: Runner
+) -> None:
+    runner = pod_runner()
+    shared = [{"name": "shared", "mountPath": "/shared"}]
+    init = {
+        "name": "prepare",
+        "image": TOOLS_IMAGE,
+        "command": ["sh", "-c", "echo prepared > /shared/ready"],
+        "volumeMounts": shared,
+    }
+    reader = {
+        "name": "reader",
+        "image": TOOLS_IMAGE,
+        "command": ["sh", "-c", "cat /shared/ready"],
+        "volumeMounts": shared,
+    }
+    sidecar = {"name": "sidecar", "image": TOOLS_IMAGE, "command": ["sh", "-c", "echo side"]}
+    client.CoreV1Api(kube_api).create_namespaced_pod(
+        kube_namespace,
+        _pod(
+            "with-init",
+            [reader, sidecar],
+            initContainers=[init],
+            restartPolicy="Never",
+            volumes=[{"name": "shared", "emptyDir": {}}],
+        ),
+    )
+    done = _wait_phase(kube_api, kube_namespace, "with-init", "Succeeded", "Failed")
+    assert done.status is not None
+    assert done.status.phase == "Succeeded", runner.log_tails()
+    (init_status,) = done.status.init_container_statuses or []
+    assert init_status.state is not None
+    assert init_status.state.terminated is not None
+    assert init_status.state.terminated.exit_code == 0
+    assert runner.log(kube_namespace, "with-init", "reader") == "prepared\n"
+    assert runner.log(kube_namespace, "with-init", "sidecar") == "side\n"

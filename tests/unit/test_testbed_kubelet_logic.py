@@ -18,7 +18,7 @@ from lipsync_testbed.localpods import (
     image_repository,
     kwok_stages,
 )
-from lipsync_testbed.podaddresses import AddressPool
+from lipsync_testbed.podaddresses import AddressPool, stale_aliases
 from lipsync_testbed.podenv import expand, field_value, rewrite_paths
 from lipsync_testbed.podstatus import (
     ContainerState,
@@ -150,6 +150,17 @@ def test_address_pool_hands_out_distinct_addresses() -> None:
     assert not any(a.endswith((".0", ".255")) for a in taken)
     pool.release(taken[0])
     assert taken[0] not in pool.in_use
+
+
+def test_stale_aliases_are_those_of_dead_runners() -> None:
+    shown = (
+        "1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever\n"
+        "1: lo    inet 198.18.0.5/32 scope host lo:k100\\       valid_lft forever\n"
+        "1: lo    inet 198.19.1.7/32 scope host lo:k200\\       valid_lft forever\n"
+        "1: lo    inet 198.18.0.9/32 scope host lo\\       valid_lft forever\n"
+        "1: lo    inet 10.1.2.3/32 scope host lo:k100\\       valid_lft forever\n"
+    )
+    assert stale_aliases(shown, alive=lambda pid: pid == 200) == ["198.18.0.5"]
 
 
 def test_probe_tracker_thresholds_and_timing() -> None:

@@ -10,6 +10,7 @@ each pod's status; probes run on a small thread pool. See hack/cluster/README.md
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import os
 import shutil
@@ -203,6 +204,7 @@ class PodRunner:
         self._nodes = FakeNodes(self._core)
         self._volumes = VolumeBuilder(self._core, self.layout)
         self._ips = PodAddresses(self.addresses or PodAddresses.detect())
+        self._ips.sweep()
         self._namespaces, self._map_root = mountns.available()
         server = urlsplit(self.api.configuration.host)
         self._service_host = server.hostname or "127.0.0.1"
@@ -252,6 +254,16 @@ class PodRunner:
     ) -> str:
         """A container's output (stdout and stderr), like `kubectl logs [--previous]`."""
         return read_pod_log(self.root, namespace, name, container, previous=previous)
+
+    def log_tails(self, lines: int = 20) -> str:
+        """The last lines of every container's latest log, for failure reports."""
+        parts = []
+        for logs in sorted((self.root / "pods").glob("*/logs/*")):
+            runs = sorted(logs.glob("*.log"), key=lambda p: int(p.stem))
+            if runs:
+                text = runs[-1].read_text(encoding="utf-8", errors="replace").splitlines()
+                parts.append(f"==> {runs[-1]} <==\n" + "\n".join(text[-lines:]))
+        return "\n".join(parts)
 
     def pod_ip(self, namespace: str, name: str) -> str | None:
         with self._lock:
@@ -448,7 +460,7 @@ class PodRunner:
         run.proc = None
         message = self._termination_message(run, code)
         reason = "Error" if code else "Completed"
-        if run.kill_reason == "liveness":
+        if run.kill_reason.startswith("failed"):
             reason = "Error"
         state = terminated_state(code, run.started_at, timestamp(), message, reason)
         run.status.ready = False
@@ -472,6 +484,9 @@ class PodRunner:
         run.backoff = min(longest, run.backoff * 2) if run.backoff else first
         run.backoff_until = time.monotonic() + run.backoff
         run.status.restart_count += 1
+        self._event(
+            pod, "BackOff", f"Back-off restarting failed container {run.container.name}", "Warning"
+        )
         run.status.state = waiting_state(
             "CrashLoopBackOff",
             f"back-off {run.backoff:.0f}s restarting failed container={run.container.name} "
@@ -578,6 +593,7 @@ class PodRunner:
         run.started_mono = time.monotonic()
         run.started_at = timestamp()
         run.status.state = running_state(run.started_at)
+        self._event(pod, "Started", f"Started container {container.name}")
         run.status.started = container.startup_probe is None
         run.status.ready = container.readiness_probe is None and container.startup_probe is None
         for kind in ("startup", "readiness", "liveness"):
@@ -624,6 +640,8 @@ class PodRunner:
     def _on_probe(self, pod: _Pod, run: _Run, kind: str, verdict: bool | None, reason: str) -> None:
         if verdict is None:
             return
+        if not verdict:
+            self._event(pod, "Unhealthy", f"{kind.capitalize()} probe failed: {reason}", "Warning")
         if kind == "readiness":
             run.status.ready = verdict
             return
@@ -635,15 +653,32 @@ class PodRunner:
             return
         # A failed liveness or startup probe: the kubelet kills the container.
         log.warning(
-            "pod runner: %s/%s %s probe failed (%s); killing",
-            pod.key,
-            run.container.name,
-            kind,
-            reason,
+            "pod runner: %s/%s %s probe failed (%s)", pod.key, run.container.name, kind, reason
         )
-        probe = run.probes[kind].probe
-        grace = probe.termination_grace_period_seconds
-        self._request_stop(pod, run, "liveness", grace)
+        grace = run.probes[kind].probe.termination_grace_period_seconds
+        self._request_stop(pod, run, f"failed {kind} probe", grace)
+
+    def _event(self, pod: _Pod, reason: str, message: str, kind: str = "Normal") -> None:
+        """Record an Event on the pod, as the kubelet does (best effort)."""
+        now = datetime.datetime.now(datetime.UTC)
+        node = pod.pod.spec.node_name if pod.pod.spec else None
+        event = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name=f"{pod.name}."),
+            involved_object=client.V1ObjectReference(
+                api_version="v1", kind="Pod", name=pod.name, namespace=pod.namespace, uid=pod.uid
+            ),
+            reason=reason,
+            message=message,
+            type=kind,
+            source=client.V1EventSource(component="kubelet", host=node),
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+        )
+        try:
+            self._core.create_namespaced_event(pod.namespace, event)
+        except ApiException as exc:
+            log.info("pod runner: event %s for %s not recorded: %s", reason, pod.key, exc)
 
     # -- stopping ----------------------------------------------------------------------
 
@@ -659,7 +694,12 @@ class PodRunner:
         if run.proc is None or run.kill_reason:
             return
         run.kill_reason = reason
-        run.kill_deadline = time.monotonic() + (self._grace(pod) if grace is None else grace)
+        seconds = self._grace(pod) if grace is None else grace
+        run.kill_deadline = time.monotonic() + seconds
+        message = f"Stopping container {run.container.name}"
+        if reason != "deletion":
+            message += f" ({reason})"
+        self._event(pod, "Killing", message)
         self._kill(run, signal.SIGTERM)
 
     @staticmethod

@@ -2,7 +2,8 @@
 
 Two kinds, both bound to the loopback interface and never routed off the machine:
 
-- `alias` (default when the runner may change addresses, i.e. has CAP_NET_ADMIN):
+- `alias` (default when the runner may change addresses: CAP_NET_ADMIN, e.g. root,
+  or passwordless `sudo ip`):
   addresses from 198.18.0.0/15, the range reserved for benchmarking (RFC 2544, not
   private and not public), each added as a /32 with host scope to `lo` while its pod
   runs and removed when the pod is gone. The API server accepts these in
@@ -17,11 +18,14 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import random
+import re
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Literal
 
 log = logging.getLogger(__name__)
@@ -65,8 +69,26 @@ class AddressPool:
         return frozenset(self._in_use)
 
 
+ALIAS_LABEL_PREFIX = "lo:k"  # + the runner's pid: lets a later runner remove a dead one's
+_ALIAS_LINE = re.compile(r"\sinet (\d+\.\d+\.\d+\.\d+)/32\s.*?\blo:k(\d+)\b")
+
+
+def stale_aliases(ip_addr_output: str, alive: Callable[[int], bool]) -> list[str]:
+    """Pod addresses in `ip -o -4 addr show dev lo` output whose runner process is gone."""
+    stale = []
+    for match in _ALIAS_LINE.finditer(ip_addr_output):
+        address, pid = match.group(1), int(match.group(2))
+        if ipaddress.IPv4Address(address) in ALIAS_NETWORK and not alive(pid):
+            stale.append(address)
+    return stale
+
+
 class PodAddresses:
-    """Allocates a pod address, adding it to `lo` for the `alias` kind."""
+    """Allocates a pod address, adding it to `lo` for the `alias` kind.
+
+    Aliases carry the label `lo:k<pid>`; `sweep()` removes those of runners that died
+    without cleaning up (killed test runs).
+    """
 
     def __init__(self, kind: AddressKind, seed: int | None = None) -> None:
         self.kind = kind
@@ -74,6 +96,7 @@ class PodAddresses:
         self._pool = AddressPool(network, seed)
         self._lock = threading.Lock()
         self._ip = shutil.which("ip") or "/sbin/ip"
+        self._prefix: list[str] = []
 
     @staticmethod
     def detect() -> AddressKind:
@@ -86,6 +109,17 @@ class PodAddresses:
             return "loopback"
         probe.free(address)
         return "alias"
+
+    def sweep(self) -> list[str]:
+        """Remove aliases left behind by runner processes that no longer exist."""
+        if self.kind != "alias":
+            return []
+        shown = self._exec([self._ip, "-o", "-4", "addr", "show", "dev", "lo"])
+        stale = stale_aliases(shown.stdout, lambda pid: Path(f"/proc/{pid}").exists())
+        for address in stale:
+            log.info("pod addresses: removing %s, left by a runner that is gone", address)
+            self._run("del", address)
+        return stale
 
     def allocate(self) -> str:
         with self._lock:
@@ -130,8 +164,24 @@ class PodAddresses:
     def _run(self, verb: str, address: str) -> subprocess.CompletedProcess[str]:
         argv = [self._ip, "addr", verb, f"{address}/32", "dev", "lo"]
         if verb == "add":
-            argv += ["scope", "host"]
+            argv += ["scope", "host", "label", f"{ALIAS_LABEL_PREFIX}{os.getpid()}"]
+        result = self._exec([*self._prefix, *argv])
+        sudo = shutil.which("sudo")
+        if (
+            result.returncode != 0
+            and "Operation not permitted" in result.stderr
+            and not self._prefix
+            and sudo is not None
+        ):
+            # Not root: passwordless sudo (as on CI runners) may still change addresses.
+            retry = self._exec([sudo, "-n", *argv])
+            if retry.returncode == 0 or "File exists" in retry.stderr:
+                self._prefix = [sudo, "-n"]
+            return retry
+        return result
+
+    def _exec(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
         try:
             return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=10)
         except FileNotFoundError as exc:
-            raise OSError(f"{self._ip} not found") from exc
+            raise OSError(f"{argv[0]} not found") from exc

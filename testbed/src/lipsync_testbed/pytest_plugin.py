@@ -13,7 +13,11 @@ Fixtures:
     pod_runner      (function) factory: pod_runner(**options) starts a PodRunner (a
                     local kubelet) for kube_namespace with the cluster's LocalPodRule,
                     1 s first restart back-off and its files under the test's tmp_path;
-                    stopped afterwards (options: see PodRunner)
+                    stopped afterwards (options: see PodRunner); a failing test gets
+                    the tail of every local container's log
+
+`local_pod_runner(cluster, **options)` is the same as a context manager, for fixtures
+of other scopes.
 
 Environment: LIPSYNC_BIN_DIR / LIPSYNC_CACHE locate the binaries (make cluster-build).
 LIPSYNC_TESTBED_ATTACH=<state dir> uses a test bed already started with
@@ -23,6 +27,7 @@ Failing tests that use the cluster get the tail of every component log attached.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Generator, Iterator
@@ -43,6 +48,7 @@ from lipsync_testbed.versions import Binaries, ClusterSetupError
 log = logging.getLogger(__name__)
 
 _CLUSTER_KEY = pytest.StashKey[LocalCluster]()
+_RUNNERS_KEY = pytest.StashKey[list[PodRunner]]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -126,9 +132,21 @@ def job_pod_runner(
         runner.stop()
 
 
+@contextlib.contextmanager
+def local_pod_runner(cluster: LocalCluster, **options: Any) -> Iterator[PodRunner]:
+    """A started PodRunner for `cluster` (its LocalPodRule, a fresh API client), stopped on
+    exit; for fixtures of any scope. `options` are PodRunner's."""
+    options.setdefault("rule", cluster.local_pods)
+    runner = PodRunner(cluster.new_api_client(), **options).start()
+    try:
+        yield runner
+    finally:
+        runner.stop()
+
+
 @pytest.fixture
 def pod_runner(
-    kube_cluster: LocalCluster, kube_namespace: str, tmp_path: Path
+    kube_cluster: LocalCluster, kube_namespace: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., PodRunner]]:
     if kube_cluster.runs_kubelet:
         pytest.fail(
@@ -137,19 +155,18 @@ def pod_runner(
             pytrace=False,
         )
     runners: list[PodRunner] = []
+    request.node.stash[_RUNNERS_KEY] = runners
+    with contextlib.ExitStack() as stack:
 
-    def factory(**options: Any) -> PodRunner:
-        options.setdefault("namespace", kube_namespace)
-        options.setdefault("rule", kube_cluster.local_pods)
-        options.setdefault("work_dir", tmp_path / f"pod-runner-{len(runners)}")
-        options.setdefault("restart_backoff", (1.0, 8.0))
-        runner = PodRunner(kube_cluster.new_api_client(), **options).start()
-        runners.append(runner)
-        return runner
+        def factory(**options: Any) -> PodRunner:
+            options.setdefault("namespace", kube_namespace)
+            options.setdefault("work_dir", tmp_path / f"pod-runner-{len(runners)}")
+            options.setdefault("restart_backoff", (1.0, 8.0))
+            runner = stack.enter_context(local_pod_runner(kube_cluster, **options))
+            runners.append(runner)
+            return runner
 
-    yield factory
-    for runner in runners:
-        runner.stop()
+        yield factory
 
 
 @pytest.hookimpl(wrapper=True)
@@ -164,4 +181,6 @@ def pytest_runtest_makereport(
         and "kube_cluster" in getattr(item, "fixturenames", ())
     ):
         report.sections.append(("test bed logs (tail)", cluster.log_tails()))
+    for runner in item.stash.get(_RUNNERS_KEY, []) if report.failed else []:
+        report.sections.append(("local pod logs (tail)", runner.log_tails()))
     return report
