@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lipsync_core.backends.base import Backend, BackendConfig, BackendKind
 from lipsync_core.backends.onnxruntime import OnnxRuntimeBackend, available_kinds
-from lipsync_core.contract import ModelContract
+from lipsync_core.contract import IOContract
 from lipsync_core.errors import BackendError
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ def choose_kind(
     return "onnxruntime-cpu", "no TensorRT engine and no CUDA execution provider: ORT on CPU"
 
 
-def load_backend(artifact: Path, contract: ModelContract, config: BackendConfig) -> Backend:
+def load_backend(artifact: Path, contract: IOContract, config: BackendConfig) -> Backend:
     """Load ``artifact`` with the configured (or automatic) backend and log the choice."""
     kind, reason = config.kind, "configured explicitly"
     if kind == "auto":

@@ -5,14 +5,14 @@ from __future__ import annotations
 import re
 
 from lipsync_core.backends.base import Precision
-from lipsync_core.contract import ModelContract
+from lipsync_core.contract import IOContract
 from lipsync_core.enginekey import BatchProfile
 
 Shape = tuple[int, ...]
 
 
 def profile_shapes(
-    contract: ModelContract, batch: BatchProfile
+    contract: IOContract, batch: BatchProfile
 ) -> dict[str, tuple[Shape, Shape, Shape]]:
     """Per input tensor: (min, opt, max) shapes of one optimization profile over the batch."""
     return {
@@ -25,7 +25,7 @@ def profile_shapes(
     }
 
 
-def shapes_option(contract: ModelContract, batch_size: int) -> str:
+def shapes_option(contract: IOContract, batch_size: int) -> str:
     """``name:1x6x320x320,audio:1x32x16x16``: the shape syntax of ORT's TensorRT EPs."""
     return ",".join(
         f"{spec.name}:{'x'.join(str(d) for d in spec.batch_shape(batch_size))}"
