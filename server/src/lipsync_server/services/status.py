@@ -13,7 +13,7 @@ from google.protobuf.message import Message
 
 from lipsync_core.errors import ContractError
 from lipsync_server.batching import DeadlineExceededError, QueueFullError
-from lipsync_server.errors import InvalidRequestError, ShuttingDownError
+from lipsync_server.errors import InvalidRequestError, NotConfiguredError, ShuttingDownError
 from lipsync_server.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
@@ -23,6 +23,7 @@ _CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (ContractError, grpc.StatusCode.INVALID_ARGUMENT),
     (QueueFullError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (ShuttingDownError, grpc.StatusCode.UNAVAILABLE),
+    (NotConfiguredError, grpc.StatusCode.FAILED_PRECONDITION),
     (DeadlineExceededError, grpc.StatusCode.DEADLINE_EXCEEDED),
 )
 
