@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ from lipsync_testbed import (
     remove_node,
     wait_for,
 )
+from lipsync_testbed.processes import free_port
 from lipsync_testbed.versions import repo_root
 
 pytestmark = pytest.mark.cluster
@@ -63,12 +63,6 @@ CHART_VALUES = {
 LIPSYNC = str(Path(sys.executable).parent / "lipsync")
 BUILD_SELECTOR = "app.kubernetes.io/component=engine-build"
 BOUND_ANNOTATION = "pv.kubernetes.io/bind-completed"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def helm_install(cluster: LocalCluster) -> list[dict[str, Any]]:

@@ -165,7 +165,11 @@ class DynamicBatcher(Generic[P, Prepared, R]):
             if item.future.done():
                 continue
             if item.deadline is not None and item.deadline <= now:
-                item.future.set_exception(DeadlineExceededError("deadline passed while queued"))
+                item.future.set_exception(
+                    DeadlineExceededError(
+                        f"deadline passed after {now - item.enqueued:.3f} s in the batch queue"
+                    )
+                )
                 continue
             alive.append(item)
         return alive

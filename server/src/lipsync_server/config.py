@@ -51,6 +51,9 @@ class ServerSettings(BaseSettings):
     max_queue_size: int = Field(
         64, ge=1, description="Queued frames beyond which requests get RESOURCE_EXHAUSTED."
     )
+    queue_timeout_microseconds: int = Field(
+        0, ge=0, description="Longest a frame may wait in the queue (0: no limit)."
+    )
     instances: int = Field(1, ge=1, description="Parallel model instances (executors).")
     postprocess_threads: int = Field(2, ge=1, description="Threads compositing and encoding.")
     max_inflight_per_stream: int = Field(

@@ -227,6 +227,14 @@ class DataPlane:
             waiting, limit = self.batcher.queue_depth, self.settings.max_queue_size
             raise QueueFullError(f"queue full: {waiting} of {limit} frames waiting")
 
+    def queue_deadline(self, deadline: float | None) -> float | None:
+        """The client's deadline, or sooner when ``queue_timeout_microseconds`` says so."""
+        limit = self.settings.queue_timeout_microseconds
+        if not limit:
+            return deadline
+        own = time.monotonic() + limit / 1e6
+        return own if deadline is None else min(deadline, own)
+
     async def render(
         self,
         index: int,
@@ -245,7 +253,8 @@ class DataPlane:
             waited, batch = 0.0, BatchTimings(batch_size=0)
             self.metrics.silent_frames.inc()
         else:
-            output, waited, batch = await self.batcher.submit(Row(avatar_frame, window), deadline)
+            row = Row(avatar_frame, window)
+            output, waited, batch = await self.batcher.submit(row, self.queue_deadline(deadline))
         loop = asyncio.get_running_loop()
         data, post_s, encode_s = await loop.run_in_executor(
             self._post_pool, self._postprocess, avatar_frame, output, options
@@ -336,7 +345,9 @@ class DataPlane:
         self.admit(image.shape[0])
         async with asyncio.TaskGroup() as group:
             tasks = [
-                group.create_task(self.batcher.submit(Row(image[row], audio[row]), deadline))
+                group.create_task(
+                    self.batcher.submit(Row(image[row], audio[row]), self.queue_deadline(deadline))
+                )
                 for row in range(image.shape[0])
             ]
         return np.stack([task.result()[0] for task in tasks])

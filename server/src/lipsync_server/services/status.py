@@ -28,6 +28,13 @@ _CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
 )
 
 
+def first_error(exc: Exception) -> Exception:
+    """The first error of an ExceptionGroup (frames of one call run in a TaskGroup)."""
+    while isinstance(exc, ExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
 def status_for(exc: Exception) -> grpc.StatusCode:
     for kind, code in _CODES:
         if isinstance(exc, kind):
@@ -61,7 +68,8 @@ async def rpc_status(
     except grpc.aio.AbortError:
         code = context.code() or grpc.StatusCode.UNKNOWN
         raise
-    except Exception as exc:
+    except Exception as raised:
+        exc = first_error(raised)
         code = status_for(exc)
         if code is grpc.StatusCode.INTERNAL:
             log.exception("%s failed", method)
