@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import grpc
 import numpy as np
 import pytest
 import soundfile
-from prometheus_client.parser import text_string_to_metric_families
+from lipsync_bench.prometheus import scrape_values
 
 from lipsync_server._generated.lipsync.v1 import lipsync_pb2 as pb
 from lipsync_server.client import LipSyncStub, features_message, pcm_message, stream_speech
@@ -60,15 +59,7 @@ def wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _metrics(server: ServerProcess) -> dict[str, float]:
-    url = f"http://127.0.0.1:{server.metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as reply:
-        text = reply.read().decode()
-    return {
-        sample.name: sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if not sample.labels
-    }
+    return scrape_values(server.metrics_url)
 
 
 async def _stream(target: str, samples: np.ndarray, rate: int) -> list[pb.Frame]:
