@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 from lipsync_core.contract import ENCODER_PRESETS, EncoderContract
+from lipsync_core.reference.graph import batch_tensor, finish_model
 
-OPSET = 17
 PREFIX = "audio_encoder"
 
 
@@ -106,27 +106,11 @@ def build_ave_encoder(
     graph = helper.make_graph(
         nodes,
         "ave_audio_encoder",
-        [
-            helper.make_tensor_value_info(
-                contract.mel.name, TensorProto.FLOAT, ["batch", *contract.mel.shape]
-            )
-        ],
-        [
-            helper.make_tensor_value_info(
-                contract.output.name, TensorProto.FLOAT, ["batch", *contract.output.shape]
-            )
-        ],
+        [batch_tensor(contract.mel.name, contract.mel.shape)],
+        [batch_tensor(contract.output.name, contract.output.shape)],
         [numpy_helper.from_array(value, name) for name, value in weights.items()],
     )
-    model = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", OPSET)],
-        producer_name="lipsync-core",
-        doc_string=f"Reference ave audio encoder, random weights, seed {seed}",
-    )
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+    return finish_model(graph, f"Reference ave audio encoder, random weights, seed {seed}")
 
 
 def encoder_parameter_count(model: onnx.ModelProto) -> int:
