@@ -216,3 +216,23 @@ def test_bad_pcm_is_invalid_argument_with_a_message(
     assert message in (error.details() or "")
     after = asyncio.run(_stream(server.target, synthetic_speech(0.2, 16000), 16000))
     assert len(after) == 5  # the server still serves
+
+
+def test_a_server_without_an_encoder_refuses_pcm_as_a_failed_precondition(
+    reference_model: Path, small_avatar: Path, tmp_path: Path
+) -> None:
+    async def scenario(target: str) -> tuple[bool, grpc.aio.AioRpcError]:
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub = LipSyncStub(channel)
+            info = await stub.GetInfo(pb.GetInfoRequest())
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.Generate(
+                    pb.GenerateRequest(frame_indices=[0], pcm=pcm_message(np.zeros(640), 16000))
+                )
+            return info.audio_input.pcm, caught.value
+
+    with ServerProcess(reference_model, small_avatar, tmp_path / "server.log") as server:
+        pcm_supported, error = asyncio.run(scenario(server.target))
+    assert not pcm_supported
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "start it with --audio-encoder" in (error.details() or "")
