@@ -6,7 +6,9 @@ Runs, one after the other so they do not share the CPU:
    and served by ``lipsync serve`` under the same closed-loop load at 1..32 streams, with the bare
    backend at the same batch size, the hot-path profile and the cost table (``results/<slug>/``);
 2. ``benchmarks/backend_micro.py``: the bare backend at batch 1, 2, 4, 8;
-3. ``benchmarks/precision_cpu.py``: FP32 vs INT8 built by the engine builder, interleaved.
+3. ``benchmarks/precision_cpu.py``: FP32 vs INT8 built by the engine builder, interleaved;
+4. ``benchmarks/speech_sessions.py``: speech-in sessions (PCM through the audio encoder and the
+   UNet) at 1..16 live sessions, and the silence fast path on speech with pauses.
 
 and writes their Markdown under one header that names the machine, the date and the commands.
 
@@ -31,6 +33,7 @@ import click
 from lipsync_bench.machine import cpu_model
 
 HERE = Path(__file__).resolve().parent
+SPEECH_TITLE = "## Speech in: audio encoder + UNet sessions (`benchmarks/speech_sessions.py`)"
 LIPSYNC = str(Path(sys.executable).parent / "lipsync")
 
 
@@ -111,10 +114,16 @@ def main(report_dir: str, streams: str, duration: float, max_batch_size: int, fr
          "--frames", str(frames)],
         f"uv run python benchmarks/precision_cpu.py --batches 1 --batches 4 --frames {frames}",
     )  # fmt: skip
+    speech = Step(
+        "speech-in sessions",
+        [python, str(HERE / "speech_sessions.py"), "--sessions", "1,2,4,8,16", "--seconds", "2"],
+        "uv run python benchmarks/speech_sessions.py --sessions 1,2,4,8,16 --seconds 2",
+    )
     started = datetime.datetime.now(datetime.UTC)
     matrix.run()
     micro_md = micro.run()
     precision_md = precision.run()
+    speech_md = speech.run()
     click.echo("==> engine builder: a build, then the same build again", err=True)
     builds_md = time_builds()
     report = (out / "report.md").read_text(encoding="utf-8")
@@ -126,7 +135,7 @@ def main(report_dir: str, streams: str, duration: float, max_batch_size: int, fr
         f"{platform.python_version()}; nothing else ran on the machine meanwhile. Regenerate with "
         "`make bench` (`uv run python benchmarks/results.py`), which runs:",
         "",
-        *[f"- {step.title}: `{step.shown}`" for step in (matrix, micro, precision)],
+        *[f"- {step.title}: `{step.shown}`" for step in (matrix, micro, precision, speech)],
         "",
         "Model: the reference UNet-328 (`lipsync model reference`, seed 0, 12.19 M parameters, "
         "9.77 GFLOP per frame) with seeded random weights; avatar: the 1280x720 demo avatar. "
@@ -146,6 +155,10 @@ def main(report_dir: str, streams: str, duration: float, max_batch_size: int, fr
         "## FP32 vs INT8 on ONNX Runtime CPU (`benchmarks/precision_cpu.py`)",
         "",
         precision_md.strip(),
+        "",
+        SPEECH_TITLE,
+        "",
+        speech_md.strip(),
         "",
         "## Engine builder: first build and cache hit (`lipsync build`)",
         "",

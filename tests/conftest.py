@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from lipsync_core.reference.ave_encoder import build_ave_encoder
 from lipsync_core.reference.unet328 import build_unet328
 from lipsync_server.avatar.demo import write_demo_avatar
 
@@ -15,6 +16,14 @@ def reference_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The reference UNet-328 (seed 0) written once per test session."""
     path = tmp_path_factory.mktemp("models") / "unet328.onnx"
     path.write_bytes(build_unet328(seed=0).SerializeToString())
+    return path
+
+
+@pytest.fixture(scope="session")
+def reference_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reference "ave" audio encoder (seed 0) written once per test session."""
+    path = tmp_path_factory.mktemp("models") / "ave.onnx"
+    path.write_bytes(build_ave_encoder(seed=0).SerializeToString())
     return path
 
 

@@ -22,12 +22,12 @@ def main(
     *, device: str, streams: str, seconds: float, max_batch: int, work: Path, out: Path
 ) -> None:
     import torch
-    from lipsync_bench.serverproc import ServerProcess
 
     from lipsync_core.contract import preset
     from lipsync_core.export_torch import export_program
     from lipsync_core.reference.unet328_torch import Model
     from lipsync_server.avatar.demo import write_demo_avatar
+    from lipsync_server.process import ServerProcess
 
     work.mkdir(parents=True, exist_ok=True)
     program, avatar = work / "unet328.pt2", work / "avatar"
@@ -44,7 +44,7 @@ def main(
         "--log-level",
         "WARNING",
     ]
-    with ServerProcess(program, avatar, args, log_path=work / "server.log") as server:
+    with ServerProcess(program, avatar, work / "server.log", extra_args=args) as server:
         bench = [
             sys.executable,
             "-c",

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from lipsync_testbed.processes import free_port
 from lipsync_testbed.versions import repo_root
 
 pytestmark = pytest.mark.cluster
@@ -24,12 +24,6 @@ def try_it_block() -> str:
     match = re.search(r"```sh\n(.*?)```", section, re.DOTALL)
     assert match, "docs/operator.md: the Try it locally section has no sh block"
     return match.group(1)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_the_try_it_locally_block_runs_as_written(tmp_path: Path) -> None:

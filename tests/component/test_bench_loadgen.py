@@ -13,9 +13,9 @@ from click.testing import CliRunner
 from lipsync_bench.cli import bench
 from lipsync_bench.result import BenchResult
 from lipsync_bench.runner import RunOptions, run_bench
-from lipsync_bench.serverproc import ServerProcess
 
 from lipsync_server.avatar.demo import write_demo_avatar
+from lipsync_server.process import ServerProcess
 
 pytestmark = pytest.mark.component
 
@@ -35,7 +35,7 @@ def server(
         "1",
     ]
     log_path = tmp_path_factory.mktemp("logs") / "server.log"
-    with ServerProcess(reference_model, avatar, args, log_path=log_path) as running:
+    with ServerProcess(reference_model, avatar, log_path, extra_args=args) as running:
         yield running
 
 

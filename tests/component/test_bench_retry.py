@@ -12,16 +12,21 @@ import pytest
 from lipsync_bench.loadgen import LevelPlan
 from lipsync_bench.result import BenchResult
 from lipsync_bench.runner import RunOptions, run_bench
-from lipsync_bench.serverproc import ServerProcess
 
 from lipsync_server.avatar.demo import write_demo_avatar
+from lipsync_server.process import ServerProcess
 from lipsync_testbed.serviceproxy import Endpoint, TcpForwarder
 
 pytestmark = pytest.mark.component
 
 SERVER_ARGS = [
-    "--backend", "onnxruntime-cpu", "--max-batch-size", "1", "--shutdown-grace-seconds", "1",
-]  # fmt: skip
+    "--backend",
+    "onnxruntime-cpu",
+    "--max-batch-size",
+    "1",
+    "--shutdown-grace-seconds",
+    "1",
+]
 FRAMES = 24
 
 
@@ -36,8 +41,8 @@ def avatar(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def servers(
     reference_model: Path, avatar: Path, tmp_path: Path
 ) -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    first = ServerProcess(reference_model, avatar, SERVER_ARGS, log_path=tmp_path / "a.log")
-    second = ServerProcess(reference_model, avatar, SERVER_ARGS, log_path=tmp_path / "b.log")
+    first = ServerProcess(reference_model, avatar, tmp_path / "a.log", extra_args=SERVER_ARGS)
+    second = ServerProcess(reference_model, avatar, tmp_path / "b.log", extra_args=SERVER_ARGS)
     with first, second:
         yield first, second
 

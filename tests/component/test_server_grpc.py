@@ -41,13 +41,18 @@ def avatar_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(
-    reference_model: Path, avatar_dir: Path, tmp_path_factory: pytest.TempPathFactory
+    reference_model: Path,
+    reference_encoder: Path,
+    avatar_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ServerProcess]:
     log = tmp_path_factory.mktemp("logs") / "server.log"
     process = ServerProcess(
         reference_model,
         avatar_dir,
         log,
+        audio_encoder=reference_encoder,
+        max_pcm_chunk_bytes=PCM_LIMIT,
         max_batch_size=MAX_BATCH,
         max_queue_size=16,
         max_frames_per_request=8,
@@ -224,7 +229,9 @@ def test_metrics_parse_and_move_when_frames_are_served(server: ServerProcess) ->
 # -- fuzz ------------------------------------------------------------------------------------------
 
 FUZZ_REQUESTS = 10_000
-ACCEPTED_CODES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED}
+PCM_LIMIT = 100_000  # max_pcm_chunk_bytes of the fixture server
+
+Case = tuple[pb.GenerateRequest, str]
 
 
 def _f32(shape: tuple[int, ...], rng: np.random.Generator, poison: float | None = None) -> bytes:
@@ -239,110 +246,192 @@ def _bad_feature_bytes(rng: np.random.Generator) -> bytes:
     return bytes(length + (1 if length % 2048 == 0 else 0))
 
 
-def _malformed_generate(rng: np.random.Generator) -> pb.GenerateRequest:
+def _pcm(data: bytes, rate: int = 16000, fmt: int = pb.PCM_FORMAT_S16LE) -> pb.Pcm:
+    return pb.Pcm(sample_rate=rate, format=fmt, data=data)  # type: ignore[arg-type]
+
+
+def _bad_pcm(rng: np.random.Generator) -> tuple[pb.Pcm, str]:
+    """PCM with exactly one thing wrong, and the words its error message must contain."""
+    case = int(rng.integers(5))
+    if case == 0:
+        odd = 2 * int(rng.integers(1, 2000)) + 1
+        return _pcm(bytes(odd)), f"{odd} bytes is not a whole number of s16le samples"
+    if case == 1:
+        poison = float(rng.choice([np.nan, np.inf, -np.inf]))
+        data = _f32((int(rng.integers(1, 800)),), rng, poison)
+        return _pcm(data, fmt=pb.PCM_FORMAT_F32LE), "f32le samples contain NaN or Inf"
+    if case == 2:
+        size = 2 * int(rng.integers(PCM_LIMIT // 2 + 1, PCM_LIMIT))
+        return _pcm(bytes(size)), f"{size} bytes is over the limit of {PCM_LIMIT} bytes"
+    if case == 3:
+        rate = int(rng.choice([int(rng.integers(0, 8000)), int(rng.integers(192_001, 2**31))]))
+        return _pcm(bytes(640), rate), f"sample_rate {rate} is outside 8000..192000"
+    fmt = int(rng.integers(3, 1000))
+    return _pcm(bytes(640), fmt=fmt), f"pcm: unknown format {fmt}"
+
+
+def _malformed_generate(rng: np.random.Generator) -> Case:
     """A Generate request with exactly one thing wrong (cheap: rejected before inference)."""
     good = features_message(rng.normal(size=(4, 512)).astype("<f4"))
     poison = float(rng.choice([np.nan, np.inf, -np.inf]))
-    cases: list[Callable[[], pb.GenerateRequest]] = [
-        lambda: pb.GenerateRequest(
-            model=f"model-{rng.integers(1000)}", frame_indices=[0], features=good
+    name = f"model-{rng.integers(1000)}"
+    index = int(rng.integers(4, 2**32))
+    quality = int(rng.integers(101, 10_000))
+    encoding = int(rng.integers(3, 100))
+    pcm, pcm_error = _bad_pcm(rng)
+    cases: list[Callable[[], Case]] = [
+        lambda: (
+            pb.GenerateRequest(model=name, frame_indices=[0], features=good),
+            f"unknown model {name!r}",
         ),
-        lambda: pb.GenerateRequest(frame_indices=[0]),
-        lambda: pb.GenerateRequest(
-            frame_indices=[0], features=pb.AudioFeatures(data=_bad_feature_bytes(rng))
+        lambda: (pb.GenerateRequest(frame_indices=[0]), "no audio: set features, windows or pcm"),
+        lambda: (
+            pb.GenerateRequest(
+                frame_indices=[0], features=pb.AudioFeatures(data=_bad_feature_bytes(rng))
+            ),
+            "is not a whole number of 512-dim float32 vectors",
         ),
-        lambda: pb.GenerateRequest(
-            frame_indices=[0], features=pb.AudioFeatures(data=_f32((2, 512), rng, poison))
+        lambda: (
+            pb.GenerateRequest(
+                frame_indices=[0], features=pb.AudioFeatures(data=_f32((2, 512), rng, poison))
+            ),
+            "audio features contains NaN or Inf",
         ),
-        lambda: pb.GenerateRequest(frame_indices=[int(rng.integers(4, 2**32))], features=good),
-        lambda: pb.GenerateRequest(frame_indices=[], features=good),
-        lambda: pb.GenerateRequest(
-            frame_indices=list(range(9)), features=pb.AudioFeatures(data=_f32((9, 512), rng))
+        lambda: (
+            pb.GenerateRequest(frame_indices=[index], features=good),
+            f"frame index {index} is out of range: 4 feature vectors were sent",
         ),
-        lambda: pb.GenerateRequest(
-            frame_indices=[0], windows=pb.AudioWindows(data=_f32((2, 32, 16, 16), rng))
+        lambda: (pb.GenerateRequest(frame_indices=[], features=good), "no frame_indices given"),
+        lambda: (
+            pb.GenerateRequest(
+                frame_indices=list(range(9)), features=pb.AudioFeatures(data=_f32((9, 512), rng))
+            ),
+            "9 frames requested; at most 8 per request",
         ),
-        lambda: pb.GenerateRequest(
-            frame_indices=[0],
-            features=good,
-            output=pb.OutputOptions(jpeg_quality=int(rng.integers(101, 10_000))),
+        lambda: (
+            pb.GenerateRequest(
+                frame_indices=[0], windows=pb.AudioWindows(data=_f32((2, 32, 16, 16), rng))
+            ),
+            "2 audio windows for 1 frame_indices",
         ),
-        lambda: pb.GenerateRequest(
-            frame_indices=[0],
-            features=good,
-            output=pb.OutputOptions(encoding=int(rng.integers(3, 100))),  # type: ignore[arg-type]
+        lambda: (
+            pb.GenerateRequest(
+                frame_indices=[0], features=good, output=pb.OutputOptions(jpeg_quality=quality)
+            ),
+            f"jpeg_quality {quality} is outside 1..100",
+        ),
+        lambda: (
+            pb.GenerateRequest(
+                frame_indices=[0],
+                features=good,
+                output=pb.OutputOptions(encoding=encoding),  # type: ignore[arg-type]
+            ),
+            f"unknown encoding {encoding}",
+        ),
+        lambda: (pb.GenerateRequest(frame_indices=[0], pcm=pcm), pcm_error),
+        lambda: (
+            pb.GenerateRequest(frame_indices=[index], pcm=_pcm(bytes(2 * 1600))),
+            f"frame index {index} is out of range: 3 video frames are in 1600 samples at 16000 Hz",
         ),
     ]
     return cases[int(rng.integers(len(cases)))]()
 
 
-def _malformed_infer(rng: np.random.Generator) -> triton.service_pb2.ModelInferRequest:
+def _malformed_infer(rng: np.random.Generator) -> tuple[triton.service_pb2.ModelInferRequest, str]:
     """A ModelInfer request with one thing wrong; the bad tensor comes first (no image sent)."""
     request = triton.service_pb2.ModelInferRequest(model_name="lipsync")
     audio_shape = [1, 32, 16, 16]
     case = int(rng.integers(11))
+    expected = "missing input 'input'"
     if case == 0:
         request.model_name = str(rng.choice(["", "other", "lipsync2"]))
+        expected = (
+            f"unknown model {request.model_name!r}" if request.model_name else "no model name"
+        )
     elif case == 1:
         request.model_version = "7"
+        expected = "model 'lipsync' has no version '7'"
     if case in (0, 1, 2):  # only the audio: the image is missing
         request.inputs.add(name="audio", datatype="FP32", shape=audio_shape)
         request.raw_input_contents.append(_f32((1, 32, 16, 16), rng))
     elif case == 3:
-        request.inputs.add(name=f"extra{rng.integers(9)}", datatype="FP32", shape=[1])
+        extra = f"extra{rng.integers(9)}"
+        request.inputs.add(name=extra, datatype="FP32", shape=[1])
         request.raw_input_contents.append(b"\x00" * 4)
+        expected = f"unexpected input {extra!r}"
     elif case == 4:
-        request.inputs.add(
-            name="audio",
-            datatype=str(rng.choice(["FP16", "INT8", "BYTES", "fp32"])),
-            shape=audio_shape,
-        )
+        datatype = str(rng.choice(["FP16", "INT8", "BYTES", "fp32"]))
+        request.inputs.add(name="audio", datatype=datatype, shape=audio_shape)
         request.raw_input_contents.append(_f32((1, 32, 16, 16), rng))
+        expected = f"input 'audio' has datatype {datatype!r}, expected FP32"
     elif case == 5:
         shape = [int(d) for d in rng.integers(1, 40, size=int(rng.integers(1, 6)))]
         request.inputs.add(name="audio", datatype="FP32", shape=shape)
         request.raw_input_contents.append(b"\x00" * 16)
+        expected = f"input 'audio' has shape {shape}, expected [B,32,16,16]"
     elif case == 6:
+        size = int(rng.integers(0, 32768))
         request.inputs.add(name="audio", datatype="FP32", shape=audio_shape)
-        request.raw_input_contents.append(bytes(int(rng.integers(0, 32768))))
+        request.raw_input_contents.append(bytes(size))
+        expected = f"input 'audio': {size} bytes of raw data, expected 32768"
     elif case == 7:
         request.inputs.add(name="audio", datatype="FP32", shape=audio_shape)
         request.raw_input_contents.append(
             _f32((1, 32, 16, 16), rng, float(rng.choice([np.nan, np.inf])))
         )
+        expected = "input 'audio' contains NaN or Inf"
     elif case == 8:
-        request.inputs.add(
-            name="audio", datatype="FP32", shape=[int(rng.integers(3, 1000)), 32, 16, 16]
-        )
+        batch = int(rng.integers(3, 1000))
+        request.inputs.add(name="audio", datatype="FP32", shape=[batch, 32, 16, 16])
         request.raw_input_contents.append(b"")
+        expected = f"batch of {batch} exceeds max_batch_size {MAX_BATCH}"
     elif case == 9:
         request.inputs.add(name="audio", datatype="FP32", shape=audio_shape)
         request.inputs.add(name="input", datatype="FP32", shape=[1, 6, 320, 320])
-        request.raw_input_contents.append(
-            _f32((1, 32, 16, 16), rng)
-        )  # one raw buffer for two inputs
-    else:
+        request.raw_input_contents.append(_f32((1, 32, 16, 16), rng))  # one buffer, two inputs
+        expected = "1 raw_input_contents for 2 inputs"
+    elif case == 10:
         request.inputs.add(name="audio", datatype="FP32", shape=audio_shape)
         request.inputs.add(name="audio", datatype="FP32", shape=audio_shape)
         request.raw_input_contents.extend([_f32((1, 32, 16, 16), rng)] * 2)
-    return request
+        expected = "input 'audio' given twice"
+    return request, expected
 
 
-def _malformed_stream(rng: np.random.Generator) -> list[pb.StreamGenerateRequest]:
-    good = pb.StreamGenerateRequest(
+def _malformed_stream(rng: np.random.Generator) -> tuple[list[pb.StreamGenerateRequest], str]:
+    features = pb.StreamGenerateRequest(
         features=features_message(rng.normal(size=(1, 512)).astype("<f4"))
     )
-    case = int(rng.integers(4))
-    if case == 0:
-        return [good, pb.StreamGenerateRequest(config=pb.StreamConfig())]
-    if case == 1:
-        return [pb.StreamGenerateRequest(windows=pb.AudioWindows(data=b"\x00" * 12))]
-    if case == 2:
-        return [pb.StreamGenerateRequest(config=pb.StreamConfig(model="nobody"))]
-    return [pb.StreamGenerateRequest()]
+    speech = pb.StreamGenerateRequest(pcm=_pcm(bytes(640)))
+    rate = int(rng.choice([8000, 22050, 44100, 48000]))
+    pcm, pcm_error = _bad_pcm(rng)
+    pcm_first = bool(rng.integers(2))
+    mixed = [speech, features] if pcm_first else [features, speech]
+    cases: list[tuple[list[pb.StreamGenerateRequest], str]] = [
+        (
+            [features, pb.StreamGenerateRequest(config=pb.StreamConfig())],
+            "config is only allowed in the first message",
+        ),
+        (
+            [pb.StreamGenerateRequest(windows=pb.AudioWindows(data=b"\x00" * 12))],
+            "audio windows: 12 bytes is not a whole number of windows",
+        ),
+        (
+            [pb.StreamGenerateRequest(config=pb.StreamConfig(model="nobody"))],
+            "unknown model 'nobody'",
+        ),
+        ([pb.StreamGenerateRequest()], "message carries neither config nor audio"),
+        (mixed, "got features after pcm" if pcm_first else "got pcm after features"),
+        (
+            [speech, pb.StreamGenerateRequest(pcm=_pcm(bytes(640), rate))],
+            f"sample_rate changed from 16000 to {rate}",
+        ),
+        ([pb.StreamGenerateRequest(pcm=pcm)], pcm_error),
+    ]
+    return cases[int(rng.integers(len(cases)))]
 
 
-def test_fuzzed_malformed_requests_are_rejected_and_the_server_survives(
+def test_fuzzed_malformed_requests_get_invalid_argument_naming_the_violation(
     server: ServerProcess,
 ) -> None:
     rng = np.random.default_rng(20240601)
@@ -363,17 +452,21 @@ def test_fuzzed_malformed_requests_are_rejected_and_the_server_survives(
 
             async def send(kind: int, seed: int) -> None:
                 local = np.random.default_rng(seed)
+                expected = ""
                 async with gate:
                     try:
                         if kind == 0:
-                            await lipsync.Generate(_malformed_generate(local), timeout=60)
+                            request, expected = _malformed_generate(local)
+                            await lipsync.Generate(request, timeout=60)
                         elif kind == 1:
-                            await inference.ModelInfer(_malformed_infer(local), timeout=60)
+                            infer, expected = _malformed_infer(local)
+                            await inference.ModelInfer(infer, timeout=60)
                         elif kind == 2:
-                            request = triton.service_pb2.ModelMetadataRequest(name=f"m{seed}")
-                            await inference.ModelMetadata(request, timeout=60)
+                            expected = f"unknown model 'm{seed}'"
+                            metadata = triton.service_pb2.ModelMetadataRequest(name=f"m{seed}")
+                            await inference.ModelMetadata(metadata, timeout=60)
                         elif kind == 3:
-                            messages = _malformed_stream(local)
+                            messages, expected = _malformed_stream(local)
 
                             async def requests() -> AsyncIterator[pb.StreamGenerateRequest]:
                                 for message in messages:
@@ -382,24 +475,26 @@ def test_fuzzed_malformed_requests_are_rejected_and_the_server_survives(
                             async for _ in lipsync.StreamGenerate(requests(), timeout=60):
                                 pass
                         else:  # oversized: above max_message_bytes (16 MiB), below twice that
-                            data = bytes(17 * 1024 * 1024)
+                            size = 17 * 1024 * 1024
+                            expected = "exceeds the 16777216-byte limit"
                             await lipsync.Generate(
                                 pb.GenerateRequest(
-                                    frame_indices=[0], features=pb.AudioFeatures(data=data)
+                                    frame_indices=[0], features=pb.AudioFeatures(data=bytes(size))
                                 ),
                                 timeout=60,
                             )
                         unexpected.append(f"kind {kind} seed {seed}: accepted")
                     except grpc.aio.AioRpcError as error:
-                        codes[error.code().name] = codes.get(error.code().name, 0) + 1
-                        if error.code() not in ACCEPTED_CODES:
+                        code = error.code()
+                        codes[code.name] = codes.get(code.name, 0) + 1
+                        details = error.details() or ""
+                        if code != grpc.StatusCode.INVALID_ARGUMENT or expected not in details:
                             unexpected.append(
-                                f"kind {kind} seed {seed}: {error.code().name} {error.details()}"
+                                f"kind {kind} seed {seed}: {code.name} {details!r}, "
+                                f"expected INVALID_ARGUMENT {expected!r}"
                             )
-                        elif not error.details():
-                            unexpected.append(f"kind {kind} seed {seed}: no message")
 
-            kinds = rng.choice([0, 1, 2, 3], size=FUZZ_REQUESTS, p=[0.45, 0.4, 0.05, 0.1])
+            kinds = rng.choice([0, 1, 2, 3], size=FUZZ_REQUESTS, p=[0.45, 0.35, 0.05, 0.15])
             kinds[:: FUZZ_REQUESTS // 5] = 4  # five oversized messages
             seeds = rng.integers(0, 2**31, size=FUZZ_REQUESTS)
             await asyncio.gather(*(send(int(k), int(s)) for k, s in zip(kinds, seeds, strict=True)))
@@ -407,9 +502,8 @@ def test_fuzzed_malformed_requests_are_rejected_and_the_server_survives(
         return codes
 
     codes = asyncio.run(fuzz())
-    assert sum(codes.values()) == FUZZ_REQUESTS
-    assert codes.get("INVALID_ARGUMENT", 0) > FUZZ_REQUESTS // 2
-    assert server.process.poll() is None  # still running
+    assert codes == {"INVALID_ARGUMENT": FUZZ_REQUESTS}
+    assert server.process.poll() is None  # still running: 0 crashes
     features = synthetic_features(2, 512, seed=7)
     response = asyncio.run(
         _generate(

@@ -6,12 +6,8 @@ import onnx
 import pytest
 
 from lipsync_core.contract import PRESETS
-from lipsync_core.reference.unet328 import (
-    OPSET,
-    build_unet328,
-    conv_flops_per_frame,
-    parameter_count,
-)
+from lipsync_core.reference.graph import OPSET
+from lipsync_core.reference.unet328 import build_unet328, conv_flops_per_frame, parameter_count
 
 pytestmark = pytest.mark.unit
 

@@ -45,6 +45,10 @@ NON_KEY_CHANGES: dict[str, dict[str, Any]] = {
     "verify_samples": {"verify_samples": 9},
     "measure_frames": {"measure_frames": 3},
     "allow_random_calibration": {"allow_random_calibration": True},
+    # The UNet's key does not depend on the encoder built beside it (the encoder has its own).
+    "audio_encoder": {"audio_encoder": "s3://models/ave.onnx"},
+    "audio_encoder_sha256": {"audio_encoder_sha256": "e" * 64},
+    "audio_encoder_batch_max": {"audio_encoder_batch_max": 64},
 }
 
 
@@ -107,3 +111,35 @@ def test_job_args_pin_the_runtime_even_when_left_to_default() -> None:
 def test_batch_profile_must_be_ordered() -> None:
     with pytest.raises(ValueError, match="min <= opt <= max"):
         request(batch={"min": 4, "opt": 2, "max": 8})
+
+
+def test_the_audio_encoder_is_a_second_request_with_its_own_key() -> None:
+    assert request().encoder_request() is None
+    pair = request(audio_encoder="s3://models/ave.onnx", audio_encoder_batch_max=16)
+    encoder = pair.encoder_request()
+    assert encoder is not None
+    assert (encoder.model, encoder.io, encoder.precision) == ("s3://models/ave.onnx", "ave", "fp32")
+    assert (encoder.batch.min, encoder.batch.opt, encoder.batch.max) == (1, 8, 16)
+    assert encoder.calibration_digest() == ""
+    assert encoder.key() != pair.key()
+    assert encoder.key_inputs().contract.inputs[0].name == "mel"
+    other = request(audio_encoder="s3://models/ave-2.onnx", audio_encoder_batch_max=16)
+    assert other.encoder_request() is not None
+    assert other.encoder_request().key() != encoder.key()  # type: ignore[union-attr]
+    fp16 = request(precision="fp16", audio_encoder="s3://models/ave.onnx").encoder_request()
+    assert fp16 is not None
+    assert fp16.precision == "fp16"
+    with pytest.raises(ValueError, match="'unet328-ave' is not an audio encoder preset"):
+        request(audio_encoder="s3://x.onnx", audio_encoder_io="unet328-ave").encoder_request()
+
+
+def test_job_args_with_an_audio_encoder_parse_back_to_the_same_request() -> None:
+    original = request(
+        audio_encoder="pvc://models/ave.onnx", audio_encoder_sha256="f" * 64,
+        audio_encoder_batch_max=24,
+    )  # fmt: skip
+    args = original.to_args()
+    assert args[args.index("--audio-encoder") + 1] == "pvc://models/ave.onnx"
+    parsed = request_from_params(build.make_context("build", args[1:]).params)
+    assert parsed == original
+    assert parsed.encoder_request() == original.encoder_request()

@@ -8,6 +8,7 @@ import pytest
 
 from lipsync_operator.health import parse_endpoint, waiting_health
 from lipsync_operator.leader import ElectionSettings
+from lipsync_testbed.processes import free_port
 
 pytestmark = pytest.mark.unit
 
@@ -31,9 +32,7 @@ def test_liveness_urls_parse_like_kopfs_and_bad_ones_say_why() -> None:
 def test_a_waiting_replica_answers_its_liveness_probe_and_frees_the_port() -> None:
     import socket
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     url = f"http://127.0.0.1:{port}/healthz"
     with waiting_health(url):
         with urllib.request.urlopen(url, timeout=5) as response:

@@ -45,15 +45,24 @@ def test_streamed_windows_equal_windows_of_the_whole_clip(chunk: int) -> None:
     features = synthetic_features(23, 512, seed=1)
     expected = build_windows(features, list(range(23)), CONTRACT)
     windower = StreamWindower(CONTRACT)
-    got: list[tuple[int, np.ndarray]] = []
+    got: list[tuple[int, np.ndarray, bool]] = []
     for start in range(0, 23, chunk):
         got.extend(windower.push(features[start : start + chunk]))
     got.extend(windower.finish())
-    assert [index for index, _ in got] == list(range(23))
-    np.testing.assert_array_equal(np.stack([window for _, window in got]), expected)
+    assert [index for index, _, _ in got] == list(range(23))
+    np.testing.assert_array_equal(np.stack([window for _, window, _ in got]), expected)
 
 
 def test_stream_emits_a_frame_only_once_its_look_ahead_arrived() -> None:
     windower = StreamWindower(CONTRACT)
     assert list(windower.push(synthetic_features(7, 512))) == []
-    assert [index for index, _ in windower.push(synthetic_features(2, 512))] == [0, 1]
+    assert [index for index, _, _ in windower.push(synthetic_features(2, 512))] == [0, 1]
+
+
+def test_a_frame_is_silent_only_when_its_whole_window_is() -> None:
+    features = synthetic_features(40, 512)
+    silent = np.zeros(40, bool)
+    silent[10:30] = True
+    windower = StreamWindower(CONTRACT)
+    frames = [*windower.push(features, silent), *windower.finish()]
+    assert [index for index, _, quiet in frames if quiet] == list(range(18, 23))

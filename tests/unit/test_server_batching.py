@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 
 import pytest
@@ -50,29 +49,59 @@ def test_largest_formable_preferred_size_dispatches_without_waiting() -> None:
     assert policy.decide(1, 0.0).size == 0
 
 
-class _Recorder:
-    """A stand-in model: doubles its inputs, records batch sizes, takes ``seconds`` per batch."""
+class _Clock:
+    """A clock the test moves by hand (the batcher's ``clock``)."""
 
-    def __init__(self, seconds: float = 0.0) -> None:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _GatedModel:
+    """A stand-in model: doubles its inputs and records batches; with ``gated``, each batch
+    waits until the test calls ``release`` (so the test, not sleeps, orders events)."""
+
+    def __init__(self, gated: bool = False) -> None:
         self.batches: list[list[int]] = []
-        self.seconds = seconds
+        self.running = 0
+        self.most_running = 0
+        self._gated = gated
+        self._release = asyncio.Semaphore(0)
+        self._started = asyncio.Condition()
 
     async def prepare(self, payloads: list[int]) -> list[int]:
         return payloads
 
     async def infer(self, instance: int, batch: list[int]) -> Sequence[int]:
         self.batches.append(batch)
-        await asyncio.sleep(self.seconds)
+        async with self._started:
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+            self._started.notify_all()
+        if self._gated:
+            await self._release.acquire()
+        self.running -= 1
         return [2 * value for value in batch]
+
+    async def wait_running(self, count: int) -> None:
+        async with self._started:
+            await self._started.wait_for(lambda: self.running >= count)
+
+    def release(self, batches: int = 1) -> None:
+        for _ in range(batches):
+            self._release.release()
 
 
 def _batcher(
-    model: _Recorder,
+    model: _GatedModel,
     *,
     max_batch: int = 4,
     delay_us: int = 20_000,
     queue: int = 16,
     instances: int = 1,
+    clock: _Clock | None = None,
 ) -> DynamicBatcher[int, list[int], int]:
     return DynamicBatcher(
         BatchingPolicy(max_batch, delay_us),
@@ -80,14 +109,22 @@ def _batcher(
         instances=instances,
         prepare=model.prepare,
         infer=model.infer,
+        clock=clock or _Clock(),
     )
+
+
+async def _settle() -> None:
+    """Let every ready task run until it blocks."""
+    for _ in range(20):
+        await asyncio.sleep(0)
 
 
 def test_concurrent_requests_share_batches_and_get_their_own_results() -> None:
     async def scenario() -> None:
-        model = _Recorder()
-        batcher = _batcher(model)
+        model = _GatedModel()
+        batcher = _batcher(model, delay_us=0)
         batcher.start()
+        # All ten are queued before the collector runs: full batches, then the rest.
         results = await asyncio.gather(*(batcher.submit(value) for value in range(10)))
         await batcher.close()
         assert [result for result, _, _ in results] == [2 * value for value in range(10)]
@@ -99,18 +136,23 @@ def test_concurrent_requests_share_batches_and_get_their_own_results() -> None:
 
 def test_full_queue_rejects_at_once() -> None:
     async def scenario() -> None:
-        model = _Recorder(seconds=0.2)
+        model = _GatedModel(gated=True)
         batcher = _batcher(model, max_batch=1, delay_us=0, queue=2)
         batcher.start()
         first = asyncio.create_task(batcher.submit(0))
-        await asyncio.sleep(0.05)  # the first is running; the queue is empty again
-        queued = [asyncio.create_task(batcher.submit(value)) for value in (1, 2)]
-        await asyncio.sleep(0)
-        started = time.monotonic()
+        await model.wait_running(1)  # the first is running; the queue is empty again
+        # The collector prepares the next batches while the first runs; the rest fill the queue.
+        queued: list[asyncio.Task[tuple[int, float, BatchTimings]]] = []
+        while batcher.queue_depth < 2:
+            queued.append(asyncio.create_task(batcher.submit(len(queued) + 1)))
+            await _settle()
+            assert len(queued) <= 8
         with pytest.raises(QueueFullError):
-            await batcher.submit(3)
-        assert time.monotonic() - started < 0.05
-        await asyncio.gather(first, *queued)
+            await batcher.submit(99)  # raised before the call ever waits
+        model.release(len(queued) + 1)
+        results = await asyncio.gather(first, *queued)
+        assert [result for result, _, _ in results] == [2 * v for v in range(len(queued) + 1)]
+        assert [99] not in model.batches
         await batcher.close()
 
     asyncio.run(scenario())
@@ -118,32 +160,40 @@ def test_full_queue_rejects_at_once() -> None:
 
 def test_cancelled_requests_free_their_slot_and_never_run() -> None:
     async def scenario() -> None:
-        model = _Recorder(seconds=0.1)
+        model = _GatedModel(gated=True)
         batcher = _batcher(model, max_batch=1, delay_us=0, queue=4)
         batcher.start()
         running = asyncio.create_task(batcher.submit(0))
-        await asyncio.sleep(0.02)
+        await model.wait_running(1)
         doomed = asyncio.create_task(batcher.submit(99))
-        await asyncio.sleep(0)
+        await _settle()
         doomed.cancel()
-        survivor = await batcher.submit(5)
+        survivor = asyncio.create_task(batcher.submit(5))
+        await _settle()
+        model.release(2)
+        assert (await survivor)[0] == 10
         await running
         await batcher.close()
-        assert survivor[0] == 10
         assert [99] not in model.batches
+        assert model.batches == [[0], [5]]
 
     asyncio.run(scenario())
 
 
 def test_expired_deadline_fails_before_inference() -> None:
     async def scenario() -> None:
-        model = _Recorder(seconds=0.1)
-        batcher = _batcher(model, max_batch=1, delay_us=0)
+        clock = _Clock()
+        model = _GatedModel(gated=True)
+        batcher = _batcher(model, max_batch=1, delay_us=0, clock=clock)
         batcher.start()
         running = asyncio.create_task(batcher.submit(0))
-        await asyncio.sleep(0.02)
-        with pytest.raises(DeadlineExceededError):
-            await batcher.submit(7, deadline=time.monotonic() + 0.01)
+        await model.wait_running(1)
+        late = asyncio.create_task(batcher.submit(7, deadline=clock.now + 0.01))
+        await _settle()
+        clock.now += 0.02  # the deadline passes while 7 is queued behind the running batch
+        model.release()
+        with pytest.raises(DeadlineExceededError, match=r"after 0\.020 s in the batch queue"):
+            await late
         await running
         await batcher.close()
         assert [7] not in model.batches
@@ -153,14 +203,15 @@ def test_expired_deadline_fails_before_inference() -> None:
 
 def test_instances_run_batches_in_parallel() -> None:
     async def scenario() -> None:
-        model = _Recorder(seconds=0.2)
+        model = _GatedModel(gated=True)
         batcher = _batcher(model, max_batch=2, delay_us=0, instances=2)
         batcher.start()
-        started = time.monotonic()
-        await asyncio.gather(*(batcher.submit(value) for value in range(4)))
-        elapsed = time.monotonic() - started
+        calls = asyncio.gather(*(batcher.submit(value) for value in range(4)))
+        await model.wait_running(2)  # both batches run at once, neither has finished
+        model.release(2)
+        await calls
         await batcher.close()
         assert sorted(len(batch) for batch in model.batches) == [2, 2]
-        assert elapsed < 0.35  # two batches of 0.2 s overlapped
+        assert model.most_running == 2
 
     asyncio.run(scenario())

@@ -17,9 +17,9 @@ from lipsync_bench.compare import write_comparison
 from lipsync_bench.loadgen import LevelPlan
 from lipsync_bench.result import BenchResult
 from lipsync_bench.runner import RunOptions, run_bench
-from lipsync_bench.serverproc import ServerProcess
 from lipsync_bench.summary import CostOptions
 from lipsync_core.backends.base import Precision
+from lipsync_server.process import ServerProcess
 
 TORCH_BACKENDS = ("torch", "torch-aoti")  # built from a torch.export program, not the ONNX
 
@@ -222,7 +222,7 @@ def run_variant(
     # served load and half after, so that drift of the machine's speed hits both alike.
     batch, half = options.max_batch_size, max(1, options.bare_iterations // 2)
     bare_ms = bare_batch_times(artifact, batch, half, backend_kind=variant.backend)
-    with ServerProcess(artifact, avatar, args, log_path=log_path) as server:
+    with ServerProcess(artifact, avatar, log_path, extra_args=args) as server:
         load = replace(
             options.load,
             targets=[server.target],

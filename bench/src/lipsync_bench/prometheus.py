@@ -60,6 +60,23 @@ def parse_histograms(text: str) -> Snapshot:
     }
 
 
+def sample_values(text: str) -> dict[str, float]:
+    """Every unlabelled ``lipsync_`` sample by its name (``lipsync_frames_total``, ...)."""
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name.startswith(PREFIX)
+        for sample in family.samples
+        if not sample.labels
+    }
+
+
+def scrape_values(url: str, timeout_s: float = 10.0) -> dict[str, float]:
+    """:func:`sample_values` of the metrics at ``url`` (raises OSError when unreachable)."""
+    with urllib.request.urlopen(url, timeout=timeout_s) as response:
+        return sample_values(response.read().decode())
+
+
 def scrape(url: str, timeout_s: float = 5.0) -> Snapshot | None:
     """The histograms at ``url``; ``None`` (logged) if the server's metrics cannot be read."""
     try:

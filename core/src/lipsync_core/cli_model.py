@@ -10,8 +10,9 @@ import click
 import numpy as np
 
 from lipsync_core.backends import BackendConfig, load_backend
-from lipsync_core.contract import PRESETS, preset
+from lipsync_core.contract import ENCODER_PRESETS, PRESETS, any_preset, encoder_preset
 from lipsync_core.errors import LipSyncError
+from lipsync_core.reference.ave_encoder import build_ave_encoder, encoder_parameter_count
 from lipsync_core.reference.unet328 import build_unet328, conv_flops_per_frame, parameter_count
 from lipsync_core.samples import random_inputs
 
@@ -20,8 +21,8 @@ _preset_option = click.option(
     "io_preset",
     default="unet328-ave",
     show_default=True,
-    type=click.Choice(sorted(PRESETS)),
-    help="Model I/O contract preset.",
+    type=click.Choice(sorted(PRESETS) + sorted(ENCODER_PRESETS)),
+    help="Model I/O contract preset (a UNet's, or an audio encoder's: ave).",
 )
 
 
@@ -49,13 +50,27 @@ def reference(output: Path, seed: int, audio_encoder: str) -> None:
     )
 
 
+@model.command("reference-audio")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--seed", default=0, show_default=True, help="Weight seed; same seed, same bytes.")
+def reference_audio(output: Path, seed: int) -> None:
+    """Write the reference "ave" audio encoder (mel window -> 512 features) as ONNX."""
+    onnx_model = build_ave_encoder(seed=seed, contract=encoder_preset("ave"))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_bytes(onnx_model.SerializeToString())
+    click.echo(
+        f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB): ave audio encoder, seed {seed}, "
+        f"{encoder_parameter_count(onnx_model) / 1e6:.2f} M parameters"
+    )
+
+
 @model.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @_preset_option
 def check(path: Path, io_preset: str) -> None:
     """Check an ONNX file against a model I/O contract."""
     try:
-        preset(io_preset).check_onnx(path)
+        any_preset(io_preset).check_onnx(path)
     except LipSyncError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -70,7 +85,7 @@ def check(path: Path, io_preset: str) -> None:
 @click.option("--threads", default=0, show_default=True, help="ORT intra-op threads (0: auto).")
 def run(path: Path, io_preset: str, batches: tuple[int, ...], frames: int, threads: int) -> None:
     """Run frames through the model on the default backend; print shapes and ms/frame."""
-    contract = preset(io_preset)
+    contract = any_preset(io_preset)
     try:
         contract.check_onnx(path)
         backend = load_backend(
@@ -137,7 +152,7 @@ def export(
             target,
             checkpoint,
             output,
-            preset(io_preset),
+            any_preset(io_preset),
             init=parse_init_kwargs(init_text),
             search_path=search_path,
             tolerance=tolerance,

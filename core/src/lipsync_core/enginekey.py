@@ -13,7 +13,7 @@ import json
 from pydantic import BaseModel, ConfigDict, Field
 
 from lipsync_core.backends.base import BackendKind, Precision
-from lipsync_core.contract import ModelContract
+from lipsync_core.contract import EncoderContract, ModelContract
 
 KEY_PREFIX = "sha256:"
 KEY_SCHEMA_VERSION = 1
@@ -51,7 +51,7 @@ class EngineKeyInputs(BaseModel):
 
     model_digest: str = Field(min_length=1, description="sha256 of the ONNX file, or unpinned:URI")
     precision: Precision
-    contract: ModelContract
+    contract: ModelContract | EncoderContract
     batch: BatchProfile
     backend: BackendKind
     runtime: str = Field(min_length=1, description="Builder image or backend library version")

@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from lipsync_core.contract import ModelContract
+from lipsync_core.contract import IOContract
 from lipsync_core.errors import LipSyncError
 from lipsync_core.samples import random_inputs
 
@@ -98,6 +98,24 @@ def state_dict_from(checkpoint: Any, path: Path) -> dict[str, Any]:
     return {key.removeprefix("module."): value for key, value in checkpoint.items()}
 
 
+def fit_to_model(state: dict[str, Any], model_keys: list[str]) -> dict[str, Any]:
+    """Match a checkpoint's key layout to the model's when the model lives under one prefix.
+
+    The audio encoder's keys are ``audio_encoder.*``: a checkpoint of the whole audio-visual
+    model also carries other sub-models (``face_encoder.*``), dropped here; one saved from the
+    bare ``nn.Sequential`` lacks the prefix, added here. Any other layout is returned as is.
+    """
+    prefixes = {key.split(".", 1)[0] for key in model_keys}
+    if len(prefixes) != 1 or not model_keys:
+        return state
+    prefix = prefixes.pop() + "."
+    ours = {key: value for key, value in state.items() if key.startswith(prefix)}
+    if ours:
+        return ours
+    prefixed = {prefix + key: value for key, value in state.items()}
+    return prefixed if set(prefixed) & set(model_keys) else state
+
+
 def _import_torch() -> Any:
     try:
         return importlib.import_module("torch")
@@ -122,7 +140,8 @@ def _build(
         raise ExportError(f"{checkpoint}: no such checkpoint") from None
     except Exception as exc:  # pickle and zip errors
         raise ExportError(f"{checkpoint}: cannot load the checkpoint: {exc}") from None
-    result = model.load_state_dict(state_dict_from(loaded, checkpoint), strict=False)
+    state = fit_to_model(state_dict_from(loaded, checkpoint), list(model.state_dict()))
+    result = model.load_state_dict(state, strict=False)
     problems = [
         f"{label} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
         for label, keys in (
@@ -140,7 +159,7 @@ def _format_init(init: dict[str, InitValue]) -> str:
     return ", ".join(f"{key}={value!r}" for key, value in init.items())
 
 
-def _sample_args(torch: Any, contract: ModelContract, batch: int, seed: int) -> tuple[Any, ...]:
+def _sample_args(torch: Any, contract: IOContract, batch: int, seed: int) -> tuple[Any, ...]:
     sample = random_inputs(contract, batch, np.random.default_rng(seed))
     return tuple(torch.from_numpy(sample[spec.name]) for spec in contract.inputs)
 
@@ -149,7 +168,7 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
 
 
-def _export(torch: Any, model: Any, contract: ModelContract, output: Path, opset: int) -> None:
+def _export(torch: Any, model: Any, contract: IOContract, output: Path, opset: int) -> None:
     args = _sample_args(torch, contract, 2, 0)
     names = [spec.name for spec in (*contract.inputs, contract.output)]
     batch = torch.export.Dim("batch", min=1, max=MAX_PROGRAM_BATCH)
@@ -196,7 +215,7 @@ def check_single_file(path: Path) -> None:
         raise ExportError(f"{path}: {len(external)} initializers live in external data files")
 
 
-def export_program(torch: Any, model: Any, contract: ModelContract, output: Path) -> float:
+def export_program(torch: Any, model: Any, contract: IOContract, output: Path) -> float:
     """Save ``model`` as a ``torch.export`` program with a dynamic batch; returns the max abs
     error of the loaded program against the module on a batch of 2."""
     batch = torch.export.Dim("batch", min=1, max=MAX_PROGRAM_BATCH)
@@ -218,7 +237,7 @@ def export_program(torch: Any, model: Any, contract: ModelContract, output: Path
     return float((got - expected).abs().max())
 
 
-def max_abs_error(torch: Any, model: Any, contract: ModelContract, onnx_path: Path) -> float:
+def max_abs_error(torch: Any, model: Any, contract: IOContract, onnx_path: Path) -> float:
     """ONNX Runtime (CPU) against PyTorch on one random batch of 3 (exercises the batch axis)."""
     inputs = random_inputs(contract, 3, np.random.default_rng(1))
     with torch.no_grad():
@@ -232,7 +251,7 @@ def export_checkpoint(
     target: str,
     checkpoint: Path,
     output: Path,
-    contract: ModelContract,
+    contract: IOContract,
     *,
     init: dict[str, InitValue] | None = None,
     search_path: Path | None = None,

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from lipsync_core.contract import ModelContract
+from lipsync_core.contract import IOContract
 
 
 def random_inputs(
-    contract: ModelContract, batch: int, rng: np.random.Generator
+    contract: IOContract, batch: int, rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
-    """Images uniform in the image range; audio features normal, clipped to the audio range."""
-    low, high = contract.image.value_range
-    image = rng.uniform(low, high, contract.image.batch_shape(batch)).astype(np.float32)
-    audio_low, audio_high = contract.audio.value_range
-    audio = np.clip(rng.normal(0.0, 1.0, contract.audio.batch_shape(batch)), audio_low, audio_high)
-    return {contract.image.name: image, contract.audio.name: audio.astype(np.float32)}
+    """Images uniform in their range; features (audio, mel) normal, clipped to their range."""
+    inputs = {}
+    for spec in contract.inputs:
+        low, high = spec.value_range
+        shape = spec.batch_shape(batch)
+        if spec.channel_order == "features":
+            values = np.clip(rng.normal(0.0, 1.0, shape), low, high)
+        else:
+            values = rng.uniform(low, high, shape)
+        inputs[spec.name] = values.astype(np.float32)
+    return inputs

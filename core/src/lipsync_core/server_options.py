@@ -45,6 +45,9 @@ class ServerOptions(BaseModel):
     max_queue_size: int = Field(
         64, ge=1, description="Queued frames beyond which requests get RESOURCE_EXHAUSTED."
     )
+    queue_timeout_microseconds: int = Field(
+        0, ge=0, description="Longest a frame may wait in the queue (0: no limit)."
+    )
     instances: int = Field(1, ge=1, description="Parallel model instances (executors).")
     postprocess_threads: int = Field(2, ge=1, description="Threads compositing and encoding.")
     max_inflight_per_stream: int = Field(
@@ -59,6 +62,23 @@ class ServerOptions(BaseModel):
         30.0, ge=0, description="How long in-flight streams may finish after SIGTERM."
     )
     warmup: bool = Field(True, description="Run one batch per instance before serving.")
+    audio_encoder: Path | None = Field(
+        None, description="Audio encoder artifact (ONNX or engine); enables pcm (speech) input."
+    )
+    encoder_io_preset: str = Field("ave", description="Audio encoder I/O contract preset.")
+    encoder_backend: BackendKind = Field("auto", description="Backend kind of the audio encoder.")
+    encoder_max_batch_size: int = Field(
+        32, ge=1, description="Largest batch of mel windows the encoder batcher forms."
+    )
+    max_pcm_chunk_bytes: int = Field(
+        1024 * 1024, ge=2, description="Largest pcm payload of one message."
+    )
+    silence_fast_path: bool = Field(
+        True, description="Serve silent frames from a cached closed-mouth render."
+    )
+    silence_threshold_dbfs: float = Field(
+        -50.0, le=0.0, description="RMS level (dBFS) under which a mel frame counts as silent."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("preferred_batch_size", mode="before")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lipsync_core.contract import ModelContract
+from lipsync_core.contract import IOContract
 from lipsync_core.samples import random_inputs
 from lipsync_engine_builder.errors import BadInputError, one_line
 
@@ -35,12 +35,12 @@ class CalibrationSet:
         return len(self.samples)
 
 
-def random_samples(contract: ModelContract, count: int, seed: int) -> list[Sample]:
+def random_samples(contract: IOContract, count: int, seed: int) -> list[Sample]:
     rng = np.random.default_rng(seed)
     return [random_inputs(contract, 1, rng) for _ in range(count)]
 
 
-def _split_npz(path: Path, contract: ModelContract) -> Iterator[Sample]:
+def _split_npz(path: Path, contract: IOContract) -> Iterator[Sample]:
     try:
         with np.load(path) as archive:
             arrays = {
@@ -72,7 +72,7 @@ def _split_npz(path: Path, contract: ModelContract) -> Iterator[Sample]:
         yield {name: array[index : index + 1] for name, array in batched.items()}
 
 
-def load_npz_samples(location: Path, contract: ModelContract, limit: int) -> list[Sample]:
+def load_npz_samples(location: Path, contract: IOContract, limit: int) -> list[Sample]:
     """Up to ``limit`` samples from a .npz file or a directory of them (sorted by name)."""
     files = [location] if location.is_file() else sorted(location.glob("*.npz"))
     if not files:
@@ -87,7 +87,7 @@ def load_npz_samples(location: Path, contract: ModelContract, limit: int) -> lis
 
 
 def load_calibration(
-    local: Path | None, contract: ModelContract, samples: int, allow_random: bool
+    local: Path | None, contract: IOContract, samples: int, allow_random: bool
 ) -> CalibrationSet:
     """The calibration set, plus up to ``samples`` more held out for the accuracy gate."""
     if local is None:
@@ -109,7 +109,7 @@ def load_calibration(
 
 
 def split_held_out(
-    calibration: CalibrationSet | None, samples: int, held_out: int, contract: ModelContract
+    calibration: CalibrationSet | None, samples: int, held_out: int, contract: IOContract
 ) -> tuple[list[Sample], list[Sample]]:
     """(calibration samples, held-out verification samples) that never overlap.
 

@@ -86,9 +86,16 @@ def _use_progress_for_logs(progress: Any) -> None:
 @click.option("--measure-frames", default=8, show_default=True, type=int)
 @click.option("--workspace-mib", default=4096, show_default=True, type=int)
 @click.option("--optimization-level", default=3, show_default=True, type=int)
+@click.option(
+    "--audio-encoder", default="", help="Audio encoder model URI, built beside the model."
+)
+@click.option("--audio-encoder-sha256", default="", help="Pinned audio encoder sha256 (hex).")
+@click.option("--audio-encoder-io", default="ave", show_default=True, help="Encoder I/O preset.")
+@click.option("--audio-encoder-batch-max", default=32, show_default=True, type=int)
 def build(**params: Any) -> None:
     """Build (or find in the cache) the engine for one model, precision, backend and GPU type.
 
+    With --audio-encoder, the audio encoder is built too, as a second model with its own key.
     Exit code 0: published or cache hit; 1: build or accuracy gate failed; 2: bad input.
     The result, as JSON, goes to stdout and to the termination-message path.
     """
@@ -99,12 +106,12 @@ def build(**params: Any) -> None:
             state="Failed", reason=validation_reason(exc), exit_code=EXIT_BAD_INPUT
         )
     else:
-        from lipsync_engine_builder.pipeline import execute
+        from lipsync_engine_builder.pair import execute_pair
         from lipsync_engine_builder.progress import progress_for
 
         progress = progress_for(sys.stderr)
         _use_progress_for_logs(progress)
-        result = execute(request, progress)
+        result = execute_pair(request, progress)
     write_termination_log(result, params["termination_log"])
     if result.state == "Failed":
         click.echo(f"error: {result.reason}", err=True)

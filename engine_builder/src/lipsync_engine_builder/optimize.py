@@ -8,7 +8,7 @@ from pathlib import Path
 
 import onnx
 
-from lipsync_core.contract import ModelContract
+from lipsync_core.contract import IOContract
 from lipsync_engine_builder.errors import BuildFailedError, one_line
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ class OptimizeReport:
         return {"nodes_before": self.nodes_before, "nodes_after": self.nodes_after}
 
 
-def optimize(source: Path, target: Path, contract: ModelContract) -> OptimizeReport:
+def optimize(source: Path, target: Path, contract: IOContract) -> OptimizeReport:
     """Write a simplified copy of ``source``; the result must still match the contract."""
     import onnxslim
 

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lipsync_core.backends.base import Precision
-from lipsync_core.contract import ModelContract, preset
+from lipsync_core.contract import ENCODER_PRESETS, EncoderContract, ModelContract, any_preset
 from lipsync_core.enginekey import BatchProfile, EngineKeyInputs, engine_key, unpinned_digest
 
 BuildBackend = Literal[
@@ -79,6 +79,11 @@ class BuildRequest(BaseModel):
     measure_frames: int = Field(8, ge=1, description="Frames timed per profile batch size.")
     workspace_mib: int = Field(4096, ge=1, description="TensorRT workspace limit.")
     optimization_level: int = Field(3, ge=0, le=5, description="TensorRT builder level.")
+    # The audio encoder, built beside the UNet as a second model with a key of its own.
+    audio_encoder: str = Field("", description="Audio encoder model URI; empty: none.")
+    audio_encoder_sha256: str = Field("", pattern=r"^([0-9a-f]{64})?$")
+    audio_encoder_io: str = Field("ave", description="Audio encoder I/O contract preset.")
+    audio_encoder_batch_max: int = Field(32, ge=1, description="Encoder profile's largest batch.")
 
     @model_validator(mode="after")
     def _check_batch_profile(self) -> BuildRequest:
@@ -98,8 +103,40 @@ class BuildRequest(BaseModel):
         )
         return cls(batch=batch, **flat)
 
-    def contract(self) -> ModelContract:
-        return preset(self.io)
+    def contract(self) -> ModelContract | EncoderContract:
+        return any_preset(self.io)
+
+    def encoder_request(self) -> BuildRequest | None:
+        """The build of the audio encoder for the same backend and GPU product, or None.
+
+        Its own model, contract and batch profile (1 / min(8, max) / max windows); int8 UNet
+        builds get an fp32 encoder (int8 would need its own calibration set, for about 1.5 %
+        of the UNet's FLOPs); the accuracy gate is the default of its precision.
+        """
+        if not self.audio_encoder:
+            return None
+        if self.audio_encoder_io not in ENCODER_PRESETS:
+            known = ", ".join(sorted(ENCODER_PRESETS))
+            raise ValueError(
+                f"audio-encoder-io {self.audio_encoder_io!r} is not an audio encoder preset "
+                f"({known})"
+            )
+        top = self.audio_encoder_batch_max
+        return self.model_copy(
+            update={
+                "model": self.audio_encoder,
+                "sha256": self.audio_encoder_sha256,
+                "io": self.audio_encoder_io,
+                "precision": "fp32" if self.precision == "int8" else self.precision,
+                "batch": BatchProfile(min=1, opt=min(8, top), max=top),
+                "calibration": "",
+                "calibration_sha256": "",
+                "allow_random_calibration": False,
+                "min_psnr": None,
+                "audio_encoder": "",
+                "audio_encoder_sha256": "",
+            }
+        )
 
     def resolved_runtime(self) -> str:
         return self.runtime or default_runtime(self.backend)
@@ -154,8 +191,15 @@ class BuildRequest(BaseModel):
             "--workspace-mib", str(self.workspace_mib),
             "--optimization-level", str(self.optimization_level),
         ]  # fmt: skip
+        if self.audio_encoder:
+            args += [
+                "--audio-encoder", self.audio_encoder,
+                "--audio-encoder-io", self.audio_encoder_io,
+                "--audio-encoder-batch-max", str(self.audio_encoder_batch_max),
+            ]  # fmt: skip
         optional = {
             "--sha256": self.sha256,
+            "--audio-encoder-sha256": self.audio_encoder_sha256,
             "--compute-capability": self.compute_capability,
             "--calibration": self.calibration,
             "--calibration-sha256": self.calibration_sha256,

@@ -34,6 +34,14 @@ class BuildResult(BaseModel):
     artifact: str = Field("", description="URI of the artifact in the cache.")
     cache_hit: bool = Field(False, alias="cacheHit")
     exit_code: int = Field(0, alias="exitCode")
+    audio_encoder: BuildResult | None = Field(
+        None, alias="audioEncoder", description="The audio encoder's own build, when requested."
+    )
+
+    def _dump(self) -> str:
+        """Camel-case JSON; ``audioEncoder`` only when an encoder was built."""
+        exclude = {"audio_encoder"} if self.audio_encoder is None else set()
+        return self.model_dump_json(by_alias=True, exclude=exclude)
 
     def to_json(self) -> str:
         """Compact JSON, always under the termination-message limit (the reason is cut first)."""
@@ -42,11 +50,14 @@ class BuildResult(BaseModel):
             result = result.model_copy(
                 update={"reason": result.reason[: _REASON_LIMIT - 3] + "..."}
             )
-        text = result.model_dump_json(by_alias=True)
+        text = result._dump()
         if len(text.encode()) > TERMINATION_MESSAGE_LIMIT:
-            text = result.model_copy(update={"reason": "", "artifact": ""}).model_dump_json(
-                by_alias=True
-            )
+            inner = result.audio_encoder
+            if inner is not None:
+                inner = inner.model_copy(update={"reason": inner.reason[:200]})
+            text = result.model_copy(
+                update={"reason": "", "artifact": "", "audio_encoder": inner}
+            )._dump()
         return text
 
 

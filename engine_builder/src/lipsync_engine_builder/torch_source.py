@@ -11,7 +11,7 @@ import numpy as np
 
 from lipsync_core.backends.torch_backend import import_torch, program_settings
 from lipsync_core.backends.torch_files import torch_artifact_kind
-from lipsync_core.contract import ModelContract
+from lipsync_core.contract import IOContract
 from lipsync_core.errors import LipSyncError
 from lipsync_core.samples import random_inputs
 from lipsync_engine_builder.errors import BadInputError, one_line
@@ -19,7 +19,7 @@ from lipsync_engine_builder.ingest import IngestedModel, fetch_pinned
 
 
 def ingest_program(
-    uri: str, pinned_sha256: str, contract: ModelContract, workdir: Path, batch: int
+    uri: str, pinned_sha256: str, contract: IOContract, workdir: Path, batch: int
 ) -> IngestedModel:
     path, digest = fetch_pinned(uri, pinned_sha256, workdir)
     try:

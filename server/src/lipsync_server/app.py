@@ -48,13 +48,19 @@ def load_data_plane(settings: ServerSettings) -> DataPlane:
         torch_compile=settings.torch_compile,
     )
     backends = [load_backend(settings.model, contract, config) for _ in range(settings.instances)]
+    encoder = None
+    if settings.audio_encoder is not None:
+        from lipsync_server.encoder import load_encoder_backend
+
+        encoder = load_encoder_backend(settings, settings.audio_encoder)
     store = AvatarStore.load(settings.avatar)
     log.info(
-        "loaded %d instance(s) and the avatar in %.1f s",
+        "loaded %d instance(s)%s and the avatar in %.1f s",
         settings.instances,
+        " and the audio encoder" if encoder else "",
         time.monotonic() - started,
     )
-    return DataPlane(settings, contract, backends, store)
+    return DataPlane(settings, contract, backends, store, encoder)
 
 
 def _reflection_pool() -> descriptor_pool.DescriptorPool:

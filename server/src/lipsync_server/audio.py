@@ -43,12 +43,16 @@ def build_windows(features: np.ndarray, centers: list[int], contract: ModelContr
 
 
 class StreamWindower:
-    """Windows for a stream of feature chunks, frame by frame, once their look-ahead arrives."""
+    """Windows for a stream of feature chunks, frame by frame, once their look-ahead arrives.
+
+    Each vector may be flagged silent; a frame is silent when every vector of its window is.
+    """
 
     def __init__(self, contract: ModelContract) -> None:
         self._contract = contract
         self._after = contract.audio_window - contract.audio_window_before - 1
         self._buffer = np.empty((0, contract.audio_feature_dim), np.float32)
+        self._silent = np.empty(0, bool)
         self._offset = 0  # clip index of self._buffer[0]
         self._received = 0
         self._next = 0  # next frame to emit
@@ -57,25 +61,30 @@ class StreamWindower:
     def frames_emitted(self) -> int:
         return self._next
 
-    def push(self, features: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
-        """Add vectors; yield (frame, window) for frames whose window is now complete."""
+    def push(
+        self, features: np.ndarray, silent: np.ndarray | None = None
+    ) -> Iterator[tuple[int, np.ndarray, bool]]:
+        """Add vectors; yield (frame, window, silent) for frames whose window is now complete."""
+        flags = np.zeros(features.shape[0], bool) if silent is None else silent
         self._buffer = np.concatenate([self._buffer, features.astype(np.float32, copy=False)])
+        self._silent = np.concatenate([self._silent, flags])
         self._received += features.shape[0]
         yield from self._emit(self._received - self._after)
 
-    def finish(self) -> Iterator[tuple[int, np.ndarray]]:
+    def finish(self) -> Iterator[tuple[int, np.ndarray, bool]]:
         """The clip has ended: yield the remaining frames with the last vector repeated."""
         yield from self._emit(self._received)
 
-    def _emit(self, until: int) -> Iterator[tuple[int, np.ndarray]]:
+    def _emit(self, until: int) -> Iterator[tuple[int, np.ndarray, bool]]:
         while self._next < until:
             rows = window_rows(self._next, self._received, self._contract) - self._offset
             window = self._buffer[rows].reshape(self._contract.audio.shape)
-            yield self._next, window
+            yield self._next, window, bool(self._silent[rows].all())
             self._next += 1
         keep_from = max(0, self._next - self._contract.audio_window_before)
         if keep_from > self._offset:
             self._buffer = self._buffer[keep_from - self._offset :]
+            self._silent = self._silent[keep_from - self._offset :]
             self._offset = keep_from
 
 

@@ -105,8 +105,10 @@ class DynamicBatcher(Generic[P, Prepared, R]):
         prepare: Callable[[list[P]], Awaitable[Prepared]],
         infer: Callable[[int, Prepared], Awaitable[Sequence[R]]],
         on_batch: Callable[[BatchTimings, list[float]], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._policy = policy
+        self._clock = clock
         self._max_queue_size = max_queue_size
         self._instances = instances
         self._prepare = prepare
@@ -144,7 +146,8 @@ class DynamicBatcher(Generic[P, Prepared, R]):
         """Queue ``payload``; return (result, seconds queued, batch timings).
 
         Raises QueueFullError when the queue is full, DeadlineExceededError when ``deadline``
-        (``time.monotonic()`` seconds) passes before the request is batched.
+        (in ``clock`` seconds, ``time.monotonic()`` by default) passes before the request is
+        batched.
         """
         if self._closed:
             raise RuntimeError("batcher is closed")
@@ -153,7 +156,7 @@ class DynamicBatcher(Generic[P, Prepared, R]):
         future: asyncio.Future[tuple[R, float, BatchTimings]] = (
             asyncio.get_running_loop().create_future()
         )
-        self._queue.append(_Item(payload, future, time.monotonic(), deadline))
+        self._queue.append(_Item(payload, future, self._clock(), deadline))
         self._wakeup.set()
         return await future
 
@@ -165,7 +168,11 @@ class DynamicBatcher(Generic[P, Prepared, R]):
             if item.future.done():
                 continue
             if item.deadline is not None and item.deadline <= now:
-                item.future.set_exception(DeadlineExceededError("deadline passed while queued"))
+                item.future.set_exception(
+                    DeadlineExceededError(
+                        f"deadline passed after {now - item.enqueued:.3f} s in the batch queue"
+                    )
+                )
                 continue
             alive.append(item)
         return alive
@@ -184,7 +191,7 @@ class DynamicBatcher(Generic[P, Prepared, R]):
 
     async def _next_batch(self, instance: int) -> list[_Item[P, R]] | None:
         while True:
-            now = time.monotonic()
+            now = self._clock()
             self._drop_dead(now)
             oldest_wait_us = (now - self._queue[0].enqueued) * 1e6 if self._queue else 0.0
             decision = self._policy.decide(len(self._queue), oldest_wait_us)
@@ -208,7 +215,7 @@ class DynamicBatcher(Generic[P, Prepared, R]):
             if items is None:
                 await handoff.put(None)
                 return
-            started = time.monotonic()
+            started = self._clock()
             waits = [started - item.enqueued for item in items]
             timings = BatchTimings(batch_size=len(items))
             try:
@@ -217,14 +224,14 @@ class DynamicBatcher(Generic[P, Prepared, R]):
                 self._fail(items, exc)
                 self._load[instance] -= 1
                 continue
-            timings.preprocess_s = time.monotonic() - started
+            timings.preprocess_s = self._clock() - started
             await handoff.put(_Batch(items, prepared, timings, waits))
 
     async def _execute(
         self, instance: int, handoff: asyncio.Queue[_Batch[P, Prepared, R] | None]
     ) -> None:
         while (batch := await handoff.get()) is not None:
-            started = time.monotonic()
+            started = self._clock()
             try:
                 if not self._expire(batch.items, started):
                     continue  # every request of the batch was cancelled or expired meanwhile
@@ -238,7 +245,7 @@ class DynamicBatcher(Generic[P, Prepared, R]):
             finally:
                 self._load[instance] -= 1
                 self._wakeup.set()
-            batch.timings.infer_s = time.monotonic() - started
+            batch.timings.infer_s = self._clock() - started
             if self._on_batch is not None:
                 self._on_batch(batch.timings, batch.queue_waits)
             for item, result, waited in zip(batch.items, results, batch.queue_waits, strict=True):

@@ -139,20 +139,34 @@ def avatar_calibration(
     help="Output folder; the model and avatar are cached here.",
 )
 @click.option(
+    "--audio",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Speech to lip-sync: a WAV (or FLAC, OGG) file [default: a sentence from eSpeak NG].",
+)
+@click.option(
     "--seconds",
-    default=10.0,
-    show_default=True,
+    default=None,
     type=click.FloatRange(min=0.04),
-    help="Audio to stream (25 frames per second).",
+    help="Stream at most this much of the speech.",
 )
 @click.option("--max-batch-size", default=4, show_default=True, type=click.IntRange(1))
 @click.option("--port", default=0, show_default=True, help="gRPC port (0: a free one).")
-def demo(out_dir: Path, seconds: float, max_batch_size: int, port: int) -> None:
-    """End to end: reference model + demo avatar -> server -> stream -> out/demo.mp4."""
+def demo(
+    out_dir: Path, audio: Path | None, seconds: float | None, max_batch_size: int, port: int
+) -> None:
+    """End to end: speech -> server (audio encoder + UNet) -> out/demo.mp4 with sound."""
     from lipsync_server.demo import run_demo
 
     try:
-        run_demo(out_dir, seconds, max_batch_size, port, echo=click.echo)
+        run_demo(
+            out_dir,
+            seconds=seconds,
+            max_batch_size=max_batch_size,
+            port=port,
+            echo=click.echo,
+            audio=audio,
+        )
     except LipSyncError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

@@ -4,8 +4,10 @@ Typical use::
 
     async with grpc.aio.insecure_channel("localhost:8001") as channel:
         stub = LipSyncStub(channel)
+        async for frame in stream_speech(stub, samples, 16000):   # float32 mono [-1, 1]
+            ...  # frame.index, frame.data (JPEG), frame.pts_seconds, frame.timings
         async for frame in stream_frames(stub, features):   # features: float32 [T, 512]
-            ...  # frame.index, frame.data (JPEG), frame.timings
+            ...
 """
 
 from __future__ import annotations
@@ -23,11 +25,57 @@ from lipsync_server._generated.lipsync.v1.lipsync_pb2_grpc import LipSyncStub
 if TYPE_CHECKING:
     from lipsync_server._generated.lipsync.v1.lipsync_pb2_grpc import LipSyncAsyncStub
 
-__all__ = ["LipSyncStub", "features_message", "stream_frames", "wait_until_serving"]
+__all__ = [
+    "LipSyncStub",
+    "features_message",
+    "pcm_message",
+    "stream_frames",
+    "stream_speech",
+    "wait_until_serving",
+]
 
 
 def features_message(features: np.ndarray) -> pb.AudioFeatures:
     return pb.AudioFeatures(data=np.ascontiguousarray(features, "<f4").tobytes())
+
+
+def pcm_message(samples: np.ndarray, sample_rate: int) -> pb.Pcm:
+    """Float samples in [-1, 1] as signed 16-bit PCM."""
+    scaled = np.clip(np.round(samples * 32767.0), -32768, 32767).astype("<i2")
+    return pb.Pcm(sample_rate=sample_rate, format=pb.PCM_FORMAT_S16LE, data=scaled.tobytes())
+
+
+async def stream_speech(
+    stub: LipSyncAsyncStub,
+    samples: np.ndarray,
+    sample_rate: int,
+    *,
+    chunk_seconds: float = 0.02,
+    real_time: bool = False,
+    encoding: pb.Encoding.ValueType = pb.ENCODING_JPEG,
+    timeout: float | None = None,
+    on_chunk: Callable[[int], None] | None = None,
+) -> AsyncIterator[pb.Frame]:
+    """Stream mono speech in chunks of ``chunk_seconds`` (paced like a live source when
+    ``real_time``); yield frames in order. ``on_chunk(end_sample)`` runs as each chunk is sent."""
+    step = max(1, round(chunk_seconds * sample_rate))
+
+    async def requests() -> AsyncIterator[pb.StreamGenerateRequest]:
+        yield pb.StreamGenerateRequest(
+            config=pb.StreamConfig(output=pb.OutputOptions(encoding=encoding))
+        )
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for start in range(0, samples.size, step):
+            if real_time:
+                await asyncio.sleep(max(0.0, started + start / sample_rate - loop.time()))
+            chunk = samples[start : start + step]
+            if on_chunk is not None:
+                on_chunk(start + chunk.size)
+            yield pb.StreamGenerateRequest(pcm=pcm_message(chunk, sample_rate))
+
+    async for response in stub.StreamGenerate(requests(), timeout=timeout):
+        yield response.frame
 
 
 async def stream_frames(

@@ -1,7 +1,8 @@
 """The data plane: one object that the LipSync and KServe v2 adapters both call.
 
-It owns the model instances, the avatar store and the dynamic batcher, and turns frame requests
-(avatar frame + audio window) into composited, encoded frames.
+It owns the model instances, the avatar store, the dynamic batcher, the audio encoder stage and
+the closed-mouth cache of the silence fast path, and turns frame requests (avatar frame + audio
+window) into composited, encoded frames. Streams live in :mod:`lipsync_server.session`.
 """
 
 from __future__ import annotations
@@ -12,18 +13,20 @@ import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from lipsync_core.backends import Backend, BackendInfo
-from lipsync_core.contract import ModelContract
+from lipsync_core.contract import ENCODER_PRESETS, EncoderContract, ModelContract
 from lipsync_server.avatar.store import AvatarStore, ping_pong
 from lipsync_server.batching import BatchingPolicy, BatchTimings, DynamicBatcher, QueueFullError
 from lipsync_server.compositor import FrameEncoding, composite, encode
 from lipsync_server.config import ServerSettings
-from lipsync_server.errors import InvalidRequestError, ShuttingDownError
+from lipsync_server.encoder import EncoderStage
+from lipsync_server.errors import InvalidRequestError, NotConfiguredError, ShuttingDownError
 from lipsync_server.metrics import ServerMetrics
+from lipsync_server.speech.frames import MelWindow
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,13 @@ class RenderedFrame:
     encoding: FrameEncoding
     data: bytes
     timings: FrameTimings
+    pts_seconds: float = 0.0
+    audio_samples: tuple[int, int] = (0, 0)
+    silent: bool = False
+
+    def placed(self, pts_seconds: float, audio_samples: tuple[int, int]) -> RenderedFrame:
+        """This frame with its presentation time and the audio samples it shows."""
+        return replace(self, pts_seconds=pts_seconds, audio_samples=audio_samples)
 
 
 @dataclass(frozen=True)
@@ -73,6 +83,7 @@ class DataPlane:
         contract: ModelContract,
         backends: Sequence[Backend],
         store: AvatarStore,
+        encoder: tuple[EncoderContract, Backend] | None = None,
     ) -> None:
         self.settings = settings
         self.contract = contract
@@ -97,7 +108,16 @@ class DataPlane:
             infer=self._infer,
             on_batch=self._record_batch,
         )
-        self.metrics = ServerMetrics(settings.max_batch_size, lambda: self.batcher.queue_depth)
+        self.metrics = ServerMetrics(
+            settings.max_batch_size,
+            lambda: self.batcher.queue_depth,
+            settings.encoder_max_batch_size,
+        )
+        self.encoder = (
+            None if encoder is None else EncoderStage(settings, *encoder, metrics=self.metrics)
+        )
+        # Closed-mouth renders of the silence fast path: model output per avatar frame.
+        self._closed_mouth: dict[int, asyncio.Future[np.ndarray]] = {}
         self.draining = False
         self._active = 0
         self._idle = asyncio.Event()
@@ -117,6 +137,26 @@ class DataPlane:
     def ready(self) -> bool:
         return not self.draining
 
+    @property
+    def encoder_contract(self) -> EncoderContract:
+        """The audio encoder's contract (its preset's when no encoder is loaded)."""
+        if self.encoder is not None:
+            return self.encoder.contract
+        return ENCODER_PRESETS[self.settings.encoder_io_preset]
+
+    @property
+    def fps(self) -> float:
+        """Video frames per second of audio."""
+        return self.encoder_contract.fps
+
+    def require_encoder(self) -> EncoderStage:
+        if self.encoder is None:
+            raise NotConfiguredError(
+                "pcm input needs an audio encoder; this server runs without one "
+                "(start it with --audio-encoder)"
+            )
+        return self.encoder
+
     async def start(self) -> None:
         if self.settings.warmup:
             loop = asyncio.get_running_loop()
@@ -127,6 +167,8 @@ class DataPlane:
                     for pool, backend in zip(self._instance_pools, self._backends, strict=True)
                 )
             )
+        if self.encoder is not None:
+            await self.encoder.start()
         self.batcher.start()
 
     async def drain(self, grace_seconds: float) -> bool:
@@ -144,6 +186,8 @@ class DataPlane:
         return True
 
     async def close(self) -> None:
+        if self.encoder is not None:
+            await self.encoder.close()
         await self.batcher.close()
         for pool in (self._pre_pool, *self._instance_pools, self._post_pool):
             pool.shutdown(wait=True)
@@ -183,13 +227,34 @@ class DataPlane:
             waiting, limit = self.batcher.queue_depth, self.settings.max_queue_size
             raise QueueFullError(f"queue full: {waiting} of {limit} frames waiting")
 
+    def queue_deadline(self, deadline: float | None) -> float | None:
+        """The client's deadline, or sooner when ``queue_timeout_microseconds`` says so."""
+        limit = self.settings.queue_timeout_microseconds
+        if not limit:
+            return deadline
+        own = time.monotonic() + limit / 1e6
+        return own if deadline is None else min(deadline, own)
+
     async def render(
-        self, index: int, window: np.ndarray, options: OutputOptions, deadline: float | None = None
+        self,
+        index: int,
+        window: np.ndarray,
+        options: OutputOptions,
+        deadline: float | None = None,
+        silent: bool = False,
     ) -> RenderedFrame:
-        """Frame ``index`` (its avatar frame by ping-pong) with audio ``window``."""
+        """Frame ``index`` (its avatar frame by ping-pong) with audio ``window``; a ``silent``
+        one comes from the closed-mouth cache when the silence fast path is on."""
         started = time.monotonic()
         avatar_frame = ping_pong(index, self.store.frame_count)
-        output, waited, batch = await self.batcher.submit(Row(avatar_frame, window), deadline)
+        silent = silent and self.settings.silence_fast_path
+        if silent:
+            output = (await self._closed_mouth_output(avatar_frame, deadline)).astype(np.float32)
+            waited, batch = 0.0, BatchTimings(batch_size=0)
+            self.metrics.silent_frames.inc()
+        else:
+            row = Row(avatar_frame, window)
+            output, waited, batch = await self.batcher.submit(row, self.queue_deadline(deadline))
         loop = asyncio.get_running_loop()
         data, post_s, encode_s = await loop.run_in_executor(
             self._post_pool, self._postprocess, avatar_frame, output, options
@@ -209,7 +274,14 @@ class DataPlane:
         self.metrics.frame_seconds.observe(timings.total_s)
         manifest = self.store.manifest
         return RenderedFrame(
-            index, avatar_frame, manifest.width, manifest.height, options.encoding, data, timings
+            index,
+            avatar_frame,
+            manifest.width,
+            manifest.height,
+            options.encoding,
+            data,
+            timings,
+            silent=silent,
         )
 
     async def render_many(
@@ -218,14 +290,53 @@ class DataPlane:
         windows: np.ndarray,
         options: OutputOptions,
         deadline: float | None,
+        silent: Sequence[bool] | None = None,
     ) -> list[RenderedFrame]:
-        self.admit(len(indices))
+        quiet = list(silent) if silent is not None else [False] * len(indices)
+        self.admit(sum(not flag for flag in quiet))
         async with asyncio.TaskGroup() as group:
             tasks = [
-                group.create_task(self.render(index, windows[row], options, deadline))
+                group.create_task(self.render(index, windows[row], options, deadline, quiet[row]))
                 for row, index in enumerate(indices)
             ]
         return [task.result() for task in tasks]
+
+    async def encode_windows(
+        self, windows: list[MelWindow], deadline: float | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Feature vectors ``[len(windows), dim]`` and silence flags for mel windows; silent
+        windows skip the encoder when the silence fast path is on."""
+        encoder = self.require_encoder()
+        skip = self.settings.silence_fast_path
+        silent = np.array([window.silent and skip for window in windows], bool)
+        loud = [window.mel for window, quiet in zip(windows, silent, strict=True) if not quiet]
+        encoded = await encoder.encode_many(loud, deadline)
+        features = np.empty((len(windows), *encoder.contract.output.shape), np.float32)
+        features[silent] = encoder.silent_features
+        features[~silent] = encoded
+        self.metrics.encoder_skipped.inc(int(silent.sum()))
+        return features, silent
+
+    async def _closed_mouth_output(self, avatar_frame: int, deadline: float | None) -> np.ndarray:
+        """The model's output for ``avatar_frame`` with a silent window, rendered once."""
+        pending = self._closed_mouth.get(avatar_frame)
+        if pending is None:
+            pending = asyncio.ensure_future(self._render_closed_mouth(avatar_frame, deadline))
+            self._closed_mouth[avatar_frame] = pending
+        try:
+            return await asyncio.shield(pending)
+        except Exception:
+            if pending.done():  # a failed render is not cached
+                self._closed_mouth.pop(avatar_frame, None)
+            raise
+
+    async def _render_closed_mouth(self, avatar_frame: int, deadline: float | None) -> np.ndarray:
+        encoder = self.require_encoder()
+        rows = np.tile(encoder.silent_features, (self.contract.audio_window, 1))
+        window = rows.reshape(self.contract.audio.shape)
+        output, _, _ = await self.batcher.submit(Row(avatar_frame, window), deadline)
+        self.metrics.silent_renders.inc()
+        return output.astype(np.float16)
 
     async def infer_tensors(
         self, image: np.ndarray, audio: np.ndarray, deadline: float | None
@@ -234,7 +345,9 @@ class DataPlane:
         self.admit(image.shape[0])
         async with asyncio.TaskGroup() as group:
             tasks = [
-                group.create_task(self.batcher.submit(Row(image[row], audio[row]), deadline))
+                group.create_task(
+                    self.batcher.submit(Row(image[row], audio[row]), self.queue_deadline(deadline))
+                )
                 for row in range(image.shape[0])
             ]
         return np.stack([task.result()[0] for task in tasks])
@@ -276,6 +389,7 @@ class DataPlane:
         return list(output)
 
     def _record_batch(self, timings: BatchTimings, queue_waits: list[float]) -> None:
+        self.metrics.model_frames.inc(timings.batch_size)
         self.metrics.batch_size.observe(timings.batch_size)
         self.metrics.preprocess_seconds.observe(timings.preprocess_s)
         self.metrics.infer_seconds.observe(timings.infer_s)

@@ -1,4 +1,5 @@
-"""``lipsync demo``: reference model + demo avatar -> a server process -> a stream -> a video."""
+"""``lipsync demo``: reference models + demo avatar -> a server process -> speech streamed as
+PCM -> a video with its sound track."""
 
 from __future__ import annotations
 
@@ -12,66 +13,95 @@ import cv2
 import grpc
 import numpy as np
 
+from lipsync_core.reference.ave_encoder import build_ave_encoder
 from lipsync_core.reference.unet328 import build_unet328
-from lipsync_server.audio import synthetic_features
 from lipsync_server.avatar.demo import write_demo_avatar
 from lipsync_server.avatar.format import MANIFEST_NAME
-from lipsync_server.client import LipSyncStub, stream_frames
+from lipsync_server.client import LipSyncStub, stream_speech
 from lipsync_server.compositor import decode
+from lipsync_server.mux import probe, write_mp4
 from lipsync_server.process import ServerProcess
+from lipsync_server.speech.pcm import read_audio_file
+from lipsync_server.speech.tts import SpeechSynthesisError, speak, synthetic_speech
 
 FPS = 25.0
-FEATURE_DIM = 512
+SENTENCE = (
+    "Hello! I am a lip sync demo. The server hears this sentence as raw audio, "
+    "turns it into mel frames, encodes them, and renders my face, frame by frame."
+)
+CHUNK_SECONDS = 0.02
+
+
+@dataclass
+class Assets:
+    model: Path
+    encoder: Path
+    avatar: Path
 
 
 @dataclass
 class StreamResult:
     frames: list[np.ndarray]
     server_latencies_ms: list[float]
+    silent: int
     elapsed_s: float
 
 
-def ensure_assets(cache: Path, echo: Callable[[str], None]) -> tuple[Path, Path]:
-    """The reference model and the demo avatar under ``cache``, made once."""
+def ensure_assets(cache: Path, echo: Callable[[str], None]) -> Assets:
+    """The reference model, the reference audio encoder and the demo avatar, made once."""
     cache.mkdir(parents=True, exist_ok=True)
-    model = cache / "unet328.onnx"
+    model, encoder, avatar = cache / "unet328.onnx", cache / "ave.onnx", cache / "avatar"
     if not model.is_file():
         echo(f"building the reference UNet-328 -> {model}")
         model.write_bytes(build_unet328(seed=0).SerializeToString())
-    avatar = cache / "avatar"
+    if not encoder.is_file():
+        echo(f"building the reference ave audio encoder -> {encoder}")
+        encoder.write_bytes(build_ave_encoder(seed=0).SerializeToString())
     if not (avatar / MANIFEST_NAME).is_file():
         echo(f"drawing the demo avatar -> {avatar}")
         write_demo_avatar(avatar)
-    return model, avatar
+    return Assets(model, encoder, avatar)
+
+
+def demo_speech(
+    audio: Path | None, seconds: float | None, echo: Callable[[str], None]
+) -> tuple[np.ndarray, int]:
+    """The user's file, else the sentence spoken by eSpeak NG, else a synthetic signal."""
+    if audio is not None:
+        samples, rate = read_audio_file(audio)
+        echo(f"speech: {audio} ({samples.size / rate:.1f} s at {rate} Hz)")
+    else:
+        try:
+            samples, rate = speak(SENTENCE)
+            echo(f'speech: eSpeak NG says "{SENTENCE}" ({samples.size / rate:.1f} s at {rate} Hz)')
+        except SpeechSynthesisError as exc:
+            rate = 16000
+            samples = synthetic_speech(seconds or 10.0, rate)
+            echo(f"speech: {exc}; using a synthetic speech-like signal instead")
+    if seconds is not None:
+        samples = samples[: round(seconds * rate)]
+    return samples, rate
 
 
 async def stream_clip(
-    target: str, features: np.ndarray, echo: Callable[[str], None]
+    target: str, samples: np.ndarray, rate: int, echo: Callable[[str], None]
 ) -> StreamResult:
     frames: list[np.ndarray] = []
     latencies: list[float] = []
-    total = features.shape[0]
+    silent = 0
+    total = int(np.ceil(samples.size * FPS / rate))
     async with grpc.aio.insecure_channel(target) as channel:
         stub = LipSyncStub(channel)
         started = time.perf_counter()
-        async for frame in stream_frames(stub, features):
+        async for frame in stream_speech(stub, samples, rate, chunk_seconds=CHUNK_SECONDS):
             frames.append(decode(frame.data, "jpeg", frame.width, frame.height))
             latencies.append(frame.timings.total_ms)
+            silent += frame.silent
             done = len(frames)
-            if done % 10 == 0 or done == total:
-                rate = done / (time.perf_counter() - started)
-                echo(f"  frame {done}/{total} ({rate:.1f} frames/s)")
-        return StreamResult(frames, latencies, time.perf_counter() - started)
-
-
-def write_video(path: Path, frames: list[np.ndarray], fps: float) -> None:
-    height, width = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (width, height))
-    try:
-        for frame in frames:
-            writer.write(frame)
-    finally:
-        writer.release()
+            if done % 25 == 0 or done == total:
+                rate_now = done / (time.perf_counter() - started)
+                echo(f"  frame {done}/{total} ({rate_now:.1f} frames/s)")
+        return StreamResult(frames, latencies, silent, time.perf_counter() - started)
 
 
 def contact_sheet(
@@ -89,26 +119,41 @@ def contact_sheet(
 
 
 def run_demo(
-    out_dir: Path, seconds: float, max_batch_size: int, port: int, echo: Callable[[str], None]
+    out_dir: Path,
+    *,
+    seconds: float | None,
+    max_batch_size: int,
+    port: int,
+    echo: Callable[[str], None],
+    audio: Path | None = None,
 ) -> None:
-    model, avatar = ensure_assets(out_dir / "cache", echo)
+    assets = ensure_assets(out_dir / "cache", echo)
+    samples, rate = demo_speech(audio, seconds, echo)
     log_path = out_dir / "server.log"
     server = ServerProcess(
-        model, avatar, log_path, grpc_port=port, metrics=False, max_batch_size=max_batch_size
+        assets.model,
+        assets.avatar,
+        log_path,
+        grpc_port=port,
+        metrics=False,
+        max_batch_size=max_batch_size,
+        audio_encoder=assets.encoder,
     )
     echo(f"starting the server on {server.target} (log: {log_path})")
     with server:
-        frames_wanted = max(1, round(seconds * FPS))
-        echo(f"streaming {frames_wanted} frames ({seconds:g} s of synthetic audio at {FPS:g} fps)")
-        features = synthetic_features(frames_wanted, FEATURE_DIM, seed=0)
-        result = asyncio.run(stream_clip(server.target, features, echo))
+        echo(
+            f"streaming {samples.size / rate:.1f} s of PCM in {CHUNK_SECONDS * 1000:.0f} ms chunks"
+        )
+        result = asyncio.run(stream_clip(server.target, samples, rate, echo))
     code = server.process.returncode
     video, sheet = out_dir / "demo.mp4", out_dir / "contact_sheet.png"
-    write_video(video, result.frames, FPS)
+    write_mp4(video, result.frames, FPS, samples, rate)
     cv2.imwrite(str(sheet), contact_sheet(result.frames))
+    streams = ", ".join(f"{s.kind} {s.codec} {s.duration_s:.2f} s" for s in probe(video))
     p50, p99 = np.percentile(result.server_latencies_ms, [50, 99])
-    echo(f"wrote {video} ({len(result.frames)} frames) and {sheet}")
+    echo(f"wrote {video} ({len(result.frames)} frames; {streams}) and {sheet}")
     echo(
-        f"{len(result.frames) / result.elapsed_s:.2f} frames/s end to end; server frame latency "
+        f"{len(result.frames) / result.elapsed_s:.2f} frames/s end to end "
+        f"({result.silent} silent frames from the cache); server frame latency "
         f"p50 {p50:.0f} ms, p99 {p99:.0f} ms; server stopped with exit code {code}"
     )

@@ -11,3 +11,7 @@ class InvalidRequestError(LipSyncError):
 
 class ShuttingDownError(LipSyncError):
     """The server is draining and takes no new work (UNAVAILABLE)."""
+
+
+class NotConfiguredError(LipSyncError):
+    """The request needs a part this server runs without (FAILED_PRECONDITION)."""

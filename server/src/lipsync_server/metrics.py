@@ -27,7 +27,12 @@ _STAGE_BUCKETS = (
 class ServerMetrics:
     """Every metric the server exports; names are listed in server/CONFIG.md."""
 
-    def __init__(self, max_batch_size: int, queue_depth: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        max_batch_size: int,
+        queue_depth: Callable[[], int],
+        encoder_max_batch_size: int = 32,
+    ) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -77,6 +82,39 @@ class ServerMetrics:
             "lipsync_frame_seconds",
             "Time from a frame's audio arriving to its frame being ready.",
             buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
+        self.model_frames = Counter(
+            "lipsync_model_frames", "Frames that ran through the lip-sync model.", registry=r
+        )
+        self.encoder_frames = Counter(
+            "lipsync_encoder_frames", "Mel windows that ran through the audio encoder.", registry=r
+        )
+        self.encoder_batch_size = Histogram(
+            "lipsync_encoder_batch_size",
+            "Mel windows per audio encoder batch.",
+            buckets=tuple(sorted({1, 2, 4, 8, 16, 32, 64, encoder_max_batch_size})),
+            registry=r,
+        )
+        self.encoder_seconds = Histogram(
+            "lipsync_encoder_seconds",
+            "Time of one audio encoder call (one batch).",
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
+        self.encoder_skipped = Counter(
+            "lipsync_encoder_skipped_frames",
+            "Silent mel windows that skipped the audio encoder.",
+            registry=r,
+        )
+        self.silent_frames = Counter(
+            "lipsync_silent_frames",
+            "Frames served from the cached closed-mouth render (both models skipped).",
+            registry=r,
+        )
+        self.silent_renders = Counter(
+            "lipsync_silent_renders",
+            "Closed-mouth renders made for the cache (one per avatar frame used).",
             registry=r,
         )
         self.active_streams = Gauge(

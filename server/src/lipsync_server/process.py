@@ -1,6 +1,6 @@
 """A ``lipsync serve`` process on loopback: started, awaited until SERVING, stopped with SIGTERM.
 
-Used by ``lipsync demo``, the benchmarks and the component tests.
+Used by ``lipsync demo``, the benchmark matrix and the component tests.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -17,18 +18,22 @@ from typing import IO
 from lipsync_core.errors import LipSyncError
 from lipsync_server.client import wait_until_serving
 
+LOOPBACK = "127.0.0.1"
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+    """A loopback TCP port that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
         return int(sock.getsockname()[1])
 
 
 class ServerProcess:
     """``with ServerProcess(model, avatar, log, max_batch_size=2) as server: server.target``.
 
-    ``grpc_port`` 0 picks a free port; ``metrics`` serves metrics on another free port. Other
-    keyword settings become flags (``max_batch_size=2`` -> ``--max-batch-size 2``).
+    ``grpc_port`` 0 picks a free port; ``metrics`` serves metrics on another free port. Keyword
+    settings become flags (``max_batch_size=2`` -> ``--max-batch-size 2``), ``extra_args`` are
+    passed as they are. Ready when grpc.health reports SERVING (after the warm-up).
     """
 
     def __init__(
@@ -37,14 +42,16 @@ class ServerProcess:
         avatar: Path,
         log_path: Path,
         *,
+        extra_args: Sequence[str] = (),
         grpc_port: int = 0,
         metrics: bool = True,
-        startup_timeout: float = 180.0,
+        startup_timeout: float = 300.0,
         **settings: object,
     ) -> None:
         self.grpc_port = grpc_port or free_port()
         self.metrics_port = free_port() if metrics else 0
-        self.target = f"127.0.0.1:{self.grpc_port}"
+        self.target = f"{LOOPBACK}:{self.grpc_port}"
+        self.metrics_url = f"http://{LOOPBACK}:{self.metrics_port}/metrics"
         self.log_path = log_path
         self._startup_timeout = startup_timeout
         self._command = [
@@ -56,7 +63,7 @@ class ServerProcess:
             "--avatar",
             str(avatar),
             "--host",
-            "127.0.0.1",
+            LOOPBACK,
             "--grpc-port",
             str(self.grpc_port),
             "--metrics-port",
@@ -64,6 +71,7 @@ class ServerProcess:
         ]
         for name, value in settings.items():
             self._command += [f"--{name.replace('_', '-')}", str(value)]
+        self._command += list(extra_args)
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[str] | None = None
 
@@ -72,6 +80,10 @@ class ServerProcess:
         if self._process is None:
             raise RuntimeError("server process not started")
         return self._process
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
     def start(self) -> ServerProcess:
         if self._process is not None:

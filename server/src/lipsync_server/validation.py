@@ -53,8 +53,13 @@ def decode_windows(data: bytes, contract: ModelContract) -> np.ndarray:
     return windows
 
 
-def check_frame_indices(indices: Sequence[int], limit: int, available: int | None) -> None:
-    """At least one index, at most ``limit``; below ``available`` (feature vectors) when given."""
+def check_frame_indices(
+    indices: Sequence[int],
+    limit: int,
+    available: int | None,
+    unit: str = "feature vectors were sent",
+) -> None:
+    """At least one index, at most ``limit``; below ``available`` (frames) when given."""
     if not indices:
         raise InvalidRequestError("no frame_indices given")
     if len(indices) > limit:
@@ -62,9 +67,7 @@ def check_frame_indices(indices: Sequence[int], limit: int, available: int | Non
     if available is not None:
         bad = max(indices)
         if bad >= available:
-            raise InvalidRequestError(
-                f"frame index {bad} is out of range: {available} feature vectors were sent"
-            )
+            raise InvalidRequestError(f"frame index {bad} is out of range: {available} {unit}")
 
 
 # -- KServe v2 tensors ---------------------------------------------------------------------------

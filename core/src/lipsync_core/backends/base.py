@@ -7,7 +7,7 @@ from typing import Literal, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from lipsync_core.contract import ModelContract
+from lipsync_core.contract import IOContract
 
 BackendKind = Literal[
     "auto", "onnxruntime-cpu", "onnxruntime-cuda", "tensorrt-rtx", "tensorrt", "torch", "torch-aoti"
@@ -54,7 +54,7 @@ class Backend(Protocol):
     """A loaded model. ``infer`` is called from one thread at a time per instance."""
 
     @property
-    def contract(self) -> ModelContract: ...
+    def contract(self) -> IOContract: ...
 
     def describe(self) -> BackendInfo: ...
 

@@ -13,7 +13,7 @@ import onnxruntime as ort
 from lipsync_core.backends.artifact_facts import artifact_facts
 from lipsync_core.backends.base import BackendConfig, BackendInfo, BackendKind, Precision
 from lipsync_core.backends.ort_plugins import rtx_plugin_installed, rtx_session_options
-from lipsync_core.contract import ModelContract
+from lipsync_core.contract import IOContract
 from lipsync_core.errors import BackendError, ModelFileError
 from lipsync_core.onnxfile import load_model_proto
 
@@ -107,7 +107,7 @@ class OnnxRuntimeBackend:
     def __init__(
         self,
         artifact: Path,
-        contract: ModelContract,
+        contract: IOContract,
         config: BackendConfig,
         kind: BackendKind = "onnxruntime-cpu",
         reason: str = "",
@@ -150,7 +150,7 @@ class OnnxRuntimeBackend:
         self._bound: dict[int, _BoundBatch] = {}
 
     @property
-    def contract(self) -> ModelContract:
+    def contract(self) -> IOContract:
         return self._contract
 
     def describe(self) -> BackendInfo:
@@ -169,7 +169,7 @@ class OnnxRuntimeBackend:
         if self._kind != "onnxruntime-cuda":
             result = self._session.run([self._contract.output.name], inputs)
             return np.asarray(result[0], dtype=np.float32)
-        batch = inputs[self._contract.image.name].shape[0]
+        batch = inputs[self._contract.batch_input.name].shape[0]
         bound = self._bound.get(batch) or self._bind(batch)
         for name, value in bound.inputs.items():
             value.update_inplace(np.ascontiguousarray(inputs[name]))

@@ -9,7 +9,7 @@ from pathlib import Path
 from lipsync_core.backends.base import Backend, BackendConfig, BackendKind
 from lipsync_core.backends.onnxruntime import OnnxRuntimeBackend, available_kinds
 from lipsync_core.backends.torch_files import TORCH_SUFFIX, torch_artifact_kind
-from lipsync_core.contract import ModelContract
+from lipsync_core.contract import IOContract
 from lipsync_core.errors import BackendError
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def choose_kind(
 
 
 def _load(
-    artifact: Path, contract: ModelContract, config: BackendConfig, kind: BackendKind, reason: str
+    artifact: Path, contract: IOContract, config: BackendConfig, kind: BackendKind, reason: str
 ) -> Backend:
     if kind == "tensorrt":
         from lipsync_core.backends.tensorrt import TensorRTBackend
@@ -49,7 +49,7 @@ def _load(
     return OnnxRuntimeBackend(artifact, contract, config, kind=kind, reason=reason)
 
 
-def load_backend(artifact: Path, contract: ModelContract, config: BackendConfig) -> Backend:
+def load_backend(artifact: Path, contract: IOContract, config: BackendConfig) -> Backend:
     """Load ``artifact`` with the configured (or automatic) backend and log the choice."""
     kind, reason = config.kind, "configured explicitly"
     if kind == "auto":

@@ -38,7 +38,7 @@ from lipsync_core.backends.tensorrt_plan import (
     profile_batch_range,
     tensor_nbytes,
 )
-from lipsync_core.contract import ModelContract, TensorSpec
+from lipsync_core.contract import IOContract, TensorSpec
 from lipsync_core.errors import BackendError, ModelFileError
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def _engine_tensors(trt: TensorRTModule, engine: ICudaEngine) -> list[EngineTens
 
 
 def _profile_ranges(
-    engine: ICudaEngine, contract: ModelContract, tensors: list[EngineTensor]
+    engine: ICudaEngine, contract: IOContract, tensors: list[EngineTensor]
 ) -> list[BatchRange]:
     static = {t.name: t.shape for t in tensors if t.is_input and min(t.shape, default=0) >= 0}
     ranges = []
@@ -132,7 +132,7 @@ class TensorRTBackend:
     def __init__(
         self,
         artifact: Path,
-        contract: ModelContract,
+        contract: IOContract,
         config: BackendConfig,
         reason: str = "",
         precision: Precision | None = None,
@@ -192,7 +192,7 @@ class TensorRTBackend:
         )
 
     @property
-    def contract(self) -> ModelContract:
+    def contract(self) -> IOContract:
         return self._contract
 
     def describe(self) -> BackendInfo:
@@ -208,7 +208,7 @@ class TensorRTBackend:
         )
 
     def infer(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        batch = inputs[self._contract.image.name].shape[0]
+        batch = inputs[self._contract.batch_input.name].shape[0]
         if not 1 <= batch <= self._capacity:
             raise BackendError(
                 f"batch of {batch} is outside the engine's range [1, {self._capacity}]"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lipsync_core.contract import ModelContract, TensorSpec
+from lipsync_core.contract import IOContract, TensorSpec
 from lipsync_core.errors import BackendError, ContractError
 
 # TensorRT DataType member names -> numpy dtypes. FP8, INT4, FP4 and E8M0 have no numpy twin and
@@ -84,7 +84,7 @@ def array_at(address: int, shape: tuple[int, ...], dtype: np.dtype[np.generic]) 
 
 
 def profile_batch_range(
-    index: int, shapes: dict[str, ProfileShapes], contract: ModelContract
+    index: int, shapes: dict[str, ProfileShapes], contract: IOContract
 ) -> BatchRange:
     """The batch range of profile ``index``: the intersection over inputs of dimension 0, after
     checking that each input's other dimensions admit the contract's shape."""
@@ -132,7 +132,7 @@ def batch_capacity(ranges: Sequence[BatchRange], max_batch: int) -> int:
     return max_batch
 
 
-def check_engine_io(contract: ModelContract, tensors: Sequence[EngineTensor]) -> None:
+def check_engine_io(contract: IOContract, tensors: Sequence[EngineTensor]) -> None:
     """Raise ContractError naming the tensor unless the engine's I/O tensors match the contract
     (names, direction, rank, static dimensions); dtypes may differ (converted on copy)."""
     by_name = {tensor.name: tensor for tensor in tensors}

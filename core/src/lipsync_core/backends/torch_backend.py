@@ -22,7 +22,7 @@ from lipsync_core.backends.artifact_facts import artifact_facts
 from lipsync_core.backends.base import BackendConfig, BackendInfo, BackendKind, Precision
 from lipsync_core.backends.torch_files import SETTINGS_FILE, torch_artifact_kind
 from lipsync_core.backends.torch_io import CpuIO, CudaIO, make_io
-from lipsync_core.contract import ModelContract
+from lipsync_core.contract import IOContract
 from lipsync_core.errors import BackendError, ModelFileError
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ class TorchBackend:
     def __init__(
         self,
         artifact: Path,
-        contract: ModelContract,
+        contract: IOContract,
         config: BackendConfig,
         kind: BackendKind = "torch",
         reason: str = "",
@@ -178,7 +178,7 @@ class TorchBackend:
         return compiled, _as_precision(metadata.get(AOTI_PRECISION_KEY))
 
     @property
-    def contract(self) -> ModelContract:
+    def contract(self) -> IOContract:
         return self._contract
 
     def describe(self) -> BackendInfo:

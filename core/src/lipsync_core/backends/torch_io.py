@@ -16,13 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from lipsync_core.contract import ModelContract
+from lipsync_core.contract import IOContract
 from lipsync_core.errors import BackendError
 
 
-def check_batch(inputs: dict[str, np.ndarray], contract: ModelContract, capacity: int) -> int:
+def check_batch(inputs: dict[str, np.ndarray], contract: IOContract, capacity: int) -> int:
     """The batch size of ``inputs``, or BackendError when it is outside [1, capacity]."""
-    batch = int(inputs[contract.image.name].shape[0])
+    batch = int(inputs[contract.batch_input.name].shape[0])
     if not 1 <= batch <= capacity:
         raise BackendError(f"batch of {batch} is outside [1, {capacity}]")
     return batch
@@ -31,7 +31,7 @@ def check_batch(inputs: dict[str, np.ndarray], contract: ModelContract, capacity
 class CpuIO:
     """numpy <-> CPU tensors without copies."""
 
-    def __init__(self, torch: Any, contract: ModelContract, capacity: int) -> None:
+    def __init__(self, torch: Any, contract: IOContract, capacity: int) -> None:
         self._torch = torch
         self._contract = contract
         self.capacity = capacity
@@ -67,7 +67,7 @@ class _BufferSet:
 class CudaIO:
     """numpy -> pinned host -> device on a copy stream, two buffer sets in turn."""
 
-    def __init__(self, torch: Any, device: str, contract: ModelContract, capacity: int) -> None:
+    def __init__(self, torch: Any, device: str, contract: IOContract, capacity: int) -> None:
         self._torch = torch
         self._contract = contract
         self.capacity = capacity
@@ -126,7 +126,7 @@ class CudaIO:
         return np.asarray(output.float().cpu().numpy(), dtype=np.float32)
 
 
-def make_io(torch: Any, device: str, contract: ModelContract, capacity: int) -> CpuIO | CudaIO:
+def make_io(torch: Any, device: str, contract: IOContract, capacity: int) -> CpuIO | CudaIO:
     if device.startswith("cuda"):
         return CudaIO(torch, device, contract, capacity)
     return CpuIO(torch, contract, capacity)

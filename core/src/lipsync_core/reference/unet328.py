@@ -15,11 +15,11 @@ from typing import Any, Literal
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 from lipsync_core.contract import PRESETS, ModelContract
+from lipsync_core.reference.graph import batch_tensor, finish_model
 
-OPSET = 17
 AudioEncoder = Literal["ave"]
 CHANNELS = (32, 64, 128, 256, 512)
 # Residual branches start damped so activations stay in range through ~40 blocks of random
@@ -159,25 +159,16 @@ def build_unet328(
     logits = g.conv(x, 16, 3, 1, bias=True, gain=1.0)
     g.nodes.append(helper.make_node("Sigmoid", [logits], [contract.output.name], name="sigmoid"))
 
-    def value_info(name: str, shape: tuple[int, ...]) -> onnx.ValueInfoProto:
-        return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", *shape])
-
     graph = helper.make_graph(
         g.nodes,
         f"unet328_{audio_encoder}",
-        [value_info(s.name, s.shape) for s in contract.inputs],
-        [value_info(contract.output.name, contract.output.shape)],
+        [batch_tensor(s.name, s.shape) for s in contract.inputs],
+        [batch_tensor(contract.output.name, contract.output.shape)],
         g.initializers,
     )
-    model = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", OPSET)],
-        producer_name="lipsync-core",
-        doc_string=f"Reference UNet-328 ({audio_encoder} audio), random weights, seed {seed}",
+    return finish_model(
+        graph, f"Reference UNet-328 ({audio_encoder} audio), random weights, seed {seed}"
     )
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
 
 
 def parameter_count(model: onnx.ModelProto) -> int:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lipsync_core.backends.base import Precision
-from lipsync_core.contract import ModelContract
+from lipsync_core.contract import IOContract
 from lipsync_core.enginekey import BatchProfile
 
 
@@ -14,7 +14,7 @@ from lipsync_core.enginekey import BatchProfile
 class BuildContext:
     model: Path  # the optimized ONNX at the artifact's precision (fp32 for TensorRT fp16)
     workdir: Path
-    contract: ModelContract
+    contract: IOContract
     batch: BatchProfile
     precision: Precision
     timing_cache: bytes = b""

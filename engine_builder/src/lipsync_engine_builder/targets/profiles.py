@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 
 from lipsync_core.backends.base import Precision
-from lipsync_core.contract import ModelContract
+from lipsync_core.contract import IOContract
 from lipsync_core.enginekey import BatchProfile
 from lipsync_engine_builder.errors import BuildFailedError
 
@@ -17,7 +17,7 @@ OLDEST_TENSORRT = 10
 
 
 def profile_shapes(
-    contract: ModelContract, batch: BatchProfile
+    contract: IOContract, batch: BatchProfile
 ) -> dict[str, tuple[Shape, Shape, Shape]]:
     """Per input tensor: (min, opt, max) shapes of one optimization profile over the batch."""
     return {
@@ -41,12 +41,12 @@ def optimization_profiles(batch: BatchProfile) -> list[BatchProfile]:
     return [latency, BatchProfile(min=max(batch.min, 1), opt=opt, max=batch.max)]
 
 
-def profile_sets(contract: ModelContract, batch: BatchProfile) -> list[ProfileSet]:
+def profile_sets(contract: IOContract, batch: BatchProfile) -> list[ProfileSet]:
     """Per optimization profile, the (min, opt, max) shapes of every input."""
     return [profile_shapes(contract, profile) for profile in optimization_profiles(batch)]
 
 
-def shapes_option(contract: ModelContract, batch_size: int) -> str:
+def shapes_option(contract: IOContract, batch_size: int) -> str:
     """``name:1x6x320x320,audio:1x32x16x16``: the shape syntax of ORT's TensorRT EPs."""
     return ",".join(
         f"{spec.name}:{'x'.join(str(d) for d in spec.batch_shape(batch_size))}"

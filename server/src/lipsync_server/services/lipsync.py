@@ -4,23 +4,28 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 import grpc
-import numpy as np
 
 from lipsync_core.contract import TensorSpec
 from lipsync_server import server_version
 from lipsync_server._generated.lipsync.v1 import lipsync_pb2 as pb
 from lipsync_server._generated.lipsync.v1 import lipsync_pb2_grpc as pb_grpc
-from lipsync_server.audio import StreamWindower, build_windows
 from lipsync_server.compositor import FrameEncoding
 from lipsync_server.dataplane import DataPlane, OutputOptions, RenderedFrame
 from lipsync_server.errors import InvalidRequestError
 from lipsync_server.services.status import check_size, deadline_of, rpc_status
-from lipsync_server.validation import check_frame_indices, decode_features, decode_windows
+from lipsync_server.session import (
+    AudioInput,
+    FeaturesInput,
+    Session,
+    SessionConfig,
+    WindowsInput,
+    render_clip,
+)
+from lipsync_server.speech.pcm import PcmChunk, PcmFormat, decode_pcm
+from lipsync_server.validation import decode_features, decode_windows
 
 Context = grpc.aio.ServicerContext[object, object]
 
@@ -30,6 +35,11 @@ _ENCODINGS: dict[int, FrameEncoding] = {
     pb.ENCODING_RAW_BGR: "raw-bgr",
 }
 _ENCODING_ENUMS = {"jpeg": pb.ENCODING_JPEG, "raw-bgr": pb.ENCODING_RAW_BGR}
+_PCM_FORMATS: dict[int, PcmFormat] = {
+    pb.PCM_FORMAT_UNSPECIFIED: "s16le",
+    pb.PCM_FORMAT_S16LE: "s16le",
+    pb.PCM_FORMAT_F32LE: "f32le",
+}
 
 
 def frame_message(frame: RenderedFrame) -> pb.Frame:
@@ -50,7 +60,34 @@ def frame_message(frame: RenderedFrame) -> pb.Frame:
             total_ms=t.total_s * 1e3,
             batch_size=t.batch_size,
         ),
+        pts_seconds=frame.pts_seconds,
+        audio_sample_start=frame.audio_samples[0],
+        audio_sample_end=frame.audio_samples[1],
+        silent=frame.silent,
     )
+
+
+def pcm_chunk(plane: DataPlane, pcm: pb.Pcm) -> PcmChunk:
+    fmt = _PCM_FORMATS.get(pcm.format)
+    if fmt is None:
+        raise InvalidRequestError(f"pcm: unknown format {pcm.format}")
+    samples = decode_pcm(pcm.data, fmt, plane.settings.max_pcm_chunk_bytes)
+    return PcmChunk(samples, pcm.sample_rate, fmt)
+
+
+def audio_input(
+    plane: DataPlane, message: pb.GenerateRequest | pb.StreamGenerateRequest
+) -> AudioInput | None:
+    """The message's audio as a data-plane input (None when it carries none)."""
+    kind = message.WhichOneof("audio")
+    if kind == "features":
+        return FeaturesInput(decode_features(message.features.data, plane.contract))
+    if kind == "windows":
+        return WindowsInput(decode_windows(message.windows.data, plane.contract))
+    if kind == "pcm":
+        plane.require_encoder()
+        return pcm_chunk(plane, message.pcm)
+    return None
 
 
 def output_options(plane: DataPlane, output: pb.OutputOptions) -> OutputOptions:
@@ -70,24 +107,12 @@ class LipSyncService(pb_grpc.LipSyncServicer):
             check_size(request, plane.settings.max_message_bytes)
             plane.check_model(request.model)
             options = output_options(plane, request.output)
-            indices = list(request.frame_indices)
-            audio = request.WhichOneof("audio")
-            if audio == "features":
-                features = decode_features(request.features.data, plane.contract)
-                check_frame_indices(
-                    indices, plane.settings.max_frames_per_request, features.shape[0]
-                )
-                windows = build_windows(features, indices, plane.contract)
-            elif audio == "windows":
-                windows = decode_windows(request.windows.data, plane.contract)
-                check_frame_indices(indices, plane.settings.max_frames_per_request, None)
-                if windows.shape[0] != len(indices):
-                    raise InvalidRequestError(
-                        f"{windows.shape[0]} audio windows for {len(indices)} frame_indices"
-                    )
-            else:
-                raise InvalidRequestError("no audio: set features or windows")
-            frames = await plane.render_many(indices, windows, options, deadline_of(context))
+            audio = audio_input(plane, request)
+            if audio is None:
+                raise InvalidRequestError("no audio: set features, windows or pcm")
+            frames = await render_clip(
+                plane, list(request.frame_indices), audio, options, deadline_of(context)
+            )
             return pb.GenerateResponse(frames=[frame_message(frame) for frame in frames])
         raise AssertionError("unreachable")  # rpc_status aborts on every error
 
@@ -98,11 +123,41 @@ class LipSyncService(pb_grpc.LipSyncServicer):
         async with rpc_status(plane.metrics, "StreamGenerate", context), plane.call():
             plane.metrics.active_streams.inc()
             try:
-                stream = _Stream(plane, deadline_of(context))
-                async for frame in stream.run(request_iterator):
+                first = await anext(aiter(request_iterator), None)
+                config = SessionConfig(OutputOptions("jpeg", plane.settings.jpeg_quality))
+                if first is not None and first.HasField("config"):
+                    plane.check_model(first.config.model)
+                    config = SessionConfig(
+                        output_options(plane, first.config.output),
+                        first.config.first_frame_index,
+                    )
+                config = SessionConfig(config.options, config.first_index, deadline_of(context))
+                inputs = self._inputs(first, request_iterator)
+                async for frame in Session(plane, config).run(inputs):
                     yield pb.StreamGenerateResponse(frame=frame_message(frame))
             finally:
                 plane.metrics.active_streams.dec()
+
+    async def _inputs(
+        self,
+        first: pb.StreamGenerateRequest | None,
+        rest: AsyncIterator[pb.StreamGenerateRequest],
+    ) -> AsyncIterator[AudioInput]:
+        """The stream's messages as data-plane inputs (the first one's config already read)."""
+        plane = self._plane
+        if first is None:
+            return
+        message: pb.StreamGenerateRequest | None = first
+        while message is not None:
+            check_size(message, plane.settings.max_message_bytes)
+            if message.HasField("config") and message is not first:
+                raise InvalidRequestError("config is only allowed in the first message")
+            audio = audio_input(plane, message)
+            if audio is not None:
+                yield audio
+            elif not message.HasField("config"):
+                raise InvalidRequestError("message carries neither config nor audio")
+            message = await anext(rest, None)
 
     async def GetInfo(self, request: pb.GetInfoRequest, context: Context) -> pb.GetInfoResponse:
         plane = self._plane
@@ -134,6 +189,7 @@ class LipSyncService(pb_grpc.LipSyncServicer):
                 max_queue_size=settings.max_queue_size,
                 instances=settings.instances,
                 server_version=server_version(),
+                audio_input=_audio_input_info(plane),
             )
         raise AssertionError("unreachable")
 
@@ -142,85 +198,26 @@ def _tensor_info(spec: TensorSpec) -> pb.TensorInfo:
     return pb.TensorInfo(name=spec.name, dtype=spec.dtype, shape=list(spec.shape))
 
 
-_Pending = asyncio.Task[RenderedFrame] | Exception | None
-
-
-class _Stream:
-    """One StreamGenerate call: a reader turns messages into frame tasks (at most
-    ``inflight_per_stream`` at once), the caller awaits them in order."""
-
-    def __init__(self, plane: DataPlane, deadline: float | None) -> None:
-        self._plane = plane
-        self._deadline = deadline
-        self._pending: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._slots = asyncio.Semaphore(plane.settings.inflight_per_stream)
-        self._options = OutputOptions("jpeg", plane.settings.jpeg_quality)
-        self._first_index = 0
-        self._sent = 0
-
-    async def run(
-        self, requests: AsyncIterator[pb.StreamGenerateRequest]
-    ) -> AsyncIterator[RenderedFrame]:
-        reader = asyncio.create_task(self._read(requests))
-        try:
-            while (item := await self._pending.get()) is not None:
-                if isinstance(item, Exception):
-                    raise item
-                frame = await item
-                self._slots.release()
-                yield frame
-        finally:
-            reader.cancel()
-            while not self._pending.empty():
-                leftover = self._pending.get_nowait()
-                if isinstance(leftover, asyncio.Task):
-                    leftover.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
-
-    async def _read(self, requests: AsyncIterator[pb.StreamGenerateRequest]) -> None:
-        plane = self._plane
-        windower: StreamWindower | None = None
-        mode: str | None = None
-        first = True
-        try:
-            async for message in requests:
-                check_size(message, plane.settings.max_message_bytes)
-                if message.HasField("config"):
-                    if not first:
-                        raise InvalidRequestError("config is only allowed in the first message")
-                    plane.check_model(message.config.model)
-                    self._options = output_options(plane, message.config.output)
-                    self._first_index = message.config.first_frame_index
-                first = False
-                audio = message.WhichOneof("audio")
-                if audio is None:
-                    if message.HasField("config"):
-                        continue
-                    raise InvalidRequestError("message carries neither config nor audio")
-                if mode is not None and audio != mode:
-                    raise InvalidRequestError("a stream sends either features or windows, not both")
-                mode = audio
-                if audio == "features":
-                    windower = windower or StreamWindower(plane.contract)
-                    for position, window in windower.push(
-                        decode_features(message.features.data, plane.contract)
-                    ):
-                        await self._submit(position, window)
-                else:
-                    for window in decode_windows(message.windows.data, plane.contract):
-                        await self._submit(self._sent, window)
-            if windower is not None:
-                for position, window in windower.finish():
-                    await self._submit(position, window)
-            await self._pending.put(None)
-        except Exception as exc:
-            await self._pending.put(exc)
-
-    async def _submit(self, position: int, window: np.ndarray) -> None:
-        await self._slots.acquire()
-        self._plane.admit(1)
-        index = self._first_index + position
-        self._sent += 1
-        task = asyncio.create_task(self._plane.render(index, window, self._options, self._deadline))
-        await self._pending.put(task)
+def _audio_input_info(plane: DataPlane) -> pb.AudioInputInfo:
+    encoder, settings = plane.encoder_contract, plane.settings
+    front_end = encoder.front_end
+    frame_ms = 1000.0 / encoder.fps
+    window_ms = 1000.0 * encoder.window / front_end.frames_per_second
+    after = plane.contract.audio_window - plane.contract.audio_window_before - 1
+    # The last mel window needed (frame i + after) ends window_ms after its start, plus half
+    # an STFT window of look-ahead inside the last mel frame.
+    stft_ms = 1000.0 * (front_end.n_fft // 2) / front_end.sample_rate
+    lookahead = after * frame_ms + window_ms + stft_ms - frame_ms
+    return pb.AudioInputInfo(
+        pcm=plane.encoder is not None,
+        sample_rate=front_end.sample_rate,
+        formats=[pb.PCM_FORMAT_S16LE, pb.PCM_FORMAT_F32LE],
+        fps=encoder.fps,
+        max_pcm_chunk_bytes=settings.max_pcm_chunk_bytes,
+        lookahead_ms=lookahead,
+        silence_fast_path=settings.silence_fast_path,
+        silence_threshold_dbfs=settings.silence_threshold_dbfs,
+        encoder=settings.encoder_io_preset,
+        encoder_input=_tensor_info(encoder.mel),
+        encoder_backend="" if plane.encoder is None else plane.encoder.backend.describe().kind,
+    )

@@ -13,7 +13,7 @@ from google.protobuf.message import Message
 
 from lipsync_core.errors import ContractError
 from lipsync_server.batching import DeadlineExceededError, QueueFullError
-from lipsync_server.errors import InvalidRequestError, ShuttingDownError
+from lipsync_server.errors import InvalidRequestError, NotConfiguredError, ShuttingDownError
 from lipsync_server.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
@@ -23,8 +23,16 @@ _CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (ContractError, grpc.StatusCode.INVALID_ARGUMENT),
     (QueueFullError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (ShuttingDownError, grpc.StatusCode.UNAVAILABLE),
+    (NotConfiguredError, grpc.StatusCode.FAILED_PRECONDITION),
     (DeadlineExceededError, grpc.StatusCode.DEADLINE_EXCEEDED),
 )
+
+
+def first_error(exc: Exception) -> Exception:
+    """The first error of an ExceptionGroup (frames of one call run in a TaskGroup)."""
+    while isinstance(exc, ExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def status_for(exc: Exception) -> grpc.StatusCode:
@@ -60,7 +68,8 @@ async def rpc_status(
     except grpc.aio.AbortError:
         code = context.code() or grpc.StatusCode.UNKNOWN
         raise
-    except Exception as exc:
+    except Exception as raised:
+        exc = first_error(raised)
         code = status_for(exc)
         if code is grpc.StatusCode.INTERNAL:
             log.exception("%s failed", method)

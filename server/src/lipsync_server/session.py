@@ -1,0 +1,193 @@
+"""Live sessions and whole clips in the data plane: audio in, frames out, in order.
+
+A :class:`Session` takes audio inputs of one kind (feature vectors, precomputed windows or PCM
+chunks of any size), turns them into frame requests as soon as each frame's look-ahead has
+arrived, keeps at most ``inflight_per_stream`` frames in flight and yields the frames in order.
+PCM goes through the speech front end and the batched audio encoder first. :func:`render_clip`
+does the same for one whole clip (``Generate``). Both API adapters only convert messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from lipsync_server.audio import StreamWindower, build_windows, window_rows
+from lipsync_server.dataplane import DataPlane, OutputOptions, RenderedFrame
+from lipsync_server.errors import InvalidRequestError
+from lipsync_server.speech.frames import MelWindow, sample_range
+from lipsync_server.speech.pcm import PcmChunk
+from lipsync_server.speech.pipeline import SpeechInput, clip_windows
+from lipsync_server.validation import check_frame_indices
+
+FEATURE_SAMPLE_RATE = 16000  # sample ranges of feature and window input are given at 16 kHz
+
+
+@dataclass(frozen=True)
+class FeaturesInput:
+    features: np.ndarray  # [frames, feature_dim]
+
+
+@dataclass(frozen=True)
+class WindowsInput:
+    windows: np.ndarray  # [frames, *contract.audio.shape]
+
+
+AudioInput = FeaturesInput | WindowsInput | PcmChunk
+
+_KINDS: dict[type, str] = {FeaturesInput: "features", WindowsInput: "windows", PcmChunk: "pcm"}
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    options: OutputOptions
+    first_index: int = 0
+    deadline: float | None = None
+
+
+_Pending = asyncio.Task[RenderedFrame] | Exception | None
+
+
+class Session:
+    """One stream: ``async for frame in Session(plane, config).run(inputs)``."""
+
+    def __init__(self, plane: DataPlane, config: SessionConfig) -> None:
+        self._plane = plane
+        self._config = config
+        self._pending: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._slots = asyncio.Semaphore(plane.settings.inflight_per_stream)
+        self._windower = StreamWindower(plane.contract)
+        self._kind: str | None = None
+        self._speech: SpeechInput | None = None
+        self._sent = 0
+
+    async def run(self, inputs: AsyncIterator[AudioInput]) -> AsyncIterator[RenderedFrame]:
+        reader = asyncio.create_task(self._read(inputs))
+        try:
+            while (item := await self._pending.get()) is not None:
+                if isinstance(item, Exception):
+                    raise item
+                frame = await item
+                self._slots.release()
+                yield frame
+        finally:
+            reader.cancel()
+            while not self._pending.empty():
+                leftover = self._pending.get_nowait()
+                if isinstance(leftover, asyncio.Task):
+                    leftover.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+    async def _read(self, inputs: AsyncIterator[AudioInput]) -> None:
+        try:
+            async for item in inputs:
+                await self._push(item)
+            await self._finish()
+            await self._pending.put(None)
+        except Exception as exc:
+            await self._pending.put(exc)
+
+    async def _push(self, item: AudioInput) -> None:
+        kind = _KINDS[type(item)]
+        if self._kind is not None and kind != self._kind:
+            raise InvalidRequestError(
+                f"a stream sends one kind of audio (features, windows or pcm): "
+                f"got {kind} after {self._kind}"
+            )
+        self._kind = kind
+        if isinstance(item, FeaturesInput):
+            for position, window, _ in self._windower.push(item.features):
+                await self._submit(position, window, False)
+        elif isinstance(item, WindowsInput):
+            for window in item.windows:
+                await self._submit(self._sent, window, False)
+        else:
+            if self._speech is None:
+                encoder = self._plane.require_encoder()
+                self._speech = SpeechInput(
+                    encoder.contract, self._plane.settings.silence_threshold_dbfs
+                )
+            await self._encode(self._speech.push(item))
+
+    async def _finish(self) -> None:
+        if self._speech is not None:
+            await self._encode(self._speech.finish())
+        for position, window, silent in self._windower.finish():
+            await self._submit(position, window, silent)
+
+    async def _encode(self, windows: list[MelWindow]) -> None:
+        if not windows:
+            return
+        features, silent = await self._plane.encode_windows(windows, self._config.deadline)
+        for position, window, quiet in self._windower.push(features, silent):
+            await self._submit(position, window, quiet)
+
+    def _samples(self, position: int) -> tuple[int, int]:
+        speech = self._speech
+        if speech is None:
+            return sample_range(position, FEATURE_SAMPLE_RATE, self._plane.fps, None)
+        total = speech.samples_in if speech.finished else None
+        return sample_range(position, speech.sample_rate, self._plane.fps, total)
+
+    async def _submit(self, position: int, window: np.ndarray, silent: bool) -> None:
+        await self._slots.acquire()
+        if not (silent and self._plane.settings.silence_fast_path):
+            self._plane.admit(1)
+        index = self._config.first_index + position
+        placement = (index / self._plane.fps, self._samples(position))
+        self._sent += 1
+        task = asyncio.create_task(self._render(index, window, silent, placement))
+        await self._pending.put(task)
+
+    async def _render(
+        self, index: int, window: np.ndarray, silent: bool, placement: tuple[float, tuple[int, int]]
+    ) -> RenderedFrame:
+        config = self._config
+        frame = await self._plane.render(index, window, config.options, config.deadline, silent)
+        return frame.placed(*placement)
+
+
+async def render_clip(
+    plane: DataPlane,
+    indices: Sequence[int],
+    audio: AudioInput,
+    options: OutputOptions,
+    deadline: float | None,
+) -> list[RenderedFrame]:
+    """Frames ``indices`` of one whole clip (``Generate``), in request order."""
+    limit = plane.settings.max_frames_per_request
+    silent: list[bool] | None = None
+    rate, total = FEATURE_SAMPLE_RATE, None
+    if isinstance(audio, WindowsInput):
+        check_frame_indices(indices, limit, None)
+        windows = audio.windows
+        if windows.shape[0] != len(indices):
+            raise InvalidRequestError(
+                f"{windows.shape[0]} audio windows for {len(indices)} frame_indices"
+            )
+    else:
+        if isinstance(audio, FeaturesInput):
+            features, flags = audio.features, np.zeros(audio.features.shape[0], bool)
+            unit = "feature vectors were sent"
+        else:
+            encoder = plane.require_encoder()
+            mels, speech = clip_windows(
+                audio, encoder.contract, plane.settings.silence_threshold_dbfs
+            )
+            features, flags = await plane.encode_windows(mels, deadline)
+            rate, total = speech.sample_rate, speech.samples_in
+            unit = f"video frames are in {total} samples at {rate} Hz"
+        check_frame_indices(indices, limit, features.shape[0], unit)
+        windows = build_windows(features, list(indices), plane.contract)
+        count = features.shape[0]
+        silent = [bool(flags[window_rows(i, count, plane.contract)].all()) for i in indices]
+    frames = await plane.render_many(indices, windows, options, deadline, silent)
+    return [
+        frame.placed(index / plane.fps, sample_range(index, rate, plane.fps, total))
+        for index, frame in zip(indices, frames, strict=True)
+    ]
