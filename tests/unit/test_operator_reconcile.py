@@ -11,6 +11,7 @@ from lipsync_core.api import LipSyncModelSpec, LipSyncModelStatus
 from lipsync_operator.buildresult import BuildResult
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.desired import DesiredState, desired_state
+from lipsync_operator.engines import published_engines
 from lipsync_operator.manifests.common import Owner
 from lipsync_operator.observed import (
     BuildJob,
@@ -690,3 +691,39 @@ def test_node_without_gpu_labels_is_ignored_and_allocatable_is_the_fallback_coun
     assert parsed is not None
     assert parsed.gpus == 8
     assert parsed.allocatable == 32
+
+
+def test_an_audio_encoder_is_built_in_the_same_job_and_mounted_beside_the_unet() -> None:
+    model = spec(
+        model={"uri": "pvc://models/unet328/unet.onnx"},
+        audioEncoder={"uri": "pvc://encoders/ave.onnx"},
+    )
+    nodes = (node("a"),)
+    [job] = plan(model, Observed(nodes=nodes)).jobs
+    pod = job["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--audio-encoder") + 1] == "pvc://encoders/ave.onnx"
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"][2:]}
+    assert claims == {"models", "encoders"}
+
+    key = keys_of(plan(model, Observed(nodes=nodes)))[H100]
+    encoder_key = "sha256:" + "e" * 64
+    encoder = BuildResult(
+        key=encoder_key, state="Ready", artifact=f"/cache/engines/{'e' * 64}/ave.plan"
+    )
+    built = ready(key).model_copy(update={"audio_encoder": encoder})
+    state = plan(model, Observed(nodes=nodes, published={key: built}))
+    [deploy] = state.deployments
+    container = deploy["spec"]["template"]["spec"]["containers"][0]
+    mounts = {m["mountPath"]: m["subPath"] for m in container["volumeMounts"] if "subPath" in m}
+    assert mounts["/audio-encoder"] == "engines/" + "e" * 64
+    assert container["args"][container["args"].index("--audio-encoder") + 1] == (
+        "/audio-encoder/ave.plan"
+    )
+    annotations = deploy["metadata"]["annotations"]
+    assert annotations["lipsync.dev/audio-encoder-key"] == encoder_key
+    [engine] = state.status.engines
+    assert (engine.encoder_key, engine.encoder_artifact) == (encoder_key, "ave.plan")
+    # After the Job is gone, the status alone still says which encoder serves.
+    again = plan(model, Observed(nodes=nodes, published=published_engines(state.status)))
+    assert again.deployments[0]["metadata"]["annotations"] == annotations

@@ -10,6 +10,7 @@ import pytest
 from lipsync_core.api import LipSyncModelSpec
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.manifests.server import server_args, server_options
+from lipsync_operator.observed import ServedEngine
 from lipsync_server.cli import serve
 from lipsync_server.config import ServerSettings, load_settings
 
@@ -42,8 +43,9 @@ def test_generated_arguments_parse_back_into_the_same_settings() -> None:
         }
     )
     config = OperatorConfig(backend="onnxruntime-cpu", server_listen_address="$(POD_IP)")
-    expected = server_options(spec, "anna", "engine-abc.plan", config)
-    parsed = parse_serve_args(server_args(spec, "anna", "engine-abc.plan", config))
+    engine = ServedEngine("sha256:" + "1" * 64, "engine-abc.plan")
+    expected = server_options(spec, "anna", engine, config)
+    parsed = parse_serve_args(server_args(spec, "anna", engine, config))
     assert parsed.model_dump() == expected.model_dump()
     assert parsed.backend == "onnxruntime-cpu"
     assert parsed.host == "$(POD_IP)"
@@ -51,6 +53,23 @@ def test_generated_arguments_parse_back_into_the_same_settings() -> None:
     assert parsed.instances == 3
     assert parsed.max_batch_size == 16
     assert parsed.max_queue_delay_microseconds == 2500
+    assert parsed.audio_encoder is None
+
+
+def test_speech_servers_get_the_audio_encoder_engine_and_its_preset() -> None:
+    spec = LipSyncModelSpec.model_validate(
+        {
+            "model": {"uri": "s3://m/unet.onnx"},
+            "audioEncoder": {"uri": "s3://m/ave.onnx"},
+            "avatar": {"uri": "pvc://avatars/anna"},
+        }
+    )
+    config = OperatorConfig(backend="tensorrt")
+    engine = ServedEngine("sha256:" + "1" * 64, "unet.plan", "sha256:" + "2" * 64, "ave.plan")
+    parsed = parse_serve_args(server_args(spec, "anna", engine, config))
+    assert parsed.model == Path("/engine/unet.plan")
+    assert parsed.audio_encoder == Path("/audio-encoder/ave.plan")
+    assert (parsed.encoder_io_preset, parsed.encoder_backend) == ("ave", "tensorrt")
 
 
 def test_every_kind_of_setting_round_trips() -> None:

@@ -19,7 +19,7 @@ from lipsync_operator.manifests.build_job import build_job
 from lipsync_operator.manifests.common import Manifest, Owner
 from lipsync_operator.manifests.server import server_deployment
 from lipsync_operator.manifests.service import disruption_budget, endpoint, service
-from lipsync_operator.observed import Observed
+from lipsync_operator.observed import Observed, ServedEngine
 from lipsync_operator.pools import GpuPool, gpu_pools, pods_per_gpu
 from lipsync_operator.status import (
     EventNote,
@@ -106,11 +106,11 @@ def _plan_product(
         )
 
     current = observed.deployment_for(pool.product)
-    serving: tuple[str, str] | None = None
+    serving: ServedEngine | None = None
     if verdict.status.state == "Ready":
-        serving = (key, verdict.artifact)
+        serving = verdict.engine
     elif current is not None and current.engine_key and current.artifact:
-        serving = (current.engine_key, current.artifact)  # the previous engine keeps serving
+        serving = current.engine  # the previous engine keeps serving
 
     autoscaled = spec.autoscaling.enabled
     fixed = None
@@ -136,8 +136,7 @@ def _plan_product(
             spec,
             product=pool.product,
             product_labels=pool.product_labels,
-            key=serving[0],
-            artifact=serving[1],
+            engine=serving,
             replicas=None if autoscaled else replicas,
             rollout_strategy=rollout.strategy,
             config=config,
@@ -165,13 +164,13 @@ def _plan_product(
         engine=engine,
         has_nodes=pool.present,
         unfit_nodes=tuple(node.name for node in pool.unfit),
-        rolled_out=rolled_out and (serving is None or serving[0] == key),
+        rolled_out=rolled_out and (serving is None or serving.key == key),
     )
     return ProductPlan(pool, summary, key, job, deployment, hpa, handover)
 
 
-def serving_key(serving: tuple[str, str] | None) -> str:
-    return serving[0] if serving is not None else ""
+def serving_key(serving: ServedEngine | None) -> str:
+    return serving.key if serving is not None else ""
 
 
 def _stale(plans: tuple[ProductPlan, ...], observed: Observed) -> tuple[ChildRef, ...]:

@@ -10,7 +10,7 @@ from lipsync_core.enginekey import BatchProfile
 from lipsync_engine_builder.request import BuildRequest
 from lipsync_operator.buildresult import BuildResult
 from lipsync_operator.config import OperatorConfig
-from lipsync_operator.observed import BuildJob, Observed
+from lipsync_operator.observed import BuildJob, Observed, ServedEngine
 from lipsync_operator.pools import GpuPool
 
 TERMINATION_LOG = "/dev/termination-log"
@@ -32,6 +32,13 @@ def build_request(
             "calibration": calibration.uri,
             "calibration_sha256": calibration.sha256 or "",
             "calibration_samples": calibration.samples,
+        }
+    encoder = spec.audio_encoder
+    if encoder is not None:
+        optional |= {
+            "audio_encoder": encoder.uri,
+            "audio_encoder_sha256": encoder.sha256 or "",
+            "audio_encoder_io": encoder.io,
         }
     return BuildRequest(
         model=spec.model.uri,
@@ -69,10 +76,19 @@ def published_engines(status: LipSyncModelStatus | None) -> dict[str, BuildResul
             build_seconds=engine.build_seconds or 0.0,
             artifact=engine.artifact,
             cache_hit=True,
+            audio_encoder=_published_encoder(engine),
         )
         for engine in status.engines
         if engine.state == "Ready" and engine.key and engine.artifact
     }
+
+
+def _published_encoder(engine: EngineStatus) -> BuildResult | None:
+    if not engine.encoder_key:
+        return None
+    return BuildResult(
+        key=engine.encoder_key, state="Ready", artifact=engine.encoder_artifact, cache_hit=True
+    )
 
 
 def artifact_name(result: BuildResult) -> str:
@@ -82,11 +98,26 @@ def artifact_name(result: BuildResult) -> str:
 
 @dataclass(frozen=True)
 class EngineVerdict:
-    """The engine's state for one product, its artifact, and whether a build Job must be created."""
+    """The engine's state for one product, what to serve when Ready, and whether a build Job
+    must be created."""
 
     status: EngineStatus
-    artifact: str
+    engine: ServedEngine | None
     needs_job: bool
+
+    @property
+    def artifact(self) -> str:
+        return self.engine.artifact if self.engine is not None else ""
+
+
+def served_engine(key: str, result: BuildResult) -> ServedEngine:
+    encoder = result.audio_encoder
+    return ServedEngine(
+        key=key,
+        artifact=artifact_name(result),
+        encoder_key=encoder.key if encoder is not None else "",
+        encoder_artifact=artifact_name(encoder) if encoder is not None else "",
+    )
 
 
 def engine_verdict(pool: GpuPool, key: str, job_name: str, observed: Observed) -> EngineVerdict:
@@ -94,7 +125,7 @@ def engine_verdict(pool: GpuPool, key: str, job_name: str, observed: Observed) -
     base = {"gpu_product": pool.product, "compute_capability": pool.compute_capability, "key": key}
     if not pool.present:
         reason = "NoNodes: no schedulable node has this GPU product"
-        return EngineVerdict(EngineStatus(**base, state="Pending", reason=reason), "", False)
+        return EngineVerdict(EngineStatus(**base, state="Pending", reason=reason), None, False)
     job = observed.job_for(key)
     published = observed.published.get(key)
     if (
@@ -102,9 +133,11 @@ def engine_verdict(pool: GpuPool, key: str, job_name: str, observed: Observed) -
         and published.state == "Ready"
         and (job is None or job.phase != "Failed")
     ):
-        return EngineVerdict(_status(base, "Ready", published), artifact_name(published), False)
+        return EngineVerdict(
+            _status(base, "Ready", published), served_engine(key, published), False
+        )
     if job is None:
-        return EngineVerdict(EngineStatus(**base, state="Building", job=job_name), "", True)
+        return EngineVerdict(EngineStatus(**base, state="Building", job=job_name), None, True)
     return _job_verdict({**base, "job": job.name}, job, key)
 
 
@@ -112,19 +145,19 @@ def _job_verdict(base: dict[str, str], job: BuildJob, key: str) -> EngineVerdict
     """An existing build Job's outcome; a Failed one stays failed until its TTL removes it."""
     result = job.result
     if job.phase == "Active":
-        return EngineVerdict(EngineStatus(**base, state="Building"), "", False)
+        return EngineVerdict(EngineStatus(**base, state="Building"), None, False)
     if result is not None and result.state == "Ready" and result.key and result.key != key:
         reason = (
             f"KeyMismatch: the builder computed {result.key}, the operator expected {key}; "
             "the operator and the runtime image run different builder versions"
         )
     elif job.phase == "Succeeded" and result is not None and result.state == "Ready":
-        return EngineVerdict(_status(base, "Ready", result), artifact_name(result), False)
+        return EngineVerdict(_status(base, "Ready", result), served_engine(key, result), False)
     elif job.phase == "Succeeded":
         reason = "NoResult: the build Job succeeded without a readable termination message"
     else:
         reason = (result.reason if result is not None else "") or job.failure or "build failed"
-    return EngineVerdict(_status(base, "Failed", result, reason), "", False)
+    return EngineVerdict(_status(base, "Failed", result, reason), None, False)
 
 
 def _status(
@@ -139,4 +172,7 @@ def _status(
         }
         if state == "Ready":
             measured["artifact"] = artifact_name(result)
+            if result.audio_encoder is not None:
+                measured["encoder_key"] = result.audio_encoder.key
+                measured["encoder_artifact"] = artifact_name(result.audio_encoder)
     return EngineStatus.model_validate({**base, "state": state, "reason": reason, **measured})

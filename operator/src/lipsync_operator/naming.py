@@ -19,6 +19,8 @@ LABEL_NAME = "app.kubernetes.io/name"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 ANNOTATION_ENGINE_KEY = "lipsync.dev/engine-key"
 ANNOTATION_ARTIFACT = "lipsync.dev/engine-artifact"
+ANNOTATION_ENCODER_KEY = "lipsync.dev/audio-encoder-key"
+ANNOTATION_ENCODER_ARTIFACT = "lipsync.dev/audio-encoder-artifact"
 
 MANAGER = "lipsync-operator"
 COMPONENT_BUILD = "engine-build"

@@ -8,7 +8,13 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from lipsync_operator.buildresult import BuildResult, parse_build_result
-from lipsync_operator.naming import ANNOTATION_ARTIFACT, ANNOTATION_ENGINE_KEY, LABEL_PRODUCT
+from lipsync_operator.naming import (
+    ANNOTATION_ARTIFACT,
+    ANNOTATION_ENCODER_ARTIFACT,
+    ANNOTATION_ENCODER_KEY,
+    ANNOTATION_ENGINE_KEY,
+    LABEL_PRODUCT,
+)
 
 Obj = Mapping[str, Any]
 
@@ -175,6 +181,16 @@ def build_job(obj: Obj, pods: Sequence[Obj] = ()) -> BuildJob:
 
 
 @dataclass(frozen=True)
+class ServedEngine:
+    """What a product's servers load: the UNet engine and, for speech input, its audio encoder."""
+
+    key: str
+    artifact: str
+    encoder_key: str = ""
+    encoder_artifact: str = ""
+
+
+@dataclass(frozen=True)
 class ServerDeployment:
     """A server Deployment the operator owns."""
 
@@ -186,6 +202,12 @@ class ServerDeployment:
     ready_replicas: int
     updated_replicas: int
     rolled_out: bool  # the controller has seen the latest spec and every pod is updated
+    encoder_key: str = ""
+    encoder_artifact: str = ""
+
+    @property
+    def engine(self) -> ServedEngine:
+        return ServedEngine(self.engine_key, self.artifact, self.encoder_key, self.encoder_artifact)
 
 
 def server_deployment(obj: Obj) -> ServerDeployment:
@@ -206,6 +228,8 @@ def server_deployment(obj: Obj) -> ServerDeployment:
         ready_replicas=_int(status.get("readyReplicas", 0)),
         updated_replicas=updated,
         rolled_out=observed >= generation and updated >= replicas and total <= replicas,
+        encoder_key=annotations.get(ANNOTATION_ENCODER_KEY, ""),
+        encoder_artifact=annotations.get(ANNOTATION_ENCODER_ARTIFACT, ""),
     )
 
 

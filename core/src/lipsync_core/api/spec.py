@@ -49,6 +49,22 @@ class ModelSource(ApiModel):
     )
 
 
+class AudioEncoderSource(ApiModel):
+    """The audio encoder in front of the UNet: with it, servers take speech (PCM) as input."""
+
+    uri: str = Field(
+        max_length=2048,
+        pattern=URI_PATTERN,
+        description="Where the encoder's ONNX file is (the same schemes as spec.model.uri).",
+    )
+    sha256: str | None = Field(
+        None, pattern=SHA256_PATTERN, description="Hex sha256 of the file; pins its engine key."
+    )
+    io: str = Field(
+        "ave", min_length=1, max_length=63, description="The encoder's I/O contract preset."
+    )
+
+
 class AvatarSource(ApiModel):
     """The avatar assets the server composites onto: frames, face boxes, masks."""
 
@@ -182,6 +198,11 @@ class LipSyncModelSpec(ApiModel):
     )
 
     model: ModelSource
+    audio_encoder: AudioEncoderSource | None = Field(
+        None,
+        alias="audioEncoder",
+        description="Audio encoder built and served beside the UNet (speech in); none: features.",
+    )
     avatar: AvatarSource
     io: IoSpec = Field(
         default_factory=IoSpec,

@@ -48,6 +48,8 @@ class EngineStatus(_StatusModel):
     build_seconds: float | None = Field(None, description="Build wall time.")
     job: str = Field("", description="Name of the build Job.")
     artifact: str = Field("", description="File name of the Ready engine in its cache entry.")
+    encoder_key: str = Field("", description="Engine key of the audio encoder, when there is one.")
+    encoder_artifact: str = Field("", description="File name of the Ready audio encoder engine.")
     serving_key: str = Field("", description="Engine key the product's servers run now.")
     gpus: int = Field(0, ge=0, description="GPUs of this product the servers may use.")
     replicas: int = Field(0, ge=0, description="Server pods of this product.")

@@ -47,7 +47,7 @@ def build_job(
     labels = build_job_labels(owner, request.gpu_product, key)
     annotations = {naming.ANNOTATION_ENGINE_KEY: key}
     source_volumes, source_mounts, source_env = build_source_mounts(
-        [request.model, request.calibration]
+        [request.model, request.calibration, request.audio_encoder]
     )
     container: Manifest = {
         "name": "builder",

@@ -23,20 +23,29 @@ from lipsync_operator.manifests.common import (
     tmp_volume,
 )
 from lipsync_operator.manifests.sources import avatar_volume
+from lipsync_operator.observed import ServedEngine
 from lipsync_operator.pools import STRATEGY_LABELS, instances_per_pod
 
 GRPC_PORT = 8001
 METRICS_PORT = 8002
 ENGINE_DIR = "/engine"
+ENCODER_DIR = "/audio-encoder"
 AVATAR_DIR = "/avatar"
 
 
 def server_options(
-    spec: LipSyncModelSpec, model: str, artifact: str, config: OperatorConfig
+    spec: LipSyncModelSpec, model: str, engine: ServedEngine, config: OperatorConfig
 ) -> ServerOptions:
     """The server's settings for one product's pods (the server's own typed contract)."""
+    speech: dict[str, object] = {}
+    if engine.encoder_key and spec.audio_encoder is not None:
+        speech = {
+            "audio_encoder": Path(ENCODER_DIR) / engine.encoder_artifact,
+            "encoder_io_preset": spec.audio_encoder.io,
+            "encoder_backend": config.backend,
+        }
     return ServerOptions(
-        model=Path(ENGINE_DIR) / artifact,
+        model=Path(ENGINE_DIR) / engine.artifact,
         avatar=Path(AVATAR_DIR),
         model_name=model,
         io_preset=spec.io.preset,
@@ -47,13 +56,35 @@ def server_options(
         instances=instances_per_pod(spec),
         max_batch_size=spec.batching.max_batch,
         max_queue_delay_microseconds=spec.batching.max_queue_delay_microseconds,
+        **speech,
     )
 
 
 def server_args(
-    spec: LipSyncModelSpec, model: str, artifact: str, config: OperatorConfig
+    spec: LipSyncModelSpec, model: str, engine: ServedEngine, config: OperatorConfig
 ) -> list[str]:
-    return ["serve", *server_options(spec, model, artifact, config).to_args()]
+    return ["serve", *server_options(spec, model, engine, config).to_args()]
+
+
+def _engine_mounts(engine: ServedEngine) -> list[Manifest]:
+    mounts: list[Manifest] = [
+        {
+            "name": "cache",
+            "mountPath": ENGINE_DIR,
+            "subPath": f"engines/{key_hex(engine.key)}",
+            "readOnly": True,
+        }
+    ]
+    if engine.encoder_key:
+        mounts.append(
+            {
+                "name": "cache",
+                "mountPath": ENCODER_DIR,
+                "subPath": f"engines/{key_hex(engine.encoder_key)}",
+                "readOnly": True,
+            }
+        )
+    return mounts
 
 
 def _probes() -> Manifest:
@@ -72,8 +103,7 @@ def server_deployment(
     *,
     product: str,
     product_labels: list[str],
-    key: str,
-    artifact: str,
+    engine: ServedEngine,
     replicas: int | None,
     rollout_strategy: Manifest,
     config: OperatorConfig,
@@ -85,8 +115,14 @@ def server_deployment(
     name = naming.deployment_name(owner.name, product)
     selector = naming.server_selector(owner.name, product)
     labels = {**naming.model_labels(owner.name), **selector}
-    annotations = {naming.ANNOTATION_ENGINE_KEY: key, naming.ANNOTATION_ARTIFACT: artifact}
-    pod_labels = {**labels, naming.LABEL_ENGINE: short_key(key)}
+    annotations = {
+        naming.ANNOTATION_ENGINE_KEY: engine.key,
+        naming.ANNOTATION_ARTIFACT: engine.artifact,
+    }
+    if engine.encoder_key:
+        annotations[naming.ANNOTATION_ENCODER_KEY] = engine.encoder_key
+        annotations[naming.ANNOTATION_ENCODER_ARTIFACT] = engine.encoder_artifact
+    pod_labels = {**labels, naming.LABEL_ENGINE: short_key(engine.key)}
     strategies = sorted(STRATEGY_LABELS.values())
     strategy = STRATEGY_LABELS.get(spec.sharing) if spec.sharing != "exclusive" else None
     avatar_vol, avatar_mount = avatar_volume(spec.avatar.uri, AVATAR_DIR)
@@ -95,7 +131,7 @@ def server_deployment(
         "image": spec.images.server or config.default_server_image,
         "imagePullPolicy": config.image_pull_policy,
         "command": ["lipsync"],
-        "args": server_args(spec, owner.name, artifact, config),
+        "args": server_args(spec, owner.name, engine, config),
         # For "$(POD_IP)" in the listen address (expanded by the kubelet).
         "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
         "ports": [
@@ -106,12 +142,7 @@ def server_deployment(
         "resources": config.server_resources.manifest(config.gpu_resource),
         "securityContext": container_security_context(),
         "volumeMounts": [
-            {
-                "name": "cache",
-                "mountPath": ENGINE_DIR,
-                "subPath": f"engines/{key_hex(key)}",
-                "readOnly": True,
-            },
+            *_engine_mounts(engine),
             avatar_mount,
             {"name": "tmp", "mountPath": "/tmp"},
         ],
