@@ -8,7 +8,6 @@ import pytest
 
 from lipsync_core.reference.ave_encoder import build_ave_encoder
 from lipsync_core.reference.unet328 import build_unet328
-from lipsync_server.avatar.demo import write_demo_avatar
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +29,8 @@ def reference_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def small_avatar(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 4-frame 320x240 demo avatar package, written once per test session."""
+    from lipsync_server.avatar.demo import write_demo_avatar  # OpenCV: only where it is needed
+
     root = tmp_path_factory.mktemp("avatar")
     write_demo_avatar(root, frames=4, width=320, height=240)
     return root

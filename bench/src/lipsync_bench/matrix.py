@@ -253,7 +253,7 @@ def run_matrix(
     if options.only:
         variants = [v for v in variants if v.name in options.only or v.slug in options.only]
     for note in notes:
-        echo(f"skipped: {note}")
+        echo(f"note: {note}")
     model, avatar = prepare_inputs(options)
     options.load.notes.extend(notes)
     results: list[Path] = []
