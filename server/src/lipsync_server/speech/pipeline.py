@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from lipsync_core.contract import EncoderContract
 from lipsync_server.speech.frames import MelWindow, MelWindower
 from lipsync_server.speech.mel import MelAnalyzer, MelStream
@@ -57,7 +55,3 @@ def clip_windows(
     speech = SpeechInput(contract, silence_threshold_dbfs)
     windows = speech.push(chunk)
     return windows + speech.finish(), speech
-
-
-def stack_mels(windows: list[MelWindow]) -> np.ndarray:
-    return np.stack([window.mel for window in windows])

@@ -15,8 +15,9 @@ batch shared with every other client, pastes the generated face into the avatar 
 encodes it.
 
 Errors are gRPC status codes: INVALID_ARGUMENT (the message says what is wrong),
-RESOURCE_EXHAUSTED (the server's queue is full: retry later or elsewhere), UNAVAILABLE (the
-server is shutting down), DEADLINE_EXCEEDED, CANCELLED.
+FAILED_PRECONDITION (pcm sent to a server without an audio encoder), RESOURCE_EXHAUSTED (the
+server's queue is full: retry later or elsewhere), UNAVAILABLE (the server is shutting down),
+DEADLINE_EXCEEDED (a client deadline or the server's queue timeout passed), CANCELLED.
 """
 
 from collections import abc as _abc
