@@ -19,6 +19,8 @@ LABEL_NAME = "app.kubernetes.io/name"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 ANNOTATION_ENGINE_KEY = "lipsync.dev/engine-key"
 ANNOTATION_ARTIFACT = "lipsync.dev/engine-artifact"
+# The spec the pod template was rendered from: the template keeps it while a new engine builds.
+ANNOTATION_SERVING_SPEC = "lipsync.dev/serving-spec"
 
 MANAGER = "lipsync-operator"
 COMPONENT_BUILD = "engine-build"

@@ -8,7 +8,12 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from lipsync_operator.buildresult import BuildResult, parse_build_result
-from lipsync_operator.naming import ANNOTATION_ARTIFACT, ANNOTATION_ENGINE_KEY, LABEL_PRODUCT
+from lipsync_operator.naming import (
+    ANNOTATION_ARTIFACT,
+    ANNOTATION_ENGINE_KEY,
+    ANNOTATION_SERVING_SPEC,
+    LABEL_PRODUCT,
+)
 
 Obj = Mapping[str, Any]
 
@@ -186,6 +191,7 @@ class ServerDeployment:
     ready_replicas: int
     updated_replicas: int
     rolled_out: bool  # the controller has seen the latest spec and every pod is updated
+    serving_spec: str = ""  # JSON of the spec its pod template was rendered from
 
 
 def server_deployment(obj: Obj) -> ServerDeployment:
@@ -202,6 +208,7 @@ def server_deployment(obj: Obj) -> ServerDeployment:
         product=str((_path(obj, "metadata", "labels") or {}).get(LABEL_PRODUCT, "")),
         engine_key=annotations.get(ANNOTATION_ENGINE_KEY, ""),
         artifact=annotations.get(ANNOTATION_ARTIFACT, ""),
+        serving_spec=annotations.get(ANNOTATION_SERVING_SPEC, ""),
         replicas=replicas,
         ready_replicas=_int(status.get("readyReplicas", 0)),
         updated_replicas=updated,
