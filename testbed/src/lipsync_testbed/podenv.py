@@ -93,11 +93,12 @@ def parent_mounts(mounts: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
             base = str(PurePosixPath(*host.parts[: -len(rest)])) if same else None
             candidates.setdefault(str(parent), set()).add(base)
     own = {str(PurePosixPath(p)) for p, _ in mounts}
-    return sorted(
-        (parent, next(iter(bases)))
-        for parent, bases in candidates.items()
-        if parent not in own and len(bases) == 1 and None not in bases
-    )
+    found = []
+    for parent, bases in candidates.items():
+        (base,) = bases if len(bases) == 1 else (None,)
+        if parent not in own and base is not None:
+            found.append((parent, base))
+    return sorted(found)
 
 
 def rewrite_paths(value: str, mounts: Sequence[tuple[str, str]]) -> str:
