@@ -93,11 +93,11 @@ def parent_mounts(mounts: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
             base = str(PurePosixPath(*host.parts[: -len(rest)])) if same else None
             candidates.setdefault(str(parent), set()).add(base)
     own = {str(PurePosixPath(p)) for p, _ in mounts}
-    found = []
-    for parent, bases in candidates.items():
+    found: list[tuple[str, str]] = []
+    for path, bases in candidates.items():
         (base,) = bases if len(bases) == 1 else (None,)
-        if parent not in own and base is not None:
-            found.append((parent, base))
+        if path not in own and base is not None:
+            found.append((path, base))
     return sorted(found)
 
 
