@@ -1,0 +1,333 @@
+"""The operator installed from its Helm chart on the test bed, its pods run by the local kubelet.
+
+`operator_bed(cluster, work_dir, reference_model, values)` is a generator for a module fixture:
+it starts a `PodRunner` for every namespace, `helm install`s the chart with the test bed's values
+(ORT CPU for TensorRT, a hostPath engine cache, `$(POD_IP)` listen addresses, one-frame build
+checks) plus `values`, and creates a namespace with the claims the examples name
+(`lipsync-models` holding the reference UNet-328, `lipsync-avatars`). It yields an `OperatorBed`
+and removes everything again, so modules can each install their own chart one after another.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from lipsync_testbed.cluster import LocalCluster
+from lipsync_testbed.kubelet import PodRunner
+from lipsync_testbed.resources import create_namespace, prebound_claim
+from lipsync_testbed.versions import repo_root
+from lipsync_testbed.waiting import wait_for
+
+log = logging.getLogger(__name__)
+
+CHART = repo_root() / "charts" / "lipsync-operator"
+RELEASE = "lipsync-operator"
+RELEASE_NAMESPACE = "lipsync-system"
+LEASE = "lipsync-operator"  # the chart's leaderElection.leaseName
+OPERATOR_SELECTOR = f"app.kubernetes.io/instance={RELEASE}"
+# What a CPU-only test bed needs on top of the chart's defaults.
+TESTBED_VALUES = {
+    "runtime.backend": "onnxruntime-cpu",
+    "cache.kind": "hostPath",
+    "server.listenAddress": "$(POD_IP)",
+    "build.verifySamples": "1",
+    "build.measureFrames": "1",
+}
+CACHE_HOST_PATH = "/var/lib/lipsync/cache"  # the chart's cache.hostPath
+CLAIM_HOST_ROOT = "/srv/lipsync"  # the claims' hostPath volumes live under this node path
+CLAIMS = ("lipsync-models", "lipsync-avatars")
+MODEL_PATH = "unet328/unet_328.onnx"  # in the lipsync-models claim, as the examples name it
+MODEL_URI = f"pvc://lipsync-models/{MODEL_PATH}"
+SERVER_SELECTOR = "app.kubernetes.io/component=server"
+LIPSYNC = str(Path(sys.executable).parent / "lipsync")
+
+
+@dataclass(frozen=True)
+class OperatorBed:
+    """An installed chart, its kubelet and a namespace for models."""
+
+    cluster: LocalCluster
+    runner: PodRunner
+    namespace: str
+    work_dir: Path
+
+    @property
+    def api(self) -> client.ApiClient:
+        return self.cluster.api_client
+
+    def avatar(self, name: str) -> str:
+        """A small demo avatar in the avatars claim; returns its `pvc://` URI."""
+        path = self.work_dir / "claims" / "lipsync-avatars" / name
+        if not path.exists():
+            subprocess.run(
+                [LIPSYNC, "avatar", "demo", "-o", str(path), "--frames", "4",
+                 "--width", "320", "--height", "240"],
+                check=True, capture_output=True, timeout=300,
+            )  # fmt: skip
+        return f"pvc://lipsync-avatars/{name}"
+
+    def cache_dir(self) -> Path:
+        """The engine cache on the host (the chart's hostPath)."""
+        return self.work_dir / "cache"
+
+    def operator_pods(self) -> list[str]:
+        pods = client.CoreV1Api(self.api).list_namespaced_pod(
+            RELEASE_NAMESPACE, label_selector=OPERATOR_SELECTOR
+        )
+        return sorted(str(p.metadata.name) for p in pods.items if p.metadata is not None)
+
+    def operator_log(self, pod: str) -> str:
+        return self.runner.log(RELEASE_NAMESPACE, pod, "operator")
+
+    def leader(self) -> str | None:
+        """The operator pod holding the election Lease."""
+        try:
+            lease = client.CoordinationV1Api(self.api).read_namespaced_lease(
+                LEASE, RELEASE_NAMESPACE
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return lease.spec.holder_identity if lease.spec is not None else None
+
+    # -- models -------------------------------------------------------------------------
+
+    def apply_model(self, document: Mapping[str, Any]) -> None:
+        body = {**document, "metadata": {**document["metadata"], "namespace": self.namespace}}
+        client.CustomObjectsApi(self.api).create_namespaced_custom_object(
+            "lipsync.dev", "v1alpha1", self.namespace, "lipsyncmodels", body
+        )
+
+    def patch_model(self, name: str, spec: Mapping[str, Any]) -> None:
+        self.cluster.kubectl(
+            "patch", "lsm", name, "-n", self.namespace, "--type=merge",
+            "-p", json.dumps({"spec": dict(spec)}),
+        )  # fmt: skip
+
+    def model(self, name: str) -> dict[str, Any]:
+        found = client.CustomObjectsApi(self.api).get_namespaced_custom_object(
+            "lipsync.dev", "v1alpha1", self.namespace, "lipsyncmodels", name
+        )
+        if not isinstance(found, dict):
+            raise TypeError(f"unexpected LipSyncModel {name}: {found!r}")
+        return found
+
+    def wait_phase(self, name: str, phase: str, timeout: float) -> dict[str, Any]:
+        """Wait until the model's status is `phase` for its current generation."""
+
+        def reached() -> dict[str, Any] | None:
+            found = self.model(name)
+            status = found.get("status") or {}
+            current = status.get("observedGeneration") == found["metadata"]["generation"]
+            return dict(status) if current and status.get("phase") == phase else None
+
+        return wait_for(reached, timeout=timeout, interval=1.0, description=f"{name} {phase}")
+
+    def deployment(self, name: str, product: str) -> client.V1Deployment | None:
+        found = client.AppsV1Api(self.api).list_namespaced_deployment(
+            self.namespace,
+            label_selector=f"lipsync.dev/model={name},lipsync.dev/gpu-product={product}",
+        )
+        return found.items[0] if found.items else None
+
+    def server_pods(self, name: str, product: str) -> list[client.V1Pod]:
+        return list(
+            client.CoreV1Api(self.api)
+            .list_namespaced_pod(
+                self.namespace,
+                label_selector=(
+                    f"{SERVER_SELECTOR},lipsync.dev/model={name},lipsync.dev/gpu-product={product}"
+                ),
+            )
+            .items
+        )
+
+    def ready_servers(self, name: str, product: str) -> list[client.V1Pod]:
+        """Server pods Ready and not being deleted."""
+        return [pod for pod in self.server_pods(name, product) if pod_ready(pod)]
+
+    def build_jobs(self, name: str) -> list[client.V1Job]:
+        return list(
+            client.BatchV1Api(self.api)
+            .list_namespaced_job(
+                self.namespace,
+                label_selector=f"lipsync.dev/model={name},app.kubernetes.io/component=engine-build",
+            )
+            .items
+        )
+
+    def wait_serving(
+        self, name: str, product: str, replicas: int, timeout: float
+    ) -> list[client.V1Pod]:
+        """The product's Deployment wants `replicas` and exactly that many servers are Ready."""
+
+        def serving() -> list[client.V1Pod] | None:
+            deployment = self.deployment(name, product)
+            if deployment is None or deployment.spec is None:
+                return None
+            if deployment.spec.replicas != replicas:
+                return None
+            pods = self.ready_servers(name, product)
+            return pods if len(pods) == replicas else None
+
+        return wait_for(
+            serving,
+            timeout=timeout,
+            interval=1.0,
+            description=f"{replicas} ready {product} servers of {name}",
+        )
+
+
+def pod_ready(pod: client.V1Pod) -> bool:
+    if pod.metadata is None or pod.metadata.deletion_timestamp is not None:
+        return False
+    conditions = (pod.status.conditions if pod.status else None) or []
+    return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+
+def _install(cluster: LocalCluster, values: Mapping[str, str]) -> None:
+    sets = [a for key, value in values.items() for a in ("--set", f"{key}={value}")]
+    cluster.helm(
+        "install", RELEASE, str(CHART),
+        "--namespace", RELEASE_NAMESPACE, "--create-namespace",
+        *sets, "--wait", "--timeout", "180s",
+        timeout=240,
+    )  # fmt: skip
+
+
+def _wait_no_pods(api: client.ApiClient, namespace: str, timeout: float) -> None:
+    core = client.CoreV1Api(api)
+    wait_for(
+        lambda: not core.list_namespaced_pod(namespace).items,
+        timeout=timeout,
+        description=f"no pods left in {namespace}",
+    )
+
+
+def operator_bed(
+    cluster: LocalCluster,
+    work_dir: Path,
+    reference_model: Path,
+    values: Mapping[str, str] | None = None,
+) -> Iterator[OperatorBed]:
+    """Kubelet + `helm install` + a namespace with the example claims; all removed afterwards."""
+    claims = work_dir / "claims"
+    model = claims / "lipsync-models" / MODEL_PATH
+    model.parent.mkdir(parents=True)
+    model.symlink_to(reference_model)
+    (claims / "lipsync-avatars").mkdir()
+    (work_dir / "cache").mkdir()
+    runner = PodRunner(
+        cluster.new_api_client(),
+        rule=cluster.local_pods,
+        work_dir=work_dir / "kubelet",
+        host_paths={CACHE_HOST_PATH: work_dir / "cache", CLAIM_HOST_ROOT: claims},
+        restart_backoff=(1.0, 8.0),
+    ).start()
+    api = cluster.api_client
+    namespace = create_namespace(api, "models")
+    volumes = [
+        prebound_claim(
+            api, namespace, claim, f"{CLAIM_HOST_ROOT}/{claim}", access_mode="ReadOnlyMany"
+        )
+        for claim in CLAIMS
+    ]
+    try:
+        _install(cluster, {**TESTBED_VALUES, **(values or {})})
+        yield OperatorBed(cluster, runner, namespace, work_dir)
+    finally:
+        core = client.CoreV1Api(api)
+        core.delete_namespace(namespace)
+        try:
+            _wait_no_pods(api, namespace, timeout=120)
+        finally:
+            cluster.helm(
+                "uninstall", RELEASE, "--namespace", RELEASE_NAMESPACE, "--wait", check=False
+            )
+            _wait_no_pods(api, RELEASE_NAMESPACE, timeout=120)
+            try:
+                client.CoordinationV1Api(api).delete_namespaced_lease(LEASE, RELEASE_NAMESPACE)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+            runner.stop()
+            for volume in volumes:
+                core.delete_persistent_volume(volume)
+
+
+@dataclass(frozen=True)
+class ServingSample:
+    """One look at a product's servers: the Deployment's replicas, Ready pods, running builds."""
+
+    at: float  # time.monotonic()
+    replicas: int | None
+    ready: int
+    builds_running: int
+
+
+class ServingSampler:
+    """Samples a model's product every `interval` seconds in a thread, while in the block."""
+
+    def __init__(self, bed: OperatorBed, model: str, product: str, interval: float = 0.5) -> None:
+        self.bed, self.model, self.product, self.interval = bed, model, product, interval
+        self.samples: list[ServingSample] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="serving-sampler", daemon=True)
+
+    def sample(self) -> ServingSample:
+        deployment = self.bed.deployment(self.model, self.product)
+        replicas = deployment.spec.replicas if deployment and deployment.spec else None
+        running = sum(
+            1 for job in self.bed.build_jobs(self.model) if job.status and job.status.active
+        )
+        ready = len(self.bed.ready_servers(self.model, self.product))
+        return ServingSample(time.monotonic(), replicas, ready, running)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.samples.append(self.sample())
+            except ApiException as exc:  # an API blip loses one sample, not the test
+                log.warning("sample failed: %s", exc)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> ServingSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def min_ready(self) -> int:
+        return min(s.ready for s in self.samples)
+
+
+def disruption_floor(bed: OperatorBed, model: str, replicas: int) -> int:
+    """Fewest ready servers the model's PodDisruptionBudget allows out of `replicas`."""
+    budgets = client.PolicyV1Api(bed.api).list_namespaced_pod_disruption_budget(
+        bed.namespace, label_selector=f"lipsync.dev/model={model}"
+    )
+    (budget,) = budgets.items
+    assert budget.spec is not None
+    unavailable = budget.spec.max_unavailable
+    if isinstance(unavailable, str) and unavailable.endswith("%"):
+        # Percentages round up, as the disruption controller computes them.
+        allowed = math.ceil(int(unavailable[:-1]) * replicas / 100)
+    else:
+        allowed = int(unavailable or 0)
+    return max(0, replicas - allowed)
