@@ -245,11 +245,16 @@ def test_drain_keeps_the_disruption_budget_and_uncordon_restores(bed: OperatorBe
     bed.wait_serving(NAME, H100, GPUS, timeout=120)
     node = NODES[0]
     floor = disruption_floor(bed, NAME, GPUS)
+    started = time.monotonic()
     with ServingSampler(bed, NAME, H100) as sampler:
         bed.cluster.kubectl(
             "drain", node, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=300s",
             timeout=360,
         )  # fmt: skip
+    print(
+        f"\ndrain of {node}: {time.monotonic() - started:.0f} s, fewest ready servers "
+        f"{sampler.min_ready()} (budget floor {floor}) over {len(sampler.samples)} samples"
+    )
     assert sampler.min_ready() >= floor, f"ready servers fell below the budget's {floor}"
     on_node = [p for p in bed.server_pods(NAME, H100) if p.spec and p.spec.node_name == node]
     assert not on_node, "the drain left server pods on the node"
