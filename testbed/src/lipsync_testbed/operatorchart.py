@@ -322,9 +322,9 @@ def disruption_floor(bed: OperatorBed, model: str, replicas: int) -> int:
     budgets = client.PolicyV1Api(bed.api).list_namespaced_pod_disruption_budget(
         bed.namespace, label_selector=f"lipsync.dev/model={model}"
     )
-    (budget,) = budgets.items
-    assert budget.spec is not None
-    unavailable = budget.spec.max_unavailable
+    if len(budgets.items) != 1 or budgets.items[0].spec is None:
+        raise ValueError(f"expected one PodDisruptionBudget for {model}, got {budgets.items}")
+    unavailable = budgets.items[0].spec.max_unavailable
     if isinstance(unavailable, str) and unavailable.endswith("%"):
         # Percentages round up, as the disruption controller computes them.
         allowed = math.ceil(int(unavailable[:-1]) * replicas / 100)
