@@ -85,7 +85,7 @@ def test_the_default_install_elects_one_acting_replica_and_the_other_waits(
     deployment = next(o for o in bed.objects if o["kind"] == "Deployment")
     assert deployment["spec"]["replicas"] == 2
     leader = operatorchart.wait_leader(bed.cluster.api_client)
-    pods = wait_for(lambda: _count(operatorchart.operator_pods(bed.cluster), 2), timeout=60)
+    pods = wait_for(lambda: _count(bed.operator_pods(), 2), timeout=60)
     [standby] = [pod for pod in pods if pod != leader]
     assert wait_for(
         lambda: "this replica acts" in bed.operator_log(leader), timeout=60, description="leader"

@@ -24,6 +24,7 @@ from lipsync_testbed import (
     finish_pod,
     relabel_node,
     remove_node,
+    set_node_ready,
     wait_for,
     watch_events,
 )
@@ -398,6 +399,49 @@ def test_adding_node_schedules_pending_gpu_pod(
     finally:
         core.delete_namespaced_pod("waits-for-a100", kube_namespace, grace_period_seconds=0)
         remove_node(kube_api, "a100-scaleup-0")
+
+
+def _taints(core: client.CoreV1Api, name: str) -> set[str]:
+    node = core.read_node(name)
+    return {t.key for t in (node.spec.taints if node.spec else None) or []}
+
+
+def _ready_status(core: client.CoreV1Api, name: str) -> str:
+    node = core.read_node(name)
+    conditions = (node.status.conditions if node.status else None) or []
+    return next((c.status for c in conditions if c.type == "Ready"), "")
+
+
+def test_set_node_ready_makes_a_node_not_ready_and_back(kube_api: client.ApiClient) -> None:
+    core = client.CoreV1Api(kube_api)
+    name = "notready-0"
+    add_node(kube_api, NodeSpec(name=name, pool="notready"))
+    try:
+        set_node_ready(kube_api, name, False)
+        # The node lifecycle controller acts on it as on a dead kubelet's node: it taints it...
+        wait_for(
+            lambda: (
+                "node.kubernetes.io/not-ready" in _taints(core, name)
+                or "node.kubernetes.io/unreachable" in _taints(core, name)
+            ),
+            timeout=60,
+            description="NotReady taint on the node",
+        )
+        # ...and KWOK, which would turn Ready back to True at once, has let it go.
+        assert _ready_status(core, name) != "True"
+
+        set_node_ready(kube_api, name, True)
+        assert _ready_status(core, name) == "True"
+        wait_for(
+            lambda: (
+                not {"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"}
+                & _taints(core, name)
+            ),
+            timeout=60,
+            description="NotReady taints removed",
+        )
+    finally:
+        remove_node(kube_api, name)
 
 
 def _local_pod_runs_under_cli_kubelet(state_dir: Path, base: list[str], common: list[str]) -> None:

@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
+from lipsync_testbed.podenv import expand
+
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -147,8 +149,10 @@ def test_values_reach_the_operator_environment() -> None:
     assert env["LIPSYNC_CACHE_KIND"] == "hostPath"
     assert env["LIPSYNC_CACHE_HOST_PATH"] == "/var/lib/lipsync/cache"
     assert env["LIPSYNC_NODE_GRACE_SECONDS"] == "60"
-    # Escaped so the kubelet hands "$(POD_IP)" to the operator, not the operator's own address.
+    # Escaped, so the kubelet's $(VAR) expansion in the operator pod (where POD_IP is the
+    # operator's own address) hands the servers "$(POD_IP)" for their own address.
     assert env["LIPSYNC_SERVER_LISTEN_ADDRESS"] == "$$(POD_IP)"
+    assert expand(env["LIPSYNC_SERVER_LISTEN_ADDRESS"], {"POD_IP": "10.0.0.7"}) == "$(POD_IP)"
     assert not any(arg.startswith("--leader-election") for arg in container["args"])
     assert "--namespace=team-a" in container["args"]
     assert by_kind(docs, "Role") == []

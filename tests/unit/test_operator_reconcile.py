@@ -10,7 +10,7 @@ import pytest
 from lipsync_core.api import LipSyncModelSpec, LipSyncModelStatus
 from lipsync_operator.buildresult import BuildResult
 from lipsync_operator.config import OperatorConfig
-from lipsync_operator.desired import DesiredState, desired_state
+from lipsync_operator.desired import DesiredState, desired_state, previous_spec
 from lipsync_operator.engines import published_engines
 from lipsync_operator.manifests.common import Owner
 from lipsync_operator.observed import (
@@ -516,6 +516,55 @@ def test_spec_change_builds_first_and_only_then_rolls() -> None:
     settled = plan(new_spec, Observed(nodes=nodes, deployments=(done,), published=cache))
     assert settled.status.phase == "Ready"
     assert settled.stale == ()
+
+
+def _observed_deployment(manifest: dict[str, Any], ready_replicas: int) -> ServerDeployment:
+    """A rendered Deployment as the API returns it once rolled out."""
+    replicas = manifest["spec"]["replicas"]
+    status = {
+        "observedGeneration": 1,
+        "replicas": replicas,
+        "updatedReplicas": replicas,
+        "readyReplicas": ready_replicas,
+    }
+    metadata = {**manifest["metadata"], "generation": 1}
+    return server_deployment({**manifest, "metadata": metadata, "status": status})
+
+
+def test_the_previous_engine_keeps_its_template_while_the_new_one_builds() -> None:
+    old_spec = spec(batching={"maxBatch": 1})
+    new_spec = spec(batching={"maxBatch": 2})
+    nodes = (node("a", gpus=2),)
+    old_key = keys_of(plan(old_spec, Observed(nodes=nodes)))[H100]
+    new_key = keys_of(plan(new_spec, Observed(nodes=nodes)))[H100]
+    assert old_key != new_key, "the batch profile is part of the key"
+    cache = {old_key: ready(old_key)}
+    [serving] = plan(old_spec, Observed(nodes=nodes, published=cache)).deployments
+    current = _observed_deployment(serving, ready_replicas=2)
+    assert current.serving_spec
+
+    building = plan(new_spec, Observed(nodes=nodes, deployments=(current,), published=cache))
+    [deploy] = building.deployments
+    # Only the count changes (the build borrows a GPU): no pod is replaced for the old engine,
+    # and the new batch size never reaches a server of the engine built for the old one.
+    assert deploy["spec"]["replicas"] == 1
+    assert deploy["spec"]["template"] == serving["spec"]["template"]
+
+    cache[new_key] = ready(new_key)
+    rolling = plan(new_spec, Observed(nodes=nodes, deployments=(current,), published=cache))
+    [deploy] = rolling.deployments
+    [container] = deploy["spec"]["template"]["spec"]["containers"]
+    args = container["args"]
+    assert args[args.index("--max-batch-size") + 1] == "2"
+    assert deploy["spec"]["template"]["metadata"]["annotations"]["lipsync.dev/engine-key"] == (
+        new_key
+    )
+
+
+def test_an_unreadable_recorded_spec_falls_back_to_the_current_one() -> None:
+    assert previous_spec("") is None
+    assert previous_spec("{not json") is None
+    assert previous_spec(spec().model_dump_json(by_alias=True)) == spec()
 
 
 def test_free_gpus_keep_the_surge_rollout_and_other_workloads_are_not_squeezed() -> None:

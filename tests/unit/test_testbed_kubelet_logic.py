@@ -19,7 +19,7 @@ from lipsync_testbed.localpods import (
     kwok_stages,
 )
 from lipsync_testbed.podaddresses import AddressPool, stale_aliases
-from lipsync_testbed.podenv import expand, field_value, rewrite_paths
+from lipsync_testbed.podenv import expand, field_value, parent_mounts, rewrite_paths
 from lipsync_testbed.podstatus import (
     ContainerState,
     pod_conditions,
@@ -129,6 +129,21 @@ def test_rewrite_paths_only_at_path_boundaries() -> None:
     )
     assert rewrite_paths("PATH=/models:/bin", mounts) == "PATH=/h/m:/bin"
     assert rewrite_paths('open("/models/c")\nx', mounts) == 'open("/h/m/c")\nx'
+
+
+def test_parent_of_mounts_maps_where_every_mount_below_it_agrees() -> None:
+    claims = [("/mnt/pvc/models", "/h/claims/models"), ("/mnt/pvc/avatars", "/h/claims/avatars")]
+    assert parent_mounts(claims) == [("/mnt/pvc", "/h/claims")]
+    assert rewrite_paths("LIPSYNC_PVC_ROOT=/mnt/pvc", claims) == "LIPSYNC_PVC_ROOT=/h/claims"
+    assert rewrite_paths("/mnt/pvc/models/a.onnx", claims) == "/h/claims/models/a.onnx"
+    # Host directories that do not end like the pod paths, or end below different roots.
+    assert parent_mounts([("/mnt/pvc/models", "/h/m")]) == []
+    split = [("/mnt/pvc/models", "/a/models"), ("/mnt/pvc/avatars", "/b/avatars")]
+    assert parent_mounts(split) == []
+    # A parent that is itself a mount keeps its own host directory.
+    nested = [("/data", "/h/d"), ("/data/x", "/h/x")]
+    assert parent_mounts(nested) == []
+    assert parent_mounts([("/models", "/h/models")]) == []
 
 
 def test_host_layout_maps_host_paths_by_longest_prefix(tmp_path: Path) -> None:

@@ -107,10 +107,14 @@ def _plan_product(
 
     current = observed.deployment_for(pool.product)
     serving: ServedEngine | None = None
+    template_spec = spec
     if verdict.status.state == "Ready":
         serving = verdict.engine
     elif current is not None and current.engine_key and current.artifact:
         serving = current.engine  # the previous engine keeps serving
+        # ...with the settings it was started with (a batching change must not reach it
+        # before its own engine): the template changes once, when the new engine is Ready.
+        template_spec = previous_spec(current.serving_spec) or spec
 
     autoscaled = spec.autoscaling.enabled
     fixed = None
@@ -133,7 +137,7 @@ def _plan_product(
             handover = current.replicas
         deployment = server_deployment(
             owner,
-            spec,
+            template_spec,
             product=pool.product,
             product_labels=pool.product_labels,
             engine=serving,
@@ -167,6 +171,16 @@ def _plan_product(
         rolled_out=rolled_out and (serving is None or serving.key == key),
     )
     return ProductPlan(pool, summary, key, job, deployment, hpa, handover)
+
+
+def previous_spec(recorded: str) -> LipSyncModelSpec | None:
+    """The spec a Deployment's template was rendered from (None: not recorded or unreadable)."""
+    if not recorded:
+        return None
+    try:
+        return LipSyncModelSpec.model_validate_json(recorded)
+    except ValueError:
+        return None
 
 
 def serving_key(serving: ServedEngine | None) -> str:

@@ -21,6 +21,8 @@ ANNOTATION_ENGINE_KEY = "lipsync.dev/engine-key"
 ANNOTATION_ARTIFACT = "lipsync.dev/engine-artifact"
 ANNOTATION_ENCODER_KEY = "lipsync.dev/audio-encoder-key"
 ANNOTATION_ENCODER_ARTIFACT = "lipsync.dev/audio-encoder-artifact"
+# The spec the pod template was rendered from: the template keeps it while a new engine builds.
+ANNOTATION_SERVING_SPEC = "lipsync.dev/serving-spec"
 
 MANAGER = "lipsync-operator"
 COMPONENT_BUILD = "engine-build"

@@ -13,6 +13,7 @@ from lipsync_operator.naming import (
     ANNOTATION_ENCODER_ARTIFACT,
     ANNOTATION_ENCODER_KEY,
     ANNOTATION_ENGINE_KEY,
+    ANNOTATION_SERVING_SPEC,
     LABEL_PRODUCT,
 )
 
@@ -204,6 +205,7 @@ class ServerDeployment:
     rolled_out: bool  # the controller has seen the latest spec and every pod is updated
     encoder_key: str = ""
     encoder_artifact: str = ""
+    serving_spec: str = ""  # JSON of the spec its pod template was rendered from
 
     @property
     def engine(self) -> ServedEngine:
@@ -224,6 +226,7 @@ def server_deployment(obj: Obj) -> ServerDeployment:
         product=str((_path(obj, "metadata", "labels") or {}).get(LABEL_PRODUCT, "")),
         engine_key=annotations.get(ANNOTATION_ENGINE_KEY, ""),
         artifact=annotations.get(ANNOTATION_ARTIFACT, ""),
+        serving_spec=annotations.get(ANNOTATION_SERVING_SPEC, ""),
         replicas=replicas,
         ready_replicas=_int(status.get("readyReplicas", 0)),
         updated_replicas=updated,

@@ -12,6 +12,7 @@ from lipsync_testbed.nodes import (
     relabel_node,
     remove_node,
     set_node_gpus,
+    set_node_ready,
 )
 from lipsync_testbed.resources import apply_custom_object, create_namespace
 from lipsync_testbed.versions import Binaries, ClusterSetupError, Versions
@@ -39,6 +40,7 @@ __all__ = [
     "relabel_node",
     "remove_node",
     "set_node_gpus",
+    "set_node_ready",
     "wait_for",
     "watch_events",
 ]

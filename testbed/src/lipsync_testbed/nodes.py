@@ -6,6 +6,7 @@ import functools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -261,3 +262,44 @@ class FakeNodes:
         node = self._node(name)
         addresses = (node.status.addresses if node and node.status else None) or []
         return next((a.address for a in addresses if a.type == "InternalIP"), None)
+
+
+def set_node_ready(api: client.ApiClient, name: str, ready: bool, *, timeout: float = 60.0) -> None:
+    """Make a fake node NotReady (a kubelet that stopped reporting) or Ready again.
+
+    KWOK heartbeats every node it manages and turns any Ready condition that is not True back
+    to True, so NotReady first takes the node out of KWOK's management (its annotation is
+    removed: no more heartbeats or lease renewals, as with a dead kubelet) and then sets the
+    Ready condition False. Ready gives the node back to KWOK, which initialises it Ready.
+    Pods already running on the node through the local kubelet keep running.
+    """
+    core = client.CoreV1Api(api)
+    if ready:
+        core.patch_node(
+            name, {"metadata": {"annotations": {KWOK_NODE_ANNOTATION: KWOK_NODE_ANNOTATION_VALUE}}}
+        )
+        wait_for(
+            functools.partial(_node_ready_by_name, core, name),
+            timeout=timeout,
+            description=f"node {name} Ready",
+        )
+        log.info("node %s Ready again", name)
+        return
+    core.patch_node(name, {"metadata": {"annotations": {KWOK_NODE_ANNOTATION: None}}})
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    condition = {
+        "type": "Ready",
+        "status": "False",
+        "reason": "KubeletNotReady",
+        "message": "the test bed stopped this node's kubelet",
+        "lastHeartbeatTime": now,
+        "lastTransitionTime": now,
+    }
+    # A strategic merge patch of conditions merges by type: the other conditions stay.
+    core.patch_node_status(name, {"status": {"conditions": [condition]}})
+    wait_for(
+        lambda: not _node_ready_by_name(core, name),
+        timeout=timeout,
+        description=f"node {name} NotReady",
+    )
+    log.info("node %s NotReady", name)

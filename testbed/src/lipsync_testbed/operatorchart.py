@@ -1,15 +1,22 @@
-"""The project's Helm chart on the test bed: the settings a CPU-only test bed needs, and who leads.
+"""The operator installed from its Helm chart on the test bed, its pods run by the local kubelet.
 
-``helm install`` of ``charts/lipsync-operator`` with ``TESTBED_VALUES`` runs the operator's own
-Deployment pods (the local kubelet runs them), which elect a leader through their Lease, build
-engines with ONNX Runtime CPU standing in for TensorRT, and serve from real server pods.
+`operator_bed(cluster, work_dir, reference_model, values)` is a generator for a module fixture:
+it starts a `PodRunner` for every namespace, `helm install`s the chart with the test bed's values
+(ORT CPU for TensorRT, a hostPath engine cache, `$(POD_IP)` listen addresses, one-frame build
+checks) plus `values`, and creates a namespace with the claims the examples name
+(`lipsync-models` holding the reference UNet-328, `lipsync-avatars`). It yields an `OperatorBed`
+and removes everything again, so modules can each install their own chart one after another.
 """
 
 from __future__ import annotations
 
-import shutil
+import json
+import logging
+import math
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,54 +32,190 @@ from lipsync_testbed.resources import create_namespace, prebound_claim
 from lipsync_testbed.versions import repo_root
 from lipsync_testbed.waiting import wait_for
 
+log = logging.getLogger(__name__)
+
 CHART = repo_root() / "charts" / "lipsync-operator"
-RELEASE = "lipsync"
+RELEASE = "lipsync-operator"
 RELEASE_NAMESPACE = "lipsync-system"
-LEASE = "lipsync-operator"
-# Every other value stays the chart's default (2 replicas, leader election, the images).
+LEASE = "lipsync-operator"  # the chart's leaderElection.leaseName
+OPERATOR_SELECTOR = f"app.kubernetes.io/instance={RELEASE}"
+# What a CPU-only test bed needs on top of the chart's defaults (docs/operator.md, "Try it
+# locally"): no TensorRT, one fake node file system, every pod sharing the host's ports.
 TESTBED_VALUES: dict[str, str] = {
-    "runtime.backend": "onnxruntime-cpu",  # no TensorRT without a GPU
-    "cache.kind": "hostPath",  # one fake node file system, no ReadWriteMany storage
-    "server.listenAddress": "$(POD_IP)",  # every pod shares the host's ports
+    "runtime.backend": "onnxruntime-cpu",
+    "cache.kind": "hostPath",
+    "server.listenAddress": "$(POD_IP)",
 }
 # Engine builds check and time each engine on one frame (the machine is small).
 FAST_BUILD_VALUES: dict[str, str] = {"build.verifySamples": "1", "build.measureFrames": "1"}
+CACHE_HOST_PATH = "/var/lib/lipsync/cache"  # the chart's cache.hostPath
+CLAIM_HOST_ROOT = "/srv/lipsync"  # the claims' hostPath volumes live under this node path
+CLAIMS = ("lipsync-models", "lipsync-avatars")
+MODEL_PATH = "unet328/unet_328.onnx"  # in the lipsync-models claim, as the examples name it
+MODEL_URI = f"pvc://lipsync-models/{MODEL_PATH}"
+SERVER_SELECTOR = "app.kubernetes.io/component=server"
+LIPSYNC = str(Path(sys.executable).parent / "lipsync")
 
 
-def helm_set_args(values: Mapping[str, str]) -> list[str]:
-    """``--set`` arguments (helm reads numbers as numbers, anything else as a string)."""
-    return [arg for key, value in values.items() for arg in ("--set", f"{key}={value}")]
+@dataclass(frozen=True)
+class OperatorBed:
+    """An installed chart, its kubelet and a namespace for models."""
+
+    cluster: LocalCluster
+    runner: PodRunner
+    namespace: str
+    work_dir: Path
+    objects: tuple[dict[str, Any], ...] = ()  # the release's rendered objects
+
+    @property
+    def api(self) -> client.ApiClient:
+        return self.cluster.api_client
+
+    def avatar(self, name: str) -> str:
+        """A small demo avatar in the avatars claim; returns its `pvc://` URI."""
+        path = self.work_dir / "claims" / "lipsync-avatars" / name
+        if not path.exists():
+            subprocess.run(
+                [LIPSYNC, "avatar", "demo", "-o", str(path), "--frames", "4",
+                 "--width", "320", "--height", "240"],
+                check=True, capture_output=True, timeout=300,
+            )  # fmt: skip
+        return f"pvc://lipsync-avatars/{name}"
+
+    def cache_dir(self) -> Path:
+        """The engine cache on the host (the chart's hostPath)."""
+        return self.work_dir / "cache"
+
+    def rendered(self, kind: str) -> dict[str, Any]:
+        """The release's (first) object of ``kind``, as helm rendered it."""
+        return next(o for o in self.objects if o["kind"] == kind)
+
+    def operator_pods(self) -> list[str]:
+        pods = client.CoreV1Api(self.api).list_namespaced_pod(
+            RELEASE_NAMESPACE, label_selector=OPERATOR_SELECTOR
+        )
+        return sorted(str(p.metadata.name) for p in pods.items if p.metadata is not None)
+
+    def operator_log(self, pod: str) -> str:
+        return self.runner.log(RELEASE_NAMESPACE, pod, "operator")
+
+    def leader(self) -> str:
+        """The operator pod holding the election Lease ('' when none does)."""
+        return leader(self.api)
+
+    # -- models -------------------------------------------------------------------------
+
+    def apply_model(self, document: Mapping[str, Any]) -> None:
+        body = {**document, "metadata": {**document["metadata"], "namespace": self.namespace}}
+        client.CustomObjectsApi(self.api).create_namespaced_custom_object(
+            "lipsync.dev", "v1alpha1", self.namespace, "lipsyncmodels", body
+        )
+
+    def patch_model(self, name: str, spec: Mapping[str, Any]) -> None:
+        self.cluster.kubectl(
+            "patch", "lsm", name, "-n", self.namespace, "--type=merge",
+            "-p", json.dumps({"spec": dict(spec)}),
+        )  # fmt: skip
+
+    def model(self, name: str) -> dict[str, Any]:
+        found = client.CustomObjectsApi(self.api).get_namespaced_custom_object(
+            "lipsync.dev", "v1alpha1", self.namespace, "lipsyncmodels", name
+        )
+        if not isinstance(found, dict):
+            raise TypeError(f"unexpected LipSyncModel {name}: {found!r}")
+        return found
+
+    def wait_phase(self, name: str, phase: str, timeout: float) -> dict[str, Any]:
+        """Wait until the model's status is `phase` for its current generation."""
+
+        def reached() -> dict[str, Any] | None:
+            found = self.model(name)
+            status = found.get("status") or {}
+            current = status.get("observedGeneration") == found["metadata"]["generation"]
+            return dict(status) if current and status.get("phase") == phase else None
+
+        return wait_for(reached, timeout=timeout, interval=1.0, description=f"{name} {phase}")
+
+    def deployment(self, name: str, product: str) -> client.V1Deployment | None:
+        found = client.AppsV1Api(self.api).list_namespaced_deployment(
+            self.namespace,
+            label_selector=f"lipsync.dev/model={name},lipsync.dev/gpu-product={product}",
+        )
+        return found.items[0] if found.items else None
+
+    def server_pods(self, name: str, product: str) -> list[client.V1Pod]:
+        return list(
+            client.CoreV1Api(self.api)
+            .list_namespaced_pod(
+                self.namespace,
+                label_selector=(
+                    f"{SERVER_SELECTOR},lipsync.dev/model={name},lipsync.dev/gpu-product={product}"
+                ),
+            )
+            .items
+        )
+
+    def ready_servers(self, name: str, product: str) -> list[client.V1Pod]:
+        """Server pods Ready and not being deleted."""
+        return [pod for pod in self.server_pods(name, product) if pod_ready(pod)]
+
+    def build_jobs(self, name: str) -> list[client.V1Job]:
+        return list(
+            client.BatchV1Api(self.api)
+            .list_namespaced_job(
+                self.namespace,
+                label_selector=f"lipsync.dev/model={name},app.kubernetes.io/component=engine-build",
+            )
+            .items
+        )
+
+    def wait_serving(
+        self, name: str, product: str, replicas: int, timeout: float
+    ) -> list[client.V1Pod]:
+        """The product's Deployment wants `replicas` and exactly that many servers are Ready."""
+
+        def serving() -> list[client.V1Pod] | None:
+            deployment = self.deployment(name, product)
+            if deployment is None or deployment.spec is None:
+                return None
+            if deployment.spec.replicas != replicas:
+                return None
+            pods = self.ready_servers(name, product)
+            return pods if len(pods) == replicas else None
+
+        return wait_for(
+            serving,
+            timeout=timeout,
+            interval=1.0,
+            description=f"{replicas} ready {product} servers of {name}",
+        )
 
 
-def install(
-    cluster: LocalCluster,
-    values: Mapping[str, str] | None = None,
-    *,
-    release: str = RELEASE,
-    namespace: str = RELEASE_NAMESPACE,
-) -> list[dict[str, Any]]:
-    """``helm install`` the chart with the test bed's values (plus ``values``); returns the
-    release's rendered objects."""
-    chosen = {**TESTBED_VALUES, **(values or {})}
+def pod_ready(pod: client.V1Pod) -> bool:
+    if pod.metadata is None or pod.metadata.deletion_timestamp is not None:
+        return False
+    conditions = (pod.status.conditions if pod.status else None) or []
+    return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+
+def install(cluster: LocalCluster, values: Mapping[str, str]) -> list[dict[str, Any]]:
+    """``helm install`` the chart (``--set``: helm reads numbers as numbers, the rest as
+    strings); returns the release's rendered objects."""
+    sets = [a for key, value in values.items() for a in ("--set", f"{key}={value}")]
     cluster.helm(
-        "install", release, str(CHART), "--namespace", namespace, "--create-namespace",
-        *helm_set_args(chosen), "--wait", "--timeout", "180s",
+        "install", RELEASE, str(CHART),
+        "--namespace", RELEASE_NAMESPACE, "--create-namespace",
+        *sets, "--wait", "--timeout", "180s",
         timeout=240,
     )  # fmt: skip
-    manifest = cluster.helm("get", "manifest", release, "--namespace", namespace).stdout
+    manifest = cluster.helm("get", "manifest", RELEASE, "--namespace", RELEASE_NAMESPACE).stdout
     return [doc for doc in yaml.safe_load_all(manifest) if doc]
 
 
-def uninstall(
-    cluster: LocalCluster, *, release: str = RELEASE, namespace: str = RELEASE_NAMESPACE
-) -> None:
-    cluster.helm("uninstall", release, "--namespace", namespace, "--wait", check=False)
-
-
-def leader(api: client.ApiClient, namespace: str = RELEASE_NAMESPACE, lease: str = LEASE) -> str:
+def leader(api: client.ApiClient) -> str:
     """The pod that holds the operator's Lease ('' when none does)."""
     try:
-        found = client.CoordinationV1Api(api).read_namespaced_lease(lease, namespace)
+        found = client.CoordinationV1Api(api).read_namespaced_lease(LEASE, RELEASE_NAMESPACE)
     except ApiException as exc:
         if exc.status == 404:
             return ""
@@ -80,97 +223,135 @@ def leader(api: client.ApiClient, namespace: str = RELEASE_NAMESPACE, lease: str
     return str((found.spec.holder_identity if found.spec else None) or "")
 
 
-def wait_leader(
-    api: client.ApiClient,
-    *,
-    namespace: str = RELEASE_NAMESPACE,
-    lease: str = LEASE,
-    other_than: str = "",
-    timeout: float = 120.0,
-) -> str:
+def wait_leader(api: client.ApiClient, *, other_than: str = "", timeout: float = 120.0) -> str:
     """Wait until a pod (other than ``other_than``) holds the Lease; returns its name."""
 
     def holder() -> str | None:
-        name = leader(api, namespace, lease)
+        name = leader(api)
         return name if name and name != other_than else None
 
-    return wait_for(holder, timeout=timeout, interval=0.5, description=f"a leader of {lease}")
+    return wait_for(holder, timeout=timeout, interval=0.5, description=f"a leader of {LEASE}")
 
 
-def operator_pods(cluster: LocalCluster, namespace: str = RELEASE_NAMESPACE) -> list[str]:
-    pods = client.CoreV1Api(cluster.api_client).list_namespaced_pod(
-        namespace, label_selector="app.kubernetes.io/name=lipsync-operator"
+def _wait_no_pods(api: client.ApiClient, namespace: str, timeout: float) -> None:
+    core = client.CoreV1Api(api)
+    wait_for(
+        lambda: not core.list_namespaced_pod(namespace).items,
+        timeout=timeout,
+        description=f"no pods left in {namespace}",
     )
-    return sorted(p.metadata.name for p in pods.items if p.metadata and p.metadata.name)
-
-
-# -- a whole operator test bed: kubelet, chart, a namespace with the examples' claims ----------
-
-
-LIPSYNC = str(Path(sys.executable).parent / "lipsync")
-# Where the chart's hostPath cache and the examples' claims live on the (one) fake node.
-NODE_LIPSYNC = "/var/lib/lipsync"
-CLAIMS = {"lipsync-models": f"{NODE_LIPSYNC}/models", "lipsync-avatars": f"{NODE_LIPSYNC}/avatars"}
-MODEL_PATH = "unet328/unet_328.onnx"  # in the lipsync-models claim, as the examples name it
-
-
-@dataclass(frozen=True)
-class OperatorBed:
-    """The chart installed, the kubelet running its pods, a namespace with the example claims."""
-
-    cluster: LocalCluster
-    kubelet: PodRunner
-    objects: list[dict[str, Any]]
-    namespace: str
-
-    def host_dir(self, pod_host_path: str) -> Path:
-        """The directory here behind a hostPath (or a claim bound to one) on the fake node."""
-        return self.kubelet.layout.host_path(pod_host_path)
-
-    def cache_dir(self) -> Path:
-        return self.host_dir(f"{NODE_LIPSYNC}/cache")
-
-    def avatar(self, name: str) -> Path:
-        """Write a small demo avatar into the avatars claim (``pvc://lipsync-avatars/NAME``)."""
-        path = self.host_dir(CLAIMS["lipsync-avatars"]) / name
-        if not path.exists():
-            subprocess.run(
-                [LIPSYNC, "avatar", "demo", "-o", str(path), "--frames", "4",
-                 "--width", "320", "--height", "240"],
-                check=True, capture_output=True, timeout=120,
-            )  # fmt: skip
-        return path
-
-    def operator_log(self, pod: str) -> str:
-        return self.kubelet.log(RELEASE_NAMESPACE, pod)
-
-    def leader(self) -> str:
-        return leader(self.cluster.api_client)
 
 
 def operator_bed(
-    cluster: LocalCluster, work_dir: Path, reference_model: Path, values: dict[str, str]
+    cluster: LocalCluster,
+    work_dir: Path,
+    reference_model: Path,
+    values: Mapping[str, str] | None = None,
 ) -> Iterator[OperatorBed]:
-    """Generator for a module fixture: kubelet, chart, model namespace; all removed after."""
-    kubelet = PodRunner(
+    """Kubelet + `helm install` + a namespace with the example claims; all removed afterwards."""
+    claims = work_dir / "claims"
+    model = claims / "lipsync-models" / MODEL_PATH
+    model.parent.mkdir(parents=True)
+    model.symlink_to(reference_model)
+    (claims / "lipsync-avatars").mkdir()
+    (work_dir / "cache").mkdir()
+    runner = PodRunner(
         cluster.new_api_client(),
         rule=cluster.local_pods,
-        work_dir=work_dir,
+        work_dir=work_dir / "kubelet",
+        host_paths={CACHE_HOST_PATH: work_dir / "cache", CLAIM_HOST_ROOT: claims},
         restart_backoff=(1.0, 8.0),
     ).start()
-    model = kubelet.layout.host_path(CLAIMS["lipsync-models"]) / MODEL_PATH
-    model.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(reference_model, model)
     api = cluster.api_client
-    objects = install(cluster, values)
     namespace = create_namespace(api, "models")
-    volumes = [prebound_claim(api, namespace, claim, path) for claim, path in CLAIMS.items()]
+    volumes = [
+        prebound_claim(
+            api, namespace, claim, f"{CLAIM_HOST_ROOT}/{claim}", access_mode="ReadOnlyMany"
+        )
+        for claim in CLAIMS
+    ]
     try:
-        yield OperatorBed(cluster, kubelet, objects, namespace)
+        objects = install(cluster, {**TESTBED_VALUES, **FAST_BUILD_VALUES, **(values or {})})
+        yield OperatorBed(cluster, runner, namespace, work_dir, tuple(objects))
     finally:
         core = client.CoreV1Api(api)
         core.delete_namespace(namespace)
-        uninstall(cluster)
-        for volume in volumes:
-            core.delete_persistent_volume(volume)
-        kubelet.stop()
+        try:
+            _wait_no_pods(api, namespace, timeout=120)
+        finally:
+            cluster.helm(
+                "uninstall", RELEASE, "--namespace", RELEASE_NAMESPACE, "--wait", check=False
+            )
+            _wait_no_pods(api, RELEASE_NAMESPACE, timeout=120)
+            try:
+                client.CoordinationV1Api(api).delete_namespaced_lease(LEASE, RELEASE_NAMESPACE)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+            runner.stop()
+            for volume in volumes:
+                core.delete_persistent_volume(volume)
+
+
+@dataclass(frozen=True)
+class ServingSample:
+    """One look at a product's servers: the Deployment's replicas, Ready pods, running builds."""
+
+    at: float  # time.monotonic()
+    replicas: int | None
+    ready: int
+    builds_running: int
+
+
+class ServingSampler:
+    """Samples a model's product every `interval` seconds in a thread, while in the block."""
+
+    def __init__(self, bed: OperatorBed, model: str, product: str, interval: float = 0.5) -> None:
+        self.bed, self.model, self.product, self.interval = bed, model, product, interval
+        self.samples: list[ServingSample] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="serving-sampler", daemon=True)
+
+    def sample(self) -> ServingSample:
+        deployment = self.bed.deployment(self.model, self.product)
+        replicas = deployment.spec.replicas if deployment and deployment.spec else None
+        running = sum(
+            1 for job in self.bed.build_jobs(self.model) if job.status and job.status.active
+        )
+        ready = len(self.bed.ready_servers(self.model, self.product))
+        return ServingSample(time.monotonic(), replicas, ready, running)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.samples.append(self.sample())
+            except ApiException as exc:  # an API blip loses one sample, not the test
+                log.warning("sample failed: %s", exc)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> ServingSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def min_ready(self) -> int:
+        return min(s.ready for s in self.samples)
+
+
+def disruption_floor(bed: OperatorBed, model: str, replicas: int) -> int:
+    """Fewest ready servers the model's PodDisruptionBudget allows out of `replicas`."""
+    budgets = client.PolicyV1Api(bed.api).list_namespaced_pod_disruption_budget(
+        bed.namespace, label_selector=f"lipsync.dev/model={model}"
+    )
+    if len(budgets.items) != 1 or budgets.items[0].spec is None:
+        raise ValueError(f"expected one PodDisruptionBudget for {model}, got {budgets.items}")
+    unavailable = budgets.items[0].spec.max_unavailable
+    if isinstance(unavailable, str) and unavailable.endswith("%"):
+        # Percentages round up, as the disruption controller computes them.
+        allowed = math.ceil(int(unavailable[:-1]) * replicas / 100)
+    else:
+        allowed = int(unavailable or 0)
+    return max(0, replicas - allowed)

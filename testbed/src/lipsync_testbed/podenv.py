@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import PurePosixPath
 
 from kubernetes import client
 
@@ -74,13 +75,40 @@ def _path_pattern(pod_path: str) -> re.Pattern[str]:
     )
 
 
+def parent_mounts(mounts: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Parents of mount paths that stand for one host directory, so they can be rewritten too.
+
+    A pod that mounts claims at `/mnt/pvc/<claim>` and names `/mnt/pvc` as the root to look
+    under works here when the host directories are `<X>/<claim>`: `/mnt/pvc` maps to `<X>`.
+    A parent qualifies when every mount under it ends, on the host, with the same relative
+    path as in the pod, all below one directory; `/` and the mounts themselves never do.
+    """
+    candidates: dict[str, set[str | None]] = {}
+    for pod_path, host_path in mounts:
+        pod, host = PurePosixPath(pod_path), PurePosixPath(host_path)
+        for depth in range(2, len(pod.parts)):
+            parent = PurePosixPath(*pod.parts[:depth])
+            rest = pod.parts[depth:]
+            same = len(host.parts) > len(rest) and host.parts[-len(rest) :] == rest
+            base = str(PurePosixPath(*host.parts[: -len(rest)])) if same else None
+            candidates.setdefault(str(parent), set()).add(base)
+    own = {str(PurePosixPath(p)) for p, _ in mounts}
+    found: list[tuple[str, str]] = []
+    for path, bases in candidates.items():
+        (base,) = bases if len(bases) == 1 else (None,)
+        if path not in own and base is not None:
+            found.append((path, base))
+    return sorted(found)
+
+
 def rewrite_paths(value: str, mounts: Sequence[tuple[str, str]]) -> str:
     """Replace in-pod paths by host paths, longest mount path first.
 
     `mounts` pairs a container path (e.g. `/models`) with the host directory that
-    backs it. `/modelsx` is not under `/models`; `pvc://claim/x` is not a path.
+    backs it; parents of mount paths are mapped too where `parent_mounts` finds one host
+    directory for them. `/modelsx` is not under `/models`; `pvc://claim/x` is not a path.
     """
-    ordered = sorted(mounts, key=lambda m: len(m[0]), reverse=True)
+    ordered = sorted([*mounts, *parent_mounts(mounts)], key=lambda m: len(m[0]), reverse=True)
     marks: list[tuple[int, int, str]] = []
     for pod_path, host_path in ordered:
         if not pod_path.strip("/"):

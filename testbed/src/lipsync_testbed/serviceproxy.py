@@ -42,6 +42,7 @@ class TcpForwarder:
         self._ready = threading.Event()
         self._connections: set[asyncio.Task[None]] = set()
         self.address: Endpoint = (host, port)
+        self.forwarded = 0  # connections handed to an endpoint so far
 
     def start(self) -> TcpForwarder:
         self._thread = threading.Thread(target=self._run, name="tcp-forwarder", daemon=True)
@@ -110,6 +111,7 @@ class TcpForwarder:
             if backend is None:
                 return
             upstream_reader, upstream_writer = backend
+            self.forwarded += 1
             try:
                 await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
             finally:

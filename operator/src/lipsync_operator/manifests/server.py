@@ -190,6 +190,11 @@ def server_deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": metadata(owner, name, labels, annotations),
+        "metadata": metadata(
+            owner,
+            name,
+            labels,
+            {**annotations, naming.ANNOTATION_SERVING_SPEC: spec.model_dump_json(by_alias=True)},
+        ),
         "spec": deployment_spec,
     }
