@@ -10,6 +10,7 @@ import yaml
 from kubernetes import client
 
 from lipsync_testbed import mountns
+from lipsync_testbed.kubelet import local_argv
 from lipsync_testbed.localpods import (
     LOCAL_ANNOTATION,
     ImageEntrypoint,
@@ -243,3 +244,20 @@ def test_mount_namespace_wrapper_binds_only_run_paths() -> None:
     assert argv[-2:] == ["prog", "x y"]
     assert "--map-root-user" in argv
     assert "mount --bind /h/t" in argv[argv.index("-c") + 1]
+
+
+def test_the_local_program_path_is_never_taken_for_a_pod_path() -> None:
+    mounts = [("/tmp", "/pods/p/volumes/tmp"), ("/avatar", "/node/avatars/anna")]
+    argv = local_argv(
+        ["lipsync", "serve", "--avatar", "/avatar", "--host=$(POD_IP)"],
+        {"POD_IP": "198.18.0.9"},
+        mounts,
+        {"lipsync": ["/tmp/ci/.venv/bin/lipsync"]},
+    )
+    assert argv == [
+        "/tmp/ci/.venv/bin/lipsync",
+        "serve",
+        "--avatar",
+        "/node/avatars/anna",
+        "--host=198.18.0.9",
+    ]

@@ -69,6 +69,21 @@ MERGE_PATCH = "application/merge-patch+json"
 _HOST_ONLY_ENV = ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
 
 
+def local_argv(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    mounts: Sequence[tuple[str, str]],
+    command_map: Mapping[str, Sequence[str]],
+) -> list[str]:
+    """The pod's own argv with $(VAR)s expanded and pod paths mapped, then argv[0] mapped to a
+    local program, whose path is the host's and never a pod path (a virtual environment under
+    /tmp is not the pod's /tmp volume)."""
+    local = [rewrite_paths(expand(a, env), mounts) for a in argv]
+    if local and local[0] in command_map:
+        local = [*command_map[local[0]], *local[1:]]
+    return local
+
+
 def default_command_map() -> dict[str, list[str]]:
     """Programs of the project's images -> this environment's programs."""
     bin_dir = Path(sys.executable).parent
@@ -552,8 +567,8 @@ class PodRunner:
         own: Mapping[str, str],
         mounts: Sequence[tuple[str, str]],
     ) -> list[str]:
-        argv = container_argv(container, self.image_entrypoints, self.command_map)
-        return [rewrite_paths(expand(a, own), mounts) for a in argv]
+        argv = container_argv(container, self.image_entrypoints, {})
+        return local_argv(argv, own, mounts, self.command_map)
 
     def _start(self, pod: _Pod, run: _Run) -> None:
         container = run.container
@@ -609,10 +624,7 @@ class PodRunner:
         ports = {p.name: p.container_port for p in run.container.ports or [] if p.name}
 
         def exec_argv(command: Sequence[str]) -> list[str]:
-            argv = [rewrite_paths(expand(a, own), mounts) for a in command]
-            if argv and argv[0] in self.command_map:
-                argv = [*self.command_map[argv[0]], *argv[1:]]
-            return argv
+            return local_argv(command, own, mounts, self.command_map)
 
         return ProbeContext(pod.ip, ports, self._process_env(own, mounts), exec_argv, str(pod.dir))
 
