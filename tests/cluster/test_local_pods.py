@@ -22,7 +22,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from lipsync_testbed import PodRunner, wait_for
-from lipsync_testbed.localpods import LOCAL_ANNOTATION, LOCAL_ANNOTATION_VALUE
+from lipsync_testbed.localpods import LOCAL_ANNOTATION, LOCAL_ANNOTATION_VALUE, MANAGED_CONDITION
 from lipsync_testbed.podvolumes import HostLayout, VolumeBuilder
 from lipsync_testbed.processes import is_running
 from lipsync_testbed.resources import prebound_claim
@@ -842,3 +842,26 @@ def test_init_containers_run_first_then_every_container(
     assert init_status.state.terminated.exit_code == 0
     assert runner.log(kube_namespace, "with-init", "reader") == "prepared\n"
     assert runner.log(kube_namespace, "with-init", "sidecar") == "side\n"
+
+
+def test_a_stopped_runner_hands_its_pods_back_for_deletion(
+    kube_api: client.ApiClient, kube_namespace: str, pod_runner: Runner
+) -> None:
+    """Once its runner stops, a pod is no longer managed: deleting it (as a namespace
+    deletion does) removes it through KWOK instead of leaving it Terminating."""
+    runner = pod_runner()
+    core = client.CoreV1Api(kube_api)
+    core.create_namespaced_pod(kube_namespace, _pod("orphan", [_python("main", STUBBORN)]))
+    pid = _pid(runner, kube_namespace, "orphan")
+    runner.stop()
+    assert not is_running(pid)
+    status = _read(kube_api, kube_namespace, "orphan").status
+    assert status is not None
+    conditions = {c.type: c.status for c in status.conditions or []}
+    assert conditions[MANAGED_CONDITION] == "False"
+    core.delete_namespaced_pod("orphan", kube_namespace)
+    wait_for(
+        lambda: _gone(kube_api, kube_namespace, "orphan"),
+        timeout=30,
+        description="KWOK removes the deleted pod of a stopped runner",
+    )

@@ -12,6 +12,7 @@ from kubernetes import client
 from lipsync_testbed import mountns
 from lipsync_testbed.localpods import (
     LOCAL_ANNOTATION,
+    MANAGED_CONDITION,
     ImageEntrypoint,
     LocalPodRule,
     container_argv,
@@ -55,14 +56,23 @@ def test_kwok_pod_stages_skip_the_rule_and_node_stages_are_unchanged() -> None:
         "kind: Stage\nspec:\n  resourceRef: {kind: Pod}\n  selector:\n    matchExpressions: []\n"
         "  next:\n    statusTemplate: |\n      phase: Running\n      podIP: x\n"
     )
-    node, pod = yaml.safe_load_all(kwok_stages(base, LocalPodRule(("a/", "b/"))))
+    base += (
+        "---\nkind: Stage\nspec:\n  resourceRef: {kind: Pod}\n  selector: {}\n"
+        "  next: {delete: true}\n"
+    )
+    node, pod, delete = yaml.safe_load_all(kwok_stages(base, LocalPodRule(("a/", "b/"))))
     assert node["spec"]["selector"] == {}
     (skip,) = pod["spec"]["selector"]["matchExpressions"]
     assert skip["operator"] == "NotIn"
     assert skip["values"] == ["true"]
     assert 'startswith("a/") or startswith("b/")' in skip["key"]
     assert LOCAL_ANNOTATION in skip["key"]
+    assert MANAGED_CONDITION not in skip["key"]
     assert pod["spec"]["next"]["statusTemplate"] == "phase: Running\npodIP: x\n"
+    # Deletion is left to KWOK unless a running PodRunner manages the pod.
+    (skip_managed,) = delete["spec"]["selector"]["matchExpressions"]
+    assert skip_managed["key"].startswith(f"({skip['key']}) and ")
+    assert MANAGED_CONDITION in skip_managed["key"]
 
 
 @pytest.mark.parametrize(

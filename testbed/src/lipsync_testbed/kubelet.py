@@ -32,6 +32,7 @@ from kubernetes.client.exceptions import ApiException
 
 from lipsync_testbed import mountns
 from lipsync_testbed.localpods import (
+    MANAGED_CONDITION,
     ImageEntrypoint,
     LocalPodRule,
     container_argv,
@@ -150,6 +151,7 @@ class _Pod:
     refresh_tokens_at: float = 0.0
     finished: bool = False
     last_status: dict[str, Any] = field(default_factory=dict)
+    last_written: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -747,12 +749,28 @@ class PodRunner:
                 if run.proc is not None:
                     with contextlib.suppress(subprocess.TimeoutExpired):
                         run.proc.wait(timeout=5)
-            if deleting:
-                with contextlib.suppress(ApiException):
+            with contextlib.suppress(ApiException):
+                if deleting:
                     self._delete_now(pod.namespace, pod.name, pod.uid)
+                else:
+                    self._release(pod)
             self._forget(pod, kill=False)
 
     # -- status ------------------------------------------------------------------------
+
+    def _release(self, pod: _Pod) -> None:
+        """Hand a pod back when the runner stops: its containers are gone and KWOK may
+        remove it once deleted (MANAGED_CONDITION False; the last status stays)."""
+        conditions = [
+            {**c, "status": "False"} if c.get("type") == MANAGED_CONDITION else c
+            for c in pod.last_written.get("conditions", [])
+        ]
+        if not conditions:
+            return
+        body = {"status": {"conditions": conditions}}
+        self._core.patch_namespaced_pod_status(
+            pod.name, pod.namespace, body, _content_type=MERGE_PATCH
+        )
 
     def _write_status(self, pod: _Pod) -> dict[str, Any]:
         initialized = all(r.done for r in pod.init) and pod.volumes is not None
@@ -781,7 +799,12 @@ class PodRunner:
             "hostIPs": [{"ip": pod.host_ip}],
             "startTime": pod.start_time,
             "conditions": pod_conditions(
-                containers, initialized=initialized, phase=phase, previous=previous, now=now
+                containers,
+                initialized=initialized,
+                phase=phase,
+                previous=previous,
+                now=now,
+                managed=MANAGED_CONDITION,
             ),
             "containerStatuses": [c.to_json() for c in containers],
         }
@@ -805,4 +828,5 @@ class PodRunner:
                 return status
             raise
         pod.last_status = comparable
+        pod.last_written = status
         return status

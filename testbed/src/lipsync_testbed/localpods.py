@@ -22,6 +22,8 @@ LOCAL_ANNOTATION = "testbed.lipsync.dev/run"
 LOCAL_ANNOTATION_VALUE = "local"
 LOCAL_IMAGES_ENV = "LIPSYNC_TESTBED_LOCAL_IMAGES"
 DEFAULT_IMAGE_PREFIXES = ("ghcr.io/lipsync/",)
+# A pod condition a PodRunner keeps True on the pods it runs (False once it stops).
+MANAGED_CONDITION = "testbed.lipsync.dev/LocalKubelet"
 
 
 @dataclass(frozen=True)
@@ -116,14 +118,22 @@ def container_argv(
 
 
 def kwok_stages(base: str, rule: LocalPodRule) -> str:
-    """The KWOK stage documents with every Pod stage told to skip the rule's pods."""
+    """The KWOK stage documents with every Pod stage told to skip the rule's pods; the
+    deleting stage skips only those a running PodRunner manages (MANAGED_CONDITION True),
+    so the pods of a stopped runner, or of none, are still removed when deleted."""
     documents = [d for d in yaml.safe_load_all(base) if d]
-    skip = {"key": rule.jq_expression(), "operator": "NotIn", "values": ["true"]}
+    local = rule.jq_expression()
+    managed = (
+        f"({local}) and ((.status.conditions // []) | "
+        f'any(.type == {json.dumps(MANAGED_CONDITION)} and .status == "True"))'
+    )
     for document in documents:
         spec = document.get("spec", {})
-        if spec.get("resourceRef", {}).get("kind") == "Pod":
-            selector = spec.setdefault("selector", {})
-            selector.setdefault("matchExpressions", []).append(skip)
+        if spec.get("resourceRef", {}).get("kind") != "Pod":
+            continue
+        deletes = bool(spec.get("next", {}).get("delete"))
+        skip = {"key": managed if deletes else local, "operator": "NotIn", "values": ["true"]}
+        spec.setdefault("selector", {}).setdefault("matchExpressions", []).append(skip)
     return yaml.dump_all(documents, Dumper=_BlockDumper, sort_keys=False)
 
 
