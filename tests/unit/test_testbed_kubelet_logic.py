@@ -18,6 +18,7 @@ from lipsync_testbed.localpods import (
     container_argv,
     image_repository,
     kwok_stages,
+    local_program,
 )
 from lipsync_testbed.podaddresses import AddressPool, stale_aliases
 from lipsync_testbed.podenv import expand, field_value, rewrite_paths
@@ -93,7 +94,8 @@ def test_argv_follows_entrypoint_and_cmd_rules() -> None:
     commands = {"lipsync": ["/venv/bin/lipsync"]}
 
     def argv(**fields: object) -> list[str]:
-        return container_argv(client.V1Container(name="c", **fields), entry, commands)
+        pod_argv = container_argv(client.V1Container(name="c", **fields), entry)
+        return local_program(pod_argv, commands)
 
     assert argv(image="img:1") == ["/venv/bin/lipsync", "serve", "--help"]
     assert argv(image="img:1", args=["operator", "run"]) == ["/venv/bin/lipsync", "operator", "run"]
@@ -101,6 +103,16 @@ def test_argv_follows_entrypoint_and_cmd_rules() -> None:
     assert argv(image="other", command=["sh", "-c", "x"]) == ["sh", "-c", "x"]
     with pytest.raises(ValueError, match="no known entrypoint"):
         argv(image="other")
+
+
+def test_the_local_program_is_not_mapped_as_an_in_pod_path() -> None:
+    # The venv may live under a directory a pod mounts over (e.g. /tmp): the mapped
+    # program must stay the host's.
+    pod_argv = [rewrite_paths(a, [("/tmp", "/pod/tmp")]) for a in ["lipsync", "/tmp/x"]]
+    assert local_program(pod_argv, {"lipsync": ["/tmp/venv/bin/lipsync"]}) == [
+        "/tmp/venv/bin/lipsync",
+        "/pod/tmp/x",
+    ]
 
 
 @pytest.mark.parametrize(

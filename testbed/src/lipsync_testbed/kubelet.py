@@ -37,6 +37,7 @@ from lipsync_testbed.localpods import (
     LocalPodRule,
     container_argv,
     default_image_entrypoints,
+    local_program,
 )
 from lipsync_testbed.nodes import FakeNodes
 from lipsync_testbed.podaddresses import AddressKind, PodAddresses
@@ -554,8 +555,10 @@ class PodRunner:
         own: Mapping[str, str],
         mounts: Sequence[tuple[str, str]],
     ) -> list[str]:
-        argv = container_argv(container, self.image_entrypoints, self.command_map)
-        return [rewrite_paths(expand(a, own), mounts) for a in argv]
+        argv = container_argv(container, self.image_entrypoints)
+        return local_program(
+            [rewrite_paths(expand(a, own), mounts) for a in argv], self.command_map
+        )
 
     def _start(self, pod: _Pod, run: _Run) -> None:
         container = run.container
@@ -612,9 +615,7 @@ class PodRunner:
 
         def exec_argv(command: Sequence[str]) -> list[str]:
             argv = [rewrite_paths(expand(a, own), mounts) for a in command]
-            if argv and argv[0] in self.command_map:
-                argv = [*self.command_map[argv[0]], *argv[1:]]
-            return argv
+            return local_program(argv, self.command_map)
 
         return ProbeContext(pod.ip, ports, self._process_env(own, mounts), exec_argv, str(pod.dir))
 

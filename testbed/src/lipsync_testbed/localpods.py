@@ -89,15 +89,14 @@ def image_repository(image: str) -> str:
 
 
 def container_argv(
-    container: client.V1Container,
-    entrypoints: Mapping[str, ImageEntrypoint],
-    command_map: Mapping[str, Sequence[str]],
+    container: client.V1Container, entrypoints: Mapping[str, ImageEntrypoint]
 ) -> list[str]:
-    """The argv a container runtime would exec, with argv[0] mapped to a local program.
+    """The argv a container runtime would exec, as the pod says it (before `$(VAR)`
+    expansion and path mapping).
 
     `command` replaces the image's ENTRYPOINT and `args` its CMD, as in Kubernetes;
-    without `command` the image must be in `entrypoints`. Variables are expanded by
-    the caller. Raises ValueError when nothing says what to run.
+    without `command` the image must be in `entrypoints`. Raises ValueError when
+    nothing says what to run.
     """
     command = list(container.command or [])
     args = list(container.args or [])
@@ -111,10 +110,15 @@ def container_argv(
         command = list(entry.entrypoint)
         if container.args is None:
             args = list(entry.cmd)
-    argv = [*command, *args]
-    if argv[0] in command_map:
-        argv = [*command_map[argv[0]], *argv[1:]]
-    return argv
+    return [*command, *args]
+
+
+def local_program(argv: Sequence[str], command_map: Mapping[str, Sequence[str]]) -> list[str]:
+    """argv with its program replaced by this environment's (`lipsync` -> the venv's script).
+    Applied last: the mapped program is a host path, never rewritten as an in-pod one."""
+    if argv and argv[0] in command_map:
+        return [*command_map[argv[0]], *argv[1:]]
+    return list(argv)
 
 
 def kwok_stages(base: str, rule: LocalPodRule) -> str:
