@@ -37,6 +37,7 @@ from lipsync_testbed.localpods import (
     LocalPodRule,
     container_argv,
     default_image_entrypoints,
+    image_repository,
     local_program,
 )
 from lipsync_testbed.nodes import FakeNodes
@@ -542,9 +543,14 @@ class PodRunner:
         return env
 
     def _process_env(
-        self, own: Mapping[str, str], mounts: Sequence[tuple[str, str]]
+        self,
+        container: client.V1Container,
+        own: Mapping[str, str],
+        mounts: Sequence[tuple[str, str]],
     ) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in _HOST_ONLY_ENV}
+        image = self.image_entrypoints.get(image_repository(container.image or ""))
+        env.update(image.env if image else ())
         env.update(self.extra_env)
         env.update({k: rewrite_paths(v, mounts) for k, v in own.items()})
         return env
@@ -573,7 +579,7 @@ class PodRunner:
         binds = [(host, path) for path, host in mounts if mountns.under_run(path)]
         if binds and self._namespaces:
             argv = mountns.wrap(argv, binds, map_root=self._map_root)
-        env = self._process_env(own, mounts)
+        env = self._process_env(container, own, mounts)
         run.term_file.write_bytes(b"")
         workdir = rewrite_paths(container.working_dir or "", mounts) or str(pod.dir)
         log_path = run.log_dir / f"{run.status.restart_count}.log"
@@ -617,7 +623,8 @@ class PodRunner:
             argv = [rewrite_paths(expand(a, own), mounts) for a in command]
             return local_program(argv, self.command_map)
 
-        return ProbeContext(pod.ip, ports, self._process_env(own, mounts), exec_argv, str(pod.dir))
+        env = self._process_env(run.container, own, mounts)
+        return ProbeContext(pod.ip, ports, env, exec_argv, str(pod.dir))
 
     def _probe(self, pod: _Pod, run: _Run, now: float) -> None:
         startup = run.probes.get("startup")

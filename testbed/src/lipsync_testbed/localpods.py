@@ -28,17 +28,21 @@ MANAGED_CONDITION = "testbed.lipsync.dev/LocalKubelet"
 
 @dataclass(frozen=True)
 class ImageEntrypoint:
-    """What an image runs when a container gives no `command` (Docker's ENTRYPOINT and CMD)."""
+    """What an image brings to its containers: the program run when a container gives no
+    `command` (Docker's ENTRYPOINT and CMD) and the image's environment (ENV; a container's
+    own `env` overrides it; PATH is this environment's)."""
 
     entrypoint: tuple[str, ...]
     cmd: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
 
 
 def default_image_entrypoints() -> dict[str, ImageEntrypoint]:
     """The project's images (images/*.Dockerfile), keyed by repository without tag."""
+    env = (("PYTHONUNBUFFERED", "1"),)
     return {
-        "ghcr.io/lipsync/runtime": ImageEntrypoint(("lipsync",), ("serve", "--help")),
-        "ghcr.io/lipsync/operator": ImageEntrypoint(("lipsync",), ("operator", "run")),
+        "ghcr.io/lipsync/runtime": ImageEntrypoint(("lipsync",), ("serve", "--help"), env),
+        "ghcr.io/lipsync/operator": ImageEntrypoint(("lipsync",), ("operator", "run"), env),
     }
 
 
