@@ -9,6 +9,7 @@ each pod's status; probes run on a small thread pool. See hack/cluster/README.md
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime
 import logging
@@ -228,6 +229,9 @@ class PodRunner:
     def start(self) -> PodRunner:
         self._thread = threading.Thread(target=self._loop, name="pod-runner", daemon=True)
         self._thread.start()
+        # A runner never stopped still gives its addresses back when the interpreter exits
+        # (its processes die with the control thread: parent-death signal).
+        atexit.register(self._ips.free_all)
         return self
 
     def stop(self) -> None:
@@ -238,6 +242,7 @@ class PodRunner:
             self._thread.join(timeout=120)
         self._probe_pool.shutdown(wait=True, cancel_futures=True)
         self._ips.free_all()
+        atexit.unregister(self._ips.free_all)
         if self._own_work_dir:
             shutil.rmtree(self.root, ignore_errors=True)
 
