@@ -21,8 +21,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from lipsync_testbed import PodRunner, wait_for
-from lipsync_testbed.localpods import LOCAL_ANNOTATION, LOCAL_ANNOTATION_VALUE
+from lipsync_testbed import ImageEntrypoint, PodRunner, wait_for
+from lipsync_testbed.localpods import LOCAL_ANNOTATION, LOCAL_ANNOTATION_VALUE, MANAGED_CONDITION
 from lipsync_testbed.podvolumes import HostLayout, VolumeBuilder
 from lipsync_testbed.processes import is_running
 from lipsync_testbed.resources import prebound_claim
@@ -281,7 +281,8 @@ print(json.dumps({
     "argv": __import__("sys").argv[1:],
     "env": {k: os.environ.get(k) for k in (
         "POD_NAME", "POD_NAMESPACE", "POD_IP", "NODE", "APP", "GREETING", "FROM_CM",
-        "CM_mode", "PASSWORD", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")},
+        "CM_mode", "PASSWORD", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT",
+        "FROM_IMAGE")},
     "config": open("/etc/config/mode").read(),
     "secret": open("/etc/secret/password").read(),
     "labels": open("/etc/podinfo/labels").read(),
@@ -314,7 +315,11 @@ def test_env_field_refs_expansion_and_every_volume_kind(
     claim_dir.mkdir()
     (claim_dir / "data").write_text("claimed")
     volume = prebound_claim(kube_api, kube_namespace, "data", "/srv/data")
-    runner = pod_runner(host_paths={"/srv/host": host_dir, "/srv/data": claim_dir})
+    image_env = ImageEntrypoint(("python",), env=(("FROM_IMAGE", "yes"), ("GREETING", "image")))
+    runner = pod_runner(
+        host_paths={"/srv/host": host_dir, "/srv/data": claim_dir},
+        image_entrypoints={"example.invalid/tools": image_env},
+    )
     container = _python(
         "main",
         ENV_AND_VOLUMES,
@@ -402,6 +407,7 @@ def test_env_field_refs_expansion_and_every_volume_kind(
             "PASSWORD": "s3cret",
             "KUBERNETES_SERVICE_HOST": "127.0.0.1",
             "KUBERNETES_SERVICE_PORT": str(kube_api.configuration.host.rsplit(":", 1)[1]),
+            "FROM_IMAGE": "yes",  # the image's ENV; its GREETING is the container's
         }
         assert seen["config"] == "fast"
         assert seen["secret"] == "s3cret"
@@ -842,3 +848,26 @@ def test_init_containers_run_first_then_every_container(
     assert init_status.state.terminated.exit_code == 0
     assert runner.log(kube_namespace, "with-init", "reader") == "prepared\n"
     assert runner.log(kube_namespace, "with-init", "sidecar") == "side\n"
+
+
+def test_a_stopped_runner_hands_its_pods_back_for_deletion(
+    kube_api: client.ApiClient, kube_namespace: str, pod_runner: Runner
+) -> None:
+    """Once its runner stops, a pod is no longer managed: deleting it (as a namespace
+    deletion does) removes it through KWOK instead of leaving it Terminating."""
+    runner = pod_runner()
+    core = client.CoreV1Api(kube_api)
+    core.create_namespaced_pod(kube_namespace, _pod("orphan", [_python("main", STUBBORN)]))
+    pid = _pid(runner, kube_namespace, "orphan")
+    runner.stop()
+    assert not is_running(pid)
+    status = _read(kube_api, kube_namespace, "orphan").status
+    assert status is not None
+    conditions = {c.type: c.status for c in status.conditions or []}
+    assert conditions[MANAGED_CONDITION] == "False"
+    core.delete_namespaced_pod("orphan", kube_namespace)
+    wait_for(
+        lambda: _gone(kube_api, kube_namespace, "orphan"),
+        timeout=30,
+        description="KWOK removes the deleted pod of a stopped runner",
+    )

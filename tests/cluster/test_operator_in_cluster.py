@@ -165,8 +165,11 @@ def test_killing_the_acting_replica_hands_over_and_the_other_rolls_a_spec_change
         before, operatorchart.RELEASE_NAMESPACE, grace_period_seconds=0
     )
     after = operatorchart.wait_leader(api, other_than=before, timeout=HANDOVER_S)
-    assert f"acquired lease {operatorchart.RELEASE_NAMESPACE}/{operatorchart.LEASE}" in (
-        bed.operator_log(after)
+    acquired = f"acquired lease {operatorchart.RELEASE_NAMESPACE}/{operatorchart.LEASE}"
+    wait_for(
+        lambda: acquired in bed.operator_log(after),
+        timeout=120,
+        description="the new leader's log saying it took over",
     )
 
     bed.cluster.kubectl(
@@ -182,6 +185,9 @@ def test_killing_the_acting_replica_hands_over_and_the_other_rolls_a_spec_change
     # Who acted: the old leader's log says it acted first, the new one's that it took over
     # from it and then handled the change.
     assert "this replica acts" in bed.operator_log(before)
-    took_over = bed.operator_log(after).split(f"(after {before}): this replica acts", 1)
-    assert len(took_over) == 2, bed.operator_log(after)[-2000:]
-    assert "Handler 'on_lipsyncmodel_change' succeeded" in took_over[1]
+
+    def handled_after_taking_over() -> bool:
+        took_over = bed.operator_log(after).split(f"(after {before}): this replica acts", 1)
+        return len(took_over) == 2 and "Handler 'on_lipsyncmodel_change'" in took_over[1]
+
+    assert wait_for(handled_after_taking_over, timeout=120, description="the new leader acted")

@@ -10,14 +10,15 @@ import yaml
 from kubernetes import client
 
 from lipsync_testbed import mountns
-from lipsync_testbed.kubelet import local_argv
 from lipsync_testbed.localpods import (
     LOCAL_ANNOTATION,
+    MANAGED_CONDITION,
     ImageEntrypoint,
     LocalPodRule,
     container_argv,
     image_repository,
     kwok_stages,
+    local_program,
 )
 from lipsync_testbed.podaddresses import AddressPool, stale_aliases
 from lipsync_testbed.podenv import expand, field_value, parent_mounts, rewrite_paths
@@ -56,14 +57,23 @@ def test_kwok_pod_stages_skip_the_rule_and_node_stages_are_unchanged() -> None:
         "kind: Stage\nspec:\n  resourceRef: {kind: Pod}\n  selector:\n    matchExpressions: []\n"
         "  next:\n    statusTemplate: |\n      phase: Running\n      podIP: x\n"
     )
-    node, pod = yaml.safe_load_all(kwok_stages(base, LocalPodRule(("a/", "b/"))))
+    base += (
+        "---\nkind: Stage\nspec:\n  resourceRef: {kind: Pod}\n  selector: {}\n"
+        "  next: {delete: true}\n"
+    )
+    node, pod, delete = yaml.safe_load_all(kwok_stages(base, LocalPodRule(("a/", "b/"))))
     assert node["spec"]["selector"] == {}
     (skip,) = pod["spec"]["selector"]["matchExpressions"]
     assert skip["operator"] == "NotIn"
     assert skip["values"] == ["true"]
     assert 'startswith("a/") or startswith("b/")' in skip["key"]
     assert LOCAL_ANNOTATION in skip["key"]
+    assert MANAGED_CONDITION not in skip["key"]
     assert pod["spec"]["next"]["statusTemplate"] == "phase: Running\npodIP: x\n"
+    # Deletion is left to KWOK unless a running PodRunner manages the pod.
+    (skip_managed,) = delete["spec"]["selector"]["matchExpressions"]
+    assert skip_managed["key"].startswith(f"({skip['key']}) and ")
+    assert MANAGED_CONDITION in skip_managed["key"]
 
 
 @pytest.mark.parametrize(
@@ -84,7 +94,8 @@ def test_argv_follows_entrypoint_and_cmd_rules() -> None:
     commands = {"lipsync": ["/venv/bin/lipsync"]}
 
     def argv(**fields: object) -> list[str]:
-        return container_argv(client.V1Container(name="c", **fields), entry, commands)
+        pod_argv = container_argv(client.V1Container(name="c", **fields), entry)
+        return local_program(pod_argv, commands)
 
     assert argv(image="img:1") == ["/venv/bin/lipsync", "serve", "--help"]
     assert argv(image="img:1", args=["operator", "run"]) == ["/venv/bin/lipsync", "operator", "run"]
@@ -92,6 +103,16 @@ def test_argv_follows_entrypoint_and_cmd_rules() -> None:
     assert argv(image="other", command=["sh", "-c", "x"]) == ["sh", "-c", "x"]
     with pytest.raises(ValueError, match="no known entrypoint"):
         argv(image="other")
+
+
+def test_the_local_program_is_not_mapped_as_an_in_pod_path() -> None:
+    # The venv may live under a directory a pod mounts over (e.g. /tmp): the mapped
+    # program must stay the host's.
+    pod_argv = [rewrite_paths(a, [("/tmp", "/pod/tmp")]) for a in ["lipsync", "/tmp/x"]]
+    assert local_program(pod_argv, {"lipsync": ["/tmp/venv/bin/lipsync"]}) == [
+        "/tmp/venv/bin/lipsync",
+        "/pod/tmp/x",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -244,20 +265,3 @@ def test_mount_namespace_wrapper_binds_only_run_paths() -> None:
     assert argv[-2:] == ["prog", "x y"]
     assert "--map-root-user" in argv
     assert "mount --bind /h/t" in argv[argv.index("-c") + 1]
-
-
-def test_the_local_program_path_is_never_taken_for_a_pod_path() -> None:
-    mounts = [("/tmp", "/pods/p/volumes/tmp"), ("/avatar", "/node/avatars/anna")]
-    argv = local_argv(
-        ["lipsync", "serve", "--avatar", "/avatar", "--host=$(POD_IP)"],
-        {"POD_IP": "198.18.0.9"},
-        mounts,
-        {"lipsync": ["/tmp/ci/.venv/bin/lipsync"]},
-    )
-    assert argv == [
-        "/tmp/ci/.venv/bin/lipsync",
-        "serve",
-        "--avatar",
-        "/node/avatars/anna",
-        "--host=198.18.0.9",
-    ]

@@ -9,6 +9,7 @@ each pod's status; probes run on a small thread pool. See hack/cluster/README.md
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime
 import logging
@@ -32,10 +33,13 @@ from kubernetes.client.exceptions import ApiException
 
 from lipsync_testbed import mountns
 from lipsync_testbed.localpods import (
+    MANAGED_CONDITION,
     ImageEntrypoint,
     LocalPodRule,
     container_argv,
     default_image_entrypoints,
+    image_repository,
+    local_program,
 )
 from lipsync_testbed.nodes import FakeNodes
 from lipsync_testbed.podaddresses import AddressKind, PodAddresses
@@ -67,21 +71,6 @@ FALLBACK_LOG_LINES = 80
 MERGE_PATCH = "application/merge-patch+json"
 # Host variables a container must not inherit: they would point its clients elsewhere.
 _HOST_ONLY_ENV = ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
-
-
-def local_argv(
-    argv: Sequence[str],
-    env: Mapping[str, str],
-    mounts: Sequence[tuple[str, str]],
-    command_map: Mapping[str, Sequence[str]],
-) -> list[str]:
-    """The pod's own argv with $(VAR)s expanded and pod paths mapped, then argv[0] mapped to a
-    local program, whose path is the host's and never a pod path (a virtual environment under
-    /tmp is not the pod's /tmp volume)."""
-    local = [rewrite_paths(expand(a, env), mounts) for a in argv]
-    if local and local[0] in command_map:
-        local = [*command_map[local[0]], *local[1:]]
-    return local
 
 
 def default_command_map() -> dict[str, list[str]]:
@@ -165,6 +154,7 @@ class _Pod:
     refresh_tokens_at: float = 0.0
     finished: bool = False
     last_status: dict[str, Any] = field(default_factory=dict)
+    last_written: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -239,6 +229,9 @@ class PodRunner:
     def start(self) -> PodRunner:
         self._thread = threading.Thread(target=self._loop, name="pod-runner", daemon=True)
         self._thread.start()
+        # A runner never stopped still gives its addresses back when the interpreter exits
+        # (its processes die with the control thread: parent-death signal).
+        atexit.register(self._ips.free_all)
         return self
 
     def stop(self) -> None:
@@ -249,6 +242,7 @@ class PodRunner:
             self._thread.join(timeout=120)
         self._probe_pool.shutdown(wait=True, cancel_futures=True)
         self._ips.free_all()
+        atexit.unregister(self._ips.free_all)
         if self._own_work_dir:
             shutil.rmtree(self.root, ignore_errors=True)
 
@@ -554,9 +548,14 @@ class PodRunner:
         return env
 
     def _process_env(
-        self, own: Mapping[str, str], mounts: Sequence[tuple[str, str]]
+        self,
+        container: client.V1Container,
+        own: Mapping[str, str],
+        mounts: Sequence[tuple[str, str]],
     ) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in _HOST_ONLY_ENV}
+        image = self.image_entrypoints.get(image_repository(container.image or ""))
+        env.update(image.env if image else ())
         env.update(self.extra_env)
         env.update({k: rewrite_paths(v, mounts) for k, v in own.items()})
         return env
@@ -567,8 +566,10 @@ class PodRunner:
         own: Mapping[str, str],
         mounts: Sequence[tuple[str, str]],
     ) -> list[str]:
-        argv = container_argv(container, self.image_entrypoints, {})
-        return local_argv(argv, own, mounts, self.command_map)
+        argv = container_argv(container, self.image_entrypoints)
+        return local_program(
+            [rewrite_paths(expand(a, own), mounts) for a in argv], self.command_map
+        )
 
     def _start(self, pod: _Pod, run: _Run) -> None:
         container = run.container
@@ -583,7 +584,7 @@ class PodRunner:
         binds = [(host, path) for path, host in mounts if mountns.under_run(path)]
         if binds and self._namespaces:
             argv = mountns.wrap(argv, binds, map_root=self._map_root)
-        env = self._process_env(own, mounts)
+        env = self._process_env(container, own, mounts)
         run.term_file.write_bytes(b"")
         workdir = rewrite_paths(container.working_dir or "", mounts) or str(pod.dir)
         log_path = run.log_dir / f"{run.status.restart_count}.log"
@@ -624,9 +625,11 @@ class PodRunner:
         ports = {p.name: p.container_port for p in run.container.ports or [] if p.name}
 
         def exec_argv(command: Sequence[str]) -> list[str]:
-            return local_argv(command, own, mounts, self.command_map)
+            argv = [rewrite_paths(expand(a, own), mounts) for a in command]
+            return local_program(argv, self.command_map)
 
-        return ProbeContext(pod.ip, ports, self._process_env(own, mounts), exec_argv, str(pod.dir))
+        env = self._process_env(run.container, own, mounts)
+        return ProbeContext(pod.ip, ports, env, exec_argv, str(pod.dir))
 
     def _probe(self, pod: _Pod, run: _Run, now: float) -> None:
         startup = run.probes.get("startup")
@@ -759,12 +762,28 @@ class PodRunner:
                 if run.proc is not None:
                     with contextlib.suppress(subprocess.TimeoutExpired):
                         run.proc.wait(timeout=5)
-            if deleting:
-                with contextlib.suppress(ApiException):
+            with contextlib.suppress(ApiException):
+                if deleting:
                     self._delete_now(pod.namespace, pod.name, pod.uid)
+                else:
+                    self._release(pod)
             self._forget(pod, kill=False)
 
     # -- status ------------------------------------------------------------------------
+
+    def _release(self, pod: _Pod) -> None:
+        """Hand a pod back when the runner stops: its containers are gone and KWOK may
+        remove it once deleted (MANAGED_CONDITION False; the last status stays)."""
+        conditions = [
+            {**c, "status": "False"} if c.get("type") == MANAGED_CONDITION else c
+            for c in pod.last_written.get("conditions", [])
+        ]
+        if not conditions:
+            return
+        body = {"status": {"conditions": conditions}}
+        self._core.patch_namespaced_pod_status(
+            pod.name, pod.namespace, body, _content_type=MERGE_PATCH
+        )
 
     def _write_status(self, pod: _Pod) -> dict[str, Any]:
         initialized = all(r.done for r in pod.init) and pod.volumes is not None
@@ -793,7 +812,12 @@ class PodRunner:
             "hostIPs": [{"ip": pod.host_ip}],
             "startTime": pod.start_time,
             "conditions": pod_conditions(
-                containers, initialized=initialized, phase=phase, previous=previous, now=now
+                containers,
+                initialized=initialized,
+                phase=phase,
+                previous=previous,
+                now=now,
+                managed=MANAGED_CONDITION,
             ),
             "containerStatuses": [c.to_json() for c in containers],
         }
@@ -817,4 +841,5 @@ class PodRunner:
                 return status
             raise
         pod.last_status = comparable
+        pod.last_written = status
         return status

@@ -22,21 +22,27 @@ LOCAL_ANNOTATION = "testbed.lipsync.dev/run"
 LOCAL_ANNOTATION_VALUE = "local"
 LOCAL_IMAGES_ENV = "LIPSYNC_TESTBED_LOCAL_IMAGES"
 DEFAULT_IMAGE_PREFIXES = ("ghcr.io/lipsync/",)
+# A pod condition a PodRunner keeps True on the pods it runs (False once it stops).
+MANAGED_CONDITION = "testbed.lipsync.dev/LocalKubelet"
 
 
 @dataclass(frozen=True)
 class ImageEntrypoint:
-    """What an image runs when a container gives no `command` (Docker's ENTRYPOINT and CMD)."""
+    """What an image brings to its containers: the program run when a container gives no
+    `command` (Docker's ENTRYPOINT and CMD) and the image's environment (ENV; a container's
+    own `env` overrides it; PATH is this environment's)."""
 
     entrypoint: tuple[str, ...]
     cmd: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
 
 
 def default_image_entrypoints() -> dict[str, ImageEntrypoint]:
     """The project's images (images/*.Dockerfile), keyed by repository without tag."""
+    env = (("PYTHONUNBUFFERED", "1"),)
     return {
-        "ghcr.io/lipsync/runtime": ImageEntrypoint(("lipsync",), ("serve", "--help")),
-        "ghcr.io/lipsync/operator": ImageEntrypoint(("lipsync",), ("operator", "run")),
+        "ghcr.io/lipsync/runtime": ImageEntrypoint(("lipsync",), ("serve", "--help"), env),
+        "ghcr.io/lipsync/operator": ImageEntrypoint(("lipsync",), ("operator", "run"), env),
     }
 
 
@@ -87,15 +93,14 @@ def image_repository(image: str) -> str:
 
 
 def container_argv(
-    container: client.V1Container,
-    entrypoints: Mapping[str, ImageEntrypoint],
-    command_map: Mapping[str, Sequence[str]],
+    container: client.V1Container, entrypoints: Mapping[str, ImageEntrypoint]
 ) -> list[str]:
-    """The argv a container runtime would exec, with argv[0] mapped to a local program.
+    """The argv a container runtime would exec, as the pod says it (before `$(VAR)`
+    expansion and path mapping).
 
     `command` replaces the image's ENTRYPOINT and `args` its CMD, as in Kubernetes;
-    without `command` the image must be in `entrypoints`. Variables are expanded by
-    the caller. Raises ValueError when nothing says what to run.
+    without `command` the image must be in `entrypoints`. Raises ValueError when
+    nothing says what to run.
     """
     command = list(container.command or [])
     args = list(container.args or [])
@@ -109,21 +114,34 @@ def container_argv(
         command = list(entry.entrypoint)
         if container.args is None:
             args = list(entry.cmd)
-    argv = [*command, *args]
-    if argv[0] in command_map:
-        argv = [*command_map[argv[0]], *argv[1:]]
-    return argv
+    return [*command, *args]
+
+
+def local_program(argv: Sequence[str], command_map: Mapping[str, Sequence[str]]) -> list[str]:
+    """argv with its program replaced by this environment's (`lipsync` -> the venv's script).
+    Applied last: the mapped program is a host path, never rewritten as an in-pod one."""
+    if argv and argv[0] in command_map:
+        return [*command_map[argv[0]], *argv[1:]]
+    return list(argv)
 
 
 def kwok_stages(base: str, rule: LocalPodRule) -> str:
-    """The KWOK stage documents with every Pod stage told to skip the rule's pods."""
+    """The KWOK stage documents with every Pod stage told to skip the rule's pods; the
+    deleting stage skips only those a running PodRunner manages (MANAGED_CONDITION True),
+    so the pods of a stopped runner, or of none, are still removed when deleted."""
     documents = [d for d in yaml.safe_load_all(base) if d]
-    skip = {"key": rule.jq_expression(), "operator": "NotIn", "values": ["true"]}
+    local = rule.jq_expression()
+    managed = (
+        f"({local}) and ((.status.conditions // []) | "
+        f'any(.type == {json.dumps(MANAGED_CONDITION)} and .status == "True"))'
+    )
     for document in documents:
         spec = document.get("spec", {})
-        if spec.get("resourceRef", {}).get("kind") == "Pod":
-            selector = spec.setdefault("selector", {})
-            selector.setdefault("matchExpressions", []).append(skip)
+        if spec.get("resourceRef", {}).get("kind") != "Pod":
+            continue
+        deletes = bool(spec.get("next", {}).get("delete"))
+        skip = {"key": managed if deletes else local, "operator": "NotIn", "values": ["true"]}
+        spec.setdefault("selector", {}).setdefault("matchExpressions", []).append(skip)
     return yaml.dump_all(documents, Dumper=_BlockDumper, sort_keys=False)
 
 

@@ -262,19 +262,28 @@ def operator_bed(
         host_paths={CACHE_HOST_PATH: work_dir / "cache", CLAIM_HOST_ROOT: claims},
         restart_backoff=(1.0, 8.0),
     ).start()
-    api = cluster.api_client
-    namespace = create_namespace(api, "models")
-    volumes = [
-        prebound_claim(
-            api, namespace, claim, f"{CLAIM_HOST_ROOT}/{claim}", access_mode="ReadOnlyMany"
-        )
-        for claim in CLAIMS
-    ]
     try:
+        yield from _installed(cluster, runner, work_dir, values)
+    finally:
+        runner.stop()
+
+
+def _installed(
+    cluster: LocalCluster, runner: PodRunner, work_dir: Path, values: Mapping[str, str] | None
+) -> Iterator[OperatorBed]:
+    api = cluster.api_client
+    core = client.CoreV1Api(api)
+    namespace = create_namespace(api, "models")
+    volumes: list[str] = []
+    try:
+        for claim in CLAIMS:
+            host_path = f"{CLAIM_HOST_ROOT}/{claim}"
+            volumes.append(
+                prebound_claim(api, namespace, claim, host_path, access_mode="ReadOnlyMany")
+            )
         objects = install(cluster, {**TESTBED_VALUES, **FAST_BUILD_VALUES, **(values or {})})
         yield OperatorBed(cluster, runner, namespace, work_dir, tuple(objects))
     finally:
-        core = client.CoreV1Api(api)
         core.delete_namespace(namespace)
         try:
             _wait_no_pods(api, namespace, timeout=120)
@@ -288,7 +297,6 @@ def operator_bed(
             except ApiException as exc:
                 if exc.status != 404:
                     raise
-            runner.stop()
             for volume in volumes:
                 core.delete_persistent_volume(volume)
 

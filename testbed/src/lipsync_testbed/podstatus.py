@@ -116,8 +116,10 @@ def pod_conditions(
     phase: str,
     previous: Mapping[str, Mapping[str, Any]],
     now: str,
+    managed: str | None = None,
 ) -> list[dict[str, Any]]:
-    """PodScheduled, Initialized, ContainersReady and Ready; transition times kept."""
+    """PodScheduled, Initialized, ContainersReady and Ready (and the `managed` condition,
+    True, when given); transition times kept."""
     terminal = phase in ("Succeeded", "Failed")
     ready = initialized and not terminal and all(c.ready for c in containers)
     not_ready = "PodCompleted" if terminal else "ContainersNotReady"
@@ -126,4 +128,5 @@ def pod_conditions(
         _condition("Initialized", initialized, previous, now, "ContainersNotInitialized"),
         _condition("ContainersReady", ready, previous, now, not_ready),
         _condition("Ready", ready, previous, now, not_ready),
+        *([_condition(managed, True, previous, now)] if managed else []),
     ]
