@@ -20,7 +20,6 @@ from kubernetes import client
 from lipsync_core.enginekey import short_key
 from lipsync_testbed import (
     GpuSpec,
-    LocalCluster,
     NodeSpec,
     add_node,
     operatorchart,
@@ -46,7 +45,7 @@ from lipsync_testbed.lsm import (
     wait_phase,
     wait_serving,
 )
-from lipsync_testbed.operatorchart import FAST_BUILD_VALUES, OperatorBed, operator_bed
+from lipsync_testbed.operatorchart import OperatorBed
 from lipsync_testbed.versions import repo_root
 
 pytestmark = pytest.mark.cluster
@@ -106,15 +105,6 @@ T4_NODE = NodeSpec(
 def _a100(index: int) -> NodeSpec:
     gpu = GpuSpec(product=A100, count=1, memory_mib=81920, compute_major=8, compute_minor=0)
     return NodeSpec(name=f"a100-{index}", pool="a100", gpu=gpu)
-
-
-@pytest.fixture(scope="module")
-def bed(
-    kube_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory, reference_model: Path
-) -> Iterator[OperatorBed]:
-    yield from operator_bed(
-        kube_cluster, tmp_path_factory.mktemp("kubelet"), reference_model, FAST_BUILD_VALUES
-    )
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,6 @@ example model served by real `lipsync serve` pods behind its Service."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -15,9 +13,9 @@ import tritonclient.grpc as triton
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kubernetes import client
 
-from lipsync_testbed import LocalCluster, operatorchart, wait_for
+from lipsync_testbed import operatorchart, wait_for
 from lipsync_testbed.lsm import jobs, nodes_of, wait_serving
-from lipsync_testbed.operatorchart import FAST_BUILD_VALUES, OperatorBed, operator_bed
+from lipsync_testbed.operatorchart import OperatorBed
 from lipsync_testbed.serviceproxy import ready_endpoints
 from lipsync_testbed.versions import repo_root
 
@@ -27,15 +25,6 @@ EXAMPLE = repo_root() / "examples" / "lipsyncmodel.yaml"
 BUILD_TIMEOUT = 600.0  # two ORT CPU builds at once on a shared 2-core machine
 HANDOVER_S = 30.0
 T = TypeVar("T")
-
-
-@pytest.fixture(scope="module")
-def bed(
-    kube_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory, reference_model: Path
-) -> Iterator[OperatorBed]:
-    yield from operator_bed(
-        kube_cluster, tmp_path_factory.mktemp("kubelet"), reference_model, FAST_BUILD_VALUES
-    )
 
 
 def _lsm(bed: OperatorBed, name: str) -> dict[str, Any]:
