@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,15 @@ def try_it_block() -> str:
     return match.group(1)
 
 
+def user_environment() -> dict[str, str]:
+    """This environment as a user's shell has it: no activated virtual environment (the test
+    runs under `uv run`), no KUBECONFIG."""
+    venv_bin = str(Path(sys.prefix) / "bin")
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "KUBECONFIG")}
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p != venv_bin)
+    return env
+
+
 def test_the_try_it_locally_block_runs_as_written(tmp_path: Path) -> None:
     block = try_it_block()
     assert "make cluster-up" in block
@@ -33,8 +43,8 @@ def test_the_try_it_locally_block_runs_as_written(tmp_path: Path) -> None:
     assert "lipsync bench run" in block
     # Its own test bed (a state directory of its own) and a port that is free here.
     script = block.replace(DOC_PORT, str(free_port()))
-    env = {**os.environ, "LIPSYNC_CLUSTER_DIR": str(tmp_path / "cluster")}
-    env.pop("KUBECONFIG", None)
+    env = user_environment()
+    env["LIPSYNC_CLUSTER_DIR"] = str(tmp_path / "cluster")
     try:
         run = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", script],

@@ -27,7 +27,8 @@ SERVER_ARGS = [
     "--shutdown-grace-seconds",
     "1",
 ]
-FRAMES = 24
+# Enough frames that the level outlives the first server (each takes tens of milliseconds).
+FRAMES = 240
 
 
 @pytest.fixture(scope="module")

@@ -30,9 +30,11 @@ def test_time_sliced_gpus_move_one_gpus_worth_of_pods_within_the_disruption_budg
     assert small.max_unavailable == disruption_allowance(6) == 2
 
 
-def test_a_single_serving_pod_is_never_lent() -> None:
+def test_a_single_serving_pod_is_lent_or_its_build_would_never_run() -> None:
     plan = plan_rollout(1, Capacity(units=1, used_by_others=0), building=True, pods_per_gpu=1)
-    assert (plan.replicas, plan.lent_to_build) == (1, 0)
+    assert (plan.replicas, plan.lent_to_build) == (0, 1)
+    roomy = plan_rollout(1, Capacity(units=2, used_by_others=0), building=True, pods_per_gpu=1)
+    assert (roomy.replicas, roomy.lent_to_build) == (1, 0)
 
 
 def test_replicas_never_exceed_what_other_workloads_leave() -> None:

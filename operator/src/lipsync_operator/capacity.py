@@ -8,7 +8,8 @@ The policy (docs/operator.md, "Capacity"):
 - No spare unit (every GPU of the product in use): a build Job borrows one unit from the
   product's own servers while it runs, and the rollout then replaces one GPU's worth of pods at
   a time (maxSurge 0), never more than the PodDisruptionBudget allows (a quarter, rounded up).
-- A product served by a single pod cannot lend it: its build waits for a free GPU.
+- A product served by a single pod lends that pod too (it is down while its new engine builds;
+  the model's other products keep serving): a build that waits for a GPU nobody frees never ends.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def plan_rollout(
     else:
         fits = min(wanted, capacity.available)
         no_room_for_build = capacity.available < fits + 1
-        lent = 1 if building and no_room_for_build and fits > 1 else 0
+        lent = 1 if building and no_room_for_build and fits >= 1 else 0
         replicas = fits - lent
     spare = capacity.available - replicas - (1 if building else 0)
     if spare >= 1:
