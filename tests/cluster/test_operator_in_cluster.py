@@ -3,8 +3,7 @@ example model served by real `lipsync serve` pods behind its Service."""
 
 from __future__ import annotations
 
-import json
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
 import numpy as np
@@ -14,7 +13,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kubernetes import client
 
 from lipsync_testbed import operatorchart, wait_for
-from lipsync_testbed.lsm import jobs, nodes_of, wait_serving
+from lipsync_testbed.lsm import (
+    engines,
+    jobs,
+    nodes_of,
+    patch_spec,
+    status,
+    wait_phase,
+    wait_serving,
+)
 from lipsync_testbed.operatorchart import OperatorBed
 from lipsync_testbed.serviceproxy import ready_endpoints
 from lipsync_testbed.versions import repo_root
@@ -25,21 +32,6 @@ EXAMPLE = repo_root() / "examples" / "lipsyncmodel.yaml"
 BUILD_TIMEOUT = 600.0  # two ORT CPU builds at once on a shared 2-core machine
 HANDOVER_S = 30.0
 T = TypeVar("T")
-
-
-def _lsm(bed: OperatorBed, name: str) -> dict[str, Any]:
-    out = bed.cluster.kubectl("get", "lsm", name, "-n", bed.namespace, "-o", "json")
-    return dict(json.loads(out.stdout))
-
-
-def _wait_ready(bed: OperatorBed, name: str, generation: int, timeout: float) -> dict[str, Any]:
-    def ready() -> dict[str, Any] | None:
-        found = _lsm(bed, name)
-        status = found.get("status") or {}
-        settled = status.get("observedGeneration", 0) >= generation
-        return found if settled and status.get("phase") == "Ready" else None
-
-    return wait_for(ready, timeout=timeout, interval=2.0, description=f"{name} Ready")
 
 
 def _addresses(bed: OperatorBed, service: str) -> list[tuple[str, int]]:
@@ -92,12 +84,11 @@ def test_the_example_is_ready_and_its_real_servers_answer_behind_the_service(
 ) -> None:
     bed.avatar("anna")
     bed.cluster.kubectl("apply", "-n", bed.namespace, "-f", str(EXAMPLE))
-    found = _wait_ready(bed, "anna", 1, BUILD_TIMEOUT)
-    status = found["status"]
-    assert status["replicas"] == status["readyReplicas"] == 3  # 2 H100 + 1 RTX, one GPU each
-    engines = {e["gpuProduct"]: e for e in status["engines"]}
-    assert set(engines) == {"NVIDIA-H100-80GB-HBM3", "NVIDIA-RTX-6000-Ada-Generation"}
-    for engine in engines.values():
+    ready = wait_phase(bed.cluster, bed.namespace, "anna", "Ready", BUILD_TIMEOUT)
+    assert ready["replicas"] == ready["readyReplicas"] == 3  # 2 H100 + 1 RTX, one GPU each
+    built_engines = engines(ready)
+    assert set(built_engines) == {"NVIDIA-H100-80GB-HBM3", "NVIDIA-RTX-6000-Ada-Generation"}
+    for engine in built_engines.values():
         assert engine["state"] == "Ready"
         assert engine["framesPerSecond"] > 0
         assert (bed.cache_dir() / "engines" / engine["key"].removeprefix("sha256:")).is_dir()
@@ -106,7 +97,7 @@ def test_the_example_is_ready_and_its_real_servers_answer_behind_the_service(
         j["metadata"]["labels"]["lipsync.dev/gpu-product"]
         for j in jobs(bed.cluster, bed.namespace, "anna")
     }
-    assert built == set(engines)
+    assert built == set(built_engines)
     h100 = wait_serving(bed.cluster, bed.namespace, "anna", "NVIDIA-H100-80GB-HBM3", 2)
     assert nodes_of(h100) == {"h100-0": 1, "h100-1": 1}
     args = h100[0]["spec"]["containers"][0]["args"]
@@ -148,7 +139,7 @@ def test_killing_the_acting_replica_hands_over_and_the_other_rolls_a_spec_change
 ) -> None:
     api = bed.cluster.api_client
     before = operatorchart.wait_leader(api)
-    keys = {e["gpuProduct"]: e["key"] for e in _lsm(bed, "anna")["status"]["engines"]}
+    keys = {p: e["key"] for p, e in engines(status(bed.cluster, bed.namespace, "anna")).items()}
     # Like a node dying under it: no SIGTERM, no clean-up, no release of the Lease.
     client.CoreV1Api(api).delete_namespaced_pod(
         before, operatorchart.RELEASE_NAMESPACE, grace_period_seconds=0
@@ -161,14 +152,9 @@ def test_killing_the_acting_replica_hands_over_and_the_other_rolls_a_spec_change
         description="the new leader's log saying it took over",
     )
 
-    bed.cluster.kubectl(
-        "patch", "lsm", "anna", "-n", bed.namespace, "--type=merge",
-        "-p", json.dumps({"spec": {"batching": {"maxBatch": 4}}}),
-    )  # fmt: skip
-    generation = int(_lsm(bed, "anna")["metadata"]["generation"])
-    found = _wait_ready(bed, "anna", generation, BUILD_TIMEOUT)
-    engines = {e["gpuProduct"]: e for e in found["status"]["engines"]}
-    for product, engine in engines.items():
+    patch_spec(bed.cluster, bed.namespace, "anna", {"batching": {"maxBatch": 4}})
+    rolled = wait_phase(bed.cluster, bed.namespace, "anna", "Ready", BUILD_TIMEOUT)
+    for product, engine in engines(rolled).items():
         assert engine["key"] != keys[product], "the batch profile is part of the engine key"
         assert engine["servingKey"] == engine["key"]
     # Who acted: the old leader's log says it acted first, the new one's that it took over
