@@ -1,0 +1,90 @@
+"""The operator's kopf indexes: one watch per kind feeds them; handlers get them as kwargs.
+
+Each function's name is the kwarg kopf injects into every handler (``lipsync_nodes: kopf.Index``).
+The entries are computed by the pure functions in ``clusterview``; `view` bundles the injected
+indexes into a `ClusterView`. kopf starts no handler before every index is populated, so the
+first reconcile after a start already sees every node and child.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from lipsync_core.api import GROUP, PLURAL, VERSION
+from lipsync_operator import naming
+from lipsync_operator.clusterview import (
+    BuildPod,
+    ClusterView,
+    ModelRef,
+    PodUse,
+    build_pod_entry,
+    deployment_entry,
+    hpa_entry,
+    job_entry,
+    model_entry,
+    node_entry,
+    pod_entry,
+)
+from lipsync_operator.config import OperatorConfig
+from lipsync_operator.observed import BuildJob, GpuNode, ServerDeployment
+
+OWNED = {naming.LABEL_MANAGED_BY: naming.MANAGER}
+BUILD_PODS: dict[str, Any] = {
+    naming.LABEL_COMPONENT: naming.COMPONENT_BUILD,
+    "job-name": kopf.PRESENT,
+}
+
+
+def _gpu_resource(memo: kopf.Memo) -> str:
+    config: OperatorConfig = memo["config"]
+    return config.gpu_resource
+
+
+@kopf.index("", "v1", "nodes")
+def lipsync_nodes(body: kopf.Body, memo: kopf.Memo, **_: Any) -> dict[str, GpuNode] | None:
+    return node_entry(body, _gpu_resource(memo))
+
+
+@kopf.index("", "v1", "pods")
+def lipsync_pods(body: kopf.Body, memo: kopf.Memo, **_: Any) -> dict[str, PodUse] | None:
+    return pod_entry(body, _gpu_resource(memo))
+
+
+@kopf.index("", "v1", "pods", labels=BUILD_PODS)
+def lipsync_build_pods(body: kopf.Body, **_: Any) -> dict[tuple[str, str], BuildPod] | None:
+    return build_pod_entry(body)
+
+
+@kopf.index("batch", "v1", "jobs", labels=OWNED)
+def lipsync_jobs(body: kopf.Body, **_: Any) -> dict[str, BuildJob] | None:
+    return job_entry(body)
+
+
+@kopf.index("apps", "v1", "deployments", labels=OWNED)
+def lipsync_deployments(body: kopf.Body, **_: Any) -> dict[str, ServerDeployment] | None:
+    return deployment_entry(body)
+
+
+@kopf.index("autoscaling", "v2", "horizontalpodautoscalers", labels=OWNED)
+def lipsync_hpas(body: kopf.Body, **_: Any) -> dict[str, str] | None:
+    return hpa_entry(body)
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def lipsync_models(body: kopf.Body, **_: Any) -> dict[str, ModelRef]:
+    return model_entry(body)
+
+
+def view(kwargs: dict[str, Any]) -> ClusterView:
+    """The indexes a handler was given, as a `ClusterView` (they stay live: kopf updates them)."""
+    return ClusterView(
+        nodes=kwargs["lipsync_nodes"],
+        pods=kwargs["lipsync_pods"],
+        build_pods=kwargs["lipsync_build_pods"],
+        jobs=kwargs["lipsync_jobs"],
+        deployments=kwargs["lipsync_deployments"],
+        hpas=kwargs["lipsync_hpas"],
+        models=kwargs["lipsync_models"],
+    )

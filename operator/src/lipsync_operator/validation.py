@@ -1,0 +1,21 @@
+"""Specs the API server would refuse once rendered into children, caught before any is created."""
+
+from __future__ import annotations
+
+from lipsync_core.api import LipSyncModelSpec
+from lipsync_operator.manifests.autoscaler import quantity
+from lipsync_operator.naming import name_problem
+
+
+def spec_problem(model: str, spec: LipSyncModelSpec) -> str | None:
+    """The first reason the model's children cannot be rendered validly, or None."""
+    problem = name_problem(model)
+    if problem is not None:
+        return problem
+    policy = spec.autoscaling
+    if policy.enabled and quantity(policy.target_fps) == "0":
+        return (
+            f"spec.autoscaling.targetFps: {policy.target_fps} is below the smallest "
+            "quantity an HPA target can hold (0.001)"
+        )
+    return None
