@@ -359,7 +359,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="lipsync-scale-"))
     cluster = LocalCluster(work / "cluster", node_pool=[], die_with_parent=True)
     cluster.start()
-    stop = threading.Event()
+    builds = threading.Event()  # set once every model is Ready: no more builds to finish
     operator = OperatorProcess(
         Path(args.operator_python), cluster.kubeconfig, work / "operator.log"
     )
@@ -371,7 +371,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         bed = setup(cluster, args.nodes, args.models, args.namespaces)
         threading.Thread(
-            target=finish_builds, args=(cluster.new_api_client(), stop), daemon=True
+            target=finish_builds, args=(cluster.new_api_client(), builds), daemon=True
         ).start()
         statuses.start()
         before_start = request_counts(cluster)
@@ -388,6 +388,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             wait_for(all_ready, timeout=args.ready_timeout, interval=5.0,
                      description="every model Ready")  # fmt: skip
             result["startup_seconds"] = round(time.monotonic() - started, 1)
+            builds.set()
         except Exception:
             result["startup_seconds"] = None
             result["startup_phases"] = dict(statuses.phases())
@@ -452,7 +453,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["cpu_seconds"] = round(operator.cpu_seconds(), 1)
         return result
     finally:
-        stop.set()
+        builds.set()
         statuses.stop()
         operator.stop()
         result["peak_rss_mib"] = round(operator.peak_rss_mib, 1)
