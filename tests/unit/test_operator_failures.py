@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -125,13 +126,13 @@ def test_retries_back_off_doubling_to_a_cap() -> None:
 # -- marks ------------------------------------------------------------------------------------
 
 
-def _facts(product: str = H100, **changes: object) -> NodeFacts:
+def _facts(product: str = H100, *, ready: bool = True) -> NodeFacts:
     node = GpuNode(name="n", product=product, product_label=product, gpus=8,
                    compute_capability="9.0", memory_mib=81559, allocatable=8,
                    sharing_strategy="none", sharing_replicas=1)  # fmt: skip
     facts = node_facts(node)
     assert facts is not None
-    return NodeFacts(**{**facts.__dict__, **changes})  # type: ignore[arg-type]
+    return replace(facts, ready=ready)
 
 
 def test_node_changes_touch_the_products_on_both_sides() -> None:
