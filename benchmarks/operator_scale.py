@@ -451,6 +451,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         result["peak_rss_mib"] = round(operator.peak_rss_mib, 1)
         result["cpu_seconds"] = round(operator.cpu_seconds(), 1)
+        # A restart over converged models: what the operator sends until it is idle again.
+        operator.stop()
+        before_restart = request_counts(cluster)
+        operator.start()
+        time.sleep(args.restart_window)
+        restart = delta(request_counts(cluster), before_restart)
+        result["restart_window_seconds"] = args.restart_window
+        result["restart_requests"] = restart
+        result["restart_status_patches_per_model"] = round(
+            restart.get("PATCH lipsyncmodels status", 0) / args.models, 2
+        )
+        result["restart_list_requests"] = sum(
+            v for k, v in restart.items() if k.startswith("LIST ")
+        )
         return result
     finally:
         builds.set()
@@ -470,6 +484,7 @@ def main() -> None:
     parser.add_argument("--ready-timeout", type=float, default=1800.0)
     parser.add_argument("--event-timeout", type=float, default=120.0)
     parser.add_argument("--settle", type=float, default=3.0, help="pause between events")
+    parser.add_argument("--restart-window", type=float, default=30.0, help="after a restart")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

@@ -107,18 +107,21 @@ async def lipsyncmodel_worker(
     marks: Marks = memo["marks"]
     uid = body["metadata"]["uid"]
     view = indexes.view(kwargs)  # kopf's indexes are live: this view follows the watches
-    while not stopped:
-        if await marks.wait(uid, RESYNC_SECONDS):
-            await asyncio.sleep(DEBOUNCE_SECONDS)
-        if stopped or body["metadata"].get("deletionTimestamp"):
-            break
-        marks.clear(uid)
-        try:
-            await asyncio.to_thread(_converge, memo["reconciler"], body, view, permanent=False)
-        except kopf.TemporaryError:
-            marks.mark(uid)
-            raise
-    marks.forget(uid)
+    try:
+        while not stopped:  # kopf cancels the wait when the model goes away
+            if await marks.wait(uid, RESYNC_SECONDS):
+                await asyncio.sleep(DEBOUNCE_SECONDS)
+            if body["metadata"].get("deletionTimestamp"):
+                break
+            marks.clear(uid)
+            try:
+                await asyncio.to_thread(_converge, memo["reconciler"], body, view, permanent=False)
+            except kopf.TemporaryError:
+                marks.mark(uid)
+                raise
+    finally:
+        if not marks.marked(uid):  # a kept mark is the retry kopf will call this daemon for
+            marks.forget(uid)
 
 
 @kopf.on.event("", "v1", "nodes")
