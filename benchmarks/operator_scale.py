@@ -1,17 +1,18 @@
 """Operator scale benchmark: many KWOK GPU nodes, many LipSyncModels, node events timed.
 
 A local control plane (etcd, kube-apiserver, controller-manager, scheduler, KWOK) gets
-``--nodes`` fake GPU nodes over four GPU products and ``--models`` LipSyncModels over
-``--namespaces`` namespaces, each model on one product. The operator runs as a process of the
-Python given by ``--operator-python`` (so one script measures two checkouts) with images that the
-test bed's kubelet does not run: KWOK fakes every server pod, and this script finishes every build
-Job pod with a Ready build result, so the machine measures the operator, not 100 servers.
+``--nodes`` fake GPU nodes over ``--products`` GPU products (default: one per two models) and
+``--models`` LipSyncModels over ``--namespaces`` namespaces, each model on one product. The
+operator runs as a process of the Python given by ``--operator-python`` (so one script measures
+two checkouts) with images that the test bed's kubelet does not run: KWOK fakes every server pod,
+and this script finishes every build Job pod with a Ready build result, so the machine measures
+the operator, not 100 servers.
 
-Once every model is Ready it times node events one after another (add a node, remove one, move
-one to another product): from the API call to the status change of every model on the products
-involved, seen through a watch. It reports p50/p99 of those latencies, the API requests the
-apiserver counted (``apiserver_request_total``) per affected model, and the operator's peak RSS and
-CPU time, as JSON.
+Once every model's status plans a server on every node of its product, it times node events one
+after another (add a node, remove one, move one to another product): from the API call to the
+status of every model on the products involved showing the new replica count, seen through a
+watch. It reports p50/p99 of those latencies, the API requests the apiserver counted
+(``apiserver_request_total``) per affected model, the operator's peak RSS and CPU time, as JSON.
 
     uv run python benchmarks/operator_scale.py --nodes 1000 --models 100 --namespaces 10 \\
         --operator-python .venv/bin/python --out benchmarks/results/operator_scale_after.json
@@ -31,7 +32,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,13 +59,8 @@ log = logging.getLogger("operator_scale")
 
 GROUP, VERSION, PLURAL = "lipsync.dev", "v1alpha1", "lipsyncmodels"
 PRODUCT_LABEL = "nvidia.com/gpu.product"
-# (product, memory MiB, compute capability): four pools, as a mixed fleet has.
-PRODUCTS = (
-    ("NVIDIA-A100-SXM4-80GB", 81920, 8, 0),
-    ("NVIDIA-H100-80GB-HBM3", 81920, 9, 0),
-    ("NVIDIA-L4", 23034, 8, 9),
-    ("Tesla-T4", 15360, 7, 5),
-)
+# Compute capabilities the synthetic products cycle through (one engine build each).
+CAPABILITIES = ((8, 0), (9, 0), (8, 9), (7, 5))
 # Images the test bed's kubelet leaves to KWOK (it runs only ghcr.io/lipsync/* as processes).
 FAKE_IMAGE = "registry.invalid/lipsync/runtime:bench"
 CLAIMS = ("lipsync-models", "lipsync-avatars")  # what the models' pvc:// URIs name
@@ -74,27 +70,43 @@ OPERATOR_RESOURCES = (
 )  # fmt: skip
 
 
-def node_spec(index: int, product: int) -> NodeSpec:
-    name, memory, major, minor = PRODUCTS[product]
-    gpu = GpuSpec(product=name, count=1, memory_mib=memory, compute_major=major,
-                  compute_minor=minor)  # fmt: skip
-    return NodeSpec(name=f"gpu-{index}", pool=f"p{product}", gpu=gpu)
+@dataclass(frozen=True)
+class Fleet:
+    """``products`` GPU products over the nodes, ``models // products`` models on each.
 
+    Nodes time-slice their one GPU into enough slices for every model on the product plus a
+    build, so each model serves one pod per node of its product and all of them get Ready:
+    ``models x nodes / products`` server pods in all.
+    """
 
-def model_document(index: int, product: int) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "LipSyncModel",
-        "metadata": {"name": f"m{index}"},
-        "spec": {
-            "model": {"uri": "pvc://lipsync-models/unet328/unet_328.onnx"},
-            "avatar": {"uri": f"pvc://lipsync-avatars/a{index}"},
-            "precision": "fp16",
-            "gpus": {"products": [PRODUCTS[product][0]]},
-            "replicasPerGPU": 1,
-            "sharing": "exclusive",
-        },
-    }
+    products: int
+    models_per_product: int
+
+    def product(self, index: int) -> str:
+        return f"NVIDIA-BENCH-{index:03d}"
+
+    def node_spec(self, index: int, product: int) -> NodeSpec:
+        major, minor = CAPABILITIES[product % len(CAPABILITIES)]
+        gpu = GpuSpec(product=self.product(product), count=1, memory_mib=81920,
+                      compute_major=major, compute_minor=minor,
+                      sharing_strategy="time-slicing",
+                      replicas=self.models_per_product + 2)  # fmt: skip
+        return NodeSpec(name=f"gpu-{index}", pool=f"p{product}", gpu=gpu)
+
+    def model_document(self, index: int, product: int) -> dict[str, Any]:
+        return {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "LipSyncModel",
+            "metadata": {"name": f"m{index}"},
+            "spec": {
+                "model": {"uri": "pvc://lipsync-models/unet328/unet_328.onnx"},
+                "avatar": {"uri": f"pvc://lipsync-avatars/a{index}"},
+                "precision": "fp16",
+                "gpus": {"products": [self.product(product)]},
+                "replicasPerGPU": 1,
+                "sharing": "timeSlicing",
+            },
+        }
 
 
 # -- the operator process ----------------------------------------------------------------------
@@ -210,7 +222,7 @@ class StatusWatch:
 
     api: client.ApiClient
     statuses: dict[str, str] = field(default_factory=dict)
-    changed_at: dict[str, float] = field(default_factory=dict)
+    replicas_since: dict[str, tuple[int, float]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -229,27 +241,31 @@ class StatusWatch:
                 obj = event["object"]
                 name = f"{obj['metadata']['namespace']}/{obj['metadata']['name']}"
                 text = json.dumps(obj.get("status") or {}, sort_keys=True)
+                replicas = int((obj.get("status") or {}).get("replicas", 0))
                 with self.lock:
                     if self.statuses.get(name) != text:
                         self.statuses[name] = text
-                        self.changed_at[name] = seen
+                    if self.replicas_since.get(name, (None, 0.0))[0] != replicas:
+                        self.replicas_since[name] = (replicas, seen)
                 if self._stop.is_set():
                     return
-
-    def snapshot(self) -> dict[str, str]:
-        with self.lock:
-            return dict(self.statuses)
 
     def phases(self) -> Counter[str]:
         with self.lock:
             return Counter(json.loads(s).get("phase", "-") for s in self.statuses.values())
 
-    def changed_since(self, name: str, before: Mapping[str, str], since: float) -> float | None:
+    def replicas(self, name: str) -> int | None:
         with self.lock:
-            at = self.changed_at.get(name)
-            if at is None or at < since or self.statuses.get(name) == before.get(name):
-                return None
-            return at - since
+            text = self.statuses.get(name)
+        return None if text is None else int(json.loads(text).get("replicas", 0))
+
+    def reached(self, name: str, replicas: int, since: float) -> float | None:
+        """Seconds from ``since`` to the status change that made ``replicas`` true."""
+        with self.lock:
+            current, at = self.replicas_since.get(name, (None, 0.0))
+        if current != replicas:
+            return None
+        return max(0.0, at - since)
 
     def stop(self) -> None:
         self._stop.set()
@@ -297,6 +313,7 @@ def percentile(values: list[float], q: float) -> float:
 @dataclass
 class Bed:
     cluster: LocalCluster
+    fleet: Fleet
     namespaces: list[str]
     model_product: dict[str, int]  # "ns/name" -> product index
     node_product: dict[str, int]  # node name -> product index
@@ -304,8 +321,13 @@ class Bed:
     def affected(self, *products: int) -> list[str]:
         return [name for name, p in self.model_product.items() if p in products]
 
+    def expected_replicas(self, model: str) -> int:
+        """One server per node of the model's product (replicasPerGPU 1, a slice to spare)."""
+        product = self.model_product[model]
+        return sum(1 for p in self.node_product.values() if p == product)
 
-def setup(cluster: LocalCluster, nodes: int, models: int, namespaces: int) -> Bed:
+
+def setup(cluster: LocalCluster, fleet: Fleet, nodes: int, models: int, namespaces: int) -> Bed:
     api = cluster.api_client
     crd = repo_root() / "crds" / "lipsyncmodels.lipsync.dev.yaml"
     cluster.kubectl("apply", "-f", str(crd))
@@ -314,28 +336,30 @@ def setup(cluster: LocalCluster, nodes: int, models: int, namespaces: int) -> Be
     for name in names:
         for claim in CLAIMS:
             prebound_claim(api, name, claim, f"/srv/bench/{claim}", access_mode="ReadOnlyMany")
-    specs = [node_spec(i, i % len(PRODUCTS)) for i in range(nodes)]
+    specs = [fleet.node_spec(i, i % fleet.products) for i in range(nodes)]
     add_nodes(api, specs, timeout=600)
     objects = client.CustomObjectsApi(api)
     placed: dict[str, int] = {}
     for index in range(models):
         namespace = names[index % namespaces]
-        product = index % len(PRODUCTS)
+        product = index % fleet.products
         objects.create_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, model_document(index, product)
+            GROUP, VERSION, namespace, PLURAL, fleet.model_document(index, product)
         )
         placed[f"{namespace}/m{index}"] = product
-    return Bed(cluster, names, placed, {s.name: i % len(PRODUCTS) for i, s in enumerate(specs)})
+    return Bed(
+        cluster, fleet, names, placed, {s.name: i % fleet.products for i, s in enumerate(specs)}
+    )
 
 
 def node_events(bed: Bed, count: int) -> Iterator[tuple[str, list[str], Any]]:
     """(kind, affected models, action) in a fixed cycle: add, remove, relabel."""
     api = bed.cluster.api_client
     for index in range(count):
-        product = index % len(PRODUCTS)
+        product = index % bed.fleet.products
         kind = ("add", "remove", "relabel")[index % 3]
         if kind == "add":
-            spec = node_spec(100_000 + index, product)
+            spec = bed.fleet.node_spec(100_000 + index, product)
             bed.node_product[spec.name] = product
 
             def action(spec: NodeSpec = spec) -> None:
@@ -348,9 +372,9 @@ def node_events(bed: Bed, count: int) -> Iterator[tuple[str, list[str], Any]]:
             yield kind, bed.affected(product), lambda name=name: remove_node(api, name, wait=False)
         else:
             name = next(n for n, p in bed.node_product.items() if p == product)
-            target = (product + 1) % len(PRODUCTS)
+            target = (product + 1) % bed.fleet.products
             bed.node_product[name] = target
-            labels = {PRODUCT_LABEL: PRODUCTS[target][0]}
+            labels = {PRODUCT_LABEL: bed.fleet.product(target)}
             yield (kind, bed.affected(product, target),
                    lambda name=name, labels=labels: relabel_node(api, name, labels))  # fmt: skip
 
@@ -369,7 +393,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "operator_python": args.operator_python, "log": str(work / "operator.log"),
     }  # fmt: skip
     try:
-        bed = setup(cluster, args.nodes, args.models, args.namespaces)
+        products = args.products or max(1, args.models // 2)
+        fleet = Fleet(products, -(-args.models // products))
+        result["products"] = products
+        bed = setup(cluster, fleet, args.nodes, args.models, args.namespaces)
         threading.Thread(
             target=finish_builds, args=(cluster.new_api_client(), builds), daemon=True
         ).start()
@@ -379,14 +406,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         operator.start()
         cpu_before = 0.0
 
-        def all_ready() -> bool:
+        def all_planned() -> bool:
             phases = statuses.phases()
-            log.info("phases %s", dict(phases))
-            return bool(phases.get("Ready", 0) == args.models)
+            planned = [m for m in bed.model_product
+                       if statuses.replicas(m) == bed.expected_replicas(m)]  # fmt: skip
+            log.info("phases %s, %d models planned", dict(phases), len(planned))
+            return len(planned) == args.models and not {"-", "Pending", "Building"} & set(phases)
 
         try:
-            wait_for(all_ready, timeout=args.ready_timeout, interval=5.0,
-                     description="every model Ready")  # fmt: skip
+            wait_for(all_planned, timeout=args.ready_timeout, interval=5.0,
+                     description="every model serving on every node of its product")  # fmt: skip
             result["startup_seconds"] = round(time.monotonic() - started, 1)
             builds.set()
         except Exception:
@@ -406,14 +435,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         before_events = request_counts(cluster)
         window = time.monotonic()
         for kind, affected, action in node_events(bed, args.events):
-            snapshot = statuses.snapshot()
             t0 = time.monotonic()
             action()
             pending = set(affected)
+            wanted = {name: bed.expected_replicas(name) for name in affected}
             deadline = t0 + args.event_timeout
             while pending and time.monotonic() < deadline:
                 for name in list(pending):
-                    took = statuses.changed_since(name, snapshot, t0)
+                    took = statuses.reached(name, wanted[name], t0)
                     if took is not None:
                         latencies[kind].append(took)
                         pending.discard(name)
@@ -479,6 +508,7 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--models", type=int, default=100)
     parser.add_argument("--namespaces", type=int, default=10)
+    parser.add_argument("--products", type=int, default=0, help="GPU products (models / 2)")
     parser.add_argument("--events", type=int, default=12, help="node events, cycling kinds")
     parser.add_argument("--operator-python", default=sys.executable)
     parser.add_argument("--ready-timeout", type=float, default=1800.0)
