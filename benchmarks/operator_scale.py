@@ -514,7 +514,7 @@ def main() -> None:
     parser.add_argument("--ready-timeout", type=float, default=1800.0)
     parser.add_argument("--event-timeout", type=float, default=120.0)
     parser.add_argument("--settle", type=float, default=3.0, help="pause between events")
-    parser.add_argument("--restart-window", type=float, default=30.0, help="after a restart")
+    parser.add_argument("--restart-window", type=float, default=90.0, help="after a restart")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
