@@ -11,6 +11,7 @@ from kubernetes.client.exceptions import ApiException
 
 from lipsync_core.api import Condition, LipSyncModelSpec, LipSyncModelStatus
 from lipsync_operator import naming
+from lipsync_operator.applied import RecentApplies
 from lipsync_operator.kube import api_message
 from lipsync_operator.marks import Marks, NodeFacts, node_facts, products_touched
 from lipsync_operator.observed import GpuNode
@@ -162,3 +163,22 @@ def test_many_marks_before_a_wait_wake_it_once() -> None:
         return woke
 
     assert asyncio.run(scenario()) == [True, False, True, False]
+
+
+# -- applies not repeated -------------------------------------------------------------------
+
+
+def test_an_unchanged_child_applied_a_moment_ago_is_not_applied_again() -> None:
+    now = [0.0]
+    recent = RecentApplies(ttl=60.0, clock=lambda: now[0])
+    service = {"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": "anna", "namespace": "ns"}, "spec": {"ports": [1]}}  # fmt: skip
+    assert not recent.fresh(service)
+    recent.record(service)
+    assert recent.fresh(service)
+    assert not recent.fresh({**service, "spec": {"ports": [2]}})  # changed: applied
+    now[0] = 61.0
+    assert not recent.fresh(service)  # past the bound: applied again, taking back others' edits
+    recent.record(service)
+    recent.forget("ns", "Service", "anna")
+    assert not recent.fresh(service)

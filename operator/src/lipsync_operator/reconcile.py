@@ -15,12 +15,14 @@ from pydantic import ValidationError
 
 from lipsync_core.api import LipSyncModelSpec, LipSyncModelStatus
 from lipsync_core.errors import LipSyncError
+from lipsync_operator.applied import RecentApplies
 from lipsync_operator.clusterview import ClusterView
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.desired import DesiredState, desired_state
 from lipsync_operator.engines import published_engines
 from lipsync_operator.kube import Kube, api_message
 from lipsync_operator.manifests.common import Owner
+from lipsync_operator.observed import Observed
 from lipsync_operator.status import (
     CHILD_FAILED,
     EventNote,
@@ -59,6 +61,18 @@ class ChildFailure:
 
     def __str__(self) -> str:
         return f"{self.verb} {self.kind} {self.name}: {self.code} {self.message}"
+
+
+INDEXED_KINDS = frozenset({"Job", "Deployment", "HorizontalPodAutoscaler"})
+
+
+def present_children(observed: Observed) -> set[tuple[str, str]]:
+    """(kind, name) of the children the indexes see."""
+    return {
+        *(("Job", job.name) for job in observed.jobs),
+        *(("Deployment", d.name) for d in observed.deployments),
+        *(("HorizontalPodAutoscaler", name) for name in observed.hpas),
+    }
 
 
 def failures_message(failures: list[ChildFailure]) -> str:
@@ -102,6 +116,7 @@ class Reconciler:
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
     _refused: dict[str, int] = field(default_factory=dict)  # refused reconciles in a row
+    _recent: RecentApplies = field(default_factory=RecentApplies)
 
     def _lock(self, uid: str) -> threading.Lock:
         with self._guard:
@@ -136,10 +151,11 @@ class Reconciler:
             except LipSyncError as exc:
                 self._record_invalid(owner, previous, str(exc))
                 raise InvalidSpecError(str(exc)) from None
-            failures = self._apply(owner, desired)
+            failures = self._apply(owner, desired, present_children(observed))
             if not failures:
                 self._refused.pop(owner.uid, None)
-                self.kube.patch_status(owner.namespace, owner.name, desired.status.to_api())
+                if desired.status != previous:  # an unchanged status is not sent again
+                    self.kube.patch_status(owner.namespace, owner.name, desired.status.to_api())
                 return list(desired.events)
             message = failures_message(failures)
             status = child_failure_status(desired.status, message, previous, datetime.now(UTC))
@@ -150,8 +166,14 @@ class Reconciler:
         )]  # fmt: skip
         raise ChildrenRefusedError(message, events, retry_delay(refused))
 
-    def _apply(self, owner: Owner, desired: DesiredState) -> list[ChildFailure]:
-        """Apply and delete every child; what the API server refused, it returns."""
+    def _apply(
+        self, owner: Owner, desired: DesiredState, present: set[tuple[str, str]]
+    ) -> list[ChildFailure]:
+        """Apply and delete every child; what the API server refused, it returns.
+
+        A child applied unchanged a moment ago is not applied again, unless it is one the
+        indexes see (``present``: kind, name) and it has gone.
+        """
         failures: list[ChildFailure] = []
 
         def attempt(verb: str, kind: str, name: str, call: Callable[[], None]) -> None:
@@ -169,10 +191,17 @@ class Reconciler:
                 )
                 attempt("apply", "Deployment", plan.deployment["metadata"]["name"], handover)
         for manifest in desired.applies():
-            name = manifest["metadata"]["name"]
-            attempt("apply", manifest["kind"], name, partial(self.kube.apply, manifest))
+            kind, name = manifest["kind"], manifest["metadata"]["name"]
+            gone = kind in INDEXED_KINDS and (kind, name) not in present
+            if self._recent.fresh(manifest) and not gone:
+                continue
+            before = len(failures)
+            attempt("apply", kind, name, partial(self.kube.apply, manifest))
+            if len(failures) == before:
+                self._recent.record(manifest)
         for ref in desired.stale:
             log.info("deleting %s %s (no longer desired)", ref.kind, ref.name)
+            self._recent.forget(owner.namespace, ref.kind, ref.name)
             attempt("delete", ref.kind, ref.name, partial(self.kube.delete, ref, owner.namespace))
         return failures
 
