@@ -23,8 +23,9 @@ import numpy as np
 import onnxruntime as ort
 
 from lipsync_core.backends import BackendConfig, load_backend
-from lipsync_core.backends.base import Backend, Precision
+from lipsync_core.backends.base import Backend
 from lipsync_core.enginekey import BatchProfile
+from lipsync_core.kinds import Precision
 from lipsync_core.reference.unet328 import build_unet328
 from lipsync_core.samples import random_inputs
 from lipsync_engine_builder.cache import EngineCache

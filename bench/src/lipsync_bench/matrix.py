@@ -18,7 +18,7 @@ from lipsync_bench.loadgen import LevelPlan
 from lipsync_bench.result import BenchResult
 from lipsync_bench.runner import RunOptions, run_bench
 from lipsync_bench.summary import CostOptions
-from lipsync_core.backends.base import Precision
+from lipsync_core.kinds import Precision
 from lipsync_server.process import ServerProcess
 
 TORCH_BACKENDS = ("torch", "torch-aoti")  # built from a torch.export program, not the ONNX

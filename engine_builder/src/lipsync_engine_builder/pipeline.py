@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lipsync_core.backends.base import Backend, BackendConfig, Precision
+from lipsync_core.backends.base import Backend, BackendConfig
 from lipsync_core.errors import LipSyncError
+from lipsync_core.kinds import Precision
 from lipsync_engine_builder.accuracy import check_gate, compare, min_psnr_for
 from lipsync_engine_builder.cache import EngineCache
 from lipsync_engine_builder.calibration import Sample, load_calibration, split_held_out

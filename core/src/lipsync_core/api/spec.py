@@ -15,8 +15,8 @@ from pydantic import (
 from pydantic.config import JsonDict
 
 from lipsync_core.api.base import ApiModel
-from lipsync_core.backends.base import Precision
 from lipsync_core.contract import PRESETS, ModelContract
+from lipsync_core.kinds import Precision
 
 Sharing = Literal["exclusive", "timeSlicing", "mps"]
 # A node label value: at most 63 characters of [A-Za-z0-9_.-].

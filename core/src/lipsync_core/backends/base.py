@@ -8,12 +8,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from lipsync_core.contract import IOContract
-
-BackendKind = Literal[
-    "auto", "onnxruntime-cpu", "onnxruntime-cuda", "tensorrt-rtx", "tensorrt", "torch", "torch-aoti"
-]
-Precision = Literal["fp32", "fp16", "int8"]
-Device = Literal["auto", "cpu", "cuda"]
+from lipsync_core.kinds import BackendKind, Device, Precision
 
 
 class BackendConfig(BaseModel):

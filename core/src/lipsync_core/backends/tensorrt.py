@@ -24,7 +24,7 @@ import numpy as np
 
 from lipsync_core.backends import cuda_runtime
 from lipsync_core.backends.artifact_facts import artifact_facts
-from lipsync_core.backends.base import BackendConfig, BackendInfo, Precision
+from lipsync_core.backends.base import BackendConfig, BackendInfo
 from lipsync_core.backends.tensorrt_api import ICudaEngine, TensorRTModule, load_tensorrt
 from lipsync_core.backends.tensorrt_plan import (
     BatchRange,
@@ -40,6 +40,7 @@ from lipsync_core.backends.tensorrt_plan import (
 )
 from lipsync_core.contract import IOContract, TensorSpec
 from lipsync_core.errors import BackendError, ModelFileError
+from lipsync_core.kinds import Precision
 
 log = logging.getLogger(__name__)
 
