@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lipsync_contract.errors import BackendError
+from lipsync_contract.modelio import PRESETS
 from lipsync_core.backends import BackendConfig, load_backend
 from lipsync_core.backends.select import choose_kind
-from lipsync_core.contract import PRESETS
-from lipsync_core.errors import BackendError
 from lipsync_core.samples import random_inputs
 
 pytestmark = pytest.mark.component

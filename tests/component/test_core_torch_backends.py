@@ -19,11 +19,11 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
+from lipsync_contract.enginekey import BatchProfile
+from lipsync_contract.modelio import preset
 from lipsync_core.backends import BackendConfig, load_backend
 from lipsync_core.cli_model import model as model_cli
-from lipsync_core.contract import preset
 from lipsync_core.contract_checks import check_onnx
-from lipsync_core.enginekey import BatchProfile
 from lipsync_core.samples import random_inputs
 from lipsync_engine_builder.targets.base import BuildContext
 from lipsync_engine_builder.targets.torch import build_torch_program

@@ -9,10 +9,10 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
+from lipsync_contract.errors import ContractError
+from lipsync_contract.modelio import ENCODER_PRESETS, any_preset, encoder_preset, preset
 from lipsync_core.cli_model import model
-from lipsync_core.contract import ENCODER_PRESETS, any_preset, encoder_preset, preset
 from lipsync_core.contract_checks import check_onnx
-from lipsync_core.errors import ContractError
 from lipsync_core.export_torch import fit_to_model
 from lipsync_core.reference.ave_encoder import BLOCKS, build_ave_encoder, encoder_parameter_count
 

@@ -7,9 +7,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from lipsync_core.contract import PRESETS, preset
+from lipsync_contract.errors import ContractError, ModelFileError
+from lipsync_contract.modelio import PRESETS, preset
 from lipsync_core.contract_checks import check_batch, check_onnx
-from lipsync_core.errors import ContractError, ModelFileError
 
 pytestmark = pytest.mark.unit
 

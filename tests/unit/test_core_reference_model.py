@@ -5,7 +5,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from lipsync_core.contract import PRESETS
+from lipsync_contract.modelio import PRESETS
 from lipsync_core.contract_checks import check_onnx
 from lipsync_core.reference.graph import OPSET
 from lipsync_core.reference.unet328 import build_unet328, conv_flops_per_frame, parameter_count

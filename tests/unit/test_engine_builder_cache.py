@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from lipsync_core.contract import preset
-from lipsync_core.enginekey import BatchProfile, EngineKeyInputs, engine_key
+from lipsync_contract.enginekey import BatchProfile, EngineKeyInputs, engine_key
+from lipsync_contract.manifest import Accuracy, Manifest, Throughput
+from lipsync_contract.modelio import preset
 from lipsync_engine_builder.cache import EngineCache, lookup
-from lipsync_engine_builder.manifest import Accuracy, Manifest, Throughput
 
 pytestmark = pytest.mark.unit
 

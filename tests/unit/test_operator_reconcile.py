@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from lipsync_core.api import LipSyncModelSpec, LipSyncModelStatus
+from lipsync_contract.api import LipSyncModelSpec, LipSyncModelStatus
 from lipsync_operator.buildresult import BuildResult
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.desired import DesiredState, desired_state, previous_spec
@@ -234,7 +234,7 @@ def test_build_job_for_remote_uris_mounts_no_claims() -> None:
 
 
 def test_build_job_args_reproduce_the_operators_key() -> None:
-    from lipsync_engine_builder.request import BuildRequest
+    from lipsync_contract.request import BuildRequest
 
     state = plan(
         spec(precision="int8", calibration={"uri": "s3://cal/"}), Observed(nodes=(node("a"),))

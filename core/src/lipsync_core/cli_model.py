@@ -9,10 +9,10 @@ from pathlib import Path
 import click
 import numpy as np
 
+from lipsync_contract.errors import LipSyncError
+from lipsync_contract.modelio import ENCODER_PRESETS, PRESETS, any_preset, encoder_preset
 from lipsync_core.backends import BackendConfig, load_backend
-from lipsync_core.contract import ENCODER_PRESETS, PRESETS, any_preset, encoder_preset
 from lipsync_core.contract_checks import check_onnx
-from lipsync_core.errors import LipSyncError
 from lipsync_core.reference.ave_encoder import build_ave_encoder, encoder_parameter_count
 from lipsync_core.reference.unet328 import build_unet328, conv_flops_per_frame, parameter_count
 from lipsync_core.samples import random_inputs

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lipsync_core.contract import DType, IOContract
-from lipsync_core.errors import ContractError
+from lipsync_contract.errors import ContractError
+from lipsync_contract.modelio import DType, IOContract
 from lipsync_core.onnxfile import load_model_proto
 
 _ONNX_DTYPES: dict[int, DType] = {1: "float32", 10: "float16", 2: "uint8"}

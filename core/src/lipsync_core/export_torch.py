@@ -25,9 +25,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from lipsync_core.contract import IOContract
+from lipsync_contract.errors import LipSyncError
+from lipsync_contract.modelio import IOContract
 from lipsync_core.contract_checks import check_onnx
-from lipsync_core.errors import LipSyncError
 from lipsync_core.samples import random_inputs
 
 log = logging.getLogger(__name__)

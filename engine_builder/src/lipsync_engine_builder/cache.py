@@ -25,9 +25,9 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 from pydantic import ValidationError
 
-from lipsync_core.enginekey import KEY_PREFIX
+from lipsync_contract.enginekey import KEY_PREFIX
+from lipsync_contract.manifest import MANIFEST_NAME, Manifest
 from lipsync_engine_builder.errors import BadInputError, one_line
-from lipsync_engine_builder.manifest import MANIFEST_NAME, Manifest
 
 log = logging.getLogger(__name__)
 

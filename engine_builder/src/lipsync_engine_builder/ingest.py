@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lipsync_core.contract import IOContract
+from lipsync_contract.modelio import IOContract
 from lipsync_core.contract_checks import check_onnx
 from lipsync_core.onnxfile import check_model
 from lipsync_engine_builder.errors import BadInputError

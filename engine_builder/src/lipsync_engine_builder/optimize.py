@@ -8,7 +8,7 @@ from pathlib import Path
 
 import onnx
 
-from lipsync_core.contract import IOContract
+from lipsync_contract.modelio import IOContract
 from lipsync_core.contract_checks import check_onnx
 from lipsync_engine_builder.errors import BuildFailedError, one_line
 

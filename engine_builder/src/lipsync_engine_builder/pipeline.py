@@ -14,9 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from lipsync_contract.errors import LipSyncError
+from lipsync_contract.kinds import Precision
+from lipsync_contract.manifest import Accuracy, Manifest
+from lipsync_contract.request import TORCH_BACKENDS, BuildBackend, BuildRequest
+from lipsync_contract.result import BuildResult
 from lipsync_core.backends.base import Backend, BackendConfig
-from lipsync_core.errors import LipSyncError
-from lipsync_core.kinds import Precision
 from lipsync_engine_builder.accuracy import check_gate, compare, min_psnr_for
 from lipsync_engine_builder.cache import EngineCache
 from lipsync_engine_builder.calibration import Sample, load_calibration, split_held_out
@@ -27,10 +30,7 @@ from lipsync_engine_builder.errors import (
     exit_code_for,
     one_line,
 )
-from lipsync_engine_builder.manifest import Accuracy, Manifest
 from lipsync_engine_builder.progress import Progress
-from lipsync_engine_builder.request import TORCH_BACKENDS, BuildBackend, BuildRequest
-from lipsync_engine_builder.result import BuildResult
 from lipsync_engine_builder.sources import fetch, sha256_file
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ from typing import Literal
 
 import onnx
 
+from lipsync_contract.kinds import Precision
 from lipsync_core.backends.onnxruntime import PRECISION_METADATA_KEY
-from lipsync_core.kinds import Precision
 from lipsync_engine_builder.calibration import Sample, SampleReader
 from lipsync_engine_builder.errors import BuildFailedError, one_line
 from lipsync_engine_builder.qdq import (

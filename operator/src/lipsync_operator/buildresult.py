@@ -6,7 +6,7 @@ import json
 
 from pydantic import ValidationError
 
-from lipsync_engine_builder.result import BuildResult
+from lipsync_contract.result import BuildResult
 
 __all__ = ["BuildResult", "parse_build_result"]
 

@@ -8,8 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from lipsync_core.errors import LipSyncError
-from lipsync_core.kinds import BackendKind
+from lipsync_contract.errors import LipSyncError
+from lipsync_contract.kinds import BackendKind
 
 ENV_PREFIX = "LIPSYNC_"
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from lipsync_core.api import LipSyncModelSpec, LipSyncModelStatus
-from lipsync_core.enginekey import short_key
+from lipsync_contract.api import LipSyncModelSpec, LipSyncModelStatus
+from lipsync_contract.enginekey import short_key
 from lipsync_operator import naming
 from lipsync_operator.capacity import plan_rollout, pool_capacity, wanted_servers
 from lipsync_operator.config import OperatorConfig

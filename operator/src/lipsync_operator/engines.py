@@ -5,9 +5,9 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
-from lipsync_core.api import EngineStatus, LipSyncModelSpec, LipSyncModelStatus
-from lipsync_core.enginekey import BatchProfile
-from lipsync_engine_builder.request import BuildRequest
+from lipsync_contract.api import EngineStatus, LipSyncModelSpec, LipSyncModelStatus
+from lipsync_contract.enginekey import BatchProfile
+from lipsync_contract.request import BuildRequest
 from lipsync_operator.buildresult import BuildResult
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.observed import BuildJob, Observed, ServedEngine

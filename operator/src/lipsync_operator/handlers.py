@@ -14,8 +14,8 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from lipsync_core.api import GROUP, PLURAL, VERSION
-from lipsync_core.api import KIND as MODEL_KIND
+from lipsync_contract.api import GROUP, PLURAL, VERSION
+from lipsync_contract.api import KIND as MODEL_KIND
 from lipsync_operator import naming
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.kube import Kube

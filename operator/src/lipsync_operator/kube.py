@@ -12,7 +12,7 @@ from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient as _DynamicClient
 
-from lipsync_core.api import GROUP, KIND, PLURAL, VERSION
+from lipsync_contract.api import GROUP, KIND, PLURAL, VERSION
 from lipsync_operator import naming
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.desired import ChildRef

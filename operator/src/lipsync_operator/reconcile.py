@@ -11,8 +11,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from lipsync_core.api import LipSyncModelSpec, LipSyncModelStatus
-from lipsync_core.errors import LipSyncError
+from lipsync_contract.api import LipSyncModelSpec, LipSyncModelStatus
+from lipsync_contract.errors import LipSyncError
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.desired import DesiredState, desired_state
 from lipsync_operator.engines import published_engines

@@ -14,8 +14,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from prometheus_client import start_http_server
 
+from lipsync_contract.modelio import preset
 from lipsync_core.backends import BackendConfig, load_backend
-from lipsync_core.contract import preset
 from lipsync_core.contract_checks import check_onnx
 from lipsync_server._generated.inference import grpc_service_pb2 as inference_pb2
 from lipsync_server._generated.inference import grpc_service_pb2_grpc as inference_pb2_grpc

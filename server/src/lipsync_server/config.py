@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from lipsync_core.server_options import ServerOptions
+from lipsync_contract.server_options import ServerOptions
 
 __all__ = ["ServerOptions", "ServerSettings", "load_config_file", "load_settings"]
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lipsync_contract.modelio import EncoderContract, encoder_preset
 from lipsync_core.backends import Backend, BackendConfig, load_backend
-from lipsync_core.contract import EncoderContract, encoder_preset
 from lipsync_core.contract_checks import check_onnx
 from lipsync_server.batching import BatchingPolicy, BatchTimings, DynamicBatcher
 from lipsync_server.config import ServerSettings

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lipsync_core.kinds import Precision
+from lipsync_contract.kinds import Precision
 
 MANIFEST_NAME = "manifest.json"
 _PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8")

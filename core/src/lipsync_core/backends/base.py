@@ -7,8 +7,8 @@ from typing import Literal, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from lipsync_core.contract import IOContract
-from lipsync_core.kinds import BackendKind, Device, Precision
+from lipsync_contract.kinds import BackendKind, Device, Precision
+from lipsync_contract.modelio import IOContract
 
 
 class BackendConfig(BaseModel):

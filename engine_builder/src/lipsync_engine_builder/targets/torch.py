@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from lipsync_contract.kinds import Precision
 from lipsync_core.backends.base import BackendConfig
 from lipsync_core.backends.torch_backend import (
     AOTI_DEVICE_KEY,
@@ -21,7 +22,6 @@ from lipsync_core.backends.torch_backend import (
     resolve_device,
 )
 from lipsync_core.backends.torch_files import SETTINGS_FILE
-from lipsync_core.kinds import Precision
 from lipsync_engine_builder.errors import BuildFailedError, one_line
 from lipsync_engine_builder.targets.base import BuildContext, BuiltArtifact
 

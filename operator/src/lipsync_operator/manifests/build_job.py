@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from lipsync_core.enginekey import short_key
-from lipsync_engine_builder.request import BuildRequest
+from lipsync_contract.enginekey import short_key
+from lipsync_contract.request import BuildRequest
 from lipsync_operator import naming
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.engines import TERMINATION_LOG

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from lipsync_core.api import KIND, api_version
-from lipsync_core.enginekey import KEY_PREFIX
+from lipsync_contract.api import KIND, api_version
+from lipsync_contract.enginekey import KEY_PREFIX
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.observed import GFD_PRODUCT, GFD_SHARING
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lipsync_core.api import LipSyncModelSpec
-from lipsync_core.enginekey import short_key
-from lipsync_core.server_options import ServerOptions
+from lipsync_contract.api import LipSyncModelSpec
+from lipsync_contract.enginekey import short_key
+from lipsync_contract.server_options import ServerOptions
 from lipsync_operator import naming
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.manifests.common import (

@@ -14,9 +14,9 @@ from pydantic import (
 )
 from pydantic.config import JsonDict
 
-from lipsync_core.api.base import ApiModel
-from lipsync_core.contract import PRESETS, ModelContract
-from lipsync_core.kinds import Precision
+from lipsync_contract.api.base import ApiModel
+from lipsync_contract.kinds import Precision
+from lipsync_contract.modelio import PRESETS, ModelContract
 
 Sharing = Literal["exclusive", "timeSlicing", "mps"]
 # A node label value: at most 63 characters of [A-Za-z0-9_.-].

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from lipsync_core.kinds import BackendKind, Device
+from lipsync_contract.kinds import BackendKind, Device
 
 
 class ServerOptions(BaseModel):

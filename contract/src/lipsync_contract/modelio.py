@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lipsync_core.errors import ContractError
+from lipsync_contract.errors import ContractError
 
 DType = Literal["float32", "float16", "uint8"]
 ChannelOrder = Literal["BGR", "BGR+BGR", "features"]

@@ -12,9 +12,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from lipsync_core.contract import ENCODER_PRESETS, EncoderContract, ModelContract, any_preset
-from lipsync_core.enginekey import BatchProfile, EngineKeyInputs, engine_key, unpinned_digest
-from lipsync_core.kinds import Precision
+from lipsync_contract.enginekey import BatchProfile, EngineKeyInputs, engine_key, unpinned_digest
+from lipsync_contract.kinds import Precision
+from lipsync_contract.modelio import ENCODER_PRESETS, EncoderContract, ModelContract, any_preset
 
 BuildBackend = Literal[
     "onnxruntime-cpu", "onnxruntime-cuda", "tensorrt-rtx", "tensorrt", "torch", "torch-aoti"
