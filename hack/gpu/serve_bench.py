@@ -48,7 +48,7 @@ def main(
         bench = [
             sys.executable,
             "-c",
-            "from lipsync_core.cli import main; main()",
+            "from lipsync_contract.cli import main; main()",
             "bench",
             "run",
             "--target",

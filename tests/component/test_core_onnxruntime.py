@@ -55,7 +55,7 @@ def test_explicit_unavailable_backend_is_a_clear_error(reference_model: Path) ->
 
 
 def _lipsync(*args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-c", "from lipsync_core.cli import main; main()", *args]
+    command = [sys.executable, "-c", "from lipsync_contract.cli import main; main()", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from lipsync_contract.api import LipSyncModelSpec, LipSyncModelStatus
-from lipsync_operator.buildresult import BuildResult
+from lipsync_contract.result import BuildResult
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.desired import DesiredState, desired_state, previous_spec
 from lipsync_operator.engines import published_engines
@@ -774,5 +774,9 @@ def test_an_audio_encoder_is_built_in_the_same_job_and_mounted_beside_the_unet()
     [engine] = state.status.engines
     assert (engine.encoder_key, engine.encoder_artifact) == (encoder_key, "ave.plan")
     # After the Job is gone, the status alone still says which encoder serves.
-    again = plan(model, Observed(nodes=nodes, published=published_engines(state.status)))
+    published = published_engines(state.status, "/cache")
+    # Results from the status name artifacts as the builder's do: by their URI in the cache.
+    assert published[key].artifact == built.artifact
+    assert published[key].audio_encoder == encoder.model_copy(update={"cache_hit": True})
+    again = plan(model, Observed(nodes=nodes, published=published))
     assert again.deployments[0]["metadata"]["annotations"] == annotations

@@ -36,8 +36,10 @@ _BACKEND_LIBRARIES: dict[BuildBackend, tuple[str, tuple[str, ...]]] = {
 
 
 def builder_version() -> str:
+    """The contract's version: what defines the key and the request, installed in the builder
+    and in the operator alike (the builder's own code is identified by ``runtime``, its image)."""
     try:
-        return version("lipsync-engine-builder")
+        return version("lipsync-contract")
     except PackageNotFoundError:
         return "0+unknown"
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lipsync_contract.cache import result_from_manifest
 from lipsync_contract.errors import LipSyncError
 from lipsync_contract.kinds import Precision
 from lipsync_contract.manifest import Accuracy, Manifest
@@ -45,22 +46,6 @@ class _Prepared:
     optimization: dict[str, int]
 
 
-def result_from_manifest(
-    manifest: Manifest, cache: EngineCache, cache_hit: bool, seconds: float, reason: str
-) -> BuildResult:
-    return BuildResult(
-        key=manifest.key,
-        state="Ready",
-        reason=reason,
-        psnr_db=round(manifest.accuracy.psnr_db, 2),
-        max_abs_error=round(manifest.accuracy.max_abs_error, 6),
-        frames_per_second=manifest.best_frames_per_second(),
-        build_seconds=round(seconds, 2),
-        artifact=cache.entry_uri(manifest.key, manifest.artifact),
-        cache_hit=cache_hit,
-    )
-
-
 def execute(request: BuildRequest, progress: Progress) -> BuildResult:
     start = time.perf_counter()
     key = ""
@@ -71,7 +56,11 @@ def execute(request: BuildRequest, progress: Progress) -> BuildResult:
         if cached is not None:
             progress.info("cache hit", key=key)
             return result_from_manifest(
-                cached, cache, True, time.perf_counter() - start, "cache hit"
+                cached,
+                cache.root,
+                cache_hit=True,
+                seconds=time.perf_counter() - start,
+                reason="cache hit",
             )
         cache.ensure_writable()
         with tempfile.TemporaryDirectory(prefix="lipsync-build-") as workdir:
@@ -252,5 +241,9 @@ def _build(
             progress.info("another builder published this key first; using its artifact")
     reason = "published" if outcome.published else "published by another builder first"
     return result_from_manifest(
-        outcome.manifest, cache, not outcome.published, time.perf_counter() - start, reason
+        outcome.manifest,
+        cache.root,
+        cache_hit=not outcome.published,
+        seconds=time.perf_counter() - start,
+        reason=reason,
     ).model_copy(update={"exit_code": EXIT_OK})

@@ -6,9 +6,10 @@ import posixpath
 from dataclasses import dataclass
 
 from lipsync_contract.api import EngineStatus, LipSyncModelSpec, LipSyncModelStatus
+from lipsync_contract.cache import entry_uri
 from lipsync_contract.enginekey import BatchProfile
 from lipsync_contract.request import BuildRequest
-from lipsync_operator.buildresult import BuildResult
+from lipsync_contract.result import BuildResult
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.observed import BuildJob, Observed, ServedEngine
 from lipsync_operator.pools import GpuPool
@@ -59,11 +60,12 @@ def build_request(
     )
 
 
-def published_engines(status: LipSyncModelStatus | None) -> dict[str, BuildResult]:
+def published_engines(status: LipSyncModelStatus | None, cache_root: str) -> dict[str, BuildResult]:
     """Engines a model's status records as Ready: known without reading the cache.
 
     A build Job's result reaches the status once; after the Job's TTL removes it, the status is
-    where the operator (any replica, after any restart) still finds the engine.
+    where the operator (any replica, after any restart) still finds the engine. The status holds
+    artifact file names; results hold their URIs under ``cache_root``, as the builder's do.
     """
     if status is None:
         return {}
@@ -74,25 +76,24 @@ def published_engines(status: LipSyncModelStatus | None) -> dict[str, BuildResul
             psnr_db=engine.psnr_db,
             frames_per_second=engine.frames_per_second,
             build_seconds=engine.build_seconds or 0.0,
-            artifact=engine.artifact,
+            artifact=entry_uri(cache_root, engine.key, engine.artifact),
             cache_hit=True,
-            audio_encoder=_published_encoder(engine),
+            audio_encoder=_published_encoder(engine, cache_root),
         )
         for engine in status.engines
         if engine.state == "Ready" and engine.key and engine.artifact
     }
 
 
-def _published_encoder(engine: EngineStatus) -> BuildResult | None:
+def _published_encoder(engine: EngineStatus, cache_root: str) -> BuildResult | None:
     if not engine.encoder_key:
         return None
-    return BuildResult(
-        key=engine.encoder_key, state="Ready", artifact=engine.encoder_artifact, cache_hit=True
-    )
+    artifact = entry_uri(cache_root, engine.encoder_key, engine.encoder_artifact)
+    return BuildResult(key=engine.encoder_key, state="Ready", artifact=artifact, cache_hit=True)
 
 
 def artifact_name(result: BuildResult) -> str:
-    """The artifact's file name in its cache entry (results carry a URI or a bare name)."""
+    """The artifact's file name in its cache entry (what the status and the servers name)."""
     return posixpath.basename(result.artifact)
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from lipsync_operator.buildresult import BuildResult, parse_build_result
+from lipsync_contract.result import BuildResult, parse_build_result
 from lipsync_operator.naming import (
     ANNOTATION_ARTIFACT,
     ANNOTATION_ENCODER_ARTIFACT,

@@ -78,7 +78,7 @@ class Reconciler:
                 spec = parse_spec(body.get("spec") or {})
                 observed = replace(
                     self.kube.observed(owner.namespace, owner.name, owner.uid, self.config),
-                    published=published_engines(previous),
+                    published=published_engines(previous, self.config.cache.mount_path),
                 )
                 desired = desired_state(
                     owner, spec, observed, self.config, previous=previous, now=datetime.now(UTC)

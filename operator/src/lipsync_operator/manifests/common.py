@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from lipsync_contract.api import KIND, api_version
-from lipsync_contract.enginekey import KEY_PREFIX
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.observed import GFD_PRODUCT, GFD_SHARING
 
@@ -47,10 +46,6 @@ def metadata(
     if annotations:
         meta["annotations"] = dict(annotations)
     return meta
-
-
-def key_hex(key: str) -> str:
-    return key.removeprefix(KEY_PREFIX)
 
 
 def pod_security_context() -> Manifest:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lipsync_contract.api import LipSyncModelSpec
+from lipsync_contract.cache import entry_dir
 from lipsync_contract.enginekey import short_key
 from lipsync_contract.server_options import ServerOptions
 from lipsync_operator import naming
@@ -16,7 +17,6 @@ from lipsync_operator.manifests.common import (
     container_security_context,
     gpu_node_affinity,
     gpu_tolerations,
-    key_hex,
     metadata,
     pod_security_context,
     sharing_rule,
@@ -71,7 +71,7 @@ def _engine_mounts(engine: ServedEngine) -> list[Manifest]:
         {
             "name": "cache",
             "mountPath": ENGINE_DIR,
-            "subPath": f"engines/{key_hex(engine.key)}",
+            "subPath": entry_dir(engine.key),
             "readOnly": True,
         }
     ]
@@ -80,7 +80,7 @@ def _engine_mounts(engine: ServedEngine) -> list[Manifest]:
             {
                 "name": "cache",
                 "mountPath": ENCODER_DIR,
-                "subPath": f"engines/{key_hex(engine.encoder_key)}",
+                "subPath": entry_dir(engine.encoder_key),
                 "readOnly": True,
             }
         )
