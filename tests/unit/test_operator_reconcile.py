@@ -9,13 +9,15 @@ import pytest
 
 from lipsync_contract.api import LipSyncModelSpec, LipSyncModelStatus
 from lipsync_contract.result import BuildResult
+from lipsync_operator.builds import shared_build, superseded_jobs, waits_for
 from lipsync_operator.config import OperatorConfig
-from lipsync_operator.desired import DesiredState, desired_state, previous_spec
+from lipsync_operator.desired import DesiredState, desired_state, engine_keys, previous_spec
 from lipsync_operator.engines import published_engines
 from lipsync_operator.manifests.common import Owner
 from lipsync_operator.observed import (
     BuildJob,
     GpuNode,
+    JobPhase,
     Observed,
     ServerDeployment,
     build_job,
@@ -352,6 +354,134 @@ def test_key_mismatch_between_operator_and_builder_is_a_failure() -> None:
     state = plan(spec(), Observed(nodes=(node("a"),), jobs=(done,)))
     assert state.status.engines[0].state == "Failed"
     assert state.status.engines[0].reason.startswith("KeyMismatch")
+
+
+# --- one build per key, cluster-wide -------------------------------------------------------
+
+
+def other_build(key: str, phase: JobPhase = "Active", **extra: Any) -> BuildJob:
+    """A build Job of the same key started by model "bob" in another namespace."""
+    values: dict[str, Any] = {
+        "name": "bob-build-1",
+        "namespace": "team-b",
+        "key": key,
+        "product": H100,
+        "phase": phase,
+        "created": "2025-01-01T00:00:00+00:00",
+    }
+    return BuildJob(**{**values, **extra})
+
+
+def h100_key() -> str:
+    return plan(spec(), Observed(nodes=(node("a"),))).plans[0].key
+
+
+def test_shared_build_prefers_a_ready_result_then_the_oldest_running_job() -> None:
+    key = h100_key()
+    young = other_build(key, name="b", created="2025-01-01T00:00:05+00:00")
+    old = other_build(key, name="a", created="2025-01-01T00:00:01+00:00")
+    tie = other_build(key, name="a", namespace="team-a", created=old.created)
+    finished = other_build(
+        key, "Succeeded", name="z", created="2025-01-01T00:09:00+00:00", result=ready(key)
+    )
+    failed = other_build(key, "Failed", name="f")
+    assert shared_build([young, old], key) == old
+    assert shared_build([young, old, tie], key) == tie, "namespace breaks a tie"
+    assert shared_build([young, finished, old], key) == finished
+    assert shared_build([failed, young], key) == young
+    assert shared_build([failed], key) == failed
+    assert shared_build([other_build(key, deleting=True)], key) is None
+    assert shared_build([other_build("sha256:" + "0" * 64)], key) is None
+
+
+def test_a_model_waits_for_another_models_build_of_its_key() -> None:
+    key = h100_key()
+    observed = Observed(nodes=(node("a"),), builds={key: (other_build(key),)})
+    state = plan(spec(), observed)
+    assert state.jobs == [], "the key is being built already"
+    [engine] = state.status.engines
+    assert (engine.state, engine.job) == ("Building", "team-b/bob-build-1")
+    assert state.status.phase == "Building"
+
+
+def test_a_model_serves_the_engine_another_model_built() -> None:
+    key = h100_key()
+    built = other_build(key, "Succeeded", result=ready(key))
+    state = plan(spec(), Observed(nodes=(node("a"),), builds={key: (built,)}))
+    assert state.jobs == []
+    [engine] = state.status.engines
+    assert (engine.state, engine.key, engine.artifact) == ("Ready", key, "engine-abc.plan")
+    [deploy] = state.deployments
+    assert deploy["metadata"]["annotations"]["lipsync.dev/engine-key"] == key
+    assert deploy["metadata"]["name"].startswith("anna-"), "its own servers"
+
+
+def test_the_later_of_two_racing_builds_is_deleted() -> None:
+    key = h100_key()
+    mine = BuildJob(
+        name="anna-build-1", namespace="default", key=key, product=H100, phase="Active",
+        created="2025-01-01T00:00:03+00:00",
+    )  # fmt: skip
+    theirs = other_build(key, created="2025-01-01T00:00:02+00:00")
+    observed = Observed(nodes=(node("a"),), jobs=(mine,), builds={key: (mine, theirs)})
+    state = plan(spec(), observed)
+    assert [(r.kind, r.name) for r in state.stale] == [("Job", "anna-build-1")]
+    assert state.status.engines[0].job == "team-b/bob-build-1"
+    # The winner's owner sees the same two Jobs and keeps its own.
+    assert superseded_jobs(Observed(jobs=(theirs,), builds={key: (mine, theirs)}), [key]) == []
+
+
+def test_a_build_whose_owner_was_deleted_is_started_again() -> None:
+    key = h100_key()
+    gone = other_build(key, deleting=True)
+    state = plan(spec(), Observed(nodes=(node("a"),), builds={key: (gone,)}))
+    [job] = state.jobs
+    assert job["metadata"]["name"].startswith("anna-build-")
+    assert job["metadata"]["labels"]["lipsync.dev/engine"] == key[7:19]
+
+
+def test_another_models_failed_build_does_not_undo_a_published_engine() -> None:
+    key = h100_key()
+    observed = Observed(
+        nodes=(node("a"),),
+        published={key: ready(key)},
+        builds={key: (other_build(key, "Failed", failure="DeadlineExceeded"),)},
+    )
+    assert plan(spec(), observed).status.engines[0].state == "Ready"
+
+
+def test_engine_keys_are_the_keys_desired_state_builds() -> None:
+    nodes = (node("a"), node("b", product=L4, cc=("8", "9")))
+    state = plan(spec(), Observed(nodes=nodes))
+    listed = engine_keys(spec(), Observed(nodes=nodes), CONFIG, NOW)
+    assert listed == [p.key for p in state.plans]
+
+
+def test_waiting_models_are_found_by_a_building_engine_of_the_key() -> None:
+    key = h100_key()
+    waiting = {"status": {"engines": [{"key": key, "state": "Building"}]}}
+    assert waits_for(waiting, key)
+    assert not waits_for({"status": {"engines": [{"key": key, "state": "Ready"}]}}, key)
+    assert not waits_for({"metadata": {"name": "new"}}, key)
+
+
+def test_build_job_parsing_reads_namespace_age_and_deletion() -> None:
+    obj = {
+        "metadata": {
+            "name": "bob-build-1",
+            "namespace": "team-b",
+            "creationTimestamp": "2025-01-01T00:00:02Z",
+            "deletionTimestamp": "2025-01-01T00:05:00Z",
+            "annotations": {"lipsync.dev/engine-key": "sha256:ab"},
+        },
+    }
+    parsed = build_job(obj)
+    assert (parsed.namespace, parsed.created, parsed.deleting) == (
+        "team-b",
+        "2025-01-01T00:00:02+00:00",
+        True,
+    )
+    assert parsed.ref == "team-b/bob-build-1"
 
 
 # --- serving --------------------------------------------------------------------------------

@@ -10,7 +10,9 @@ from datetime import datetime, timedelta
 
 from lipsync_contract.api import LipSyncModelSpec, LipSyncModelStatus
 from lipsync_contract.enginekey import short_key
+from lipsync_contract.request import BuildRequest
 from lipsync_operator import naming
+from lipsync_operator.builds import superseded_jobs
 from lipsync_operator.capacity import plan_rollout, pool_capacity, wanted_servers
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.engines import build_request, engine_verdict
@@ -85,6 +87,28 @@ class DesiredState:
         ]
 
 
+def _request(spec: LipSyncModelSpec, pool: GpuPool, config: OperatorConfig) -> BuildRequest | None:
+    """The build of a product with schedulable nodes (None: nothing to build on)."""
+    if not pool.present:
+        return None
+    return build_request(spec, pool.product, pool.compute_capability, config)
+
+
+def _pools(
+    spec: LipSyncModelSpec, observed: Observed, config: OperatorConfig, now: datetime
+) -> list[GpuPool]:
+    grace = timedelta(seconds=config.node_grace_seconds)
+    return gpu_pools(spec, observed.nodes, now=now, grace=grace)
+
+
+def engine_keys(
+    spec: LipSyncModelSpec, observed: Observed, config: OperatorConfig, now: datetime
+) -> list[str]:
+    """The keys desired_state builds or waits for: what to look up other models' builds of."""
+    requests = (_request(spec, pool, config) for pool in _pools(spec, observed, config, now))
+    return [request.key() for request in requests if request is not None]
+
+
 def _plan_product(
     owner: Owner,
     spec: LipSyncModelSpec,
@@ -92,9 +116,7 @@ def _plan_product(
     observed: Observed,
     config: OperatorConfig,
 ) -> ProductPlan:
-    request = (
-        build_request(spec, pool.product, pool.compute_capability, config) if pool.present else None
-    )
+    request = _request(spec, pool, config)
     key = request.key() if request is not None else ""
     job_name = naming.job_name(owner.name, short_key(key)) if key else ""
     verdict = engine_verdict(pool, key, job_name, observed)
@@ -192,6 +214,7 @@ def _stale(plans: tuple[ProductPlan, ...], observed: Observed) -> tuple[ChildRef
     deployments = {d["metadata"]["name"] for p in plans if (d := p.deployment) is not None}
     hpas = {h["metadata"]["name"] for p in plans if (h := p.autoscaler) is not None}
     stale = [ChildRef("batch/v1", "Job", job.name) for job in observed.jobs if job.key not in keys]
+    stale += [ChildRef("batch/v1", "Job", job.name) for job in superseded_jobs(observed, keys)]
     stale += [
         ChildRef("apps/v1", "Deployment", d.name)
         for d in observed.deployments
@@ -219,9 +242,7 @@ def desired_state(
     """
     plans = tuple(
         _plan_product(owner, spec, pool, observed, config)
-        for pool in gpu_pools(
-            spec, observed.nodes, now=now, grace=timedelta(seconds=config.node_grace_seconds)
-        )
+        for pool in _pools(spec, observed, config, now)
     )
     status = compute_status(
         [plan.summary for plan in plans], owner.generation, endpoint(owner), previous, now

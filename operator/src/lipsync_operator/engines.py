@@ -10,6 +10,7 @@ from lipsync_contract.cache import entry_uri
 from lipsync_contract.enginekey import BatchProfile
 from lipsync_contract.request import BuildRequest
 from lipsync_contract.result import BuildResult
+from lipsync_operator.builds import followed_build, is_own
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.observed import BuildJob, Observed, ServedEngine
 from lipsync_operator.pools import GpuPool
@@ -122,24 +123,26 @@ def served_engine(key: str, result: BuildResult) -> ServedEngine:
 
 
 def engine_verdict(pool: GpuPool, key: str, job_name: str, observed: Observed) -> EngineVerdict:
-    """Cache hit -> Ready; else the build Job's outcome; else a Job is wanted."""
+    """Published -> Ready; else the outcome of the key's build Job (this model's or another
+    model's: see builds.py); else a Job is wanted."""
     base = {"gpu_product": pool.product, "compute_capability": pool.compute_capability, "key": key}
     if not pool.present:
         reason = "NoNodes: no schedulable node has this GPU product"
         return EngineVerdict(EngineStatus(**base, state="Pending", reason=reason), None, False)
-    job = observed.job_for(key)
+    job = followed_build(observed, key)
     published = observed.published.get(key)
     if (
         published is not None
         and published.state == "Ready"
-        and (job is None or job.phase != "Failed")
+        and (job is None or job.phase != "Failed" or not is_own(observed, job))
     ):
         return EngineVerdict(
             _status(base, "Ready", published), served_engine(key, published), False
         )
     if job is None:
         return EngineVerdict(EngineStatus(**base, state="Building", job=job_name), None, True)
-    return _job_verdict({**base, "job": job.name}, job, key)
+    shown = job.name if is_own(observed, job) else job.ref
+    return _job_verdict({**base, "job": shown}, job, key)
 
 
 def _job_verdict(base: dict[str, str], job: BuildJob, key: str) -> EngineVerdict:

@@ -17,6 +17,7 @@ from urllib3.exceptions import HTTPError
 from lipsync_contract.api import GROUP, PLURAL, VERSION
 from lipsync_contract.api import KIND as MODEL_KIND
 from lipsync_operator import naming
+from lipsync_operator.builds import waits_for
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.kube import Kube
 from lipsync_operator.observed import GFD_PRODUCT, gpu_node
@@ -128,7 +129,6 @@ def _owner_model(reconciler: Reconciler, body: Mapping[str, Any]) -> dict[str, A
     return None
 
 
-@kopf.on.event("batch", "v1", "jobs", labels=OWNED)
 @kopf.on.event("apps", "v1", "deployments", labels=OWNED)
 def on_owned_child_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A build finished or a rollout moved: the owner's status and next step follow."""
@@ -136,3 +136,18 @@ def on_owned_child_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     model = _owner_model(reconciler, body)
     if model is not None and model["metadata"].get("deletionTimestamp") is None:
         _converge(reconciler, model, permanent=False)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=OWNED)
+def on_build_job_change(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    """A build moved: its owner follows, and so does every model waiting for the same key (the
+    build finished, or went with its deleted owner and a waiting model must start its own)."""
+    on_owned_child_change(body=body, memo=memo, **kwargs)
+    key = (body["metadata"].get("annotations") or {}).get(naming.ANNOTATION_ENGINE_KEY, "")
+    if not key:
+        return
+    reconciler: Reconciler = memo["reconciler"]
+    owners = {ref.get("uid") for ref in body["metadata"].get("ownerReferences") or []}
+    for model in reconciler.kube.models():
+        if model["metadata"]["uid"] not in owners and waits_for(model, key):
+            _converge(reconciler, model, permanent=False)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +13,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient as _DynamicClient
 
 from lipsync_contract.api import GROUP, KIND, PLURAL, VERSION
+from lipsync_contract.enginekey import short_key
 from lipsync_operator import naming
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.desired import ChildRef
@@ -95,11 +96,7 @@ class Kube:
         for job in owned(
             self._list("batch/v1", "Job", namespace=namespace, label_selector=selector)
         ):
-            job_name = job["metadata"]["name"]
-            pods = self._list(
-                "v1", "Pod", namespace=namespace, label_selector=f"job-name={job_name}"
-            )
-            jobs.append(build_job(job, pods))
+            jobs.append(build_job(job, self._job_pods(namespace, job["metadata"]["name"])))
         deployments: list[ServerDeployment] = [
             server_deployment(obj)
             for obj in owned(
@@ -126,6 +123,32 @@ class Kube:
             gpu_used_by_others=others,
             serving_pods_by_node=serving,
         )
+
+    def build_jobs_by_key(self, keys: Collection[str]) -> dict[str, tuple[BuildJob, ...]]:
+        """Every model's build Jobs of ``keys``, in all namespaces (one list call, plus the pods
+        of finished Jobs for their results). Found by the engine label (a key's first hex
+        digits: label values are too short for a whole key), matched on the full key."""
+        wanted = set(keys)
+        if not wanted:
+            return {}
+        shorts = ",".join(sorted({short_key(key) for key in wanted}))
+        selector = (
+            f"{naming.LABEL_COMPONENT}={naming.COMPONENT_BUILD},{naming.LABEL_ENGINE} in ({shorts})"
+        )
+        found: dict[str, list[BuildJob]] = {}
+        for obj in self._list("batch/v1", "Job", label_selector=selector):
+            meta = obj["metadata"]
+            key = (meta.get("annotations") or {}).get(naming.ANNOTATION_ENGINE_KEY, "")
+            if key not in wanted:
+                continue
+            job = build_job(obj)
+            if job.phase != "Active":
+                job = build_job(obj, self._job_pods(meta["namespace"], meta["name"]))
+            found.setdefault(key, []).append(job)
+        return {key: tuple(jobs) for key, jobs in found.items()}
+
+    def _job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
+        return self._list("v1", "Pod", namespace=namespace, label_selector=f"job-name={job_name}")
 
     def _pods_on_gpu_nodes(
         self, nodes: set[str], namespace: str, model: str, gpu_resource: str

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from lipsync_contract.api import LipSyncModelSpec, LipSyncModelStatus
 from lipsync_contract.errors import LipSyncError
 from lipsync_operator.config import OperatorConfig
-from lipsync_operator.desired import DesiredState, desired_state
+from lipsync_operator.desired import DesiredState, desired_state, engine_keys
 from lipsync_operator.engines import published_engines
 from lipsync_operator.kube import Kube
 from lipsync_operator.manifests.common import Owner
@@ -76,12 +76,17 @@ class Reconciler:
         with self._lock(owner.uid):
             try:
                 spec = parse_spec(body.get("spec") or {})
+                now = datetime.now(UTC)
+                observed = self.kube.observed(owner.namespace, owner.name, owner.uid, self.config)
                 observed = replace(
-                    self.kube.observed(owner.namespace, owner.name, owner.uid, self.config),
+                    observed,
                     published=published_engines(previous, self.config.cache.mount_path),
+                    builds=self.kube.build_jobs_by_key(
+                        engine_keys(spec, observed, self.config, now)
+                    ),
                 )
                 desired = desired_state(
-                    owner, spec, observed, self.config, previous=previous, now=datetime.now(UTC)
+                    owner, spec, observed, self.config, previous=previous, now=now
                 )
             except LipSyncError as exc:
                 self._record_invalid(owner, previous, str(exc))
