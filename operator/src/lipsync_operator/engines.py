@@ -153,7 +153,7 @@ def _job_verdict(base: dict[str, str], job: BuildJob, key: str) -> EngineVerdict
     if result is not None and result.state == "Ready" and result.key and result.key != key:
         reason = (
             f"KeyMismatch: the builder computed {result.key}, the operator expected {key}; "
-            "the operator and the runtime image run different builder versions"
+            "the operator and the runtime image run different lipsync-contract versions"
         )
     elif job.phase == "Succeeded" and result is not None and result.state == "Ready":
         return EngineVerdict(_status(base, "Ready", result), served_engine(key, result), False)

@@ -312,8 +312,5 @@ class Observed:
     # This model's server pods per node (bound, not being deleted): what a cordoned node keeps.
     serving_pods_by_node: Mapping[str, int] = field(default_factory=dict)
 
-    def job_for(self, key: str) -> BuildJob | None:
-        return next((job for job in self.jobs if job.key == key), None)
-
     def deployment_for(self, product: str) -> ServerDeployment | None:
         return next((d for d in self.deployments if d.product == product), None)
