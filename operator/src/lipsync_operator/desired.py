@@ -20,6 +20,13 @@ from lipsync_operator.manifests.common import Manifest, Owner
 from lipsync_operator.manifests.server import server_deployment
 from lipsync_operator.manifests.service import disruption_budget, endpoint, service
 from lipsync_operator.observed import Observed, ServedEngine
+from lipsync_operator.policy import (
+    allot_gpus,
+    builder_image,
+    cache_subdir,
+    check_spec,
+    gpu_limit,
+)
 from lipsync_operator.pools import GpuPool, gpu_pools, pods_per_gpu
 from lipsync_operator.status import (
     EventNote,
@@ -91,7 +98,11 @@ def _plan_product(
     pool: GpuPool,
     observed: Observed,
     config: OperatorConfig,
+    *,
+    allotted_gpus: int,
 ) -> ProductPlan:
+    """``allotted_gpus``: how many of the pool's GPUs the model's limit leaves this product."""
+    cache_dir = cache_subdir(spec, config, owner.namespace, owner.name)
     request = (
         build_request(spec, pool.product, pool.compute_capability, config) if pool.present else None
     )
@@ -100,9 +111,14 @@ def _plan_product(
     verdict = engine_verdict(pool, key, job_name, observed)
     job = None
     if verdict.needs_job and request is not None:
-        image = spec.images.builder or config.default_builder_image
         job = build_job(
-            owner, request, key=key, product_labels=pool.product_labels, image=image, config=config
+            owner,
+            request,
+            key=key,
+            product_labels=pool.product_labels,
+            image=builder_image(spec, config),
+            cache_dir=cache_dir,
+            config=config,
         )
 
     current = observed.deployment_for(pool.product)
@@ -121,8 +137,11 @@ def _plan_product(
     if autoscaled:
         fixed = current.replicas if current is not None else spec.autoscaling.min_replicas
     serving_pods = observed.serving_pods_by_node
+    wanted = min(
+        wanted_servers(pool, pods_per_gpu(spec), serving_pods), allotted_gpus * pods_per_gpu(spec)
+    )
     rollout = plan_rollout(
-        wanted_servers(pool, pods_per_gpu(spec), serving_pods),
+        wanted,
         pool_capacity(pool, observed.gpu_used_by_others, serving_pods),
         building=verdict.status.state == "Building" and current is not None,
         pods_per_gpu=pods_per_gpu(spec),
@@ -131,7 +150,7 @@ def _plan_product(
     deployment = hpa = None
     handover: int | None = None
     replicas = rollout.replicas
-    if serving is not None and pool.gpus > 0:
+    if serving is not None and allotted_gpus > 0:
         name = naming.deployment_name(owner.name, pool.product)
         if autoscaled and current is not None and name not in observed.hpas:
             handover = current.replicas
@@ -143,6 +162,7 @@ def _plan_product(
             engine=serving,
             replicas=None if autoscaled else replicas,
             rollout_strategy=rollout.strategy,
+            cache_dir=cache_subdir(template_spec, config, owner.namespace, owner.name),
             config=config,
         )
         if autoscaled:
@@ -159,7 +179,7 @@ def _plan_product(
     engine = verdict.status.model_copy(
         update={
             "serving_key": serving_key(serving) if deployment is not None else "",
-            "gpus": pool.gpus,
+            "gpus": allotted_gpus,
             "replicas": replicas,
             "ready_replicas": current.ready_replicas if current is not None else 0,
         }
@@ -215,13 +235,17 @@ def desired_state(
 ) -> DesiredState:
     """Everything the operator should make true for one LipSyncModel.
 
-    Raises a LipSyncError (one-line reason) for a spec it cannot act on.
+    Raises a LipSyncError (one-line reason) for a spec it cannot act on, or one the
+    operator's policy refuses (``policy.check_spec``), before anything is created.
     """
+    check_spec(spec, config)
+    pools = gpu_pools(
+        spec, observed.nodes, now=now, grace=timedelta(seconds=config.node_grace_seconds)
+    )
+    allotted = allot_gpus({pool.product: pool.gpus for pool in pools}, gpu_limit(spec, config))
     plans = tuple(
-        _plan_product(owner, spec, pool, observed, config)
-        for pool in gpu_pools(
-            spec, observed.nodes, now=now, grace=timedelta(seconds=config.node_grace_seconds)
-        )
+        _plan_product(owner, spec, pool, observed, config, allotted_gpus=allotted[pool.product])
+        for pool in pools
     )
     status = compute_status(
         [plan.summary for plan in plans], owner.generation, endpoint(owner), previous, now

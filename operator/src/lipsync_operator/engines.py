@@ -11,6 +11,7 @@ from lipsync_engine_builder.request import BuildRequest
 from lipsync_operator.buildresult import BuildResult
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.observed import BuildJob, Observed, ServedEngine
+from lipsync_operator.policy import runtime_identity
 from lipsync_operator.pools import GpuPool
 
 TERMINATION_LOG = "/dev/termination-log"
@@ -46,7 +47,7 @@ def build_request(
         io=spec.io.preset,
         precision=spec.precision,
         backend=config.backend,
-        runtime=config.runtime_id,
+        runtime=runtime_identity(spec, config),
         gpu_product=product,
         compute_capability=compute_capability,
         batch=batch_profile(spec),
