@@ -776,3 +776,64 @@ def test_an_audio_encoder_is_built_in_the_same_job_and_mounted_beside_the_unet()
     # After the Job is gone, the status alone still says which encoder serves.
     again = plan(model, Observed(nodes=nodes, published=published_engines(state.status)))
     assert again.deployments[0]["metadata"]["annotations"] == annotations
+
+
+# --- isolation (operator policy) -------------------------------------------------------------
+
+
+def test_a_spec_the_policy_refuses_raises_before_anything_is_planned() -> None:
+    from lipsync_operator.policy import PolicyError
+
+    observed = Observed(nodes=(node("a1"),))
+    with pytest.raises(PolicyError, match=r"spec\.avatar\.uri 'pvc://c/\.\./x'"):
+        plan(spec(avatar={"uri": "pvc://c/../x"}), observed)
+    with pytest.raises(PolicyError, match=r"spec\.avatar\.uri 'file:///'.*disabled"):
+        plan(spec(avatar={"uri": "file:///"}), observed)
+    with pytest.raises(PolicyError, match=r"spec\.images\.builder"):
+        plan(spec(images={"builder": "evil.example/b:1"}), observed)
+
+
+def test_server_and_build_pods_mount_no_service_account_token() -> None:
+    model = spec()
+    nodes = (node("a1"),)
+    [job] = plan(model, Observed(nodes=nodes)).jobs
+    [deploy] = plan(model, _ready_observed(model, nodes)).deployments
+    for pod in (job["spec"]["template"]["spec"], deploy["spec"]["template"]["spec"]):
+        assert pod["automountServiceAccountToken"] is False
+
+
+def test_an_allowed_builder_override_changes_the_key_and_builds_into_a_private_cache() -> None:
+    allowed = OperatorConfig(runtime_image=CONFIG.runtime_image, allow_image_overrides=True)
+    nodes = (node("a1"),)
+    own = spec(images={"builder": "team.example/builder:2"})
+    default_key = keys_of(plan(spec(), Observed(nodes=nodes)))[H100]
+    state = desired_state(OWNER, own, Observed(nodes=nodes), allowed, previous=None, now=NOW)
+    [job] = state.jobs
+    assert keys_of(state)[H100] != default_key
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "team.example/builder:2"
+    assert container["args"][container["args"].index("--runtime") + 1] == "team.example/builder:2"
+    [cache] = [m for m in container["volumeMounts"] if m["name"] == "cache"]
+    assert cache == {"name": "cache", "mountPath": "/cache", "subPath": "private/default/anna"}
+
+    key = keys_of(state)[H100]
+    served = Observed(nodes=nodes, published={key: ready(key)})
+    [deploy] = desired_state(OWNER, own, served, allowed, previous=None, now=NOW).deployments
+    mounts = deploy["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    [engine] = [m for m in mounts if m["mountPath"] == "/engine"]
+    assert engine["subPath"] == f"private/default/anna/engines/{key[7:]}"
+    assert engine["readOnly"] is True
+
+
+def test_the_gpu_limit_caps_the_servers_over_all_products() -> None:
+    capped = OperatorConfig(runtime_image=CONFIG.runtime_image, max_gpus_per_model=10)
+    model = spec(gpus={"products": []})
+    nodes = (node("a1", gpus=8), node("a2", gpus=8), node("b1", product=L4, gpus=8))
+    observed = _ready_observed(model, nodes)
+    state = desired_state(OWNER, model, observed, capped, previous=None, now=NOW)
+    replicas = {p.pool.product: p.deployment["spec"]["replicas"] for p in state.plans if p.deployment}
+    assert replicas == {H100: 10}  # L4 gets what is left: nothing, so no Deployment
+    assert {e.gpu_product: e.gpus for e in state.status.engines} == {H100: 10, L4: 0}
+    lowered = spec(gpus={"products": [], "max": 2})
+    state = desired_state(OWNER, lowered, observed, capped, previous=None, now=NOW)
+    assert [d["spec"]["replicas"] for d in state.deployments] == [2]
