@@ -831,9 +831,41 @@ def test_the_gpu_limit_caps_the_servers_over_all_products() -> None:
     nodes = (node("a1", gpus=8), node("a2", gpus=8), node("b1", product=L4, gpus=8))
     observed = _ready_observed(model, nodes)
     state = desired_state(OWNER, model, observed, capped, previous=None, now=NOW)
-    replicas = {p.pool.product: p.deployment["spec"]["replicas"] for p in state.plans if p.deployment}
+    replicas = {
+        p.pool.product: p.deployment["spec"]["replicas"] for p in state.plans if p.deployment
+    }
     assert replicas == {H100: 10}  # L4 gets what is left: nothing, so no Deployment
     assert {e.gpu_product: e.gpus for e in state.status.engines} == {H100: 10, L4: 0}
     lowered = spec(gpus={"products": [], "max": 2})
     state = desired_state(OWNER, lowered, observed, capped, previous=None, now=NOW)
     assert [d["spec"]["replicas"] for d in state.deployments] == [2]
+
+
+def test_each_model_gets_a_network_policy_for_its_servers() -> None:
+    state = plan(spec(), Observed(nodes=(node("a1"),)))
+    policy = state.network_policy
+    assert policy is not None
+    assert policy in state.applies()
+    assert policy["spec"]["podSelector"]["matchLabels"] == {
+        "app.kubernetes.io/component": "server",
+        "lipsync.dev/model": "anna",
+    }
+    grpc, metrics = policy["spec"]["ingress"]
+    assert grpc["ports"] == [{"protocol": "TCP", "port": 8001}]
+    assert grpc["from"][0]["namespaceSelector"]["matchExpressions"] == [
+        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["default"]}
+    ]
+    assert metrics["ports"] == [{"protocol": "TCP", "port": 8002}]
+    assert metrics["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"] == [
+        "monitoring"
+    ]
+    wider = OperatorConfig(grpc_client_namespaces=("*",), metrics_namespace="")
+    state = desired_state(OWNER, spec(), Observed(), wider, previous=None, now=NOW)
+    assert state.network_policy is not None
+    assert state.network_policy["spec"]["ingress"] == [
+        {"from": [{"namespaceSelector": {}}], "ports": [{"protocol": "TCP", "port": 8001}]}
+    ]
+    off = OperatorConfig(network_policy=False)
+    assert (
+        desired_state(OWNER, spec(), Observed(), off, previous=None, now=NOW).network_policy is None
+    )

@@ -84,8 +84,15 @@ class OperatorConfig(BaseModel):
     allow_image_overrides: bool = False
     trusted_builder_images: tuple[str, ...] = ()
     max_gpus_per_model: int = Field(0, ge=0)
+    # A NetworkPolicy per model: gRPC from its own namespace and these ("*": any), metrics
+    # from the monitoring namespace ("": none).
+    network_policy: bool = True
+    grpc_client_namespaces: tuple[str, ...] = ()
+    metrics_namespace: str = "monitoring"
 
-    @field_validator("allowed_host_paths", "trusted_builder_images", mode="before")
+    @field_validator(
+        "allowed_host_paths", "trusted_builder_images", "grpc_client_namespaces", mode="before"
+    )
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         """The environment carries lists as ``a,b``."""

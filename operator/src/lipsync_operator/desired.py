@@ -17,6 +17,7 @@ from lipsync_operator.engines import build_request, engine_verdict
 from lipsync_operator.manifests.autoscaler import autoscaler
 from lipsync_operator.manifests.build_job import build_job
 from lipsync_operator.manifests.common import Manifest, Owner
+from lipsync_operator.manifests.network_policy import network_policy
 from lipsync_operator.manifests.server import server_deployment
 from lipsync_operator.manifests.service import disruption_budget, endpoint, service
 from lipsync_operator.observed import Observed, ServedEngine
@@ -65,6 +66,7 @@ class DesiredState:
     plans: tuple[ProductPlan, ...]
     service: Manifest
     disruption_budget: Manifest
+    network_policy: Manifest | None
     status: LipSyncModelStatus
     stale: tuple[ChildRef, ...]
     events: tuple[EventNote, ...]
@@ -83,10 +85,12 @@ class DesiredState:
 
     def applies(self) -> list[Manifest]:
         """Objects to server-side apply, in order: builds, then the Service, then servers."""
+        guard = [self.network_policy] if self.network_policy is not None else []
         return [
             *self.jobs,
             self.service,
             self.disruption_budget,
+            *guard,
             *self.deployments,
             *self.autoscalers,
         ]
@@ -254,6 +258,7 @@ def desired_state(
         plans=plans,
         service=service(owner),
         disruption_budget=disruption_budget(owner),
+        network_policy=network_policy(owner, config) if config.network_policy else None,
         status=status,
         stale=_stale(plans, observed),
         events=tuple(transition_events(previous, status)),
