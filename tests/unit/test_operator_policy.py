@@ -164,5 +164,5 @@ def test_list_settings_come_from_comma_separated_variables() -> None:
     assert config.trusted_builder_images == ()
     assert config.allow_image_overrides
     assert config.max_gpus_per_model == 16
-    with pytest.raises(ConfigError, match="allowed_host_paths.*not an absolute node path"):
+    with pytest.raises(ConfigError, match=r"allowed_host_paths.*not an absolute node path"):
         OperatorConfig.from_env({"LIPSYNC_ALLOWED_HOST_PATHS": "srv/avatars"})
