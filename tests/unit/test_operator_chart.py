@@ -226,10 +226,9 @@ def test_namespaced_mode_grants_model_rights_only_in_the_watched_namespaces() ->
     bindings = {b["metadata"]["namespace"]: b for b in by_kind(docs, "RoleBinding")}
     assert bindings["team-a"]["roleRef"]["name"] == roles["team-a"]["metadata"]["name"]
     assert bindings["team-a"]["subjects"][0]["namespace"] == "lipsync-system"
-    # Cluster-wide mode: one ClusterRole with everything, including namespaces for kopf.
+    # Cluster-wide mode: one ClusterRole with both; kopf needs no namespace list in either.
     [everywhere] = by_kind(render(), "ClusterRole")
-    assert _granted(everywhere)[("", "namespaces")] == {"list", "watch"}
-    assert ("", "namespaces") not in _granted(cluster_role)
+    assert _granted(everywhere) == {**_granted(cluster_role), **_granted(roles["team-a"])}
 
 
 @needs_helm
