@@ -247,8 +247,13 @@ def operator_bed(
     work_dir: Path,
     reference_model: Path,
     values: Mapping[str, str] | None = None,
+    *,
+    namespaced: bool = False,
 ) -> Iterator[OperatorBed]:
-    """Kubelet + `helm install` + a namespace with the example claims; all removed afterwards."""
+    """Kubelet + `helm install` + a namespace with the example claims; all removed afterwards.
+
+    ``namespaced``: the chart watches only that namespace (``watchNamespaces``).
+    """
     claims = work_dir / "claims"
     model = claims / "lipsync-models" / MODEL_PATH
     model.parent.mkdir(parents=True)
@@ -263,13 +268,18 @@ def operator_bed(
         restart_backoff=(1.0, 8.0),
     ).start()
     try:
-        yield from _installed(cluster, runner, work_dir, values)
+        yield from _installed(cluster, runner, work_dir, values, namespaced=namespaced)
     finally:
         runner.stop()
 
 
 def _installed(
-    cluster: LocalCluster, runner: PodRunner, work_dir: Path, values: Mapping[str, str] | None
+    cluster: LocalCluster,
+    runner: PodRunner,
+    work_dir: Path,
+    values: Mapping[str, str] | None,
+    *,
+    namespaced: bool,
 ) -> Iterator[OperatorBed]:
     api = cluster.api_client
     core = client.CoreV1Api(api)
@@ -281,7 +291,10 @@ def _installed(
             volumes.append(
                 prebound_claim(api, namespace, claim, host_path, access_mode="ReadOnlyMany")
             )
-        objects = install(cluster, {**TESTBED_VALUES, **FAST_BUILD_VALUES, **(values or {})})
+        scope = {"watchNamespaces": f"{{{namespace}}}"} if namespaced else {}
+        objects = install(
+            cluster, {**TESTBED_VALUES, **FAST_BUILD_VALUES, **scope, **(values or {})}
+        )
         yield OperatorBed(cluster, runner, namespace, work_dir, tuple(objects))
     finally:
         core.delete_namespace(namespace)
