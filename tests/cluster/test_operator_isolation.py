@@ -105,7 +105,7 @@ def test_a_spec_the_policy_refuses_is_failed_on_status_and_creates_nothing(
     degraded = _refused(bed, name)
     assert message in degraded["message"], degraded["message"]
     assert items(bed.cluster, CHILD_KINDS, bed.namespace, model_selector(name)) == []
-    assert "engines" not in model(bed.cluster, bed.namespace, name)["status"]
+    assert not model(bed.cluster, bed.namespace, name)["status"].get("engines")
     bed.cluster.kubectl("delete", "lsm", name, "-n", bed.namespace)
 
 

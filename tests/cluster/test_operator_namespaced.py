@@ -1,0 +1,181 @@
+"""The chart in namespaced mode (``watchNamespaces``) with image overrides allowed: the operator's
+rights end at its namespaces, models elsewhere are never touched, and a model's own builder
+image gets its own engine key and writes only a cache directory of the model's own.
+
+One install; the tests run in file order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from lipsync_testbed import GpuSpec, LocalCluster, NodeSpec, add_node, operatorchart, remove_node
+from lipsync_testbed.lsm import (
+    apply,
+    engines,
+    items,
+    jobs,
+    model,
+    model_selector,
+    patch_spec,
+    status,
+    wait_phase,
+    wait_serving,
+)
+from lipsync_testbed.operatorchart import MODEL_URI, OperatorBed, operator_bed
+from lipsync_testbed.resources import create_namespace
+from lipsync_testbed.waiting import wait_for
+
+pytestmark = pytest.mark.cluster
+
+A100 = "NVIDIA-A100-SXM4-80GB"
+NODE = NodeSpec(
+    name="ns-a100-0",
+    pool="ns-a100",
+    gpu=GpuSpec(product=A100, count=1, memory_mib=81920, compute_major=8, compute_minor=0),
+)
+BUILD_TIMEOUT = 420.0  # an ORT CPU build on a shared 2-core machine
+# Another tag of the runtime image: the test bed runs it like the default one.
+OWN_BUILDER = "ghcr.io/lipsync/runtime:tenant-build"
+
+
+@pytest.fixture(scope="module")
+def bed(
+    kube_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory, reference_model: Path
+) -> Iterator[OperatorBed]:
+    yield from operator_bed(
+        kube_cluster,
+        tmp_path_factory.mktemp("namespaced"),
+        reference_model,
+        {"images.allowOverrides": "true"},
+        namespaced=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def other_namespace(kube_api: client.ApiClient) -> Iterator[str]:
+    name = create_namespace(kube_api, "unwatched")
+    yield name
+    client.CoreV1Api(kube_api).delete_namespace(name)
+
+
+@pytest.fixture(scope="module")
+def a100_node(kube_api: client.ApiClient) -> Iterator[str]:
+    add_node(kube_api, NODE)
+    yield NODE.name
+    remove_node(kube_api, NODE.name)
+
+
+def document(name: str, avatar: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "lipsync.dev/v1alpha1",
+        "kind": "LipSyncModel",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"uri": MODEL_URI},
+            "avatar": {"uri": avatar},
+            "precision": "fp32",
+            "gpus": {"products": [A100]},
+            "replicasPerGPU": 1,
+            "batching": {"maxBatch": 1},
+            **spec,
+        },
+    }
+
+
+def test_namespaced_rbac_ends_at_the_watched_namespace(
+    bed: OperatorBed, other_namespace: str
+) -> None:
+    account = bed.rendered("Deployment")["spec"]["template"]["spec"]["serviceAccountName"]
+    user = f"system:serviceaccount:{operatorchart.RELEASE_NAMESPACE}:{account}"
+
+    def can(*args: str) -> bool:
+        out = bed.cluster.kubectl("auth", "can-i", *args, f"--as={user}", check=False)
+        return out.stdout.strip() == "yes"
+
+    watched, other = bed.namespace, other_namespace
+    for verb, resource in [
+        ("create", "deployments.apps"),
+        ("create", "jobs.batch"),
+        ("patch", "lipsyncmodels.lipsync.dev/status"),
+        ("create", "networkpolicies.networking.k8s.io"),
+        ("create", "events"),
+    ]:
+        assert can(verb, resource, "-n", watched), f"no {verb} {resource} in {watched}"
+        assert not can(verb, resource, "-n", other), f"{verb} {resource} in {other}"
+    assert not can("list", "lipsyncmodels.lipsync.dev", "-A")
+    assert not can("create", "deployments.apps", "-A")
+    assert not can("get", "secrets", "-n", watched)
+    assert not can("create", "pods", "-n", watched)
+    # Cluster-scoped reads for GPU capacity only.
+    assert can("watch", "nodes")
+    assert can("list", "pods", "-A")
+    assert not can("patch", "nodes")
+    assert not can("list", "namespaces")
+    assert [b["kind"] for b in bed.objects if b["kind"] == "ClusterRoleBinding"] == [
+        "ClusterRoleBinding"
+    ]
+    assert {r["metadata"]["namespace"] for r in bed.objects if r["kind"] == "RoleBinding"} == {
+        watched,
+        operatorchart.RELEASE_NAMESPACE,
+    }
+
+
+def test_an_allowed_builder_override_gets_its_own_key_and_a_private_cache(
+    bed: OperatorBed, a100_node: str
+) -> None:
+    cluster, namespace = bed.cluster, bed.namespace
+    apply(cluster, namespace, document("olga", bed.avatar("olga")))
+    default_key = wait_for(
+        lambda: engines(status(cluster, namespace, "olga")).get(A100, {}).get("key"),
+        timeout=90,
+        description="olga's engine key",
+    )
+    patch_spec(cluster, namespace, "olga", {"images": {"builder": OWN_BUILDER}})
+    ready = wait_phase(cluster, namespace, "olga", "Ready", timeout=BUILD_TIMEOUT)
+    key = engines(ready)[A100]["key"]
+    assert key != default_key
+    [job] = [
+        j
+        for j in jobs(cluster, namespace, "olga")
+        if j["metadata"]["annotations"]["lipsync.dev/engine-key"] == key
+    ]
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == OWN_BUILDER
+    [cache] = [m for m in container["volumeMounts"] if m["name"] == "cache"]
+    assert cache["subPath"] == f"private/{namespace}/olga"
+    # The engine is in the model's own directory, not where other models look.
+    entry = key.removeprefix("sha256:")
+    assert (bed.cache_dir() / "private" / namespace / "olga" / "engines" / entry).is_dir()
+    assert not (bed.cache_dir() / "engines" / entry).exists()
+    # ...and the servers load it from there.
+    [pod] = wait_serving(cluster, namespace, "olga", A100, 1)
+    [engine] = [
+        m for m in pod["spec"]["containers"][0]["volumeMounts"] if m["mountPath"] == "/engine"
+    ]
+    assert engine["subPath"] == f"private/{namespace}/olga/engines/{entry}"
+
+
+def test_a_model_outside_the_watched_namespaces_is_never_touched(
+    bed: OperatorBed, other_namespace: str
+) -> None:
+    cluster = bed.cluster
+    apply(cluster, other_namespace, document("stray", "pvc://lipsync-avatars/stray"))
+    # A model in the watched namespace applied after it is reconciled (refused: a bad URI)...
+    apply(cluster, bed.namespace, document("probe", "pvc://c/../x"))
+    wait_phase(cluster, bed.namespace, "probe", "Failed", timeout=90)
+    time.sleep(5)  # ...and the stray one, applied first, still has nothing.
+    stray = model(cluster, other_namespace, "stray")
+    assert "status" not in stray
+    assert not any(
+        f.startswith("kopf.zalando.org") for f in stray["metadata"].get("annotations") or {}
+    )
+    assert "finalizers" not in stray["metadata"]
+    kinds = "jobs,deployments,services,poddisruptionbudgets,networkpolicies"
+    assert items(cluster, kinds, other_namespace, model_selector("stray")) == []
