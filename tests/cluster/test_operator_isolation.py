@@ -24,7 +24,7 @@ from lipsync_testbed.lsm import (
     wait_phase,
     wait_serving,
 )
-from lipsync_testbed.operatorchart import MODEL_URI, OperatorBed
+from lipsync_testbed.operatorchart import OperatorBed, small_model
 
 pytestmark = pytest.mark.cluster
 
@@ -39,20 +39,7 @@ CHILD_KINDS = "jobs,deployments,pods,services,poddisruptionbudgets,networkpolici
 
 
 def document(name: str, avatar: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "lipsync.dev/v1alpha1",
-        "kind": "LipSyncModel",
-        "metadata": {"name": name},
-        "spec": {
-            "model": {"uri": MODEL_URI},
-            "avatar": {"uri": avatar},
-            "precision": "fp32",
-            "gpus": {"products": [A100]},
-            "replicasPerGPU": 1,
-            "batching": {"maxBatch": 1},
-            **spec,
-        },
-    }
+    return small_model(name, avatar, A100, **spec)
 
 
 @pytest.fixture(scope="module")
@@ -148,13 +135,7 @@ def test_server_and_build_pods_carry_no_token_and_servers_get_a_network_policy(
 def test_cluster_wide_rbac_grants_network_policies_and_no_namespace_listing(
     bed: OperatorBed,
 ) -> None:
-    account = bed.rendered("Deployment")["spec"]["template"]["spec"]["serviceAccountName"]
-    user = f"system:serviceaccount:{operatorchart.RELEASE_NAMESPACE}:{account}"
-
-    def can(*args: str) -> bool:
-        out = bed.cluster.kubectl("auth", "can-i", *args, f"--as={user}", check=False)
-        return out.stdout.strip() == "yes"
-
+    can = bed.can
     assert can("create", "networkpolicies.networking.k8s.io", "-n", "anywhere")
     assert can("create", "deployments.apps", "-n", "anywhere")
     assert not can("list", "namespaces")

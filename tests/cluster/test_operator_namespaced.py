@@ -28,7 +28,7 @@ from lipsync_testbed.lsm import (
     wait_phase,
     wait_serving,
 )
-from lipsync_testbed.operatorchart import MODEL_URI, OperatorBed, operator_bed
+from lipsync_testbed.operatorchart import OperatorBed, operator_bed, small_model
 from lipsync_testbed.resources import create_namespace
 from lipsync_testbed.waiting import wait_for
 
@@ -73,32 +73,13 @@ def a100_node(kube_api: client.ApiClient) -> Iterator[str]:
 
 
 def document(name: str, avatar: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "lipsync.dev/v1alpha1",
-        "kind": "LipSyncModel",
-        "metadata": {"name": name},
-        "spec": {
-            "model": {"uri": MODEL_URI},
-            "avatar": {"uri": avatar},
-            "precision": "fp32",
-            "gpus": {"products": [A100]},
-            "replicasPerGPU": 1,
-            "batching": {"maxBatch": 1},
-            **spec,
-        },
-    }
+    return small_model(name, avatar, A100, **spec)
 
 
 def test_namespaced_rbac_ends_at_the_watched_namespace(
     bed: OperatorBed, other_namespace: str
 ) -> None:
-    account = bed.rendered("Deployment")["spec"]["template"]["spec"]["serviceAccountName"]
-    user = f"system:serviceaccount:{operatorchart.RELEASE_NAMESPACE}:{account}"
-
-    def can(*args: str) -> bool:
-        out = bed.cluster.kubectl("auth", "can-i", *args, f"--as={user}", check=False)
-        return out.stdout.strip() == "yes"
-
+    can = bed.can
     watched, other = bed.namespace, other_namespace
     for verb, resource in [
         ("create", "deployments.apps"),

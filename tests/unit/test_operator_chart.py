@@ -45,6 +45,20 @@ def render(*args: str) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
+def render_error(*args: str) -> str:
+    """``helm template`` that must fail; returns its stderr."""
+    assert HELM is not None
+    result = subprocess.run(
+        [HELM, "template", "lsm", str(CHART), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    return result.stderr
+
+
 def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [doc for doc in docs if doc["kind"] == kind]
 
@@ -233,16 +247,7 @@ def test_namespaced_mode_grants_model_rights_only_in_the_watched_namespaces() ->
 
 @needs_helm
 def test_watched_namespaces_are_names_not_patterns() -> None:
-    assert HELM is not None
-    result = subprocess.run(
-        [HELM, "template", "lsm", str(CHART), "--set", "watchNamespaces={team-*}"],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode != 0
-    assert "watchNamespaces" in result.stderr
+    assert "watchNamespaces" in render_error("--set", "watchNamespaces={team-*}")
 
 
 @needs_helm

@@ -90,6 +90,13 @@ class OperatorBed:
         """The release's (first) object of ``kind``, as helm rendered it."""
         return next(o for o in self.objects if o["kind"] == kind)
 
+    def can(self, *args: str) -> bool:
+        """``kubectl auth can-i ARGS`` as the operator's service account."""
+        account = self.rendered("Deployment")["spec"]["template"]["spec"]["serviceAccountName"]
+        user = f"system:serviceaccount:{RELEASE_NAMESPACE}:{account}"
+        out = self.cluster.kubectl("auth", "can-i", *args, f"--as={user}", check=False)
+        return out.stdout.strip() == "yes"
+
     def operator_pods(self) -> list[str]:
         pods = client.CoreV1Api(self.api).list_namespaced_pod(
             RELEASE_NAMESPACE, label_selector=OPERATOR_SELECTOR
@@ -189,6 +196,25 @@ class OperatorBed:
             interval=1.0,
             description=f"{replicas} ready {product} servers of {name}",
         )
+
+
+def small_model(name: str, avatar: str, product: str, **spec: Any) -> dict[str, Any]:
+    """A LipSyncModel light enough to run here: the reference UNet in fp32 on one product, one
+    instance per GPU, batches of one; ``spec`` adds or replaces fields."""
+    return {
+        "apiVersion": "lipsync.dev/v1alpha1",
+        "kind": "LipSyncModel",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"uri": MODEL_URI},
+            "avatar": {"uri": avatar},
+            "precision": "fp32",
+            "gpus": {"products": [product]},
+            "replicasPerGPU": 1,
+            "batching": {"maxBatch": 1},
+            **spec,
+        },
+    }
 
 
 def pod_ready(pod: client.V1Pod) -> bool:
