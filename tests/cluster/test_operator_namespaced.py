@@ -1,6 +1,7 @@
-"""The chart in namespaced mode (``watchNamespaces``) with image overrides allowed: the operator's
-rights end at its namespaces, models elsewhere are never touched, and a model's own builder
-image gets its own engine key and writes only a cache directory of the model's own.
+"""The chart in namespaced mode (``watchNamespaces``) with image overrides and one node path
+prefix allowed: the operator's rights end at its namespaces, models elsewhere are never touched,
+a model's own builder image gets its own engine key and writes only a cache directory of the
+model's own, and a file:// avatar serves from under the allowed prefix only.
 
 One install; the tests run in file order.
 """
@@ -43,6 +44,8 @@ NODE = NodeSpec(
 BUILD_TIMEOUT = 420.0  # an ORT CPU build on a shared 2-core machine
 # Another tag of the runtime image: the test bed runs it like the default one.
 OWN_BUILDER = "ghcr.io/lipsync/runtime:tenant-build"
+# The avatars claim's node directory (the test bed's kubelet maps it to the claim's files).
+AVATARS_HOST_PATH = f"{operatorchart.CLAIM_HOST_ROOT}/lipsync-avatars"
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +56,7 @@ def bed(
         kube_cluster,
         tmp_path_factory.mktemp("namespaced"),
         reference_model,
-        {"images.allowOverrides": "true"},
+        {"images.allowOverrides": "true", "sources.allowedHostPaths": f"{{{AVATARS_HOST_PATH}}}"},
         namespaced=True,
     )
 
@@ -108,11 +111,26 @@ def test_namespaced_rbac_ends_at_the_watched_namespace(
     }
 
 
+def test_a_file_uri_outside_the_allowed_prefix_is_refused(bed: OperatorBed) -> None:
+    outside = f"file://{operatorchart.CLAIM_HOST_ROOT}/lipsync-models"
+    apply(bed.cluster, bed.namespace, document("nosy", outside))
+    failed = wait_phase(bed.cluster, bed.namespace, "nosy", "Failed", timeout=90)
+    degraded = next(c for c in failed["conditions"] if c["type"] == "Degraded")
+    assert degraded["reason"] == "InvalidSpec"
+    assert f"file:// paths must be under {AVATARS_HOST_PATH}" in degraded["message"]
+    assert (
+        items(bed.cluster, "jobs,deployments,services", bed.namespace, "lipsync.dev/model=nosy")
+        == []
+    )
+
+
 def test_an_allowed_builder_override_gets_its_own_key_and_a_private_cache(
     bed: OperatorBed, a100_node: str
 ) -> None:
+    """...served from a file:// avatar under the allowed prefix (a hostPath volume)."""
     cluster, namespace = bed.cluster, bed.namespace
-    apply(cluster, namespace, document("olga", bed.avatar("olga")))
+    bed.avatar("olga")
+    apply(cluster, namespace, document("olga", f"file://{AVATARS_HOST_PATH}/olga"))
     default_key = wait_for(
         lambda: engines(status(cluster, namespace, "olga")).get(A100, {}).get("key"),
         timeout=90,
@@ -141,6 +159,8 @@ def test_an_allowed_builder_override_gets_its_own_key_and_a_private_cache(
         m for m in pod["spec"]["containers"][0]["volumeMounts"] if m["mountPath"] == "/engine"
     ]
     assert engine["subPath"] == f"private/{namespace}/olga/engines/{entry}"
+    [avatar] = [v for v in pod["spec"]["volumes"] if v["name"] == "avatar"]
+    assert avatar["hostPath"] == {"path": f"{AVATARS_HOST_PATH}/olga", "type": "Directory"}
 
 
 def test_a_model_outside_the_watched_namespaces_is_never_touched(

@@ -110,6 +110,10 @@ def test_the_engine_key_runtime_is_the_image_that_builds_by_digest_when_given() 
     assert runtime_identity(spec(images={"builder": "r.example/b:2"}), OPEN) == "r.example/b:2"
     pinned = spec(images={"builder": f"r.example:5000/team/b:2@{DIGEST}"})
     assert runtime_identity(pinned, OPEN) == f"r.example:5000/team/b@{DIGEST}"
+    # A private build's key is its model's own.
+    assert runtime_identity(pinned, OPEN, "private/a/b") == (
+        f"r.example:5000/team/b@{DIGEST} in private/a/b"
+    )
 
 
 def test_image_identity_keeps_the_digest_and_drops_a_tag_beside_it() -> None:

@@ -812,7 +812,8 @@ def test_an_allowed_builder_override_changes_the_key_and_builds_into_a_private_c
     assert keys_of(state)[H100] != default_key
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "team.example/builder:2"
-    assert container["args"][container["args"].index("--runtime") + 1] == "team.example/builder:2"
+    runtime = container["args"][container["args"].index("--runtime") + 1]
+    assert runtime == "team.example/builder:2 in private/default/anna"
     [cache] = [m for m in container["volumeMounts"] if m["name"] == "cache"]
     assert cache == {"name": "cache", "mountPath": "/cache", "subPath": "private/default/anna"}
 

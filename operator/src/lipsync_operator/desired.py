@@ -108,7 +108,9 @@ def _plan_product(
     """``allotted_gpus``: how many of the pool's GPUs the model's limit leaves this product."""
     cache_dir = cache_subdir(spec, config, owner.namespace, owner.name)
     request = (
-        build_request(spec, pool.product, pool.compute_capability, config) if pool.present else None
+        build_request(spec, pool.product, pool.compute_capability, config, cache_dir)
+        if pool.present
+        else None
     )
     key = request.key() if request is not None else ""
     job_name = naming.job_name(owner.name, short_key(key)) if key else ""

@@ -23,9 +23,16 @@ def batch_profile(spec: LipSyncModelSpec) -> BatchProfile:
 
 
 def build_request(
-    spec: LipSyncModelSpec, product: str, compute_capability: str, config: OperatorConfig
+    spec: LipSyncModelSpec,
+    product: str,
+    compute_capability: str,
+    config: OperatorConfig,
+    cache_dir: str = "",
 ) -> BuildRequest:
-    """The builder's request for one product: its arguments and its engine key come from it."""
+    """The builder's request for one product: its arguments and its engine key come from it.
+
+    ``cache_dir``: the model's private part of the cache its build writes ("": the shared one).
+    """
     calibration = spec.calibration if spec.precision == "int8" else None
     optional: dict[str, object] = {}
     if calibration is not None:
@@ -47,7 +54,7 @@ def build_request(
         io=spec.io.preset,
         precision=spec.precision,
         backend=config.backend,
-        runtime=runtime_identity(spec, config),
+        runtime=runtime_identity(spec, config, cache_dir),
         gpu_product=product,
         compute_capability=compute_capability,
         batch=batch_profile(spec),

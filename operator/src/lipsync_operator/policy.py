@@ -138,11 +138,14 @@ def builder_image(spec: LipSyncModelSpec, config: OperatorConfig) -> str:
     return spec.images.builder or config.default_builder_image
 
 
-def runtime_identity(spec: LipSyncModelSpec, config: OperatorConfig) -> str:
-    """The runtime in the engine key: the configured one, or the override image that builds."""
-    if spec.images.builder:
-        return image_identity(spec.images.builder)
-    return config.runtime_id
+def runtime_identity(spec: LipSyncModelSpec, config: OperatorConfig, cache_dir: str = "") -> str:
+    """The runtime in the engine key: the configured one, or the override image that builds.
+
+    A build into a model's private ``cache_dir`` names it too: that engine is the model's own,
+    so no other model's key (same file, same image) may ever refer to it.
+    """
+    runtime = image_identity(spec.images.builder) if spec.images.builder else config.runtime_id
+    return f"{runtime} in {cache_dir}" if cache_dir else runtime
 
 
 def trusted_builder(image: str, config: OperatorConfig) -> bool:
