@@ -453,7 +453,7 @@ def test_another_models_failed_build_does_not_undo_a_published_engine() -> None:
 def test_engine_keys_are_the_keys_desired_state_builds() -> None:
     nodes = (node("a"), node("b", product=L4, cc=("8", "9")))
     state = plan(spec(), Observed(nodes=nodes))
-    listed = engine_keys(spec(), Observed(nodes=nodes), CONFIG, NOW)
+    listed = engine_keys(OWNER, spec(), Observed(nodes=nodes), CONFIG, NOW)
     assert listed == [p.key for p in state.plans]
 
 
@@ -910,3 +910,97 @@ def test_an_audio_encoder_is_built_in_the_same_job_and_mounted_beside_the_unet()
     assert published[key].audio_encoder == encoder.model_copy(update={"cache_hit": True})
     again = plan(model, Observed(nodes=nodes, published=published))
     assert again.deployments[0]["metadata"]["annotations"] == annotations
+
+
+# --- isolation (operator policy) -------------------------------------------------------------
+
+
+def test_a_spec_the_policy_refuses_raises_before_anything_is_planned() -> None:
+    from lipsync_operator.policy import PolicyError
+
+    observed = Observed(nodes=(node("a1"),))
+    with pytest.raises(PolicyError, match=r"spec\.avatar\.uri 'pvc://c/\.\./x'"):
+        plan(spec(avatar={"uri": "pvc://c/../x"}), observed)
+    with pytest.raises(PolicyError, match=r"spec\.avatar\.uri 'file:///'.*disabled"):
+        plan(spec(avatar={"uri": "file:///"}), observed)
+    with pytest.raises(PolicyError, match=r"spec\.images\.builder"):
+        plan(spec(images={"builder": "evil.example/b:1"}), observed)
+
+
+def test_server_and_build_pods_mount_no_service_account_token() -> None:
+    model = spec()
+    nodes = (node("a1"),)
+    [job] = plan(model, Observed(nodes=nodes)).jobs
+    [deploy] = plan(model, _ready_observed(model, nodes)).deployments
+    for pod in (job["spec"]["template"]["spec"], deploy["spec"]["template"]["spec"]):
+        assert pod["automountServiceAccountToken"] is False
+
+
+def test_an_allowed_builder_override_changes_the_key_and_builds_into_a_private_cache() -> None:
+    allowed = OperatorConfig(runtime_image=CONFIG.runtime_image, allow_image_overrides=True)
+    nodes = (node("a1"),)
+    own = spec(images={"builder": "team.example/builder:2"})
+    default_key = keys_of(plan(spec(), Observed(nodes=nodes)))[H100]
+    state = desired_state(OWNER, own, Observed(nodes=nodes), allowed, previous=None, now=NOW)
+    [job] = state.jobs
+    assert keys_of(state)[H100] != default_key
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "team.example/builder:2"
+    runtime = container["args"][container["args"].index("--runtime") + 1]
+    assert runtime == "team.example/builder:2 in private/default/anna"
+    [cache] = [m for m in container["volumeMounts"] if m["name"] == "cache"]
+    assert cache == {"name": "cache", "mountPath": "/cache", "subPath": "private/default/anna"}
+
+    key = keys_of(state)[H100]
+    served = Observed(nodes=nodes, published={key: ready(key)})
+    [deploy] = desired_state(OWNER, own, served, allowed, previous=None, now=NOW).deployments
+    mounts = deploy["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    [engine] = [m for m in mounts if m["mountPath"] == "/engine"]
+    assert engine["subPath"] == f"private/default/anna/engines/{key[7:]}"
+    assert engine["readOnly"] is True
+
+
+def test_the_gpu_limit_caps_the_servers_over_all_products() -> None:
+    capped = OperatorConfig(runtime_image=CONFIG.runtime_image, max_gpus_per_model=10)
+    model = spec(gpus={"products": []})
+    nodes = (node("a1", gpus=8), node("a2", gpus=8), node("b1", product=L4, gpus=8))
+    observed = _ready_observed(model, nodes)
+    state = desired_state(OWNER, model, observed, capped, previous=None, now=NOW)
+    replicas = {
+        p.pool.product: p.deployment["spec"]["replicas"] for p in state.plans if p.deployment
+    }
+    assert replicas == {H100: 10}  # L4 gets what is left: nothing, so no Deployment
+    assert {e.gpu_product: e.gpus for e in state.status.engines} == {H100: 10, L4: 0}
+    lowered = spec(gpus={"products": [], "max": 2})
+    state = desired_state(OWNER, lowered, observed, capped, previous=None, now=NOW)
+    assert [d["spec"]["replicas"] for d in state.deployments] == [2]
+
+
+def test_each_model_gets_a_network_policy_for_its_servers() -> None:
+    state = plan(spec(), Observed(nodes=(node("a1"),)))
+    policy = state.network_policy
+    assert policy is not None
+    assert policy in state.applies()
+    assert policy["spec"]["podSelector"]["matchLabels"] == {
+        "app.kubernetes.io/component": "server",
+        "lipsync.dev/model": "anna",
+    }
+    grpc, metrics = policy["spec"]["ingress"]
+    assert grpc["ports"] == [{"protocol": "TCP", "port": 8001}]
+    assert grpc["from"][0]["namespaceSelector"]["matchExpressions"] == [
+        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["default"]}
+    ]
+    assert metrics["ports"] == [{"protocol": "TCP", "port": 8002}]
+    assert metrics["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"] == [
+        "monitoring"
+    ]
+    wider = OperatorConfig(grpc_client_namespaces=("*",), metrics_namespace="")
+    state = desired_state(OWNER, spec(), Observed(), wider, previous=None, now=NOW)
+    assert state.network_policy is not None
+    assert state.network_policy["spec"]["ingress"] == [
+        {"from": [{"namespaceSelector": {}}], "ports": [{"protocol": "TCP", "port": 8001}]}
+    ]
+    off = OperatorConfig(network_policy=False)
+    assert (
+        desired_state(OWNER, spec(), Observed(), off, previous=None, now=NOW).network_policy is None
+    )

@@ -13,6 +13,7 @@ from lipsync_contract.result import BuildResult
 from lipsync_operator.builds import followed_build, is_own
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.observed import BuildJob, Observed, ServedEngine
+from lipsync_operator.policy import runtime_identity
 from lipsync_operator.pools import GpuPool
 
 TERMINATION_LOG = "/dev/termination-log"
@@ -24,9 +25,16 @@ def batch_profile(spec: LipSyncModelSpec) -> BatchProfile:
 
 
 def build_request(
-    spec: LipSyncModelSpec, product: str, compute_capability: str, config: OperatorConfig
+    spec: LipSyncModelSpec,
+    product: str,
+    compute_capability: str,
+    config: OperatorConfig,
+    cache_dir: str = "",
 ) -> BuildRequest:
-    """The builder's request for one product: its arguments and its engine key come from it."""
+    """The builder's request for one product: its arguments and its engine key come from it.
+
+    ``cache_dir``: the model's private part of the cache its build writes ("": the shared one).
+    """
     calibration = spec.calibration if spec.precision == "int8" else None
     optional: dict[str, object] = {}
     if calibration is not None:
@@ -48,7 +56,7 @@ def build_request(
         io=spec.io.preset,
         precision=spec.precision,
         backend=config.backend,
-        runtime=config.runtime_id,
+        runtime=runtime_identity(spec, config, cache_dir),
         gpu_product=product,
         compute_capability=compute_capability,
         batch=batch_profile(spec),

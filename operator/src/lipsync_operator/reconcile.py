@@ -82,7 +82,7 @@ class Reconciler:
                     observed,
                     published=published_engines(previous, self.config.cache.mount_path),
                     builds=self.kube.build_jobs_by_key(
-                        engine_keys(spec, observed, self.config, now)
+                        engine_keys(owner, spec, observed, self.config, now)
                     ),
                 )
                 desired = desired_state(

@@ -101,5 +101,23 @@ def cache_volume(config: OperatorConfig, read_only: bool) -> Manifest:
     return {"name": "cache", "hostPath": {"path": cache.host_path, "type": "DirectoryOrCreate"}}
 
 
+def cache_mount(mount_path: str, subdir: str, *, read_only: bool) -> Manifest:
+    """The engine cache (or ``subdir`` of it) at ``mount_path``."""
+    mount: Manifest = {"name": "cache", "mountPath": mount_path}
+    if subdir:
+        mount["subPath"] = subdir
+    if read_only:
+        mount["readOnly"] = True
+    return mount
+
+
+def pod_identity(config: OperatorConfig) -> Manifest:
+    """Server and build pods never call the API server: no service-account token in them."""
+    identity: Manifest = {"automountServiceAccountToken": False}
+    if config.service_account:
+        identity["serviceAccountName"] = config.service_account
+    return identity
+
+
 def tmp_volume() -> Manifest:
     return {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}
