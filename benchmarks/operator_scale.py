@@ -40,7 +40,7 @@ from typing import Any
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
-from lipsync_engine_builder.result import BuildResult
+from lipsync_contract.result import BuildResult
 from lipsync_testbed import (
     GpuSpec,
     LocalCluster,

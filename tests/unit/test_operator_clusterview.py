@@ -12,6 +12,7 @@ from lipsync_operator.clusterview import (
     ALL_PRODUCTS,
     ClusterView,
     ModelRef,
+    build_key_entry,
     build_pod_entry,
     deployment_entry,
     hpa_entry,
@@ -20,6 +21,7 @@ from lipsync_operator.clusterview import (
     node_entry,
     owner_uids,
     pod_entry,
+    waiting_entry,
 )
 from lipsync_operator.observed import Observed, build_job, gpu_requests_by_node, pods_by_node
 
@@ -187,3 +189,36 @@ def test_models_are_found_by_the_products_they_select() -> None:
     assert {m.name for m in view.models_on({L4})} == {"b", "c"}
     assert {m.name for m in view.models_on({H100})} == {"a", "b", "c"}
     assert view.models_on(set()) == {ModelRef("ns", "c", "u-c")}
+
+
+def test_builds_are_found_by_key_across_namespaces_and_waiting_models_by_key() -> None:
+    def job(namespace: str, name: str, key: str, component: str = "engine-build") -> dict[str, Any]:
+        return {
+            "metadata": {"name": name, "namespace": namespace, "ownerReferences": OWNER,
+                         "annotations": {"lipsync.dev/engine-key": key},
+                         "labels": {"app.kubernetes.io/component": component}},
+            "status": {"conditions": [{"type": "Complete", "status": "True"}]},
+        }  # fmt: skip
+
+    result = '{"key":"sha256:k1","state":"Ready","artifact":"engine.plan"}'
+    view = ClusterView(
+        builds=index(build_key_entry, [job("a", "x-build", "sha256:k1"),
+                                       job("b", "y-build", "sha256:k2"),
+                                       job("c", "other", "sha256:k1", component="server")]),
+        build_pods=index(build_pod_entry, [
+            pod("x-build-1", "h-0", namespace="a", labels={"job-name": "x-build"}, message=result)
+        ]),
+        waiting=index(waiting_entry, [{
+            "metadata": {"name": "m", "namespace": "b", "uid": "u-m"},
+            "status": {"engines": [{"key": "sha256:k1", "state": "Building"},
+                                   {"key": "sha256:k2", "state": "Ready"}]},
+        }]),
+    )  # fmt: skip
+    found = view.builds_by_key(["sha256:k1", "sha256:k3"])
+    assert list(found) == ["sha256:k1"]
+    [build] = found["sha256:k1"]
+    assert (build.namespace, build.name) == ("a", "x-build")
+    assert build.result is not None
+    assert build.result.state == "Ready"
+    assert view.waiting_for("sha256:k1") == [ModelRef("b", "m", "u-m")]
+    assert view.waiting_for("sha256:k2") == []

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from lipsync_core.api import Condition, LipSyncModelSpec, LipSyncModelStatus
+from lipsync_contract.api import Condition, LipSyncModelSpec, LipSyncModelStatus
 from lipsync_operator import naming
 from lipsync_operator.applied import RecentApplies
 from lipsync_operator.kube import api_message

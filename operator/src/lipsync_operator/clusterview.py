@@ -16,8 +16,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
+from lipsync_contract.result import parse_build_result
 from lipsync_operator import naming
-from lipsync_operator.buildresult import parse_build_result
 from lipsync_operator.observed import (
     BuildJob,
     GpuNode,
@@ -137,10 +137,30 @@ def hpa_entry(obj: Obj) -> dict[str, str] | None:
     return {uid: name for uid in owner_uids(obj, "LipSyncModel")} or None
 
 
+def build_key_entry(obj: Obj) -> dict[str, BuildJob] | None:
+    """Every model's build Jobs by engine key, in all namespaces (one build per key)."""
+    labels: Mapping[str, str] = _meta(obj).get("labels") or {}
+    if labels.get(naming.LABEL_COMPONENT) != naming.COMPONENT_BUILD:
+        return None
+    job = build_job(obj)
+    return {job.key: job} if job.key else None
+
+
+def _ref(obj: Obj) -> ModelRef:
+    meta = _meta(obj)
+    return ModelRef(str(meta.get("namespace", "")), str(meta.get("name", "")), str(meta["uid"]))
+
+
+def waiting_entry(obj: Obj) -> dict[str, ModelRef] | None:
+    """Models by the engine keys their status says are building (maybe in another's Job)."""
+    engines = (obj.get("status") or {}).get("engines") or []
+    keys = {str(e["key"]) for e in engines if e.get("key") and e.get("state") == "Building"}
+    return {key: _ref(obj) for key in keys} or None
+
+
 def model_entry(obj: Obj) -> dict[str, ModelRef]:
     """Models by the GPU products they select (ALL_PRODUCTS when they select every one)."""
-    meta = _meta(obj)
-    ref = ModelRef(str(meta.get("namespace", "")), str(meta.get("name", "")), str(meta["uid"]))
+    ref = _ref(obj)
     gpus = (obj.get("spec") or {}).get("gpus") or {}
     products = [str(p) for p in gpus.get("products") or []] or [ALL_PRODUCTS]
     return {product: ref for product in products}
@@ -164,6 +184,8 @@ class ClusterView:
     deployments: IndexView[str, ServerDeployment] = field(default_factory=dict)
     hpas: IndexView[str, str] = field(default_factory=dict)
     models: IndexView[str, ModelRef] = field(default_factory=dict)
+    builds: IndexView[str, BuildJob] = field(default_factory=dict)  # by engine key
+    waiting: IndexView[str, ModelRef] = field(default_factory=dict)  # by engine key
 
     def gpu_nodes(self) -> tuple[GpuNode, ...]:
         return tuple(sorted((n for s in self.nodes.values() for n in s), key=lambda n: n.name))
@@ -201,6 +223,17 @@ class ClusterView:
             gpu_used_by_others=others,
             serving_pods_by_node=serving,
         )
+
+    def builds_by_key(self, keys: Iterable[str]) -> dict[str, tuple[BuildJob, ...]]:
+        """Every model's build Jobs of ``keys``, with their results."""
+        found = {
+            key: tuple(self.build_job(job.namespace, job) for job in _values(self.builds, key))
+            for key in set(keys)
+        }
+        return {key: jobs for key, jobs in found.items() if jobs}
+
+    def waiting_for(self, key: str) -> list[ModelRef]:
+        return _values(self.waiting, key)
 
     def models_on(self, products: Iterable[str]) -> set[ModelRef]:
         """Models that select any of ``products`` (or every product)."""

@@ -21,8 +21,8 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from lipsync_core.api import GROUP, PLURAL, VERSION
-from lipsync_operator import indexes
+from lipsync_contract.api import GROUP, PLURAL, VERSION
+from lipsync_operator import indexes, naming
 from lipsync_operator.clusterview import ClusterView, owner_uids
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.kube import Kube, api_message
@@ -151,10 +151,22 @@ async def on_node_gpu_change(
         marks.mark(model.uid)
 
 
-@kopf.on.event("batch", "v1", "jobs", labels=indexes.OWNED)
 @kopf.on.event("apps", "v1", "deployments", labels=indexes.OWNED)
 async def on_owned_child_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """A build finished or a rollout moved: the owner's status and next step follow."""
+    """A rollout moved: the owner's status and next step follow."""
     marks: Marks = memo["marks"]
     for uid in owner_uids(body, "LipSyncModel"):
         marks.mark(uid)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=indexes.OWNED)
+async def on_build_job_change(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    """A build moved: its owner follows, and so does every model waiting for the same key (the
+    build finished, or went with its deleted owner and a waiting model must start its own)."""
+    marks: Marks = memo["marks"]
+    for uid in owner_uids(body, "LipSyncModel"):
+        marks.mark(uid)
+    key = (body["metadata"].get("annotations") or {}).get(naming.ANNOTATION_ENGINE_KEY, "")
+    if key:
+        for model in indexes.view(kwargs).waiting_for(key):
+            marks.mark(model.uid)

@@ -12,13 +12,14 @@ from typing import Any
 
 import kopf
 
-from lipsync_core.api import GROUP, PLURAL, VERSION
+from lipsync_contract.api import GROUP, PLURAL, VERSION
 from lipsync_operator import naming
 from lipsync_operator.clusterview import (
     BuildPod,
     ClusterView,
     ModelRef,
     PodUse,
+    build_key_entry,
     build_pod_entry,
     deployment_entry,
     hpa_entry,
@@ -26,6 +27,7 @@ from lipsync_operator.clusterview import (
     model_entry,
     node_entry,
     pod_entry,
+    waiting_entry,
 )
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.observed import BuildJob, GpuNode, ServerDeployment
@@ -72,6 +74,16 @@ def lipsync_hpas(body: kopf.Body, **_: Any) -> dict[str, str] | None:
     return hpa_entry(body)
 
 
+@kopf.index("batch", "v1", "jobs", labels=OWNED)
+def lipsync_builds(body: kopf.Body, **_: Any) -> dict[str, BuildJob] | None:
+    return build_key_entry(body)
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def lipsync_waiting(body: kopf.Body, **_: Any) -> dict[str, ModelRef] | None:
+    return waiting_entry(body)
+
+
 @kopf.index(GROUP, VERSION, PLURAL)
 def lipsync_models(body: kopf.Body, **_: Any) -> dict[str, ModelRef]:
     return model_entry(body)
@@ -87,4 +99,6 @@ def view(kwargs: dict[str, Any]) -> ClusterView:
         deployments=kwargs["lipsync_deployments"],
         hpas=kwargs["lipsync_hpas"],
         models=kwargs["lipsync_models"],
+        builds=kwargs["lipsync_builds"],
+        waiting=kwargs["lipsync_waiting"],
     )

@@ -16,7 +16,7 @@ from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient as _DynamicClient
 
-from lipsync_core.api import GROUP, PLURAL, VERSION
+from lipsync_contract.api import GROUP, PLURAL, VERSION
 from lipsync_operator import naming
 from lipsync_operator.desired import ChildRef
 from lipsync_operator.manifests.common import Manifest

@@ -13,12 +13,12 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from lipsync_core.api import LipSyncModelSpec, LipSyncModelStatus
-from lipsync_core.errors import LipSyncError
+from lipsync_contract.api import LipSyncModelSpec, LipSyncModelStatus
+from lipsync_contract.errors import LipSyncError
 from lipsync_operator.applied import RecentApplies
 from lipsync_operator.clusterview import ClusterView
 from lipsync_operator.config import OperatorConfig
-from lipsync_operator.desired import DesiredState, desired_state
+from lipsync_operator.desired import DesiredState, desired_state, engine_keys
 from lipsync_operator.engines import published_engines
 from lipsync_operator.kube import Kube, api_message
 from lipsync_operator.manifests.common import Owner
@@ -141,12 +141,15 @@ class Reconciler:
                 problem = spec_problem(owner.name, spec)
                 if problem is not None:
                     raise InvalidSpecError(problem)
+                now = datetime.now(UTC)
+                observed = view.observed(owner.namespace, owner.name, owner.uid)
                 observed = replace(
-                    view.observed(owner.namespace, owner.name, owner.uid),
-                    published=published_engines(previous),
+                    observed,
+                    published=published_engines(previous, self.config.cache.mount_path),
+                    builds=view.builds_by_key(engine_keys(owner, spec, observed, self.config, now)),
                 )
                 desired = desired_state(
-                    owner, spec, observed, self.config, previous=previous, now=datetime.now(UTC)
+                    owner, spec, observed, self.config, previous=previous, now=now
                 )
             except LipSyncError as exc:
                 self._record_invalid(owner, previous, str(exc))

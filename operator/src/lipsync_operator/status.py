@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from lipsync_core.api import Condition, ConditionStatus, EngineStatus, LipSyncModelStatus, Phase
+from lipsync_contract.api import Condition, ConditionStatus, EngineStatus, LipSyncModelStatus, Phase
 from lipsync_operator.conditions import condition
 
 CHILD_FAILED = "ChildApplyFailed"  # the Degraded reason when the API server refuses a child

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lipsync_core.api import LipSyncModelSpec
+from lipsync_contract.api import LipSyncModelSpec
 from lipsync_operator.manifests.autoscaler import quantity
 from lipsync_operator.naming import name_problem
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lipsync_core.api import Autoscaling
+from lipsync_contract.api import Autoscaling
 from lipsync_operator import naming
 from lipsync_operator.manifests.common import Manifest, Owner, metadata
 
