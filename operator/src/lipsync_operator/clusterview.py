@@ -5,9 +5,9 @@ mapping of key -> the values of every object that produced that key. `ClusterVie
 mappings and answers the questions a reconcile asks; it never calls the API. The index functions
 and the view are pure, so both are unit-tested with plain dicts standing in for kopf's indexes.
 
-To add a lookup (e.g. build Jobs by engine key across namespaces): write a pure ``*_entry``
-function here, register it in ``indexes.py`` with ``@kopf.index``, add a field to `ClusterView`
-and pass the injected index in ``handlers._view``.
+To add a lookup (as build Jobs by engine key across namespaces were added): write a pure
+``*_entry`` function here, register it in ``indexes.py`` with ``@kopf.index``, add a field and
+a method to `ClusterView`, and pass the injected index in ``indexes.view``.
 """
 
 from __future__ import annotations
