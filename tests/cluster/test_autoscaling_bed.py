@@ -110,9 +110,8 @@ def runner(
         yield started
 
 
-@pytest.fixture(scope="module")
-def exporter(autoscaling_cluster: LocalCluster, namespace: str, runner: PodRunner) -> Exporter:
-    api = autoscaling_cluster.api_client
+def start_exporter(api: client.ApiClient, namespace: str) -> Exporter:
+    """The exporter pod Running and Ready (a local kubelet must run `namespace`)."""
     body = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -149,6 +148,11 @@ def exporter(autoscaling_cluster: LocalCluster, namespace: str, runner: PodRunne
         description="the exporter pod Running and Ready",
     )
     return Exporter(pod)
+
+
+@pytest.fixture(scope="module")
+def exporter(autoscaling_cluster: LocalCluster, namespace: str, runner: PodRunner) -> Exporter:
+    return start_exporter(autoscaling_cluster.api_client, namespace)
 
 
 def _demand_seen(prom: PrometheusClient, namespace: str, value: float) -> bool:
