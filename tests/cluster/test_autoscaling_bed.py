@@ -362,7 +362,13 @@ def test_karpenter_launches_a_labelled_gpu_node_for_a_pending_pod_and_removes_it
         interval=1,
         description="the L4 pod Running on a node Karpenter launched",
     )
-    node = _plain(api, core.read_node(pod["spec"]["nodeName"]))
+
+    def discovered_node() -> dict[str, Any] | None:
+        # The pod may start before GPU Feature Discovery has run, as on a real node.
+        node = _plain(api, core.read_node(pod["spec"]["nodeName"]))
+        return node if "nvidia.com/gpu.count" in node["metadata"]["labels"] else None
+
+    node = wait_for(discovered_node, timeout=30, description="GFD labels on the new node")
     labels = node["metadata"]["labels"]
     assert labels[NODEPOOL_LABEL] == pool
     assert labels[INSTANCE_TYPE_LABEL] == "l4-24gb-x1"  # the cheapest L4 shape for one GPU
@@ -379,7 +385,7 @@ def test_karpenter_launches_a_labelled_gpu_node_for_a_pending_pod_and_removes_it
     assert [c["status"] for c in managed] == ["True"]
     assert nodes_per_nodepool(api) == {pool: 1}
 
-    core.delete_namespaced_pod(namespace, "l4-job")
+    core.delete_namespaced_pod("l4-job", namespace)
     wait_for(lambda: _pod_gone(api, namespace, "l4-job"), timeout=30, description="pod deleted")
     wait_for(
         lambda: not nodepool_nodes(api, pool),

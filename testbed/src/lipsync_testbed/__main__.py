@@ -55,6 +55,7 @@ def _gpu_discovery(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    logging.getLogger("lipsync_testbed.gfd").setLevel(logging.INFO)  # one line per node
     catalog = read_catalog(args.dir / "config" / CATALOG_FILE)
     discovery = GpuFeatureDiscovery(cluster.new_api_client(), catalog).start()
     stop.wait()
