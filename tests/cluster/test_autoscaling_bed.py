@@ -211,7 +211,14 @@ def test_keda_scales_a_deployment_from_zero_on_a_prometheus_query_and_back(
 ) -> None:
     api = autoscaling_cluster.api_client
     wait_keda_ready(api, timeout=30)
+    prom = autoscaling_cluster.autoscaling_endpoints.prometheus
     exporter.set_demand(0)
+    wait_for(
+        lambda: _demand_seen(prom, namespace, 0),
+        timeout=30,
+        interval=0.5,
+        description="Prometheus to see no demand",
+    )
     client.AppsV1Api(api).create_namespaced_deployment(
         namespace, client.V1Deployment.model_validate(_deployment("worker"))
     )
