@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
+import kopf
 import pytest
 
+from lipsync_operator import indexes
 from lipsync_operator.clusterview import (
     ALL_PRODUCTS,
     ClusterView,
@@ -23,6 +25,7 @@ from lipsync_operator.clusterview import (
     pod_entry,
     waiting_entry,
 )
+from lipsync_operator.config import OperatorConfig
 from lipsync_operator.observed import Observed, build_job, gpu_requests_by_node, pods_by_node
 
 pytestmark = pytest.mark.unit
@@ -222,3 +225,30 @@ def test_builds_are_found_by_key_across_namespaces_and_waiting_models_by_key() -
     assert build.result.state == "Ready"
     assert view.waiting_for("sha256:k1") == [ModelRef("b", "m", "u-m")]
     assert view.waiting_for("sha256:k2") == []
+
+
+def test_index_functions_answer_an_empty_entry_so_kopf_drops_what_an_object_no_longer_is() -> None:
+    # kopf keeps an object's previous entries when its index function returns None.
+    memo = kopf.Memo(config=OperatorConfig())
+
+    def entry(function: object, obj: Mapping[str, Any]) -> Any:
+        return cast(Callable[..., Any], function)(body=obj, memo=memo)
+
+    assert entry(indexes.lipsync_pods, pod("build", "h-0", gpus=1)) != {}
+    assert entry(indexes.lipsync_pods, pod("build", "h-0", gpus=1, phase="Succeeded")) == {}
+    unlabelled = {"metadata": {"name": "h-0", "labels": {}}, "status": {}}
+    assert entry(indexes.lipsync_nodes, unlabelled) == {}
+    stranger = {"metadata": {"name": "x", "namespace": "default"}}
+    for function in (indexes.lipsync_jobs, indexes.lipsync_deployments, indexes.lipsync_hpas):
+        assert entry(function, stranger) == {}
+
+
+def test_a_snapshot_does_not_follow_later_index_changes() -> None:
+    live: dict[str, list[Any]] = defaultdict(list)
+    entry = node_entry(node_object("h-0"), GPU)
+    assert entry is not None
+    live["h-0"].extend(entry.values())
+    snapshot = ClusterView(nodes=live).snapshot()
+    live["h-1"].extend(live["h-0"])
+    del live["h-0"]
+    assert [node.name for node in snapshot.gpu_nodes()] == ["h-0"]

@@ -187,6 +187,15 @@ class ClusterView:
     builds: IndexView[str, BuildJob] = field(default_factory=dict)  # by engine key
     waiting: IndexView[str, ModelRef] = field(default_factory=dict)  # by engine key
 
+    def snapshot(self) -> ClusterView:
+        """A copy in plain dicts: kopf changes its indexes on the event loop, so a reconcile in
+        a worker thread reads a copy taken on the loop, never the live indexes."""
+        copies = {
+            name: {key: list(values) for key, values in getattr(self, name).items()}
+            for name in self.__dataclass_fields__
+        }
+        return ClusterView(**copies)
+
     def gpu_nodes(self) -> tuple[GpuNode, ...]:
         return tuple(sorted((n for s in self.nodes.values() for n in s), key=lambda n: n.name))
 

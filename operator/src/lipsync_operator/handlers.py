@@ -91,8 +91,9 @@ def _converge(
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 @kopf.on.resume(GROUP, VERSION, PLURAL)
-def on_lipsyncmodel_change(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-    _converge(memo["reconciler"], body, indexes.view(kwargs), permanent=True)
+async def on_lipsyncmodel_change(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    view = indexes.view(kwargs).snapshot()
+    await asyncio.to_thread(_converge, memo["reconciler"], body, view, permanent=True)
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0)
@@ -106,7 +107,7 @@ async def lipsyncmodel_worker(
     """
     marks: Marks = memo["marks"]
     uid = body["metadata"]["uid"]
-    view = indexes.view(kwargs)  # kopf's indexes are live: this view follows the watches
+    view = indexes.view(kwargs)  # live: each converge reads a snapshot of it
     try:
         while not stopped:  # kopf cancels the wait when the model goes away
             if await marks.wait(uid, RESYNC_SECONDS):
@@ -115,7 +116,9 @@ async def lipsyncmodel_worker(
                 break
             marks.clear(uid)
             try:
-                await asyncio.to_thread(_converge, memo["reconciler"], body, view, permanent=False)
+                await asyncio.to_thread(
+                    _converge, memo["reconciler"], body, view.snapshot(), permanent=False
+                )
             except kopf.TemporaryError:
                 marks.mark(uid)
                 raise

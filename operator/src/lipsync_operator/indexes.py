@@ -39,49 +39,53 @@ BUILD_PODS: dict[str, Any] = {
 }
 
 
+# Every index function returns a dict, {} for "no entry": kopf keeps an object's previous
+# entries when its function returns None (a pod that finished would keep its GPUs counted).
+
+
 def _gpu_resource(memo: kopf.Memo) -> str:
     config: OperatorConfig = memo["config"]
     return config.gpu_resource
 
 
 @kopf.index("", "v1", "nodes")
-def lipsync_nodes(body: kopf.Body, memo: kopf.Memo, **_: Any) -> dict[str, GpuNode] | None:
-    return node_entry(body, _gpu_resource(memo))
+def lipsync_nodes(body: kopf.Body, memo: kopf.Memo, **_: Any) -> dict[str, GpuNode]:
+    return node_entry(body, _gpu_resource(memo)) or {}
 
 
 @kopf.index("", "v1", "pods")
-def lipsync_pods(body: kopf.Body, memo: kopf.Memo, **_: Any) -> dict[str, PodUse] | None:
-    return pod_entry(body, _gpu_resource(memo))
+def lipsync_pods(body: kopf.Body, memo: kopf.Memo, **_: Any) -> dict[str, PodUse]:
+    return pod_entry(body, _gpu_resource(memo)) or {}
 
 
 @kopf.index("", "v1", "pods", labels=BUILD_PODS)
-def lipsync_build_pods(body: kopf.Body, **_: Any) -> dict[tuple[str, str], BuildPod] | None:
-    return build_pod_entry(body)
+def lipsync_build_pods(body: kopf.Body, **_: Any) -> dict[tuple[str, str], BuildPod]:
+    return build_pod_entry(body) or {}
 
 
 @kopf.index("batch", "v1", "jobs", labels=OWNED)
-def lipsync_jobs(body: kopf.Body, **_: Any) -> dict[str, BuildJob] | None:
-    return job_entry(body)
+def lipsync_jobs(body: kopf.Body, **_: Any) -> dict[str, BuildJob]:
+    return job_entry(body) or {}
 
 
 @kopf.index("apps", "v1", "deployments", labels=OWNED)
-def lipsync_deployments(body: kopf.Body, **_: Any) -> dict[str, ServerDeployment] | None:
-    return deployment_entry(body)
+def lipsync_deployments(body: kopf.Body, **_: Any) -> dict[str, ServerDeployment]:
+    return deployment_entry(body) or {}
 
 
 @kopf.index("autoscaling", "v2", "horizontalpodautoscalers", labels=OWNED)
-def lipsync_hpas(body: kopf.Body, **_: Any) -> dict[str, str] | None:
-    return hpa_entry(body)
+def lipsync_hpas(body: kopf.Body, **_: Any) -> dict[str, str]:
+    return hpa_entry(body) or {}
 
 
 @kopf.index("batch", "v1", "jobs", labels=OWNED)
-def lipsync_builds(body: kopf.Body, **_: Any) -> dict[str, BuildJob] | None:
-    return build_key_entry(body)
+def lipsync_builds(body: kopf.Body, **_: Any) -> dict[str, BuildJob]:
+    return build_key_entry(body) or {}
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
-def lipsync_waiting(body: kopf.Body, **_: Any) -> dict[str, ModelRef] | None:
-    return waiting_entry(body)
+def lipsync_waiting(body: kopf.Body, **_: Any) -> dict[str, ModelRef]:
+    return waiting_entry(body) or {}
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
