@@ -5,6 +5,17 @@ from __future__ import annotations
 import click
 
 
+def _exact_namespaces(
+    _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
+) -> tuple[str, ...]:
+    # kopf expands patterns by listing namespaces, which the operator's RBAC does not allow;
+    # without that list it silently watches no namespace a pattern names.
+    for value in values:
+        if any(char in value for char in "*?!,"):
+            raise click.BadParameter(f"{value!r}: name each namespace exactly (no patterns)")
+    return values
+
+
 @click.group()
 def operator() -> None:
     """The LipSyncModel operator and its CRD."""
@@ -24,7 +35,8 @@ def crd() -> None:
     "--namespace",
     "namespaces",
     multiple=True,
-    help="Watch only these namespaces (repeatable; globs allowed). Default: the whole cluster.",
+    callback=_exact_namespaces,
+    help="Watch only these namespaces (repeatable, exact names). Default: the whole cluster.",
 )
 @click.option(
     "--leader-election-lease",
