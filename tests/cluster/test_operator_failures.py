@@ -25,7 +25,7 @@ from lipsync_testbed.lsm import (
     status,
     wait_phase,
 )
-from lipsync_testbed.operatorchart import MODEL_URI, OperatorBed
+from lipsync_testbed.operatorchart import OperatorBed, small_model
 
 pytestmark = pytest.mark.cluster
 
@@ -40,20 +40,7 @@ NODE = NodeSpec(
 
 
 def model(name: str, avatar: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "lipsync.dev/v1alpha1",
-        "kind": "LipSyncModel",
-        "metadata": {"name": name},
-        "spec": {
-            "model": {"uri": MODEL_URI},
-            "avatar": {"uri": avatar},
-            "precision": "fp32",
-            "gpus": {"products": [T4]},
-            "replicasPerGPU": 1,
-            "sharing": "timeSlicing",
-            "batching": {"maxBatch": 1},
-        },
-    }
+    return small_model(name, avatar, T4, sharing="timeSlicing")
 
 
 def events_for(bed: OperatorBed, namespace: str, name: str, reason: str) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ from lipsync_testbed.lsm import (
     wait_phase,
     wait_serving,
 )
-from lipsync_testbed.operatorchart import MODEL_URI, OperatorBed
+from lipsync_testbed.operatorchart import OperatorBed, small_model
 
 pytestmark = pytest.mark.cluster
 
@@ -50,20 +50,7 @@ NODES = tuple(
 
 
 def model(name: str, avatar: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "lipsync.dev/v1alpha1",
-        "kind": "LipSyncModel",
-        "metadata": {"name": name},
-        "spec": {
-            "model": {"uri": MODEL_URI},
-            "avatar": {"uri": avatar},
-            "precision": "fp32",
-            "gpus": {"products": [A100, L4]},
-            "replicasPerGPU": 1,
-            "sharing": "timeSlicing",
-            "batching": {"maxBatch": 1},
-        },
-    }
+    return small_model(name, avatar, A100, gpus={"products": [A100, L4]}, sharing="timeSlicing")
 
 
 @pytest.fixture(scope="module")
