@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lipsync_core.backends.base import BackendKind
 from lipsync_core.errors import LipSyncError
@@ -76,6 +76,21 @@ class OperatorConfig(BaseModel):
     server_listen_address: str = Field("0.0.0.0", min_length=1)
     # A NotReady node's GPUs still count this long (kube-controller-manager's eviction default).
     node_grace_seconds: int = Field(300, ge=0)
+    # What scales a model's Deployments when spec.autoscaling.enabled (docs/operator.md,
+    # "Autoscaling"): an autoscaling/v2 HPA, or a KEDA ScaledObject on Prometheus queries.
+    autoscaler: Literal["hpa", "keda"] = "hpa"
+    # hpa: a custom-metrics adapter serves the lipsync_frames_per_second Pods metric.
+    hpa_frames_metric: bool = False
+    # keda: the Prometheus that scrapes the server pods.
+    prometheus_address: str = ""
+    # Nodes carrying this label were added by a node autoscaler (empty: none are).
+    autoscaled_node_label: str = "karpenter.sh/nodepool"
+
+    @model_validator(mode="after")
+    def _keda_needs_prometheus(self) -> OperatorConfig:
+        if self.autoscaler == "keda" and not self.prometheus_address:
+            raise ValueError("autoscaler keda needs prometheus_address")
+        return self
 
     # The server and the builder must share one TensorRT: by default they are one image.
     @property
@@ -112,4 +127,5 @@ class OperatorConfig(BaseModel):
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(part) for part in first["loc"])
-            raise ConfigError(f"operator setting {where}: {first['msg']}") from None
+            subject = f"operator setting {where}" if where else "operator settings"
+            raise ConfigError(f"{subject}: {first['msg']}") from None

@@ -11,10 +11,15 @@ from datetime import datetime, timedelta
 from lipsync_core.api import LipSyncModelSpec, LipSyncModelStatus
 from lipsync_core.enginekey import short_key
 from lipsync_operator import naming
-from lipsync_operator.capacity import plan_rollout, pool_capacity, wanted_servers
+from lipsync_operator.capacity import (
+    claimed_autoscaled_gpus,
+    plan_rollout,
+    pool_capacity,
+    wanted_servers,
+)
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.engines import build_request, engine_verdict
-from lipsync_operator.manifests.autoscaler import autoscaler
+from lipsync_operator.manifests.autoscaler import ScaleTarget, autoscaler
 from lipsync_operator.manifests.build_job import build_job
 from lipsync_operator.manifests.common import Manifest, Owner
 from lipsync_operator.manifests.server import server_deployment
@@ -27,6 +32,7 @@ from lipsync_operator.status import (
     compute_status,
     transition_events,
 )
+from lipsync_operator.targets import target_fps
 
 
 @dataclass(frozen=True)
@@ -47,8 +53,8 @@ class ProductPlan:
     key: str
     job: Manifest | None  # to create (None: cached, running, finished, or nothing to build on)
     deployment: Manifest | None
-    autoscaler: Manifest | None
-    # Under an HPA the operator stops applying spec.replicas. When it starts doing so, the
+    autoscaler: Manifest | None  # an HPA or a KEDA ScaledObject
+    # Under an autoscaler the operator stops applying spec.replicas. When it starts doing so, the
     # current count is first applied by a separate field manager so it is not reset to 1.
     replica_handover: int | None
 
@@ -91,10 +97,11 @@ def _plan_product(
     pool: GpuPool,
     observed: Observed,
     config: OperatorConfig,
+    *,
+    products: int,
 ) -> ProductPlan:
-    request = (
-        build_request(spec, pool.product, pool.compute_capability, config) if pool.present else None
-    )
+    known = pool.present or bool(pool.remembered_capability)
+    request = build_request(spec, pool.product, pool.compute_capability, config) if known else None
     key = request.key() if request is not None else ""
     job_name = naming.job_name(owner.name, short_key(key)) if key else ""
     verdict = engine_verdict(pool, key, job_name, observed)
@@ -121,8 +128,13 @@ def _plan_product(
     if autoscaled:
         fixed = current.replicas if current is not None else spec.autoscaling.min_replicas
     serving_pods = observed.serving_pods_by_node
+    claimed = None
+    if not autoscaled:
+        claimed = claimed_autoscaled_gpus(
+            pool, current.autoscaled_gpus if current is not None else None
+        )
     rollout = plan_rollout(
-        wanted_servers(pool, pods_per_gpu(spec), serving_pods),
+        wanted_servers(pool, pods_per_gpu(spec), serving_pods, claimed),
         pool_capacity(pool, observed.gpu_used_by_others, serving_pods),
         building=verdict.status.state == "Building" and current is not None,
         pods_per_gpu=pods_per_gpu(spec),
@@ -131,9 +143,10 @@ def _plan_product(
     deployment = hpa = None
     handover: int | None = None
     replicas = rollout.replicas
-    if serving is not None and pool.gpus > 0:
+    # An autoscaled product keeps its Deployment with no GPU left: its pods bring nodes back.
+    if serving is not None and (pool.gpus > 0 or autoscaled):
         name = naming.deployment_name(owner.name, pool.product)
-        if autoscaled and current is not None and name not in observed.hpas:
+        if autoscaled and current is not None and name not in observed.autoscalers:
             handover = current.replicas
         deployment = server_deployment(
             owner,
@@ -144,9 +157,19 @@ def _plan_product(
             replicas=None if autoscaled else replicas,
             rollout_strategy=rollout.strategy,
             config=config,
+            autoscaled_gpus=claimed,
         )
         if autoscaled:
-            hpa = autoscaler(owner, name, pool.product, spec.autoscaling)
+            published = observed.published.get(serving.key)
+            measured = published.frames_per_second if published is not None else None
+            fps = target_fps(
+                spec.autoscaling,
+                pool.product,
+                measured or verdict.status.frames_per_second,
+                pods_per_gpu(spec),
+            )
+            target = ScaleTarget(name, pool.product, fps, products)
+            hpa = autoscaler(owner, target, spec.autoscaling, config)
     else:
         replicas = 0
 
@@ -166,11 +189,26 @@ def _plan_product(
     )
     summary = ProductSummary(
         engine=engine,
-        has_nodes=pool.present,
+        has_nodes=pool.present or deployment is not None,
         unfit_nodes=tuple(node.name for node in pool.unfit),
         rolled_out=rolled_out and (serving is None or serving.key == key),
+        scaled_to_zero=autoscaled and deployment is not None and replicas == 0,
     )
     return ProductPlan(pool, summary, key, job, deployment, hpa, handover)
+
+
+def remembered_products(
+    spec: LipSyncModelSpec, previous: LipSyncModelStatus | None
+) -> dict[str, str]:
+    """Autoscaled: the products with a Ready engine, and its compute capability (their nodes
+    may all be gone while the product is scaled to zero)."""
+    if not spec.autoscaling.enabled or previous is None:
+        return {}
+    return {
+        e.gpu_product: e.compute_capability
+        for e in previous.engines
+        if e.state == "Ready" and e.compute_capability
+    }
 
 
 def previous_spec(recorded: str) -> LipSyncModelSpec | None:
@@ -190,17 +228,22 @@ def serving_key(serving: ServedEngine | None) -> str:
 def _stale(plans: tuple[ProductPlan, ...], observed: Observed) -> tuple[ChildRef, ...]:
     keys = {plan.key for plan in plans if plan.key}
     deployments = {d["metadata"]["name"] for p in plans if (d := p.deployment) is not None}
-    hpas = {h["metadata"]["name"] for p in plans if (h := p.autoscaler) is not None}
+    scalers = {(a["kind"], a["metadata"]["name"]) for p in plans if (a := p.autoscaler) is not None}
     stale = [ChildRef("batch/v1", "Job", job.name) for job in observed.jobs if job.key not in keys]
     stale += [
         ChildRef("apps/v1", "Deployment", d.name)
         for d in observed.deployments
         if d.name not in deployments
     ]
-    stale += [
-        ChildRef("autoscaling/v2", "HorizontalPodAutoscaler", name)
-        for name in sorted(observed.hpas - hpas)
-    ]
+    for api_version, kind, names in (
+        ("autoscaling/v2", "HorizontalPodAutoscaler", observed.hpas),
+        ("keda.sh/v1alpha1", "ScaledObject", observed.scaled_objects),
+    ):
+        stale += [
+            ChildRef(api_version, kind, name)
+            for name in sorted(names)
+            if (kind, name) not in scalers
+        ]
     return tuple(stale)
 
 
@@ -217,11 +260,16 @@ def desired_state(
 
     Raises a LipSyncError (one-line reason) for a spec it cannot act on.
     """
+    pools = gpu_pools(
+        spec,
+        observed.nodes,
+        now=now,
+        grace=timedelta(seconds=config.node_grace_seconds),
+        remembered=remembered_products(spec, previous),
+    )
+    served = sum(1 for pool in pools if pool.gpus > 0)
     plans = tuple(
-        _plan_product(owner, spec, pool, observed, config)
-        for pool in gpu_pools(
-            spec, observed.nodes, now=now, grace=timedelta(seconds=config.node_grace_seconds)
-        )
+        _plan_product(owner, spec, pool, observed, config, products=served) for pool in pools
     )
     status = compute_status(
         [plan.summary for plan in plans], owner.generation, endpoint(owner), previous, now

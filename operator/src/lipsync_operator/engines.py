@@ -123,11 +123,11 @@ def served_engine(key: str, result: BuildResult) -> ServedEngine:
 def engine_verdict(pool: GpuPool, key: str, job_name: str, observed: Observed) -> EngineVerdict:
     """Cache hit -> Ready; else the build Job's outcome; else a Job is wanted."""
     base = {"gpu_product": pool.product, "compute_capability": pool.compute_capability, "key": key}
-    if not pool.present:
-        reason = "NoNodes: no schedulable node has this GPU product"
-        return EngineVerdict(EngineStatus(**base, state="Pending", reason=reason), None, False)
     job = observed.job_for(key)
     published = observed.published.get(key)
+    if not pool.present and (published is None or not key):
+        reason = "NoNodes: no schedulable node has this GPU product"
+        return EngineVerdict(EngineStatus(**base, state="Pending", reason=reason), None, False)
     if (
         published is not None
         and published.state == "Ready"

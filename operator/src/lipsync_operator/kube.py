@@ -64,8 +64,8 @@ class Kube:
         items = self._resource(api_version, kind).get(**kwargs).to_dict().get("items") or []
         return list(items)
 
-    def gpu_nodes(self, gpu_resource: str) -> list[GpuNode]:
-        nodes = (gpu_node(obj, gpu_resource) for obj in self._list("v1", "Node"))
+    def gpu_nodes(self, gpu_resource: str, autoscaled_label: str = "") -> list[GpuNode]:
+        nodes = (gpu_node(obj, gpu_resource, autoscaled_label) for obj in self._list("v1", "Node"))
         return [node for node in nodes if node is not None]
 
     def models(self) -> list[dict[str, Any]]:
@@ -114,7 +114,17 @@ class Kube:
                 label_selector=selector,
             )
         )
-        nodes = tuple(self.gpu_nodes(settings.gpu_resource))
+        scaled_objects: list[dict[str, Any]] = []
+        if settings.autoscaler == "keda":  # the chart grants ScaledObjects only then
+            scaled_objects = owned(
+                self._list(
+                    "keda.sh/v1alpha1",
+                    "ScaledObject",
+                    namespace=namespace,
+                    label_selector=selector,
+                )
+            )
+        nodes = tuple(self.gpu_nodes(settings.gpu_resource, settings.autoscaled_node_label))
         others, serving = self._pods_on_gpu_nodes(
             {node.name for node in nodes}, namespace, model, settings.gpu_resource
         )
@@ -123,6 +133,7 @@ class Kube:
             jobs=tuple(jobs),
             deployments=tuple(deployments),
             hpas=frozenset(h["metadata"]["name"] for h in hpas),
+            scaled_objects=frozenset(s["metadata"]["name"] for s in scaled_objects),
             gpu_used_by_others=others,
             serving_pods_by_node=serving,
         )
