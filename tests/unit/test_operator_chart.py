@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from lipsync_operator.naming import LABEL_MODEL, model_labels
 from lipsync_testbed.podenv import expand
 
 pytestmark = pytest.mark.unit
@@ -194,3 +195,76 @@ def test_crds_are_installed_with_the_chart() -> None:
     crds = by_kind(render("--include-crds"), "CustomResourceDefinition")
     names = {crd["metadata"]["name"] for crd in crds}
     assert names == {"lipsyncmodels.lipsync.dev"}
+
+
+KEDA_VALUES = (
+    "--set", "autoscaling.scaler=keda",
+    "--set", "autoscaling.keda.prometheusAddress=http://prometheus.monitoring.svc:9090",
+)  # fmt: skip
+
+
+def _operator_env(docs: list[dict[str, Any]]) -> dict[str, str]:
+    [deployment] = by_kind(docs, "Deployment")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    return {item["name"]: item["value"] for item in container["env"] if "value" in item}
+
+
+def _scaler_rules(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    [role] = by_kind(docs, "ClusterRole")
+    return [rule for rule in role["rules"] if "keda.sh" in rule["apiGroups"]]
+
+
+@needs_helm
+def test_autoscaling_defaults_to_a_cpu_hpa_with_no_keda_rights_and_no_monitor() -> None:
+    docs = render()
+    env = _operator_env(docs)
+    assert (env["LIPSYNC_AUTOSCALER"], env["LIPSYNC_HPA_FRAMES_METRIC"]) == ("hpa", "false")
+    assert env["LIPSYNC_AUTOSCALED_NODE_LABEL"] == "karpenter.sh/nodepool"
+    assert _scaler_rules(docs) == []
+    assert by_kind(docs, "ServiceMonitor") == []
+
+
+@needs_helm
+def test_keda_scaler_reaches_the_operator_and_grants_scaledobjects_only() -> None:
+    docs = render(*KEDA_VALUES)
+    env = _operator_env(docs)
+    assert env["LIPSYNC_AUTOSCALER"] == "keda"
+    assert env["LIPSYNC_PROMETHEUS_ADDRESS"] == "http://prometheus.monitoring.svc:9090"
+    [rule] = _scaler_rules(docs)
+    assert rule["resources"] == ["scaledobjects"]
+    assert set(rule["verbs"]) == {"get", "list", "watch", "create", "patch", "delete"}
+
+
+@needs_helm
+def test_keda_without_a_prometheus_address_is_refused() -> None:
+    assert HELM is not None
+    result = subprocess.run(
+        [HELM, "template", "lsm", str(CHART), "--set", "autoscaling.scaler=keda"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "needs autoscaling.keda.prometheusAddress" in result.stderr
+
+
+@needs_helm
+def test_service_monitor_scrapes_model_services_with_the_query_labels() -> None:
+    docs = render(
+        "--set", "metrics.serviceMonitor.enabled=true",
+        "--set", "metrics.serviceMonitor.labels.release=kube-prometheus",
+        "--set", "watchNamespaces={team-a}",
+    )  # fmt: skip
+    [monitor] = by_kind(docs, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus"
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["team-a"]}
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= model_labels("anna").items()  # every model's Service
+    assert LABEL_MODEL not in selector
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert (endpoint["port"], endpoint["path"]) == ("metrics", "/metrics")
+    assert {r["targetLabel"] for r in endpoint["relabelings"]} == {
+        "lipsync_dev_model",
+        "lipsync_dev_gpu_product",
+    }
