@@ -10,6 +10,8 @@ The policy (docs/operator.md, "Capacity"):
   a time (maxSurge 0), never more than the PodDisruptionBudget allows (a quarter, rounded up).
 - A product served by a single pod lends that pod too (it is down while its new engine builds;
   the model's other products keep serving): a build that waits for a GPU nobody frees never ends.
+- Without an autoscaler, nodes a node autoscaler added count only up to the GPUs the product
+  held there at its first rollout: a node added for a Pending pod empties again and goes.
 """
 
 from __future__ import annotations
