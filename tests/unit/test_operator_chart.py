@@ -45,6 +45,20 @@ def render(*args: str) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
+def render_error(*args: str) -> str:
+    """What ``helm template`` says when it refuses the values."""
+    assert HELM is not None
+    result = subprocess.run(
+        [HELM, "template", "lsm", str(CHART), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    return result.stderr
+
+
 def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [doc for doc in docs if doc["kind"] == kind]
 
@@ -164,30 +178,14 @@ def test_values_reach_the_operator_environment() -> None:
 
 @needs_helm
 def test_values_schema_rejects_bad_values() -> None:
-    assert HELM is not None
-    result = subprocess.run(
-        [HELM, "template", "lsm", str(CHART), "--set", "cache.kind=nfs"],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode != 0
-    assert "cache" in result.stderr
+    assert "cache" in render_error("--set", "cache.kind=nfs")
 
 
 @needs_helm
 def test_replicas_without_leader_election_are_refused() -> None:
-    assert HELM is not None
-    result = subprocess.run(
-        [HELM, "template", "lsm", str(CHART), "--set", "leaderElection.enabled=false"],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    assert "replicaCount > 1 needs leaderElection.enabled" in render_error(
+        "--set", "leaderElection.enabled=false"
     )
-    assert result.returncode != 0
-    assert "replicaCount > 1 needs leaderElection.enabled" in result.stderr
 
 
 @needs_helm
@@ -237,16 +235,9 @@ def test_keda_scaler_reaches_the_operator_and_grants_scaledobjects_only() -> Non
 
 @needs_helm
 def test_keda_without_a_prometheus_address_is_refused() -> None:
-    assert HELM is not None
-    result = subprocess.run(
-        [HELM, "template", "lsm", str(CHART), "--set", "autoscaling.scaler=keda"],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    assert "needs autoscaling.keda.prometheusAddress" in render_error(
+        "--set", "autoscaling.scaler=keda"
     )
-    assert result.returncode != 0
-    assert "needs autoscaling.keda.prometheusAddress" in result.stderr
 
 
 @needs_helm

@@ -775,35 +775,28 @@ def test_per_product_targets_override_and_shared_gpus_divide_the_measurement() -
     assert scaled["spec"]["triggers"][0]["metadata"]["threshold"] == "50"  # 250 x 0.8 / 4
 
 
+def _autoscaled(
+    model: LipSyncModelSpec, nodes: tuple[GpuNode, ...], replicas: int, **scalers: Any
+) -> Observed:
+    """The model's one H100 Deployment at ``replicas``, under the given autoscalers."""
+    observed = _ready_observed(model, nodes)
+    key = keys_of(plan(model, observed))[H100]
+    current = deployment("anna-nvidia-h100-80gb-hbm3", H100, key, replicas, replicas)
+    return replace(observed, deployments=(current,), **scalers)
+
+
 def test_switching_to_keda_replaces_the_hpa() -> None:
     model = spec(autoscaling={"enabled": True})
-    nodes = (node("a"),)
-    observed = _ready_observed(model, nodes)
     name = "anna-nvidia-h100-80gb-hbm3"
-    key = keys_of(plan(model, observed))[H100]
-    scaled = Observed(
-        nodes=nodes,
-        published=observed.published,
-        deployments=(deployment(name, H100, key, 3, 3),),
-        hpas=frozenset({name}),
-    )
-    state = keda_plan(model, scaled)
+    state = keda_plan(model, _autoscaled(model, (node("a"),), 3, hpas=frozenset({name})))
     assert [(r.kind, r.name) for r in state.stale] == [("HorizontalPodAutoscaler", name)]
     assert state.plans[0].replica_handover is None  # an autoscaler already owns the count
 
 
 def test_scaled_to_zero_is_ready_and_idle_not_rolling() -> None:
     model = spec(autoscaling={"enabled": True, "minReplicas": 0})
-    nodes = (node("a"),)
-    observed = _ready_observed(model, nodes)
     name = "anna-nvidia-h100-80gb-hbm3"
-    key = keys_of(plan(model, observed))[H100]
-    idle = Observed(
-        nodes=nodes,
-        published=observed.published,
-        deployments=(deployment(name, H100, key, 0, 0),),
-        scaled_objects=frozenset({name}),
-    )
+    idle = _autoscaled(model, (node("a"),), 0, scaled_objects=frozenset({name}))
     state = keda_plan(model, idle)
     assert state.status.phase == "Ready"
     available = state.status.condition("Available")
