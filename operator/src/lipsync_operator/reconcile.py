@@ -14,13 +14,15 @@ from pydantic import ValidationError
 from lipsync_core.api import LipSyncModelSpec, LipSyncModelStatus
 from lipsync_core.errors import LipSyncError
 from lipsync_operator.config import OperatorConfig
-from lipsync_operator.desired import DesiredState, desired_state
+from lipsync_operator.desired import ChildRef, DesiredState, desired_state
 from lipsync_operator.engines import published_engines
 from lipsync_operator.kube import Kube
 from lipsync_operator.manifests.common import Owner
 from lipsync_operator.status import EventNote, invalid_spec_status, transition_events
 
 log = logging.getLogger(__name__)
+
+AUTOSCALER_KINDS = frozenset({"HorizontalPodAutoscaler", "ScaledObject"})
 
 
 class InvalidSpecError(LipSyncError):
@@ -93,12 +95,21 @@ class Reconciler:
         for plan in desired.plans:
             if plan.replica_handover is not None and plan.deployment is not None:
                 self.kube.hand_over_replicas(plan.deployment, plan.replica_handover)
+        # An autoscaler of the other kind goes first: KEDA refuses a ScaledObject for a
+        # Deployment that another HPA scales.
+        early = [ref for ref in desired.stale if ref.kind in AUTOSCALER_KINDS]
+        for ref in early:
+            self._delete(owner, ref)
         for manifest in desired.applies():
             self.kube.apply(manifest)
         for ref in desired.stale:
-            log.info("deleting %s %s (no longer desired)", ref.kind, ref.name)
-            self.kube.delete(ref, owner.namespace)
+            if ref not in early:
+                self._delete(owner, ref)
         self.kube.patch_status(owner.namespace, owner.name, desired.status.to_api())
+
+    def _delete(self, owner: Owner, ref: ChildRef) -> None:
+        log.info("deleting %s %s (no longer desired)", ref.kind, ref.name)
+        self.kube.delete(ref, owner.namespace)
 
     def _record_invalid(
         self, owner: Owner, previous: LipSyncModelStatus | None, message: str
