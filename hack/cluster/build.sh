@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Build the local test bed binaries (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, kwok, helm) from the Go module proxy.
+# kube-scheduler, kubectl, kwok, helm, and the autoscaling components prometheus,
+# keda-operator, keda-adapter, karpenter-kwok) from the Go module proxy, and copy
+# the CRDs the autoscaling components need next to them (crds/).
 #
 # Usage: hack/cluster/build.sh [--print-bin-dir] [component ...]
-#   components: etcd kubernetes kwok helm (default: all)
+#   components: etcd kubernetes kwok helm prometheus keda karpenter (default: all)
 #
 # Environment:
 #   LIPSYNC_CACHE    cache root (default: $HOME/.cache/lipsync)
@@ -191,9 +193,88 @@ build_helm() {
     log "helm ${HELM_VERSION}: built in $((SECONDS - start))s"
 }
 
+build_prometheus() {
+    if stamp_ok prometheus "${PROMETHEUS_VERSION}" prometheus; then
+        log "prometheus ${PROMETHEUS_VERSION}: up to date"
+        return
+    fi
+    local start=${SECONDS} dir pkg=github.com/prometheus/common/version
+    dir="$(write_wrapper prometheus github.com/prometheus/prometheus "${PROMETHEUS_VERSION}" \
+        "${PROMETHEUS_VERSION}" github.com/prometheus/prometheus/cmd/prometheus)"
+    log "prometheus ${PROMETHEUS_VERSION}: building (service discovery: kubernetes only)"
+    # Module versions are v0.3MM.P for Prometheus 3.MM.P.
+    local v="${PROMETHEUS_VERSION#v0.}"
+    local release="3.$((10#${v%%.*} - 300)).${v#*.}"
+    # The test bed only uses kubernetes_sd; the other discovery plugins would
+    # double the build time (plugins/*.go build tags).
+    (cd "${dir}" && "${GO}" build -trimpath -tags remove_all_sd,enable_kubernetes_sd \
+        -ldflags="-s -w -X ${pkg}.Version=${release} -X ${pkg}.Branch=release" \
+        -o "${BIN_DIR}/prometheus" github.com/prometheus/prometheus/cmd/prometheus)
+    echo "${PROMETHEUS_VERSION}" >"${BIN_DIR}/.stamp-prometheus"
+    log "prometheus ${PROMETHEUS_VERSION}: built in $((SECONDS - start))s"
+}
+
+build_keda() {
+    if stamp_ok keda "${KEDA_VERSION}" keda-operator keda-adapter; then
+        log "keda ${KEDA_VERSION}: up to date"
+        return
+    fi
+    local start=${SECONDS} dir src
+    dir="$(write_wrapper keda github.com/kedacore/keda/v2 "${KEDA_VERSION}" "${KEDA_VERSION}" \
+        github.com/kedacore/keda/v2/cmd/operator github.com/kedacore/keda/v2/cmd/adapter)"
+    local ldflags="-s -w -X github.com/kedacore/keda/v2/version.Version=${KEDA_VERSION#v}"
+    log "keda ${KEDA_VERSION}: building operator and adapter"
+    (cd "${dir}" && "${GO}" build -trimpath -ldflags="${ldflags}" \
+        -o "${BIN_DIR}/keda-operator" github.com/kedacore/keda/v2/cmd/operator)
+    (cd "${dir}" && "${GO}" build -trimpath -ldflags="${ldflags}" \
+        -o "${BIN_DIR}/keda-adapter" github.com/kedacore/keda/v2/cmd/adapter)
+    src="$(cd "${dir}" && "${GO}" list -m -f '{{.Dir}}' github.com/kedacore/keda/v2)"
+    copy_crds keda "${src}/config/crd/bases"
+    echo "${KEDA_VERSION}" >"${BIN_DIR}/.stamp-keda"
+    log "keda ${KEDA_VERSION}: built in $((SECONDS - start))s"
+}
+
+build_karpenter() {
+    if stamp_ok karpenter "${KARPENTER_VERSION}" karpenter-kwok; then
+        log "karpenter ${KARPENTER_VERSION}: up to date"
+        return
+    fi
+    # A subshell, so the toolchain switch stays inside this component.
+    (
+        # Karpenter's go.mod asks for a newer Go than the local one; the module
+        # proxy serves the pinned toolchain (golang.org/toolchain).
+        export GOTOOLCHAIN="${KARPENTER_GOTOOLCHAIN}"
+        local start=${SECONDS} dir src
+        dir="$(write_wrapper karpenter sigs.k8s.io/karpenter "${KARPENTER_VERSION}" \
+            "${KARPENTER_VERSION}" sigs.k8s.io/karpenter/kwok)"
+        log "karpenter ${KARPENTER_VERSION}: building the KWOK provider (${GOTOOLCHAIN})"
+        (cd "${dir}" && "${GO}" build -trimpath \
+            -ldflags="-s -w -X sigs.k8s.io/karpenter/pkg/operator.Version=${KARPENTER_VERSION}" \
+            -o "${BIN_DIR}/karpenter-kwok" sigs.k8s.io/karpenter/kwok)
+        src="$(cd "${dir}" && "${GO}" list -m -f '{{.Dir}}' sigs.k8s.io/karpenter)"
+        copy_crds karpenter "${src}/pkg/apis/crds" "${src}/kwok/apis/crds"
+        echo "${KARPENTER_VERSION}" >"${BIN_DIR}/.stamp-karpenter"
+        log "karpenter ${KARPENTER_VERSION}: built in $((SECONDS - start))s"
+    )
+}
+
+# copy_crds NAME DIR...: the CRD manifests of a component, into ${BIN_DIR}/../crds/NAME.
+copy_crds() {
+    local name="$1"
+    shift
+    local out="${BIN_DIR}/../crds/${name}"
+    rm -rf "${out}"
+    mkdir -p "${out}"
+    local d
+    for d in "$@"; do
+        cp "${d}"/*.yaml "${out}/"
+    done
+    chmod -R u+w "${out}"
+}
+
 components=("$@")
 if [[ ${#components[@]} -eq 0 ]]; then
-    components=(etcd kubernetes kwok helm)
+    components=(etcd kubernetes kwok helm prometheus keda karpenter)
 fi
 total_start=${SECONDS}
 for c in "${components[@]}"; do
@@ -202,8 +283,11 @@ for c in "${components[@]}"; do
         kubernetes) build_kubernetes ;;
         kwok) build_kwok ;;
         helm) build_helm ;;
+        prometheus) build_prometheus ;;
+        keda) build_keda ;;
+        karpenter) build_karpenter ;;
         *)
-            echo "build.sh: unknown component '${c}' (etcd kubernetes kwok helm)" >&2
+            echo "build.sh: unknown component '${c}' (etcd kubernetes kwok helm prometheus keda karpenter)" >&2
             exit 2
             ;;
     esac

@@ -13,6 +13,8 @@ from lipsync_testbed.operatorchart import OperatorBed, operator_bed
 # pytest honours `pytest_plugins` only in the top-level conftest, so the test bed's
 # fixtures and hooks are imported here and apply to this directory.
 from lipsync_testbed.pytest_plugin import (
+    autoscaling_cluster,
+    autoscaling_namespace,
     job_pod_runner,
     kube_api,
     kube_cluster,
@@ -23,6 +25,8 @@ from lipsync_testbed.pytest_plugin import (
 )
 
 __all__ = [
+    "autoscaling_cluster",
+    "autoscaling_namespace",
     "job_pod_runner",
     "kube_api",
     "kube_cluster",

@@ -1,4 +1,4 @@
-"""Command line: python -m lipsync_testbed up|down|status|logs|kubelet|proxy."""
+"""Command line: python -m lipsync_testbed up|down|status|logs|kubelet|proxy|gpu-discovery."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from lipsync_testbed import processes
+from lipsync_testbed.autoscaling import CATALOG_FILE, STATIC_NODES, AutoscalingOptions, read_catalog
 from lipsync_testbed.cluster import KUBELET_DIR, ClusterState, LocalCluster, default_state_dir
+from lipsync_testbed.gfd import GpuFeatureDiscovery
 from lipsync_testbed.kubelet import PodRunner, pod_log_path
 from lipsync_testbed.versions import Binaries, ClusterSetupError, default_bin_dir
 
@@ -19,12 +21,16 @@ log = logging.getLogger("lipsync_testbed")
 
 
 def _up(args: argparse.Namespace) -> int:
+    node_pool = args.nodepool
+    if node_pool is None and args.autoscaling:
+        node_pool = list(STATIC_NODES)
     cluster = LocalCluster(
         args.dir,
         binaries=Binaries(args.bin_dir),
-        node_pool=args.nodepool,
+        node_pool=node_pool,
         startup_timeout=args.timeout,
         run_kubelet=not args.no_kubelet,
+        autoscaling=AutoscalingOptions() if args.autoscaling else None,
     )
     cluster.start()
     sys.stdout.write(
@@ -33,6 +39,26 @@ def _up(args: argparse.Namespace) -> int:
         f"  export KUBECONFIG={cluster.kubeconfig}\n"
         f"  export PATH={cluster.binaries.bin_dir}:$PATH\n"
     )
+    if args.autoscaling:
+        endpoints = cluster.autoscaling_endpoints
+        sys.stdout.write(
+            f"  prometheus: {endpoints.prometheus_url}\n"
+            f"  keda metrics API: {endpoints.keda_metrics_api}\n"
+            f"  karpenter metrics: {endpoints.karpenter_metrics}\n"
+        )
+    return 0
+
+
+def _gpu_discovery(args: argparse.Namespace) -> int:
+    """GPU Feature Discovery for Karpenter's nodes (`up --autoscaling`), until SIGTERM."""
+    cluster = LocalCluster.attach(args.dir)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    catalog = read_catalog(args.dir / "config" / CATALOG_FILE)
+    discovery = GpuFeatureDiscovery(cluster.new_api_client(), catalog).start()
+    stop.wait()
+    discovery.stop()
     return 0
 
 
@@ -133,7 +159,10 @@ def _proxy(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lipsync_testbed", description=__doc__)
-    parser.add_argument("command", choices=("up", "down", "status", "logs", "kubelet", "proxy"))
+    parser.add_argument(
+        "command",
+        choices=("up", "down", "status", "logs", "kubelet", "proxy", "gpu-discovery"),
+    )
     parser.add_argument("namespace", nargs="?", help="logs, proxy: the namespace")
     parser.add_argument("pod", nargs="?", help="logs: the pod's name; proxy: the Service's name")
     parser.add_argument("--port", default="grpc", help="proxy: Service port name or number")
@@ -146,6 +175,12 @@ def main(argv: list[str] | None = None) -> int:
         "--no-kubelet",
         action="store_true",
         help="up: do not run local pods (KWOK still skips them; pods stay Pending)",
+    )
+    parser.add_argument(
+        "--autoscaling",
+        action="store_true",
+        help="up: also run Prometheus, KEDA and Karpenter, starting from one CPU node "
+        "(hack/cluster/README.md)",
     )
     parser.add_argument(
         "--dir",
@@ -183,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             "logs": _logs,
             "kubelet": _kubelet,
             "proxy": _proxy,
+            "gpu-discovery": _gpu_discovery,
         }[args.command]
         return handler(args)
     except ClusterSetupError as exc:

@@ -22,6 +22,7 @@ from typing import Any
 from kubernetes import client
 
 from lipsync_testbed import processes
+from lipsync_testbed.autoscaling import AutoscalingEndpoints, AutoscalingOptions, start_autoscaling
 from lipsync_testbed.kubeconfig import write_kubeconfig
 from lipsync_testbed.localpods import LocalPodRule, kwok_stages
 from lipsync_testbed.nodes import (
@@ -95,13 +96,16 @@ class ClusterState:
     kubeconfig: Path
     server: str
     processes: list[ManagedProcess] = field(default_factory=list)
+    autoscaling: AutoscalingEndpoints | None = None
 
     def save(self) -> None:
-        data = {
+        data: dict[str, Any] = {
             "kubeconfig": str(self.kubeconfig),
             "server": self.server,
             "processes": [p.to_json() for p in self.processes],
         }
+        if self.autoscaling is not None:
+            data["autoscaling"] = self.autoscaling.to_json()
         path = self.state_dir / STATE_FILE
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
@@ -118,6 +122,11 @@ class ClusterState:
             kubeconfig=Path(data["kubeconfig"]),
             server=str(data["server"]),
             processes=[ManagedProcess.from_json(p) for p in data["processes"]],
+            autoscaling=(
+                AutoscalingEndpoints.from_json(data["autoscaling"])
+                if "autoscaling" in data
+                else None
+            ),
         )
 
 
@@ -138,6 +147,7 @@ class LocalCluster:
         die_with_parent: bool = False,
         local_pods: LocalPodRule | None = None,
         run_kubelet: bool = False,
+        autoscaling: AutoscalingOptions | None = None,
     ) -> None:
         self.state_dir = state_dir
         self.binaries = binaries or Binaries.default()
@@ -147,6 +157,8 @@ class LocalCluster:
         # Pods KWOK leaves alone, for a PodRunner to run as processes.
         self.local_pods = local_pods or LocalPodRule()
         self.run_kubelet = run_kubelet
+        # Prometheus, KEDA and Karpenter (lipsync_testbed.autoscaling); off by default.
+        self.autoscaling = autoscaling
         self.log_dir = state_dir / "logs"
         self.kubeconfig = state_dir / "kubeconfig"
         self.state = ClusterState(state_dir=state_dir, kubeconfig=self.kubeconfig, server="")
@@ -210,8 +222,11 @@ class LocalCluster:
         try:
             self._start_components()
             add_nodes(self.api_client, self.nodes, timeout=self.startup_timeout)
+            if self.autoscaling is not None and self._pki is not None:
+                self.state.autoscaling = start_autoscaling(self, self._pki, self.autoscaling)
+                self.state.save()
             if self.run_kubelet:
-                self._spawn(
+                self.spawn(
                     KUBELET_PROCESS,
                     [
                         sys.executable,
@@ -242,6 +257,13 @@ class LocalCluster:
                 errors.append(f"{proc.name}: {exc}")
         if errors:
             raise ClusterSetupError("failed to stop: " + "; ".join(errors))
+
+    @property
+    def autoscaling_endpoints(self) -> AutoscalingEndpoints:
+        """Where Prometheus, KEDA and Karpenter answer (a test bed started with autoscaling)."""
+        if self.state.autoscaling is None:
+            raise ClusterSetupError("this test bed runs no autoscaling components")
+        return self.state.autoscaling
 
     @property
     def kubelet_dir(self) -> Path:
@@ -320,19 +342,26 @@ class LocalCluster:
         return list(pool)
 
     def _prepare_dirs(self) -> None:
-        for sub in ("etcd", "pki", "logs", "config", KUBELET_DIR):
+        for sub in ("etcd", "pki", "logs", "config", "prometheus", KUBELET_DIR):
             shutil.rmtree(self.state_dir / sub, ignore_errors=True)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir()
         self.state = ClusterState(state_dir=self.state_dir, kubeconfig=self.kubeconfig, server="")
 
-    def _spawn(self, name: str, argv: list[str]) -> ManagedProcess:
-        proc = processes.spawn(name, argv, self.log_dir, die_with_parent=self.die_with_parent)
+    def spawn(
+        self, name: str, argv: list[str], *, env: dict[str, str] | None = None
+    ) -> ManagedProcess:
+        """Start a process of this test bed (log in log_dir/<name>.log, stopped with it)."""
+        proc = processes.spawn(
+            name, argv, self.log_dir, env=env, die_with_parent=self.die_with_parent
+        )
         self.state.processes.append(proc)
         self.state.save()
         return proc
 
-    def _wait_http(self, proc: ManagedProcess, url: str, ctx: ssl.SSLContext | None) -> None:
+    def wait_http(self, proc: ManagedProcess, url: str, ctx: ssl.SSLContext | None) -> None:
+        """Wait until `url` answers 200 while `proc` runs (its log tail on failure)."""
+
         def healthy() -> bool:
             if not processes.is_running(proc.pid):
                 raise ClusterSetupError(
@@ -393,7 +422,7 @@ class LocalCluster:
         # etcd: plain HTTP on loopback, throw-away data dir.
         etcd_url = f"http://127.0.0.1:{etcd_port}"
         peer_url = f"http://127.0.0.1:{etcd_peer}"
-        etcd = self._spawn(
+        etcd = self.spawn(
             "etcd",
             [
                 str(self.binaries.etcd),
@@ -408,9 +437,9 @@ class LocalCluster:
                 "--log-level=warn",
             ],
         )
-        self._wait_http(etcd, f"{etcd_url}/health", None)
+        self.wait_http(etcd, f"{etcd_url}/health", None)
 
-        apiserver = self._spawn(
+        apiserver = self.spawn(
             "kube-apiserver",
             [
                 str(self.binaries.kube_apiserver),
@@ -425,7 +454,7 @@ class LocalCluster:
                 f"--service-account-key-file={pki.service_account_pub}",
                 f"--service-account-signing-key-file={pki.service_account_key}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
-                f"--requestheader-client-ca-file={pki.ca.cert_path}",
+                f"--requestheader-client-ca-file={pki.front_proxy_ca.cert_path}",
                 "--requestheader-allowed-names=front-proxy-client",
                 "--requestheader-username-headers=X-Remote-User",
                 "--requestheader-group-headers=X-Remote-Group",
@@ -442,12 +471,12 @@ class LocalCluster:
         )
         ctx = ssl.create_default_context(cafile=str(pki.ca.cert_path))
         ctx.load_cert_chain(str(pki.admin.cert_path), str(pki.admin.key_path))
-        self._wait_http(apiserver, f"{server}/readyz", ctx)
+        self.wait_http(apiserver, f"{server}/readyz", ctx)
         write_kubeconfig(
             self.kubeconfig, server=server, ca=pki.ca, client=pki.admin, user="kubernetes-admin"
         )
 
-        kcm = self._spawn(
+        kcm = self.spawn(
             "kube-controller-manager",
             [
                 str(self.binaries.kube_controller_manager),
@@ -469,7 +498,7 @@ class LocalCluster:
                 "--v=1",
             ],
         )
-        scheduler = self._spawn(
+        scheduler = self.spawn(
             "kube-scheduler",
             [
                 str(self.binaries.kube_scheduler),
@@ -483,7 +512,7 @@ class LocalCluster:
                 "--v=1",
             ],
         )
-        self._spawn(
+        self.spawn(
             "kwok",
             [
                 str(self.binaries.kwok),
@@ -500,8 +529,8 @@ class LocalCluster:
         insecure = ssl.create_default_context()
         insecure.check_hostname = False
         insecure.verify_mode = ssl.CERT_NONE
-        self._wait_http(kcm, f"https://127.0.0.1:{kcm_port}/healthz", insecure)
-        self._wait_http(scheduler, f"https://127.0.0.1:{sched_port}/healthz", insecure)
+        self.wait_http(kcm, f"https://127.0.0.1:{kcm_port}/healthz", insecure)
+        self.wait_http(scheduler, f"https://127.0.0.1:{sched_port}/healthz", insecure)
         self._wait_controllers_ready()
 
     def _wait_controllers_ready(self) -> None:

@@ -14,6 +14,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 _VALIDITY = datetime.timedelta(days=30)
 _SERVICE_IP = "10.96.0.1"
+# Where the test bed registers KEDA (lipsync_testbed.autoscaling); its certificate names them.
+KEDA_NAMESPACE = "keda"
+KEDA_OPERATOR_SERVICE = "keda-operator"
+KEDA_METRICS_SERVICE = "keda-metrics-apiserver"
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,16 @@ class ClusterPKI:
     controller_manager: KeyPair
     scheduler: KeyPair
     kwok: KeyPair
+    # The aggregation layer: the API server authenticates to extension API servers (KEDA's
+    # metrics server) with front_proxy_client, issued by a CA of its own (as kubeadm does), so
+    # no other client certificate of the cluster CA can pass as the front proxy.
+    front_proxy_ca: KeyPair
     front_proxy_client: KeyPair
+    # Autoscaling components (lipsync_testbed.autoscaling): one admin client for Karpenter,
+    # KEDA and Prometheus, and KEDA's mutual TLS between its operator and metrics server
+    # (serving and client use, like the certificates KEDA generates itself).
+    autoscaling: KeyPair
+    keda: KeyPair
     service_account_key: Path
     service_account_pub: Path
 
@@ -96,10 +109,13 @@ def _issue(
     *,
     server_names: tuple[str, ...] = (),
     server_ips: tuple[str, ...] = (),
+    client_too: bool = False,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = _new_key()
     server = bool(server_names or server_ips)
-    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+    usages = [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
+    if server and client_too:
+        usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
     builder = (
         _builder(subject, ca_cert.subject, key.public_key())
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
@@ -117,7 +133,7 @@ def _issue(
             ),
             critical=True,
         )
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
     )
     if server:
         alt_names: list[x509.GeneralName] = [x509.DNSName(n) for n in server_names]
@@ -126,11 +142,9 @@ def _issue(
     return builder.sign(ca_key, hashes.SHA256()), key
 
 
-def generate_pki(directory: Path) -> ClusterPKI:
-    """Create a CA, the API server's serving certificate, client certificates and SA keys."""
-    directory.mkdir(parents=True, exist_ok=True)
+def _new_ca(common_name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     ca_key = _new_key()
-    ca_name = _name("lipsync-testbed-ca")
+    ca_name = _name(common_name)
     ca_cert = (
         _builder(ca_name, ca_name, ca_key.public_key())
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
@@ -150,7 +164,30 @@ def generate_pki(directory: Path) -> ClusterPKI:
         )
         .sign(ca_key, hashes.SHA256())
     )
+    return ca_cert, ca_key
+
+
+def generate_pki(directory: Path) -> ClusterPKI:
+    """Create a CA, the API server's serving certificate, client certificates and SA keys."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_cert, ca_key = _new_ca("lipsync-testbed-ca")
     ca = _write(directory, "ca", ca_cert, ca_key)
+    proxy_ca_cert, proxy_ca_key = _new_ca("lipsync-testbed-front-proxy-ca")
+    proxy_client_cert, proxy_client_key = _issue(
+        proxy_ca_cert, proxy_ca_key, _name("front-proxy-client")
+    )
+    keda_cert, keda_key = _issue(
+        ca_cert,
+        ca_key,
+        _name("keda"),
+        server_names=(
+            "localhost",
+            f"{KEDA_OPERATOR_SERVICE}.{KEDA_NAMESPACE}.svc",
+            f"{KEDA_METRICS_SERVICE}.{KEDA_NAMESPACE}.svc",
+        ),
+        server_ips=("127.0.0.1",),
+        client_too=True,
+    )
 
     def client(stem: str, common_name: str, organization: str | None = None) -> KeyPair:
         cert, key = _issue(ca_cert, ca_key, _name(common_name, organization))
@@ -186,7 +223,12 @@ def generate_pki(directory: Path) -> ClusterPKI:
         controller_manager=client("controller-manager", "system:kube-controller-manager"),
         scheduler=client("scheduler", "system:kube-scheduler"),
         kwok=client("kwok", "kwok-controller", "system:masters"),
-        front_proxy_client=client("front-proxy-client", "front-proxy-client"),
+        front_proxy_ca=_write(directory, "front-proxy-ca", proxy_ca_cert, proxy_ca_key),
+        front_proxy_client=_write(
+            directory, "front-proxy-client", proxy_client_cert, proxy_client_key
+        ),
+        autoscaling=client("autoscaling", "lipsync-testbed-autoscaling", "system:masters"),
+        keda=_write(directory, "keda", keda_cert, keda_key),
         service_account_key=sa_key_path,
         service_account_pub=sa_pub_path,
     )

@@ -19,6 +19,21 @@ Fixtures:
 `local_pod_runner(cluster, **options)` is the same as a context manager, for fixtures
 of other scopes.
 
+Autoscaling (lipsync_testbed.autoscaling):
+    autoscaling_cluster    (session) a second LocalCluster, started on first use, that
+                           also runs Prometheus, KEDA (operator + external metrics API) and
+                           Karpenter (KWOK provider, one NodePool per GPU product of
+                           gpucatalog.DEFAULT_INSTANCE_TYPES, consolidation after 5 s) with
+                           GPU Feature Discovery; it starts with one CPU node (cpu-0) and no
+                           kubelet: start one with local_pod_runner(autoscaling_cluster, ...)
+                           or operator_bed(autoscaling_cluster, ...).
+                           .autoscaling_endpoints.prometheus_url / .prometheus (a
+                           PrometheusClient), autoscaling.nodes_per_nodepool(api),
+                           autoscaling.wait_keda_ready(api)
+    autoscaling_namespace  (function) a fresh namespace in it, deleted afterwards
+LIPSYNC_TESTBED_AUTOSCALING_ATTACH=<state dir> uses a test bed started with
+`python -m lipsync_testbed up --autoscaling --no-kubelet` instead.
+
 Environment: LIPSYNC_BIN_DIR / LIPSYNC_CACHE locate the binaries (make cluster-build).
 LIPSYNC_TESTBED_ATTACH=<state dir> uses a test bed already started with
 `python -m lipsync_testbed up` (left running afterwards) instead of starting one.
@@ -38,6 +53,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from lipsync_testbed.autoscaling import BINARIES as AUTOSCALING_BINARIES
+from lipsync_testbed.autoscaling import STATIC_NODES, AutoscalingOptions
 from lipsync_testbed.cluster import LocalCluster
 from lipsync_testbed.jobs import JobPodRunner
 from lipsync_testbed.kubelet import PodRunner
@@ -48,6 +65,7 @@ from lipsync_testbed.versions import Binaries, ClusterSetupError
 log = logging.getLogger(__name__)
 
 _CLUSTER_KEY = pytest.StashKey[LocalCluster]()
+_AUTOSCALING_KEY = pytest.StashKey[LocalCluster]()
 _RUNNERS_KEY = pytest.StashKey[list[PodRunner]]()
 
 
@@ -57,23 +75,27 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-@pytest.fixture(scope="session")
-def kube_cluster(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+def _session_cluster(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    *,
+    attach_env: str,
+    key: pytest.StashKey[LocalCluster],
+    binaries_needed: tuple[str, ...],
+    **options: Any,
 ) -> Iterator[LocalCluster]:
-    attach = os.environ.get("LIPSYNC_TESTBED_ATTACH")
+    """A started test bed for the session (or the one `$attach_env` names), stopped after."""
+    attach = os.environ.get(attach_env)
     if attach:
         try:
             attached = LocalCluster.attach(Path(attach))
         except ClusterSetupError as exc:
             pytest.fail(f"cannot attach to the test bed in {attach}: {exc}", pytrace=False)
-        request.config.stash[_CLUSTER_KEY] = attached
+        request.config.stash[key] = attached
         yield attached
         return
     binaries = Binaries.default()
-    missing = binaries.missing(
-        ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kubectl")
-    )
+    missing = binaries.missing(binaries_needed)
     if missing:
         pytest.fail(
             f"test bed binaries missing in {binaries.bin_dir}: {', '.join(missing)}; "
@@ -82,12 +104,12 @@ def kube_cluster(
         )
     state_dir: Path = tmp_path_factory.mktemp("cluster")
     # die_with_parent: even a killed test run leaves no control plane behind.
-    cluster = LocalCluster(state_dir, binaries=binaries, die_with_parent=True)
+    cluster = LocalCluster(state_dir, binaries=binaries, die_with_parent=True, **options)
     try:
         cluster.start()
     except ClusterSetupError as exc:
         pytest.fail(f"test bed failed to start: {exc}\n{cluster.log_tails()}", pytrace=False)
-    request.config.stash[_CLUSTER_KEY] = cluster
+    request.config.stash[key] = cluster
     try:
         yield cluster
     finally:
@@ -98,21 +120,63 @@ def kube_cluster(
             raise ClusterSetupError(f"processes left after teardown: {left}")
 
 
+_CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalCluster]:
+    yield from _session_cluster(
+        request,
+        tmp_path_factory,
+        attach_env="LIPSYNC_TESTBED_ATTACH",
+        key=_CLUSTER_KEY,
+        binaries_needed=(*_CONTROL_PLANE, "kubectl"),
+    )
+
+
+@pytest.fixture(scope="session")
+def autoscaling_cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalCluster]:
+    yield from _session_cluster(
+        request,
+        tmp_path_factory,
+        attach_env="LIPSYNC_TESTBED_AUTOSCALING_ATTACH",
+        key=_AUTOSCALING_KEY,
+        binaries_needed=(*_CONTROL_PLANE, "kubectl", *AUTOSCALING_BINARIES),
+        node_pool=list(STATIC_NODES),
+        autoscaling=AutoscalingOptions(),
+    )
+
+
 @pytest.fixture(scope="session")
 def kube_api(kube_cluster: LocalCluster) -> client.ApiClient:
     return kube_cluster.api_client
 
 
-@pytest.fixture
-def kube_namespace(kube_api: client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
+def _fresh_namespace(api: client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
     prefix = request.node.name.lower().replace("_", "-")[:40].strip("-") or "t"
     prefix = "".join(ch for ch in prefix if ch.isalnum() or ch == "-")
-    name = create_namespace(kube_api, prefix)
+    name = create_namespace(api, prefix)
     yield name
     try:
-        client.CoreV1Api(kube_api).delete_namespace(name)
+        client.CoreV1Api(api).delete_namespace(name)
     except ApiException as exc:
         log.warning("could not delete namespace %s: %s", name, exc)
+
+
+@pytest.fixture
+def kube_namespace(kube_api: client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
+    yield from _fresh_namespace(kube_api, request)
+
+
+@pytest.fixture
+def autoscaling_namespace(
+    autoscaling_cluster: LocalCluster, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    yield from _fresh_namespace(autoscaling_cluster.api_client, request)
 
 
 @pytest.fixture
@@ -174,13 +238,10 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
-    cluster = item.config.stash.get(_CLUSTER_KEY, None)
-    if (
-        report.failed
-        and cluster is not None
-        and "kube_cluster" in getattr(item, "fixturenames", ())
-    ):
-        report.sections.append(("test bed logs (tail)", cluster.log_tails()))
+    for key, fixture in ((_CLUSTER_KEY, "kube_cluster"), (_AUTOSCALING_KEY, "autoscaling_cluster")):
+        cluster = item.config.stash.get(key, None)
+        if report.failed and cluster is not None and fixture in getattr(item, "fixturenames", ()):
+            report.sections.append((f"{fixture} logs (tail)", cluster.log_tails()))
     for runner in item.stash.get(_RUNNERS_KEY, []) if report.failed else []:
         report.sections.append(("local pod logs (tail)", runner.log_tails()))
     return report
