@@ -228,6 +228,10 @@ def test_keda_scaler_reaches_the_operator_and_grants_scaledobjects_only() -> Non
     env = _operator_env(docs)
     assert env["LIPSYNC_AUTOSCALER"] == "keda"
     assert env["LIPSYNC_PROMETHEUS_ADDRESS"] == "http://prometheus.monitoring.svc:9090"
+    assert (env["LIPSYNC_KEDA_POLLING_SECONDS"], env["LIPSYNC_KEDA_COOLDOWN_SECONDS"]) == (
+        "15",
+        "300",
+    )
     [rule] = _scaler_rules(docs)
     assert rule["resources"] == ["scaledobjects"]
     assert set(rule["verbs"]) == {"get", "list", "watch", "create", "patch", "delete"}

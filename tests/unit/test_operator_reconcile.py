@@ -755,6 +755,7 @@ def test_keda_scales_on_served_frames_and_wanted_streams_from_prometheus() -> No
     )
     assert wanted["metadata"]["threshold"] == "8"  # 200 fps / 25 fps per stream
     assert {t["metadata"]["activationThreshold"] for t in (frames, wanted)} == {"0"}
+    assert (spec_["pollingInterval"], spec_["cooldownPeriod"]) == (15, 300)
     assert "replicas" not in state.deployments[0]["spec"]
 
 

@@ -81,8 +81,11 @@ class OperatorConfig(BaseModel):
     autoscaler: Literal["hpa", "keda"] = "hpa"
     # hpa: a custom-metrics adapter serves the lipsync_frames_per_second Pods metric.
     hpa_frames_metric: bool = False
-    # keda: the Prometheus that scrapes the server pods.
+    # keda: the Prometheus that scrapes the server pods; how often KEDA asks it, and how long
+    # a product stays idle before its last pod goes (minReplicas 0).
     prometheus_address: str = ""
+    keda_polling_seconds: int = Field(15, ge=1)
+    keda_cooldown_seconds: int = Field(300, ge=0)
     # Nodes carrying this label were added by a node autoscaler (empty: none are).
     autoscaled_node_label: str = "karpenter.sh/nodepool"
 

@@ -21,10 +21,6 @@ FRAMES_METRIC = "lipsync_frames_per_second"
 # kubernetes_sd labelmap of docs/operator.md, and a ServiceMonitor's podTargetLabels).
 PROM_MODEL = "lipsync_dev_model"
 PROM_PRODUCT = "lipsync_dev_gpu_product"
-KEDA_POLLING_SECONDS = 15
-# Idle this long (no frames, no wanted streams) before the last pod goes: minReplicas 0 only.
-KEDA_COOLDOWN_SECONDS = 300
-
 # GPU pods are expensive to start: scale down slowly, one pod a minute.
 SCALE_DOWN: Manifest = {
     "stabilizationWindowSeconds": 300,
@@ -123,7 +119,7 @@ def _prometheus_trigger(name: str, address: str, query: str, threshold: float) -
 
 
 def scaled_object(
-    owner: Owner, target: ScaleTarget, policy: Autoscaling, *, prometheus: str
+    owner: Owner, target: ScaleTarget, policy: Autoscaling, config: OperatorConfig
 ) -> Manifest:
     """KEDA scales on served frames/s per pod and on clients' wanted streams per pod.
 
@@ -131,14 +127,16 @@ def scaled_object(
     it (a product at zero serves no frames). Demand is split evenly over the model's products.
     """
     stream_threshold = streams_per_pod(target.target_fps) * max(1, target.products)
+    prometheus = config.prometheus_address
     return {
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
         "metadata": metadata(owner, target.deployment, _labels(owner, target.product)),
         "spec": {
             "scaleTargetRef": _target_ref(target),
-            "pollingInterval": KEDA_POLLING_SECONDS,
-            "cooldownPeriod": KEDA_COOLDOWN_SECONDS,
+            "pollingInterval": config.keda_polling_seconds,
+            # Idle this long (no frames, no wanted streams) before the last pod goes.
+            "cooldownPeriod": config.keda_cooldown_seconds,
             "minReplicaCount": policy.min_replicas,
             "maxReplicaCount": policy.max_replicas,
             "advanced": {"horizontalPodAutoscalerConfig": {"behavior": {"scaleDown": SCALE_DOWN}}},
@@ -159,5 +157,5 @@ def autoscaler(
 ) -> Manifest:
     """The object the operator's settings choose."""
     if config.autoscaler == "keda":
-        return scaled_object(owner, target, policy, prometheus=config.prometheus_address)
+        return scaled_object(owner, target, policy, config)
     return horizontal_autoscaler(owner, target, policy, frames_metric=config.hpa_frames_metric)
