@@ -97,6 +97,7 @@ def test_node_autoscaled_gpus_add_no_more_than_the_product_claimed() -> None:
     assert pool.autoscaled_gpus == 3
     assert claimed_autoscaled_gpus(pool, None) == 3  # first rollout: the GPUs present
     assert claimed_autoscaled_gpus(pool, 2) == 2
+    assert claimed_autoscaled_gpus(pool, 5) == 3  # nodes gone: given up
     assert wanted_servers(pool, 6, {}, 2) == 6 * 2 + 6 * 2
     assert wanted_servers(pool, 6, {}) == 6 * 5  # no claim (autoscaled): every GPU counts
 

@@ -69,8 +69,10 @@ def wanted_servers(
 
 def claimed_autoscaled_gpus(pool: GpuPool, recorded: int | None) -> int:
     """GPUs on node-autoscaled nodes a product without an autoscaler serves on: those present
-    at its first rollout (``recorded`` is None), then what was recorded, never more."""
-    return recorded if recorded is not None else pool.autoscaled_gpus
+    at its first rollout (``recorded`` is None), then never more than recorded, and fewer once
+    such nodes are gone (a node lost is given up, as without a node autoscaler)."""
+    present = pool.autoscaled_gpus
+    return present if recorded is None else min(recorded, present)
 
 
 def pool_capacity(
