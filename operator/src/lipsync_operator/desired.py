@@ -267,7 +267,7 @@ def desired_state(
         grace=timedelta(seconds=config.node_grace_seconds),
         remembered=remembered_products(spec, previous),
     )
-    served = sum(1 for pool in pools if pool.gpus > 0)
+    served = sum(1 for pool in pools if pool.gpus > 0 or pool.remembered_capability)
     plans = tuple(
         _plan_product(owner, spec, pool, observed, config, products=served) for pool in pools
     )
