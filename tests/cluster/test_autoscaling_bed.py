@@ -261,15 +261,27 @@ def test_keda_scales_a_deployment_from_zero_on_a_prometheus_query_and_back(
         interval=1,
         description="the worker Deployment at 3 ready replicas",
     )
-    hpa = _plain(
-        api,
-        client.AutoscalingV2Api(api).read_namespaced_horizontal_pod_autoscaler(
-            "keda-hpa-worker", namespace
-        ),
+
+    def hpa_metric_at_one_per_pod() -> dict[str, Any] | None:
+        hpa = _plain(
+            api,
+            client.AutoscalingV2Api(api).read_namespaced_horizontal_pod_autoscaler(
+                "keda-hpa-worker", namespace
+            ),
+        )
+        metrics = hpa.get("status", {}).get("currentMetrics") or []
+        if len(metrics) == 1 and metrics[0]["external"]["current"]["averageValue"] == "1":
+            return dict(metrics[0])
+        return None
+
+    # The HPA KEDA made reads the external metric: 3 over 3 pods once it has synced again.
+    metric = wait_for(
+        hpa_metric_at_one_per_pod,
+        timeout=60,
+        interval=1,
+        description="the HPA's external metric at 1 per pod",
     )
-    (metric,) = hpa["status"]["currentMetrics"]
     assert metric["type"] == "External"
-    assert metric["external"]["current"]["averageValue"] == "1"  # 3 over 3 pods
 
     exporter.set_demand(0)
     wait_for(
