@@ -26,8 +26,8 @@ import numpy as np
 import onnxruntime as ort
 from lipsync_bench.machine import cpu_model
 
+from lipsync_contract.modelio import preset
 from lipsync_core.backends import BackendConfig, load_backend
-from lipsync_core.contract import preset
 from lipsync_core.reference.unet328 import build_unet328
 from lipsync_core.samples import random_inputs
 

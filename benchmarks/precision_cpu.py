@@ -22,16 +22,17 @@ import click
 import numpy as np
 import onnxruntime as ort
 
+from lipsync_contract.enginekey import BatchProfile
+from lipsync_contract.kinds import Precision
+from lipsync_contract.manifest import Manifest
+from lipsync_contract.request import BuildRequest
 from lipsync_core.backends import BackendConfig, load_backend
-from lipsync_core.backends.base import Backend, Precision
-from lipsync_core.enginekey import BatchProfile
+from lipsync_core.backends.base import Backend
 from lipsync_core.reference.unet328 import build_unet328
 from lipsync_core.samples import random_inputs
 from lipsync_engine_builder.cache import EngineCache
-from lipsync_engine_builder.manifest import Manifest
 from lipsync_engine_builder.pipeline import execute
 from lipsync_engine_builder.progress import JsonLinesProgress
-from lipsync_engine_builder.request import BuildRequest
 
 log = logging.getLogger("precision_cpu")
 

@@ -33,8 +33,8 @@ import numpy as np
 from lipsync_bench.machine import cpu_model
 from lipsync_bench.prometheus import scrape_values
 
+from lipsync_contract.modelio import encoder_preset, preset
 from lipsync_core.backends import BackendConfig, load_backend
-from lipsync_core.contract import encoder_preset, preset
 from lipsync_core.reference.ave_encoder import build_ave_encoder
 from lipsync_core.reference.unet328 import build_unet328
 from lipsync_core.samples import random_inputs

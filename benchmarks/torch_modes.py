@@ -24,11 +24,11 @@ from typing import Any
 import click
 import numpy as np
 
+from lipsync_contract.enginekey import BatchProfile
+from lipsync_contract.kinds import BackendKind, Precision
+from lipsync_contract.modelio import preset
 from lipsync_core.backends import BackendConfig, load_backend
-from lipsync_core.backends.base import BackendKind, Precision
 from lipsync_core.backends.torch_backend import TorchBackend
-from lipsync_core.contract import preset
-from lipsync_core.enginekey import BatchProfile
 from lipsync_core.export_torch import export_program
 from lipsync_core.samples import random_inputs
 

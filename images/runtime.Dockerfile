@@ -19,6 +19,7 @@ ARG TENSORRT=""
 ARG TORCH=""
 WORKDIR /src
 COPY pyproject.toml uv.lock ./
+COPY contract contract
 COPY core core
 COPY engine_builder engine_builder
 COPY server server
@@ -33,7 +34,7 @@ RUN uv export --frozen --no-dev --no-emit-workspace --package lipsync-server -o 
  && /opt/lipsync/bin/pip install --no-cache-dir -r server.txt -r builder.txt \
  && /opt/lipsync/bin/pip uninstall --yes onnxruntime \
  && /opt/lipsync/bin/pip install --no-cache-dir "${CUDA_PYTHON}" "${ORT_GPU}" ${TENSORRT} ${TORCH} \
- && /opt/lipsync/bin/pip install --no-cache-dir --no-deps ./core ./engine_builder ./server
+ && /opt/lipsync/bin/pip install --no-cache-dir --no-deps ./contract ./core ./engine_builder ./server
 # Build-time check: every backend's libraries import here (no GPU is needed for that), so a
 # missing or mismatched wheel fails the image build, not the first request.
 RUN /opt/lipsync/bin/python - <<'CHECK'

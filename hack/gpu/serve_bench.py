@@ -23,7 +23,7 @@ def main(
 ) -> None:
     import torch
 
-    from lipsync_core.contract import preset
+    from lipsync_contract.modelio import preset
     from lipsync_core.export_torch import export_program
     from lipsync_core.reference.unet328_torch import Model
     from lipsync_server.avatar.demo import write_demo_avatar
@@ -48,7 +48,7 @@ def main(
         bench = [
             sys.executable,
             "-c",
-            "from lipsync_core.cli import main; main()",
+            "from lipsync_contract.cli import main; main()",
             "bench",
             "run",
             "--target",

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from lipsync_core.enginekey import short_key
+from lipsync_contract.enginekey import short_key
 from lipsync_testbed import (
     GpuSpec,
     NodeSpec,

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lipsync_contract.errors import BackendError
+from lipsync_contract.modelio import PRESETS
 from lipsync_core.backends import BackendConfig, load_backend
 from lipsync_core.backends.select import choose_kind
-from lipsync_core.contract import PRESETS
-from lipsync_core.errors import BackendError
 from lipsync_core.samples import random_inputs
 
 pytestmark = pytest.mark.component
@@ -55,7 +55,7 @@ def test_explicit_unavailable_backend_is_a_clear_error(reference_model: Path) ->
 
 
 def _lipsync(*args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-c", "from lipsync_core.cli import main; main()", *args]
+    command = [sys.executable, "-c", "from lipsync_contract.cli import main; main()", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
 
 

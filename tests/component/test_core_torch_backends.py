@@ -19,10 +19,11 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
+from lipsync_contract.enginekey import BatchProfile
+from lipsync_contract.modelio import preset
 from lipsync_core.backends import BackendConfig, load_backend
 from lipsync_core.cli_model import model as model_cli
-from lipsync_core.contract import preset
-from lipsync_core.enginekey import BatchProfile
+from lipsync_core.contract_checks import check_onnx
 from lipsync_core.samples import random_inputs
 from lipsync_engine_builder.targets.base import BuildContext
 from lipsync_engine_builder.targets.torch import build_torch_program
@@ -70,7 +71,7 @@ def test_the_onnx_export_is_one_self_contained_file(exported: dict[str, Path]) -
     assert sorted(p.name for p in path.parent.glob("unet_328.onnx*")) == ["unet_328.onnx"]
     model = onnx.load(str(path), load_external_data=False)
     assert all(i.data_location != onnx.TensorProto.EXTERNAL for i in model.graph.initializer)
-    CONTRACT.check_onnx(path)
+    check_onnx(CONTRACT, path)
 
 
 def _max_error(artifact: Path, config: BackendConfig, batch: int, expected: np.ndarray) -> float:

@@ -10,8 +10,8 @@ import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 
+from lipsync_contract.modelio import preset
 from lipsync_core.cli_model import model
-from lipsync_core.contract import preset
 
 pytestmark = pytest.mark.component
 

@@ -15,7 +15,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from lipsync_core.contract import preset
+from lipsync_contract.modelio import preset
 from lipsync_core.samples import random_inputs
 
 pytestmark = pytest.mark.component

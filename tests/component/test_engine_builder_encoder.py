@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from lipsync_contract.modelio import encoder_preset
+from lipsync_contract.request import BuildRequest
 from lipsync_core.backends import BackendConfig, load_backend
-from lipsync_core.contract import encoder_preset
 from lipsync_core.samples import random_inputs
-from lipsync_engine_builder.request import BuildRequest
 
 pytestmark = pytest.mark.component
 

@@ -10,7 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from lipsync_core.contract import preset
+from lipsync_contract.modelio import preset
 from lipsync_core.samples import random_inputs
 from lipsync_engine_builder.accuracy import compare, min_psnr_for
 from lipsync_engine_builder.calibration import random_samples

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lipsync_core.contract import preset
+from lipsync_contract.modelio import preset
 from lipsync_server.audio import synthetic_features
 
 pytestmark = pytest.mark.component

@@ -16,8 +16,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from lipsync_contract.modelio import preset
 from lipsync_core.backends import BackendConfig, load_backend
-from lipsync_core.contract import preset
 from lipsync_server._generated.lipsync.v1 import lipsync_pb2 as pb
 from lipsync_server.audio import build_windows, synthetic_features
 from lipsync_server.avatar.demo import write_demo_avatar

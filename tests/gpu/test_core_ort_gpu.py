@@ -8,10 +8,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from lipsync_contract.errors import BackendError
+from lipsync_contract.modelio import preset
 from lipsync_core.backends import BackendConfig, load_backend
 from lipsync_core.backends.ort_plugins import rtx_devices, rtx_plugin_installed
-from lipsync_core.contract import preset
-from lipsync_core.errors import BackendError
 from lipsync_core.samples import random_inputs
 
 pytestmark = pytest.mark.gpu

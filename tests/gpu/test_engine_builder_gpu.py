@@ -13,9 +13,9 @@ from pathlib import Path
 import onnxruntime as ort
 import pytest
 
+from lipsync_contract.enginekey import BatchProfile
+from lipsync_contract.modelio import preset
 from lipsync_core.backends.ort_plugins import rtx_unavailable_reason
-from lipsync_core.contract import preset
-from lipsync_core.enginekey import BatchProfile
 from lipsync_engine_builder.targets import BuildContext
 from lipsync_engine_builder.targets.tensorrt import (
     TensorRTSettings,

@@ -8,11 +8,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from lipsync_contract.errors import BackendError
+from lipsync_contract.modelio import preset
 from lipsync_core.backends import BackendConfig, load_backend
 from lipsync_core.backends import tensorrt as tensorrt_backend
 from lipsync_core.backends.cuda_runtime import device_count
-from lipsync_core.contract import preset
-from lipsync_core.errors import BackendError
 from lipsync_core.samples import random_inputs
 
 pytestmark = pytest.mark.gpu

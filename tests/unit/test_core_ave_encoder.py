@@ -9,9 +9,10 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
+from lipsync_contract.errors import ContractError
+from lipsync_contract.modelio import ENCODER_PRESETS, any_preset, encoder_preset, preset
 from lipsync_core.cli_model import model
-from lipsync_core.contract import ENCODER_PRESETS, any_preset, encoder_preset, preset
-from lipsync_core.errors import ContractError
+from lipsync_core.contract_checks import check_onnx
 from lipsync_core.export_torch import fit_to_model
 from lipsync_core.reference.ave_encoder import BLOCKS, build_ave_encoder, encoder_parameter_count
 
@@ -67,9 +68,9 @@ def test_reference_audio_writes_a_model_that_matches_its_contract(tmp_path: Path
     result = CliRunner().invoke(model, ["reference-audio", "-o", str(output), "--seed", "1"])
     assert result.exit_code == 0, result.output
     assert "2.81 M parameters" in result.output
-    encoder_preset("ave").check_onnx(output)
+    check_onnx(encoder_preset("ave"), output)
     with pytest.raises(ContractError, match="unexpected input tensor 'mel'"):
-        preset("unet328-ave").check_onnx(output)
+        check_onnx(preset("unet328-ave"), output)
 
 
 def test_checkpoint_layouts_fit_the_encoder_keys() -> None:

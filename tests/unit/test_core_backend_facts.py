@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from lipsync_contract.errors import BackendError, ModelFileError
 from lipsync_core.backends.artifact_facts import ArtifactFacts, artifact_facts, facts_from_manifest
 from lipsync_core.backends.select import choose_kind
 from lipsync_core.backends.torch_backend import resolve_device
 from lipsync_core.backends.torch_files import kind_of_names, torch_artifact_kind
-from lipsync_core.errors import BackendError, ModelFileError
 
 pytestmark = pytest.mark.unit
 

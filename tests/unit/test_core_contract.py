@@ -7,8 +7,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from lipsync_core.contract import PRESETS, preset
-from lipsync_core.errors import ContractError, ModelFileError
+from lipsync_contract.errors import ContractError, ModelFileError
+from lipsync_contract.modelio import PRESETS, preset
+from lipsync_core.contract_checks import check_batch, check_onnx
 
 pytestmark = pytest.mark.unit
 
@@ -50,14 +51,14 @@ def test_unknown_preset_lists_known_ones() -> None:
 
 def test_matching_model_passes(tmp_path: Path) -> None:
     path = _write_identityish_model(tmp_path / "m.onnx", "input", [32, 16, 16])
-    PRESETS["unet328-ave"].check_onnx(path)
+    check_onnx(PRESETS["unet328-ave"], path)
 
 
 def test_seed_export_shape_is_caught_with_tensor_and_shapes(tmp_path: Path) -> None:
     # The original export fed audio [B, 512, 1, 8], which the "ave" audio branch cannot take.
     path = _write_identityish_model(tmp_path / "m.onnx", "input", [512, 1, 8])
     with pytest.raises(ContractError) as info:
-        PRESETS["unet328-ave"].check_onnx(path)
+        check_onnx(PRESETS["unet328-ave"], path)
     message = str(info.value)
     assert "'audio'" in message
     assert "[B,512,1,8]" in message
@@ -68,7 +69,7 @@ def test_seed_export_shape_is_caught_with_tensor_and_shapes(tmp_path: Path) -> N
 def test_wrong_input_name_is_named(tmp_path: Path) -> None:
     path = _write_identityish_model(tmp_path / "m.onnx", "image", [32, 16, 16])
     with pytest.raises(ContractError, match="unexpected input tensor 'image'"):
-        PRESETS["unet328-ave"].check_onnx(path)
+        check_onnx(PRESETS["unet328-ave"], path)
 
 
 @pytest.mark.parametrize(
@@ -82,7 +83,7 @@ def test_bad_files_give_one_line_reasons(
     if content is not None:
         path.write_bytes(content)
     with pytest.raises(ModelFileError) as info:
-        PRESETS["unet328-ave"].check_onnx(path)
+        check_onnx(PRESETS["unet328-ave"], path)
     assert reason in str(info.value)
     assert str(path) in str(info.value)
     assert "\n" not in str(info.value)
@@ -92,7 +93,7 @@ def test_truncated_model_is_rejected(tmp_path: Path, reference_model: Path) -> N
     truncated = tmp_path / "truncated.onnx"
     truncated.write_bytes(reference_model.read_bytes()[:100_000])
     with pytest.raises(ModelFileError, match=r"truncated\.onnx"):
-        PRESETS["unet328-ave"].check_onnx(truncated)
+        check_onnx(PRESETS["unet328-ave"], truncated)
 
 
 def test_check_batch_names_the_bad_tensor() -> None:
@@ -101,12 +102,12 @@ def test_check_batch_names_the_bad_tensor() -> None:
         "input": np.zeros((2, 6, 320, 320), np.float32),
         "audio": np.zeros((2, 32, 16, 16), np.float32),
     }
-    assert contract.check_batch(good) == 2
+    assert check_batch(contract, good) == 2
     with pytest.raises(ContractError, match="'audio' has shape"):
-        contract.check_batch({**good, "audio": np.zeros((2, 512, 1, 8), np.float32)})
+        check_batch(contract, {**good, "audio": np.zeros((2, 512, 1, 8), np.float32)})
     with pytest.raises(ContractError, match="'input' has dtype float64"):
-        contract.check_batch({**good, "input": np.zeros((2, 6, 320, 320))})
+        check_batch(contract, {**good, "input": np.zeros((2, 6, 320, 320))})
     with pytest.raises(ContractError, match="missing input tensor 'audio'"):
-        contract.check_batch({"input": good["input"]})
+        check_batch(contract, {"input": good["input"]})
     with pytest.raises(ContractError, match="exceeds the maximum batch size 1"):
-        contract.check_batch(good, max_batch=1)
+        check_batch(contract, good, max_batch=1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from lipsync_contract.errors import BackendError
 from lipsync_core.backends import BackendConfig
 from lipsync_core.backends.onnxruntime import (
     available_kinds,
@@ -18,7 +19,6 @@ from lipsync_core.backends.ort_plugins import (
     rtx_plugin_installed,
     rtx_support_refusal,
 )
-from lipsync_core.errors import BackendError
 from lipsync_engine_builder.errors import BuildFailedError
 from lipsync_engine_builder.targets import preflight
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lipsync_core.pvc import PvcRef, format_pvc_mounts, parse_pvc_mounts, parse_pvc_uri
+from lipsync_contract.pvc import PvcRef, format_pvc_mounts, parse_pvc_mounts, parse_pvc_uri
 from lipsync_engine_builder.errors import BadInputError
 from lipsync_engine_builder.sources import pvc_path
 

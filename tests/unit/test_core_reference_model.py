@@ -5,7 +5,8 @@ from pathlib import Path
 import onnx
 import pytest
 
-from lipsync_core.contract import PRESETS
+from lipsync_contract.modelio import PRESETS
+from lipsync_core.contract_checks import check_onnx
 from lipsync_core.reference.graph import OPSET
 from lipsync_core.reference.unet328 import build_unet328, conv_flops_per_frame, parameter_count
 
@@ -28,7 +29,7 @@ def test_flops_per_frame_are_about_9_8_gflop(model: onnx.ModelProto) -> None:
 def test_signature_follows_the_ave_contract_with_dynamic_batch(
     model: onnx.ModelProto, reference_model: Path
 ) -> None:
-    PRESETS["unet328-ave"].check_onnx(reference_model)
+    check_onnx(PRESETS["unet328-ave"], reference_model)
     for value in (*model.graph.input, *model.graph.output):
         assert value.type.tensor_type.shape.dim[0].dim_param == "batch"
     assert model.opset_import[0].version == OPSET >= 17

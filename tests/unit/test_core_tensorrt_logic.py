@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from cuda.bindings import runtime as cudart
 
+from lipsync_contract.errors import BackendError, ContractError
+from lipsync_contract.modelio import preset
 from lipsync_core.backends import BackendConfig, cuda_runtime, load_backend, tensorrt
 from lipsync_core.backends.tensorrt_api import load_tensorrt
 from lipsync_core.backends.tensorrt_plan import (
@@ -23,8 +25,6 @@ from lipsync_core.backends.tensorrt_plan import (
     profile_batch_range,
     tensor_nbytes,
 )
-from lipsync_core.contract import preset
-from lipsync_core.errors import BackendError, ContractError
 
 pytestmark = pytest.mark.unit
 

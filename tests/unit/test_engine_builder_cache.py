@@ -6,12 +6,14 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
+import fsspec
 import pytest
 
-from lipsync_core.contract import preset
-from lipsync_core.enginekey import BatchProfile, EngineKeyInputs, engine_key
+from lipsync_contract.cache import result_from_manifest
+from lipsync_contract.enginekey import BatchProfile, EngineKeyInputs, engine_key
+from lipsync_contract.manifest import Accuracy, Manifest, Throughput
+from lipsync_contract.modelio import preset
 from lipsync_engine_builder.cache import EngineCache, lookup
-from lipsync_engine_builder.manifest import Accuracy, Manifest, Throughput
 
 pytestmark = pytest.mark.unit
 
@@ -50,6 +52,24 @@ def test_conditional_put_lets_one_builder_publish(memory_root: str, tmp_path: Pa
     published = lookup(memory_root, won.manifest.key)
     assert published is not None
     assert published.artifact == "engine-a.onnx"
+
+
+def test_a_result_names_the_artifact_by_its_uri_in_the_cache(
+    memory_root: str, tmp_path: Path
+) -> None:
+    """The one result_from_manifest: ``artifact`` is where the artifact is, under the root."""
+    source = tmp_path / "a.onnx"
+    source.write_bytes(b"engine bytes")
+    cache = EngineCache(memory_root + "/")
+    manifest = cache.publish(source, make_manifest("engine-a.onnx")).manifest
+    result = result_from_manifest(
+        manifest, cache.root, cache_hit=True, seconds=0.123, reason="cache hit"
+    )
+    assert result.artifact == f"{memory_root}/engines/{manifest.key[7:]}/engine-a.onnx"
+    assert result.artifact == cache.entry_uri(manifest.key, manifest.artifact)
+    assert fsspec.open(result.artifact, "rb").open().read() == b"engine bytes"
+    assert (result.state, result.key, result.cache_hit) == ("Ready", manifest.key, True)
+    assert (result.psnr_db, result.frames_per_second, result.build_seconds) == (50.0, 100.0, 0.12)
 
 
 def test_missing_key_is_none_and_listing_skips_incomplete_entries(memory_root: str) -> None:

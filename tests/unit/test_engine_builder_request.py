@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from lipsync_core.enginekey import EngineKeyInputs, engine_key
+from lipsync_contract.enginekey import EngineKeyInputs, engine_key
+from lipsync_contract.request import BuildRequest
 from lipsync_engine_builder.cli import build, request_from_params
-from lipsync_engine_builder.request import BuildRequest
 
 pytestmark = pytest.mark.unit
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lipsync_engine_builder.result import TERMINATION_MESSAGE_LIMIT, BuildResult
+from lipsync_contract.result import TERMINATION_MESSAGE_LIMIT, BuildResult
 
 pytestmark = pytest.mark.unit
 

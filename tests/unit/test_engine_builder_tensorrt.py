@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from lipsync_core.contract import preset
-from lipsync_core.enginekey import BatchProfile
+from lipsync_contract.enginekey import BatchProfile
+from lipsync_contract.modelio import preset
 from lipsync_engine_builder.errors import BuildFailedError
 from lipsync_engine_builder.targets import BuildContext
 from lipsync_engine_builder.targets.profiles import (

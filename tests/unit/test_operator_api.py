@@ -9,8 +9,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from lipsync_core.api import LipSyncModelSpec, LipSyncModelStatus
-from lipsync_core.api.crd import CRD_NAME, crd_manifest, crd_yaml
+from lipsync_contract.api import LipSyncModelSpec, LipSyncModelStatus
+from lipsync_contract.api.crd import CRD_NAME, crd_manifest, crd_yaml
 
 pytestmark = pytest.mark.unit
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from lipsync_core.api import Autoscaling
+from lipsync_contract.api import Autoscaling
 from lipsync_operator.capacity import (
     Capacity,
     claimed_autoscaled_gpus,

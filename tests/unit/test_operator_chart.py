@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from lipsync_operator.config import OperatorConfig
 from lipsync_operator.naming import LABEL_MODEL, model_labels
 from lipsync_testbed.podenv import expand
 
@@ -46,7 +47,7 @@ def render(*args: str) -> list[dict[str, Any]]:
 
 
 def render_error(*args: str) -> str:
-    """What ``helm template`` says when it refuses the values."""
+    """``helm template`` that must fail; returns its stderr."""
     assert HELM is not None
     result = subprocess.run(
         [HELM, "template", "lsm", str(CHART), *args],
@@ -170,7 +171,7 @@ def test_values_reach_the_operator_environment() -> None:
     assert expand(env["LIPSYNC_SERVER_LISTEN_ADDRESS"], {"POD_IP": "10.0.0.7"}) == "$(POD_IP)"
     assert not any(arg.startswith("--leader-election") for arg in container["args"])
     assert "--namespace=team-a" in container["args"]
-    assert by_kind(docs, "Role") == []
+    assert [role["metadata"]["namespace"] for role in by_kind(docs, "Role")] == ["team-a"]
     # The operator reads no cache volume: it learns engines from build Jobs and model status.
     volumes = {v["name"] for v in deployment["spec"]["template"]["spec"]["volumes"]}
     assert volumes == {"tmp"}
@@ -263,3 +264,76 @@ def test_service_monitor_scrapes_model_services_with_the_query_labels() -> None:
         "lipsync_dev_model",
         "lipsync_dev_gpu_product",
     }
+
+
+def _granted(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
+    granted: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                granted.setdefault((group, resource), set()).update(rule["verbs"])
+    return granted
+
+
+@needs_helm
+def test_namespaced_mode_grants_model_rights_only_in_the_watched_namespaces() -> None:
+    docs = render("--set", "watchNamespaces={team-a,team-b}")
+    [cluster_role] = by_kind(docs, "ClusterRole")
+    # Cluster-wide: reads of nodes, pods (GPUs other pods hold) and the CRD, nothing else.
+    assert _granted(cluster_role) == {
+        ("", "nodes"): {"get", "list", "watch"},
+        ("", "pods"): {"get", "list", "watch"},
+        ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
+    }
+    roles = {r["metadata"]["namespace"]: r for r in by_kind(docs, "Role")}
+    assert set(roles) == {"team-a", "team-b", "lipsync-system"}  # the last: the election Lease
+    for namespace in ("team-a", "team-b"):
+        granted = _granted(roles[namespace])
+        assert granted[("apps", "deployments")] >= {"create", "patch", "delete"}
+        assert granted[("networking.k8s.io", "networkpolicies")] >= {"create", "patch"}
+        assert ("", "nodes") not in granted
+    bindings = {b["metadata"]["namespace"]: b for b in by_kind(docs, "RoleBinding")}
+    assert bindings["team-a"]["roleRef"]["name"] == roles["team-a"]["metadata"]["name"]
+    assert bindings["team-a"]["subjects"][0]["namespace"] == "lipsync-system"
+    # Cluster-wide mode: one ClusterRole with both; kopf needs no namespace list in either.
+    [everywhere] = by_kind(render(), "ClusterRole")
+    assert _granted(everywhere) == {**_granted(cluster_role), **_granted(roles["team-a"])}
+
+
+@needs_helm
+def test_watched_namespaces_are_names_not_patterns() -> None:
+    assert "watchNamespaces" in render_error("--set", "watchNamespaces={team-*}")
+
+
+@needs_helm
+def test_security_values_reach_the_operator_environment() -> None:
+    docs = render(
+        "--set", "sources.allowedHostPaths={/srv/avatars,/data}",
+        "--set", "images.allowOverrides=true",
+        "--set", "images.trustedBuilders={r.example/b:1}",
+        "--set", "limits.gpusPerModel=16",
+        "--set", "networkPolicy.grpcFromNamespaces={web}",
+        "--set", "networkPolicy.metricsNamespace=prometheus",
+    )  # fmt: skip
+    config = OperatorConfig.from_env(_operator_env(docs))
+    assert config.allowed_host_paths == ("/srv/avatars", "/data")
+    assert config.allow_image_overrides
+    assert config.trusted_builder_images == ("r.example/b:1",)
+    assert config.max_gpus_per_model == 16
+    assert config.network_policy
+    assert config.grpc_client_namespaces == ("web",)
+    assert config.metrics_namespace == "prometheus"
+    # Defaults: no file://, no overrides, 8 GPUs per model, a policy with metrics from monitoring.
+    defaults = OperatorConfig.from_env(_operator_env(render()))
+    assert defaults.allowed_host_paths == ()
+    assert not defaults.allow_image_overrides
+    assert defaults.max_gpus_per_model == 8
+    assert defaults.metrics_namespace == "monitoring"
+
+
+@needs_helm
+def test_namespaced_keda_grants_scaledobjects_in_the_watched_namespaces_only() -> None:
+    docs = render(*KEDA_VALUES, "--set", "watchNamespaces={team-a}")
+    assert _scaler_rules(docs) == []  # not cluster-wide
+    roles = {r["metadata"]["namespace"]: r for r in by_kind(docs, "Role")}
+    assert _granted(roles["team-a"])[("keda.sh", "scaledobjects")] >= {"list", "watch", "create"}

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from lipsync_core.api import KIND, LipSyncModelSpec, api_version
-from lipsync_core.api.crd import openapi_v3_schema
+from lipsync_contract.api import KIND, LipSyncModelSpec, api_version
+from lipsync_contract.api.crd import openapi_v3_schema
 
 pytestmark = pytest.mark.unit
 

@@ -8,15 +8,17 @@ from typing import Any
 
 import pytest
 
-from lipsync_core.api import LipSyncModelSpec, LipSyncModelStatus
-from lipsync_operator.buildresult import BuildResult
+from lipsync_contract.api import LipSyncModelSpec, LipSyncModelStatus
+from lipsync_contract.result import BuildResult
+from lipsync_operator.builds import shared_build, superseded_jobs, waits_for
 from lipsync_operator.config import OperatorConfig
-from lipsync_operator.desired import DesiredState, desired_state, previous_spec
+from lipsync_operator.desired import DesiredState, desired_state, engine_keys, previous_spec
 from lipsync_operator.engines import published_engines
 from lipsync_operator.manifests.common import Owner
 from lipsync_operator.observed import (
     BuildJob,
     GpuNode,
+    JobPhase,
     Observed,
     ServerDeployment,
     build_job,
@@ -238,7 +240,7 @@ def test_build_job_for_remote_uris_mounts_no_claims() -> None:
 
 
 def test_build_job_args_reproduce_the_operators_key() -> None:
-    from lipsync_engine_builder.request import BuildRequest
+    from lipsync_contract.request import BuildRequest
 
     state = plan(
         spec(precision="int8", calibration={"uri": "s3://cal/"}), Observed(nodes=(node("a"),))
@@ -356,6 +358,134 @@ def test_key_mismatch_between_operator_and_builder_is_a_failure() -> None:
     state = plan(spec(), Observed(nodes=(node("a"),), jobs=(done,)))
     assert state.status.engines[0].state == "Failed"
     assert state.status.engines[0].reason.startswith("KeyMismatch")
+
+
+# --- one build per key, cluster-wide -------------------------------------------------------
+
+
+def other_build(key: str, phase: JobPhase = "Active", **extra: Any) -> BuildJob:
+    """A build Job of the same key started by model "bob" in another namespace."""
+    values: dict[str, Any] = {
+        "name": "bob-build-1",
+        "namespace": "team-b",
+        "key": key,
+        "product": H100,
+        "phase": phase,
+        "created": "2025-01-01T00:00:00+00:00",
+    }
+    return BuildJob(**{**values, **extra})
+
+
+def h100_key() -> str:
+    return plan(spec(), Observed(nodes=(node("a"),))).plans[0].key
+
+
+def test_shared_build_prefers_a_ready_result_then_the_oldest_running_job() -> None:
+    key = h100_key()
+    young = other_build(key, name="b", created="2025-01-01T00:00:05+00:00")
+    old = other_build(key, name="a", created="2025-01-01T00:00:01+00:00")
+    tie = other_build(key, name="a", namespace="team-a", created=old.created)
+    finished = other_build(
+        key, "Succeeded", name="z", created="2025-01-01T00:09:00+00:00", result=ready(key)
+    )
+    failed = other_build(key, "Failed", name="f")
+    assert shared_build([young, old], key) == old
+    assert shared_build([young, old, tie], key) == tie, "namespace breaks a tie"
+    assert shared_build([young, finished, old], key) == finished
+    assert shared_build([failed, young], key) == young
+    assert shared_build([failed], key) == failed
+    assert shared_build([other_build(key, deleting=True)], key) is None
+    assert shared_build([other_build("sha256:" + "0" * 64)], key) is None
+
+
+def test_a_model_waits_for_another_models_build_of_its_key() -> None:
+    key = h100_key()
+    observed = Observed(nodes=(node("a"),), builds={key: (other_build(key),)})
+    state = plan(spec(), observed)
+    assert state.jobs == [], "the key is being built already"
+    [engine] = state.status.engines
+    assert (engine.state, engine.job) == ("Building", "team-b/bob-build-1")
+    assert state.status.phase == "Building"
+
+
+def test_a_model_serves_the_engine_another_model_built() -> None:
+    key = h100_key()
+    built = other_build(key, "Succeeded", result=ready(key))
+    state = plan(spec(), Observed(nodes=(node("a"),), builds={key: (built,)}))
+    assert state.jobs == []
+    [engine] = state.status.engines
+    assert (engine.state, engine.key, engine.artifact) == ("Ready", key, "engine-abc.plan")
+    [deploy] = state.deployments
+    assert deploy["metadata"]["annotations"]["lipsync.dev/engine-key"] == key
+    assert deploy["metadata"]["name"].startswith("anna-"), "its own servers"
+
+
+def test_the_later_of_two_racing_builds_is_deleted() -> None:
+    key = h100_key()
+    mine = BuildJob(
+        name="anna-build-1", namespace="default", key=key, product=H100, phase="Active",
+        created="2025-01-01T00:00:03+00:00",
+    )  # fmt: skip
+    theirs = other_build(key, created="2025-01-01T00:00:02+00:00")
+    observed = Observed(nodes=(node("a"),), jobs=(mine,), builds={key: (mine, theirs)})
+    state = plan(spec(), observed)
+    assert [(r.kind, r.name) for r in state.stale] == [("Job", "anna-build-1")]
+    assert state.status.engines[0].job == "team-b/bob-build-1"
+    # The winner's owner sees the same two Jobs and keeps its own.
+    assert superseded_jobs(Observed(jobs=(theirs,), builds={key: (mine, theirs)}), [key]) == []
+
+
+def test_a_build_whose_owner_was_deleted_is_started_again() -> None:
+    key = h100_key()
+    gone = other_build(key, deleting=True)
+    state = plan(spec(), Observed(nodes=(node("a"),), builds={key: (gone,)}))
+    [job] = state.jobs
+    assert job["metadata"]["name"].startswith("anna-build-")
+    assert job["metadata"]["labels"]["lipsync.dev/engine"] == key[7:19]
+
+
+def test_another_models_failed_build_does_not_undo_a_published_engine() -> None:
+    key = h100_key()
+    observed = Observed(
+        nodes=(node("a"),),
+        published={key: ready(key)},
+        builds={key: (other_build(key, "Failed", failure="DeadlineExceeded"),)},
+    )
+    assert plan(spec(), observed).status.engines[0].state == "Ready"
+
+
+def test_engine_keys_are_the_keys_desired_state_builds() -> None:
+    nodes = (node("a"), node("b", product=L4, cc=("8", "9")))
+    state = plan(spec(), Observed(nodes=nodes))
+    listed = engine_keys(OWNER, spec(), Observed(nodes=nodes), CONFIG, now=NOW)
+    assert listed == [p.key for p in state.plans]
+
+
+def test_waiting_models_are_found_by_a_building_engine_of_the_key() -> None:
+    key = h100_key()
+    waiting = {"status": {"engines": [{"key": key, "state": "Building"}]}}
+    assert waits_for(waiting, key)
+    assert not waits_for({"status": {"engines": [{"key": key, "state": "Ready"}]}}, key)
+    assert not waits_for({"metadata": {"name": "new"}}, key)
+
+
+def test_build_job_parsing_reads_namespace_age_and_deletion() -> None:
+    obj = {
+        "metadata": {
+            "name": "bob-build-1",
+            "namespace": "team-b",
+            "creationTimestamp": "2025-01-01T00:00:02Z",
+            "deletionTimestamp": "2025-01-01T00:05:00Z",
+            "annotations": {"lipsync.dev/engine-key": "sha256:ab"},
+        },
+    }
+    parsed = build_job(obj)
+    assert (parsed.namespace, parsed.created, parsed.deleting) == (
+        "team-b",
+        "2025-01-01T00:00:02+00:00",
+        True,
+    )
+    assert parsed.ref == "team-b/bob-build-1"
 
 
 # --- serving --------------------------------------------------------------------------------
@@ -949,5 +1079,103 @@ def test_an_audio_encoder_is_built_in_the_same_job_and_mounted_beside_the_unet()
     [engine] = state.status.engines
     assert (engine.encoder_key, engine.encoder_artifact) == (encoder_key, "ave.plan")
     # After the Job is gone, the status alone still says which encoder serves.
-    again = plan(model, Observed(nodes=nodes, published=published_engines(state.status)))
+    published = published_engines(state.status, "/cache")
+    # Results from the status name artifacts as the builder's do: by their URI in the cache.
+    assert published[key].artifact == built.artifact
+    assert published[key].audio_encoder == encoder.model_copy(update={"cache_hit": True})
+    again = plan(model, Observed(nodes=nodes, published=published))
     assert again.deployments[0]["metadata"]["annotations"] == annotations
+
+
+# --- isolation (operator policy) -------------------------------------------------------------
+
+
+def test_a_spec_the_policy_refuses_raises_before_anything_is_planned() -> None:
+    from lipsync_operator.policy import PolicyError
+
+    observed = Observed(nodes=(node("a1"),))
+    with pytest.raises(PolicyError, match=r"spec\.avatar\.uri 'pvc://c/\.\./x'"):
+        plan(spec(avatar={"uri": "pvc://c/../x"}), observed)
+    with pytest.raises(PolicyError, match=r"spec\.avatar\.uri 'file:///'.*disabled"):
+        plan(spec(avatar={"uri": "file:///"}), observed)
+    with pytest.raises(PolicyError, match=r"spec\.images\.builder"):
+        plan(spec(images={"builder": "evil.example/b:1"}), observed)
+
+
+def test_server_and_build_pods_mount_no_service_account_token() -> None:
+    model = spec()
+    nodes = (node("a1"),)
+    [job] = plan(model, Observed(nodes=nodes)).jobs
+    [deploy] = plan(model, _ready_observed(model, nodes)).deployments
+    for pod in (job["spec"]["template"]["spec"], deploy["spec"]["template"]["spec"]):
+        assert pod["automountServiceAccountToken"] is False
+
+
+def test_an_allowed_builder_override_changes_the_key_and_builds_into_a_private_cache() -> None:
+    allowed = OperatorConfig(runtime_image=CONFIG.runtime_image, allow_image_overrides=True)
+    nodes = (node("a1"),)
+    own = spec(images={"builder": "team.example/builder:2"})
+    default_key = keys_of(plan(spec(), Observed(nodes=nodes)))[H100]
+    state = desired_state(OWNER, own, Observed(nodes=nodes), allowed, previous=None, now=NOW)
+    [job] = state.jobs
+    assert keys_of(state)[H100] != default_key
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "team.example/builder:2"
+    runtime = container["args"][container["args"].index("--runtime") + 1]
+    assert runtime == "team.example/builder:2 in private/default/anna"
+    [cache] = [m for m in container["volumeMounts"] if m["name"] == "cache"]
+    assert cache == {"name": "cache", "mountPath": "/cache", "subPath": "private/default/anna"}
+
+    key = keys_of(state)[H100]
+    served = Observed(nodes=nodes, published={key: ready(key)})
+    [deploy] = desired_state(OWNER, own, served, allowed, previous=None, now=NOW).deployments
+    mounts = deploy["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    [engine] = [m for m in mounts if m["mountPath"] == "/engine"]
+    assert engine["subPath"] == f"private/default/anna/engines/{key[7:]}"
+    assert engine["readOnly"] is True
+
+
+def test_the_gpu_limit_caps_the_servers_over_all_products() -> None:
+    capped = OperatorConfig(runtime_image=CONFIG.runtime_image, max_gpus_per_model=10)
+    model = spec(gpus={"products": []})
+    nodes = (node("a1", gpus=8), node("a2", gpus=8), node("b1", product=L4, gpus=8))
+    observed = _ready_observed(model, nodes)
+    state = desired_state(OWNER, model, observed, capped, previous=None, now=NOW)
+    replicas = {
+        p.pool.product: p.deployment["spec"]["replicas"] for p in state.plans if p.deployment
+    }
+    assert replicas == {H100: 10}  # L4 gets what is left: nothing, so no Deployment
+    assert {e.gpu_product: e.gpus for e in state.status.engines} == {H100: 10, L4: 0}
+    lowered = spec(gpus={"products": [], "max": 2})
+    state = desired_state(OWNER, lowered, observed, capped, previous=None, now=NOW)
+    assert [d["spec"]["replicas"] for d in state.deployments] == [2]
+
+
+def test_each_model_gets_a_network_policy_for_its_servers() -> None:
+    state = plan(spec(), Observed(nodes=(node("a1"),)))
+    policy = state.network_policy
+    assert policy is not None
+    assert policy in state.applies()
+    assert policy["spec"]["podSelector"]["matchLabels"] == {
+        "app.kubernetes.io/component": "server",
+        "lipsync.dev/model": "anna",
+    }
+    grpc, metrics = policy["spec"]["ingress"]
+    assert grpc["ports"] == [{"protocol": "TCP", "port": 8001}]
+    assert grpc["from"][0]["namespaceSelector"]["matchExpressions"] == [
+        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["default"]}
+    ]
+    assert metrics["ports"] == [{"protocol": "TCP", "port": 8002}]
+    assert metrics["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"] == [
+        "monitoring"
+    ]
+    wider = OperatorConfig(grpc_client_namespaces=("*",), metrics_namespace="")
+    state = desired_state(OWNER, spec(), Observed(), wider, previous=None, now=NOW)
+    assert state.network_policy is not None
+    assert state.network_policy["spec"]["ingress"] == [
+        {"from": [{"namespaceSelector": {}}], "ports": [{"protocol": "TCP", "port": 8001}]}
+    ]
+    off = OperatorConfig(network_policy=False)
+    assert (
+        desired_state(OWNER, spec(), Observed(), off, previous=None, now=NOW).network_policy is None
+    )

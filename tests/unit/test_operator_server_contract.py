@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lipsync_core.api import LipSyncModelSpec
+from lipsync_contract.api import LipSyncModelSpec
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.manifests.server import server_args, server_options
 from lipsync_operator.observed import ServedEngine

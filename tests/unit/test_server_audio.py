@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lipsync_core.contract import preset
-from lipsync_core.errors import ContractError
+from lipsync_contract.errors import ContractError
+from lipsync_contract.modelio import preset
 from lipsync_server.audio import (
     StreamWindower,
     build_windows,

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lipsync_core.contract import preset
-from lipsync_core.errors import ContractError
+from lipsync_contract.errors import ContractError
+from lipsync_contract.modelio import preset
 from lipsync_engine_builder.calibration import load_npz_samples
 from lipsync_server.audio import build_windows, synthetic_features
 from lipsync_server.avatar.calibration import calibration_arrays, write_calibration

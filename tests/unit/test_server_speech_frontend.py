@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from lipsync_core.contract import encoder_preset
+from lipsync_contract.modelio import encoder_preset
 from lipsync_server.errors import InvalidRequestError
 from lipsync_server.speech.frames import MelWindow, MelWindower, sample_range, video_frame_count
 from lipsync_server.speech.mel import MelStream, log_mel, mel_basis, mel_frame_count

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lipsync_core.contract import preset
+from lipsync_contract.modelio import preset
 from lipsync_server.errors import InvalidRequestError
 from lipsync_server.validation import (
     check_frame_indices,

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from lipsync_bench.result import BareResult
+from lipsync_contract.modelio import preset
 from lipsync_core.backends import BackendConfig, load_backend
-from lipsync_core.contract import preset
 from lipsync_core.samples import random_inputs
 
 

@@ -18,7 +18,7 @@ from lipsync_bench.loadgen import LevelPlan
 from lipsync_bench.result import BenchResult
 from lipsync_bench.runner import RunOptions, run_bench
 from lipsync_bench.summary import CostOptions
-from lipsync_core.backends.base import Precision
+from lipsync_contract.kinds import Precision
 from lipsync_server.process import ServerProcess
 
 TORCH_BACKENDS = ("torch", "torch-aoti")  # built from a torch.export program, not the ONNX
@@ -128,7 +128,7 @@ def prepare_torch_program(options: MatrixOptions) -> Path:
     if not target.exists():
         import torch
 
-        from lipsync_core.contract import preset
+        from lipsync_contract.modelio import preset
         from lipsync_core.export_torch import export_program
         from lipsync_core.reference.unet328_torch import Model
 
@@ -145,7 +145,7 @@ HELD_OUT_SAMPLES = 8  # written after the calibration samples; the accuracy gate
 def prepare_calibration(avatar: Path, options: MatrixOptions) -> Path:
     """Int8 calibration samples from the served avatar and synthetic audio features, made once
     (what ``lipsync avatar calibration`` writes)."""
-    from lipsync_core.contract import preset
+    from lipsync_contract.modelio import preset
     from lipsync_server.audio import synthetic_features
     from lipsync_server.avatar.calibration import write_avatar_calibration
 
@@ -163,9 +163,9 @@ def build_variant(
     variant: Variant, model: Path, avatar: Path, options: MatrixOptions
 ) -> tuple[Path, str]:
     """Build (or find in the matrix's cache) the artifact; returns its path and engine key."""
+    from lipsync_contract.request import BuildRequest
     from lipsync_engine_builder.pipeline import execute
     from lipsync_engine_builder.progress import JsonLinesProgress
-    from lipsync_engine_builder.request import BuildRequest
 
     batch = options.max_batch_size
     calibration = (

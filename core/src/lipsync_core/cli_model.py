@@ -9,9 +9,10 @@ from pathlib import Path
 import click
 import numpy as np
 
+from lipsync_contract.errors import LipSyncError
+from lipsync_contract.modelio import ENCODER_PRESETS, PRESETS, any_preset, encoder_preset
 from lipsync_core.backends import BackendConfig, load_backend
-from lipsync_core.contract import ENCODER_PRESETS, PRESETS, any_preset, encoder_preset
-from lipsync_core.errors import LipSyncError
+from lipsync_core.contract_checks import check_onnx
 from lipsync_core.reference.ave_encoder import build_ave_encoder, encoder_parameter_count
 from lipsync_core.reference.unet328 import build_unet328, conv_flops_per_frame, parameter_count
 from lipsync_core.samples import random_inputs
@@ -70,7 +71,7 @@ def reference_audio(output: Path, seed: int) -> None:
 def check(path: Path, io_preset: str) -> None:
     """Check an ONNX file against a model I/O contract."""
     try:
-        any_preset(io_preset).check_onnx(path)
+        check_onnx(any_preset(io_preset), path)
     except LipSyncError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -87,7 +88,7 @@ def run(path: Path, io_preset: str, batches: tuple[int, ...], frames: int, threa
     """Run frames through the model on the default backend; print shapes and ms/frame."""
     contract = any_preset(io_preset)
     try:
-        contract.check_onnx(path)
+        check_onnx(contract, path)
         backend = load_backend(
             path, contract, BackendConfig(intra_op_threads=threads, max_batch=max(batches))
         )

@@ -25,8 +25,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from lipsync_core.contract import IOContract
-from lipsync_core.errors import LipSyncError
+from lipsync_contract.errors import LipSyncError
+from lipsync_contract.modelio import IOContract
+from lipsync_core.contract_checks import check_onnx
 from lipsync_core.samples import random_inputs
 
 log = logging.getLogger(__name__)
@@ -277,7 +278,7 @@ def export_checkpoint(
         onnx.checker.check_model(str(output), full_check=True)
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"{output}: the ONNX checker rejects the export: {exc}") from None
-    contract.check_onnx(output)
+    check_onnx(contract, output)
     error = max_abs_error(torch, model, contract, output)
     if not error <= tolerance:
         raise ExportError(

@@ -7,7 +7,7 @@ from pathlib import Path
 import onnx
 from google.protobuf.message import DecodeError
 
-from lipsync_core.errors import ModelFileError
+from lipsync_contract.errors import ModelFileError
 
 
 def load_model_proto(path: Path, *, load_weights: bool = False) -> onnx.ModelProto:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lipsync_core.contract import IOContract
+from lipsync_contract.modelio import IOContract
 
 
 def random_inputs(

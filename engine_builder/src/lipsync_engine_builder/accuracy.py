@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lipsync_core.backends.base import Precision
+from lipsync_contract.kinds import Precision
 from lipsync_engine_builder.errors import AccuracyGateError
 
 # Defaults per precision, in dB over the output range [0, 1]; see JOB_CONTRACT.md for how they

@@ -25,20 +25,16 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 from pydantic import ValidationError
 
-from lipsync_core.enginekey import KEY_PREFIX
+from lipsync_contract.cache import ENGINES_DIR, entry_uri, key_hex
+from lipsync_contract.enginekey import KEY_PREFIX
+from lipsync_contract.manifest import MANIFEST_NAME, Manifest
 from lipsync_engine_builder.errors import BadInputError, one_line
-from lipsync_engine_builder.manifest import MANIFEST_NAME, Manifest
 
 log = logging.getLogger(__name__)
 
-ENGINES_DIR = "engines"
 TIMING_CACHES_DIR = "timing-caches"
 TEMP_PREFIX = ".tmp-"
 DEFAULT_GC_GRACE = timedelta(hours=1)
-
-
-def key_hex(key: str) -> str:
-    return key.removeprefix(KEY_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -63,7 +59,7 @@ class EngineCache:
         return f"{self._engines}/{key_hex(key)}"
 
     def entry_uri(self, key: str, name: str) -> str:
-        return f"{self.root.rstrip('/')}/{ENGINES_DIR}/{key_hex(key)}/{name}"
+        return entry_uri(self.root, key, name)
 
     def lookup(self, key: str) -> Manifest | None:
         """The published manifest for ``key``, or None (absent, incomplete or unreadable)."""

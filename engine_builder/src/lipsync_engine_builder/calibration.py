@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lipsync_core.contract import IOContract
+from lipsync_contract.modelio import IOContract
 from lipsync_core.samples import random_inputs
 from lipsync_engine_builder.errors import BadInputError, one_line
 

@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any
 import click
 from pydantic import ValidationError
 
-from lipsync_core.errors import LipSyncError
+from lipsync_contract.errors import LipSyncError
+from lipsync_contract.result import BuildResult, write_termination_log
 from lipsync_engine_builder.errors import EXIT_BAD_INPUT
-from lipsync_engine_builder.result import BuildResult, write_termination_log
 
 if TYPE_CHECKING:
-    from lipsync_engine_builder.request import BuildRequest
+    from lipsync_contract.request import BuildRequest
 
 _cache_option = click.option(
     "--cache", "cache_root", required=True, envvar="LIPSYNC_CACHE", show_envvar=True,
@@ -32,7 +32,7 @@ def validation_reason(exc: ValidationError) -> str:
 
 def request_from_params(params: dict[str, Any]) -> BuildRequest:
     """The request for ``lipsync build``'s parsed parameters (raises pydantic's ValidationError)."""
-    from lipsync_engine_builder.request import BuildRequest
+    from lipsync_contract.request import BuildRequest
 
     flat = {name: value for name, value in params.items() if name != "cache_root"}
     return BuildRequest.from_flat({**flat, "cache": params["cache_root"]})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lipsync_core.errors import ContractError, LipSyncError, ModelFileError
+from lipsync_contract.errors import ContractError, LipSyncError, ModelFileError
 
 EXIT_OK = 0
 EXIT_BUILD_FAILED = 1

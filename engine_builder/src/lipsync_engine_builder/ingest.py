@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lipsync_core.contract import IOContract
+from lipsync_contract.modelio import IOContract
+from lipsync_core.contract_checks import check_onnx
 from lipsync_core.onnxfile import check_model
 from lipsync_engine_builder.errors import BadInputError
 from lipsync_engine_builder.sources import fetch, sha256_file
@@ -35,5 +36,5 @@ def fetch_pinned(uri: str, pinned_sha256: str, workdir: Path) -> tuple[Path, str
 def ingest(uri: str, pinned_sha256: str, contract: IOContract, workdir: Path) -> IngestedModel:
     path, digest = fetch_pinned(uri, pinned_sha256, workdir)
     model = check_model(path)
-    contract.check_onnx(path)
+    check_onnx(contract, path)
     return IngestedModel(path=path, sha256=digest, nodes=len(model.graph.node))

@@ -8,9 +8,9 @@ import time
 
 import numpy as np
 
+from lipsync_contract.manifest import Throughput
 from lipsync_core.backends.base import Backend
 from lipsync_core.samples import random_inputs
-from lipsync_engine_builder.manifest import Throughput
 
 
 def measure(backend: Backend, sizes: list[int], frames_per_size: int) -> list[Throughput]:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import onnx
 
-from lipsync_core.contract import IOContract
+from lipsync_contract.modelio import IOContract
+from lipsync_core.contract_checks import check_onnx
 from lipsync_engine_builder.errors import BuildFailedError, one_line
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ def optimize(source: Path, target: Path, contract: IOContract) -> OptimizeReport
     except Exception as exc:  # onnxslim raises whatever its passes raise
         raise BuildFailedError(f"graph optimization failed: {one_line(exc)}") from None
     onnx.save(slimmed, str(target))
-    contract.check_onnx(target)
+    check_onnx(contract, target)
     report = OptimizeReport(nodes_before=before, nodes_after=len(slimmed.graph.node))
     log.info("optimized graph: %d -> %d nodes", report.nodes_before, report.nodes_after)
     return report

@@ -7,11 +7,11 @@ The run fails, with the worse exit code, when either build fails.
 
 from __future__ import annotations
 
+from lipsync_contract.request import BuildRequest
+from lipsync_contract.result import BuildResult
 from lipsync_engine_builder.errors import EXIT_BAD_INPUT
 from lipsync_engine_builder.pipeline import execute
 from lipsync_engine_builder.progress import Progress
-from lipsync_engine_builder.request import BuildRequest
-from lipsync_engine_builder.result import BuildResult
 
 
 def combine(unet: BuildResult, encoder: BuildResult | None) -> BuildResult:

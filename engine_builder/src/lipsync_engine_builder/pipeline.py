@@ -14,8 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from lipsync_core.backends.base import Backend, BackendConfig, Precision
-from lipsync_core.errors import LipSyncError
+from lipsync_contract.cache import result_from_manifest
+from lipsync_contract.errors import LipSyncError
+from lipsync_contract.kinds import Precision
+from lipsync_contract.manifest import Accuracy, Manifest
+from lipsync_contract.request import TORCH_BACKENDS, BuildBackend, BuildRequest
+from lipsync_contract.result import BuildResult
+from lipsync_core.backends.base import Backend, BackendConfig
 from lipsync_engine_builder.accuracy import check_gate, compare, min_psnr_for
 from lipsync_engine_builder.cache import EngineCache
 from lipsync_engine_builder.calibration import Sample, load_calibration, split_held_out
@@ -26,10 +31,7 @@ from lipsync_engine_builder.errors import (
     exit_code_for,
     one_line,
 )
-from lipsync_engine_builder.manifest import Accuracy, Manifest
 from lipsync_engine_builder.progress import Progress
-from lipsync_engine_builder.request import TORCH_BACKENDS, BuildBackend, BuildRequest
-from lipsync_engine_builder.result import BuildResult
 from lipsync_engine_builder.sources import fetch, sha256_file
 
 log = logging.getLogger(__name__)
@@ -44,22 +46,6 @@ class _Prepared:
     optimization: dict[str, int]
 
 
-def result_from_manifest(
-    manifest: Manifest, cache: EngineCache, cache_hit: bool, seconds: float, reason: str
-) -> BuildResult:
-    return BuildResult(
-        key=manifest.key,
-        state="Ready",
-        reason=reason,
-        psnr_db=round(manifest.accuracy.psnr_db, 2),
-        max_abs_error=round(manifest.accuracy.max_abs_error, 6),
-        frames_per_second=manifest.best_frames_per_second(),
-        build_seconds=round(seconds, 2),
-        artifact=cache.entry_uri(manifest.key, manifest.artifact),
-        cache_hit=cache_hit,
-    )
-
-
 def execute(request: BuildRequest, progress: Progress) -> BuildResult:
     start = time.perf_counter()
     key = ""
@@ -70,7 +56,11 @@ def execute(request: BuildRequest, progress: Progress) -> BuildResult:
         if cached is not None:
             progress.info("cache hit", key=key)
             return result_from_manifest(
-                cached, cache, True, time.perf_counter() - start, "cache hit"
+                cached,
+                cache.root,
+                cache_hit=True,
+                seconds=time.perf_counter() - start,
+                reason="cache hit",
             )
         cache.ensure_writable()
         with tempfile.TemporaryDirectory(prefix="lipsync-build-") as workdir:
@@ -251,5 +241,9 @@ def _build(
             progress.info("another builder published this key first; using its artifact")
     reason = "published" if outcome.published else "published by another builder first"
     return result_from_manifest(
-        outcome.manifest, cache, not outcome.published, time.perf_counter() - start, reason
+        outcome.manifest,
+        cache.root,
+        cache_hit=not outcome.published,
+        seconds=time.perf_counter() - start,
+        reason=reason,
     ).model_copy(update={"exit_code": EXIT_OK})

@@ -17,7 +17,7 @@ from typing import Literal
 
 import onnx
 
-from lipsync_core.backends.base import Precision
+from lipsync_contract.kinds import Precision
 from lipsync_core.backends.onnxruntime import PRECISION_METADATA_KEY
 from lipsync_engine_builder.calibration import Sample, SampleReader
 from lipsync_engine_builder.errors import BuildFailedError, one_line

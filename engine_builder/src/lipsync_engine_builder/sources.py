@@ -14,7 +14,7 @@ from pathlib import Path
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from lipsync_core.pvc import (
+from lipsync_contract.pvc import (
     DEFAULT_PVC_ROOT,
     PVC_MOUNTS_ENV,
     PVC_ROOT_ENV,

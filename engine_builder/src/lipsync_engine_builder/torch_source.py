@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
+from lipsync_contract.errors import LipSyncError
+from lipsync_contract.modelio import IOContract
 from lipsync_core.backends.torch_backend import import_torch, program_settings
 from lipsync_core.backends.torch_files import torch_artifact_kind
-from lipsync_core.contract import IOContract
-from lipsync_core.errors import LipSyncError
 from lipsync_core.samples import random_inputs
 from lipsync_engine_builder.errors import BadInputError, one_line
 from lipsync_engine_builder.ingest import IngestedModel, fetch_pinned

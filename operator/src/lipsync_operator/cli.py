@@ -13,7 +13,7 @@ def operator() -> None:
 @operator.command()
 def crd() -> None:
     """Print the lipsyncmodels.lipsync.dev CRD (the file in crds/ is this output)."""
-    from lipsync_core.api.crd import crd_yaml
+    from lipsync_contract.api.crd import crd_yaml
 
     click.echo(crd_yaml(), nl=False)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from lipsync_core.api import Condition, ConditionStatus
+from lipsync_contract.api import Condition, ConditionStatus
 
 
 def condition(

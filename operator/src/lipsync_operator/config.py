@@ -6,10 +6,17 @@ import os
 from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from lipsync_core.backends.base import BackendKind
-from lipsync_core.errors import LipSyncError
+from lipsync_contract.errors import LipSyncError
+from lipsync_contract.kinds import BackendKind
 
 ENV_PREFIX = "LIPSYNC_"
 
@@ -88,12 +95,43 @@ class OperatorConfig(BaseModel):
     keda_cooldown_seconds: int = Field(300, ge=0)
     # Nodes carrying this label were added by a node autoscaler (empty: none are).
     autoscaled_node_label: str = "karpenter.sh/nodepool"
+    # Isolation (docs/operator.md, "Security and multi-tenancy"). Node path prefixes file:// URIs
+    # may name (none: file:// is refused); whether specs may override images; builder images
+    # besides the operator's own that may write the shared engine cache; GPUs one model's
+    # servers may take (0: no limit).
+    allowed_host_paths: tuple[str, ...] = ()
+    allow_image_overrides: bool = False
+    trusted_builder_images: tuple[str, ...] = ()
+    max_gpus_per_model: int = Field(0, ge=0)
+    # A NetworkPolicy per model: gRPC from its own namespace and these ("*": any), metrics
+    # from the monitoring namespace ("": none).
+    network_policy: bool = True
+    grpc_client_namespaces: tuple[str, ...] = ()
+    metrics_namespace: str = "monitoring"
 
     @model_validator(mode="after")
     def _keda_needs_prometheus(self) -> OperatorConfig:
         if self.autoscaler == "keda" and not self.prometheus_address:
             raise ValueError("autoscaler keda needs prometheus_address")
         return self
+
+    @field_validator(
+        "allowed_host_paths", "trusted_builder_images", "grpc_client_namespaces", mode="before"
+    )
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        """The environment carries lists as ``a,b``."""
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+    @field_validator("allowed_host_paths")
+    @classmethod
+    def _absolute(cls, paths: tuple[str, ...]) -> tuple[str, ...]:
+        for path in paths:
+            if not path.startswith("/") or ".." in path.split("/"):
+                raise ValueError(f"{path!r} is not an absolute node path")
+        return paths
 
     # The server and the builder must share one TensorRT: by default they are one image.
     @property

@@ -8,9 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from lipsync_core.api import LipSyncModelSpec, LipSyncModelStatus
-from lipsync_core.enginekey import short_key
+from lipsync_contract.api import LipSyncModelSpec, LipSyncModelStatus
+from lipsync_contract.enginekey import short_key
+from lipsync_contract.request import BuildRequest
 from lipsync_operator import naming
+from lipsync_operator.builds import superseded_jobs
 from lipsync_operator.capacity import (
     claimed_autoscaled_gpus,
     plan_rollout,
@@ -22,9 +24,17 @@ from lipsync_operator.engines import build_request, engine_verdict
 from lipsync_operator.manifests.autoscaler import ScaleTarget, autoscaler
 from lipsync_operator.manifests.build_job import build_job
 from lipsync_operator.manifests.common import Manifest, Owner
+from lipsync_operator.manifests.network_policy import network_policy
 from lipsync_operator.manifests.server import server_deployment
 from lipsync_operator.manifests.service import disruption_budget, endpoint, service
 from lipsync_operator.observed import Observed, ServedEngine
+from lipsync_operator.policy import (
+    allot_gpus,
+    builder_image,
+    cache_subdir,
+    check_spec,
+    gpu_limit,
+)
 from lipsync_operator.pools import GpuPool, gpu_pools, pods_per_gpu
 from lipsync_operator.status import (
     EventNote,
@@ -64,6 +74,7 @@ class DesiredState:
     plans: tuple[ProductPlan, ...]
     service: Manifest
     disruption_budget: Manifest
+    network_policy: Manifest | None
     status: LipSyncModelStatus
     stale: tuple[ChildRef, ...]
     events: tuple[EventNote, ...]
@@ -82,13 +93,53 @@ class DesiredState:
 
     def applies(self) -> list[Manifest]:
         """Objects to server-side apply, in order: builds, then the Service, then servers."""
+        guard = [self.network_policy] if self.network_policy is not None else []
         return [
             *self.jobs,
             self.service,
             self.disruption_budget,
+            *guard,
             *self.deployments,
             *self.autoscalers,
         ]
+
+
+def _request(
+    owner: Owner, spec: LipSyncModelSpec, pool: GpuPool, config: OperatorConfig
+) -> BuildRequest | None:
+    """The build of a product with schedulable nodes, or of one an autoscaled model remembers
+    (None: nothing to build on)."""
+    if not pool.present and not pool.remembered_capability:
+        return None
+    cache_dir = cache_subdir(spec, config, owner.namespace, owner.name)
+    return build_request(spec, pool.product, pool.compute_capability, config, cache_dir)
+
+
+def _pools(
+    spec: LipSyncModelSpec,
+    observed: Observed,
+    config: OperatorConfig,
+    now: datetime,
+    previous: LipSyncModelStatus | None,
+) -> list[GpuPool]:
+    grace = timedelta(seconds=config.node_grace_seconds)
+    remembered = remembered_products(spec, previous)
+    return gpu_pools(spec, observed.nodes, now=now, grace=grace, remembered=remembered)
+
+
+def engine_keys(
+    owner: Owner,
+    spec: LipSyncModelSpec,
+    observed: Observed,
+    config: OperatorConfig,
+    *,
+    now: datetime,
+    previous: LipSyncModelStatus | None = None,
+) -> list[str]:
+    """The keys desired_state builds or waits for: what to look up other models' builds of."""
+    pools = _pools(spec, observed, config, now, previous)
+    requests = (_request(owner, spec, pool, config) for pool in pools)
+    return [request.key() for request in requests if request is not None]
 
 
 def _plan_product(
@@ -99,17 +150,24 @@ def _plan_product(
     config: OperatorConfig,
     *,
     products: int,
+    allotted_gpus: int,
 ) -> ProductPlan:
-    known = pool.present or bool(pool.remembered_capability)
-    request = build_request(spec, pool.product, pool.compute_capability, config) if known else None
+    """``products``: how many of the model's products serve (their autoscalers share its
+    demand); ``allotted_gpus``: how many of the pool's GPUs the model's limit leaves this one."""
+    request = _request(owner, spec, pool, config)
     key = request.key() if request is not None else ""
     job_name = naming.job_name(owner.name, short_key(key)) if key else ""
     verdict = engine_verdict(pool, key, job_name, observed)
     job = None
     if verdict.needs_job and request is not None:
-        image = spec.images.builder or config.default_builder_image
         job = build_job(
-            owner, request, key=key, product_labels=pool.product_labels, image=image, config=config
+            owner,
+            request,
+            key=key,
+            product_labels=pool.product_labels,
+            image=builder_image(spec, config),
+            cache_dir=cache_subdir(spec, config, owner.namespace, owner.name),
+            config=config,
         )
 
     current = observed.deployment_for(pool.product)
@@ -133,8 +191,12 @@ def _plan_product(
         claimed = claimed_autoscaled_gpus(
             pool, current.autoscaled_gpus if current is not None else None
         )
-    rollout = plan_rollout(
+    wanted = min(
         wanted_servers(pool, pods_per_gpu(spec), serving_pods, claimed),
+        allotted_gpus * pods_per_gpu(spec),
+    )
+    rollout = plan_rollout(
+        wanted,
         pool_capacity(pool, observed.gpu_used_by_others, serving_pods),
         building=verdict.status.state == "Building" and current is not None,
         pods_per_gpu=pods_per_gpu(spec),
@@ -144,7 +206,7 @@ def _plan_product(
     handover: int | None = None
     replicas = rollout.replicas
     # An autoscaled product keeps its Deployment with no GPU left: its pods bring nodes back.
-    if serving is not None and (pool.gpus > 0 or autoscaled):
+    if serving is not None and (allotted_gpus > 0 or autoscaled):
         name = naming.deployment_name(owner.name, pool.product)
         if autoscaled and current is not None and name not in observed.autoscalers:
             handover = current.replicas
@@ -156,6 +218,7 @@ def _plan_product(
             engine=serving,
             replicas=None if autoscaled else replicas,
             rollout_strategy=rollout.strategy,
+            cache_dir=cache_subdir(template_spec, config, owner.namespace, owner.name),
             config=config,
             autoscaled_gpus=claimed,
         )
@@ -182,7 +245,7 @@ def _plan_product(
     engine = verdict.status.model_copy(
         update={
             "serving_key": serving_key(serving) if deployment is not None else "",
-            "gpus": pool.gpus,
+            "gpus": allotted_gpus,
             "replicas": replicas,
             "ready_replicas": current.ready_replicas if current is not None else 0,
         }
@@ -230,6 +293,7 @@ def _stale(plans: tuple[ProductPlan, ...], observed: Observed) -> tuple[ChildRef
     deployments = {d["metadata"]["name"] for p in plans if (d := p.deployment) is not None}
     scalers = {(a["kind"], a["metadata"]["name"]) for p in plans if (a := p.autoscaler) is not None}
     stale = [ChildRef("batch/v1", "Job", job.name) for job in observed.jobs if job.key not in keys]
+    stale += [ChildRef("batch/v1", "Job", job.name) for job in superseded_jobs(observed, keys)]
     stale += [
         ChildRef("apps/v1", "Deployment", d.name)
         for d in observed.deployments
@@ -258,18 +322,24 @@ def desired_state(
 ) -> DesiredState:
     """Everything the operator should make true for one LipSyncModel.
 
-    Raises a LipSyncError (one-line reason) for a spec it cannot act on.
+    Raises a LipSyncError (one-line reason) for a spec it cannot act on, or one the
+    operator's policy refuses (``policy.check_spec``), before anything is created.
     """
-    pools = gpu_pools(
-        spec,
-        observed.nodes,
-        now=now,
-        grace=timedelta(seconds=config.node_grace_seconds),
-        remembered=remembered_products(spec, previous),
-    )
+    check_spec(spec, config)
+    pools = _pools(spec, observed, config, now, previous)
+    allotted = allot_gpus({pool.product: pool.gpus for pool in pools}, gpu_limit(spec, config))
     served = sum(1 for pool in pools if pool.gpus > 0 or pool.remembered_capability)
     plans = tuple(
-        _plan_product(owner, spec, pool, observed, config, products=served) for pool in pools
+        _plan_product(
+            owner,
+            spec,
+            pool,
+            observed,
+            config,
+            products=served,
+            allotted_gpus=allotted[pool.product],
+        )
+        for pool in pools
     )
     status = compute_status(
         [plan.summary for plan in plans], owner.generation, endpoint(owner), previous, now
@@ -278,6 +348,7 @@ def desired_state(
         plans=plans,
         service=service(owner),
         disruption_budget=disruption_budget(owner),
+        network_policy=network_policy(owner, config) if config.network_policy else None,
         status=status,
         stale=_stale(plans, observed),
         events=tuple(transition_events(previous, status)),

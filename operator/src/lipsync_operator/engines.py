@@ -5,12 +5,15 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
-from lipsync_core.api import EngineStatus, LipSyncModelSpec, LipSyncModelStatus
-from lipsync_core.enginekey import BatchProfile
-from lipsync_engine_builder.request import BuildRequest
-from lipsync_operator.buildresult import BuildResult
+from lipsync_contract.api import EngineStatus, LipSyncModelSpec, LipSyncModelStatus
+from lipsync_contract.cache import entry_uri
+from lipsync_contract.enginekey import BatchProfile
+from lipsync_contract.request import BuildRequest
+from lipsync_contract.result import BuildResult
+from lipsync_operator.builds import followed_build, is_own
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.observed import BuildJob, Observed, ServedEngine
+from lipsync_operator.policy import runtime_identity
 from lipsync_operator.pools import GpuPool
 
 TERMINATION_LOG = "/dev/termination-log"
@@ -22,9 +25,16 @@ def batch_profile(spec: LipSyncModelSpec) -> BatchProfile:
 
 
 def build_request(
-    spec: LipSyncModelSpec, product: str, compute_capability: str, config: OperatorConfig
+    spec: LipSyncModelSpec,
+    product: str,
+    compute_capability: str,
+    config: OperatorConfig,
+    cache_dir: str = "",
 ) -> BuildRequest:
-    """The builder's request for one product: its arguments and its engine key come from it."""
+    """The builder's request for one product: its arguments and its engine key come from it.
+
+    ``cache_dir``: the model's private part of the cache its build writes ("": the shared one).
+    """
     calibration = spec.calibration if spec.precision == "int8" else None
     optional: dict[str, object] = {}
     if calibration is not None:
@@ -46,7 +56,7 @@ def build_request(
         io=spec.io.preset,
         precision=spec.precision,
         backend=config.backend,
-        runtime=config.runtime_id,
+        runtime=runtime_identity(spec, config, cache_dir),
         gpu_product=product,
         compute_capability=compute_capability,
         batch=batch_profile(spec),
@@ -59,11 +69,12 @@ def build_request(
     )
 
 
-def published_engines(status: LipSyncModelStatus | None) -> dict[str, BuildResult]:
+def published_engines(status: LipSyncModelStatus | None, cache_root: str) -> dict[str, BuildResult]:
     """Engines a model's status records as Ready: known without reading the cache.
 
     A build Job's result reaches the status once; after the Job's TTL removes it, the status is
-    where the operator (any replica, after any restart) still finds the engine.
+    where the operator (any replica, after any restart) still finds the engine. The status holds
+    artifact file names; results hold their URIs under ``cache_root``, as the builder's do.
     """
     if status is None:
         return {}
@@ -74,25 +85,24 @@ def published_engines(status: LipSyncModelStatus | None) -> dict[str, BuildResul
             psnr_db=engine.psnr_db,
             frames_per_second=engine.frames_per_second,
             build_seconds=engine.build_seconds or 0.0,
-            artifact=engine.artifact,
+            artifact=entry_uri(cache_root, engine.key, engine.artifact),
             cache_hit=True,
-            audio_encoder=_published_encoder(engine),
+            audio_encoder=_published_encoder(engine, cache_root),
         )
         for engine in status.engines
         if engine.state == "Ready" and engine.key and engine.artifact
     }
 
 
-def _published_encoder(engine: EngineStatus) -> BuildResult | None:
+def _published_encoder(engine: EngineStatus, cache_root: str) -> BuildResult | None:
     if not engine.encoder_key:
         return None
-    return BuildResult(
-        key=engine.encoder_key, state="Ready", artifact=engine.encoder_artifact, cache_hit=True
-    )
+    artifact = entry_uri(cache_root, engine.encoder_key, engine.encoder_artifact)
+    return BuildResult(key=engine.encoder_key, state="Ready", artifact=artifact, cache_hit=True)
 
 
 def artifact_name(result: BuildResult) -> str:
-    """The artifact's file name in its cache entry (results carry a URI or a bare name)."""
+    """The artifact's file name in its cache entry (what the status and the servers name)."""
     return posixpath.basename(result.artifact)
 
 
@@ -121,9 +131,10 @@ def served_engine(key: str, result: BuildResult) -> ServedEngine:
 
 
 def engine_verdict(pool: GpuPool, key: str, job_name: str, observed: Observed) -> EngineVerdict:
-    """Cache hit -> Ready; else the build Job's outcome; else a Job is wanted."""
+    """Published -> Ready; else the outcome of the key's build Job (this model's or another
+    model's: see builds.py); else a Job is wanted."""
     base = {"gpu_product": pool.product, "compute_capability": pool.compute_capability, "key": key}
-    job = observed.job_for(key)
+    job = followed_build(observed, key)
     published = observed.published.get(key)
     if not pool.present and (published is None or not key):
         reason = "NoNodes: no schedulable node has this GPU product"
@@ -131,14 +142,15 @@ def engine_verdict(pool: GpuPool, key: str, job_name: str, observed: Observed) -
     if (
         published is not None
         and published.state == "Ready"
-        and (job is None or job.phase != "Failed")
+        and (job is None or job.phase != "Failed" or not is_own(observed, job))
     ):
         return EngineVerdict(
             _status(base, "Ready", published), served_engine(key, published), False
         )
     if job is None:
         return EngineVerdict(EngineStatus(**base, state="Building", job=job_name), None, True)
-    return _job_verdict({**base, "job": job.name}, job, key)
+    shown = job.name if is_own(observed, job) else job.ref
+    return _job_verdict({**base, "job": shown}, job, key)
 
 
 def _job_verdict(base: dict[str, str], job: BuildJob, key: str) -> EngineVerdict:
@@ -149,7 +161,7 @@ def _job_verdict(base: dict[str, str], job: BuildJob, key: str) -> EngineVerdict
     if result is not None and result.state == "Ready" and result.key and result.key != key:
         reason = (
             f"KeyMismatch: the builder computed {result.key}, the operator expected {key}; "
-            "the operator and the runtime image run different builder versions"
+            "the operator and the runtime image run different lipsync-contract versions"
         )
     elif job.phase == "Succeeded" and result is not None and result.state == "Ready":
         return EngineVerdict(_status(base, "Ready", result), served_engine(key, result), False)

@@ -1,11 +1,18 @@
 """Kopf handlers: thin. They find which LipSyncModel to converge and hand it to the Reconciler.
 
+Creates, spec updates and operator starts converge the model in the handler (kopf retries it).
+Everything else only marks models for reconcile: a node event marks the models on the GPU
+products it touches, a child's event marks its owner, and each model's worker daemon converges
+it once per burst of marks (debounced), at least every RESYNC_SECONDS, with kopf's retries.
+Reads come from the watch-fed indexes (``indexes``); nothing here lists the API.
+
 Importing this module registers the handlers with kopf's default registry (kopf's convention);
 nothing else happens at import time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -14,13 +21,15 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from lipsync_core.api import GROUP, PLURAL, VERSION
-from lipsync_core.api import KIND as MODEL_KIND
-from lipsync_operator import naming
+from lipsync_contract.api import GROUP, PLURAL, VERSION
+from lipsync_operator import indexes, naming
+from lipsync_operator.clusterview import ClusterView, owner_uids
 from lipsync_operator.config import OperatorConfig
-from lipsync_operator.kube import Kube
-from lipsync_operator.observed import GFD_PRODUCT, gpu_node
+from lipsync_operator.kube import Kube, api_message
+from lipsync_operator.marks import Marks, NodeFacts, node_facts, products_touched
+from lipsync_operator.observed import gpu_node
 from lipsync_operator.reconcile import (
+    ChildrenRefusedError,
     InvalidSpecError,
     Reconciler,
     invalid_spec_events,
@@ -32,7 +41,7 @@ log = logging.getLogger(__name__)
 
 RESYNC_SECONDS = 60.0
 RETRY_SECONDS = 15.0
-OWNED = {naming.LABEL_MANAGED_BY: naming.MANAGER}
+DEBOUNCE_SECONDS = 0.2  # marks closer than this converge once
 
 
 @kopf.on.startup()
@@ -43,7 +52,10 @@ def on_operator_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: A
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.posting.level = logging.INFO
-    memo["reconciler"] = Reconciler(Kube.connect(), OperatorConfig.from_env())
+    config = OperatorConfig.from_env()
+    memo["config"] = config
+    memo["reconciler"] = Reconciler(Kube.connect(), config)
+    memo["marks"] = Marks()
     memo["node_facts"] = {}
 
 
@@ -53,18 +65,24 @@ def _post(body: Mapping[str, Any], events: list[EventNote]) -> None:
         kopf.event(target, type=event.type, reason=event.reason, message=event.message)
 
 
-def _converge(reconciler: Reconciler, body: Mapping[str, Any], *, permanent: bool) -> None:
-    """Reconcile; an invalid spec is recorded once and never retried; API trouble is retried."""
+def _converge(
+    reconciler: Reconciler, body: Mapping[str, Any], view: ClusterView, *, permanent: bool
+) -> None:
+    """Reconcile; an invalid spec is recorded once and never retried; a refused child is on
+    the status and retried with a growing delay; other API trouble is retried."""
     try:
-        _post(body, reconciler.reconcile(body))
+        _post(body, reconciler.reconcile(body, view))
     except InvalidSpecError as exc:
         _post(body, invalid_spec_events(parse_status(body.get("status")), str(exc)))
         if permanent:
             raise kopf.PermanentError(str(exc)) from None
         log.warning("%s: %s", body["metadata"]["name"], exc)
+    except ChildrenRefusedError as exc:
+        _post(body, exc.events)
+        raise kopf.TemporaryError(str(exc), delay=exc.delay) from None
     except ApiException as exc:
         raise kopf.TemporaryError(
-            f"API error {exc.status}: {exc.reason}", delay=RETRY_SECONDS
+            f"API error {exc.status}: {api_message(exc)}", delay=RETRY_SECONDS
         ) from None
     except HTTPError as exc:
         raise kopf.TemporaryError(f"API unreachable: {exc}", delay=RETRY_SECONDS) from None
@@ -73,66 +91,82 @@ def _converge(reconciler: Reconciler, body: Mapping[str, Any], *, permanent: boo
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 @kopf.on.resume(GROUP, VERSION, PLURAL)
-def on_lipsyncmodel_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _converge(memo["reconciler"], body, permanent=True)
+def on_lipsyncmodel_change(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    _converge(memo["reconciler"], body, indexes.view(kwargs), permanent=True)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
-def on_lipsyncmodel_resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Level-triggered safety net: converge even when no watch event arrived."""
-    _converge(memo["reconciler"], body, permanent=False)
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0)
+async def lipsyncmodel_worker(
+    body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **kwargs: Any
+) -> None:
+    """Converge the model when it is marked (debounced), and every RESYNC_SECONDS anyway.
 
-
-def _gpu_facts(body: Mapping[str, Any], gpu_resource: str) -> tuple[object, ...] | None:
-    node = gpu_node(body, gpu_resource)
-    if node is None:
-        return None
-    return (
-        node.product_label,
-        node.gpus,
-        node.compute_capability,
-        node.allocatable,
-        node.sharing_strategy,
-        node.sharing_replicas,
-        node.ready,
-        node.cordoned,
-    )
+    A failed converge raises out of the daemon with its mark kept, so kopf calls it again after
+    the error's delay and it converges at once.
+    """
+    marks: Marks = memo["marks"]
+    uid = body["metadata"]["uid"]
+    view = indexes.view(kwargs)  # kopf's indexes are live: this view follows the watches
+    try:
+        while not stopped:  # kopf cancels the wait when the model goes away
+            if await marks.wait(uid, RESYNC_SECONDS):
+                await asyncio.sleep(DEBOUNCE_SECONDS)
+            if body["metadata"].get("deletionTimestamp"):
+                break
+            marks.clear(uid)
+            try:
+                await asyncio.to_thread(_converge, memo["reconciler"], body, view, permanent=False)
+            except kopf.TemporaryError:
+                marks.mark(uid)
+                raise
+    finally:
+        if not marks.marked(uid):  # a kept mark is the retry kopf will call this daemon for
+            marks.forget(uid)
 
 
 @kopf.on.event("", "v1", "nodes")
-def on_node_gpu_change(
-    body: kopf.Body, event: Mapping[str, Any], memo: kopf.Memo, **_: Any
+async def on_node_gpu_change(
+    body: kopf.Body, event: Mapping[str, Any], memo: kopf.Memo, **kwargs: Any
 ) -> None:
-    """A node joined, left, or changed its GPU labels or readiness: every model recomputes."""
-    reconciler: Reconciler = memo["reconciler"]
+    """A node joined, left, or changed its GPU labels or readiness: the models on its GPU
+    products (before and after) are marked."""
+    config: OperatorConfig = memo["config"]
     name = body["metadata"]["name"]
-    known: dict[str, tuple[object, ...] | None] = memo["node_facts"]
+    known: dict[str, NodeFacts | None] = memo["node_facts"]
     facts = (
-        None if event.get("type") == "DELETED" else _gpu_facts(body, reconciler.config.gpu_resource)
+        None if event.get("type") == "DELETED" else node_facts(gpu_node(body, config.gpu_resource))
     )
-    if known.get(name) == facts and name in known:
-        return  # heartbeats and unrelated changes
-    had_gpus = known.get(name) is not None
+    listing = event.get("type") is None  # kopf's initial listing: resume handlers cover it
+    seen = name in known
+    before = known.get(name)
     known[name] = facts
-    if facts is None and not had_gpus:
+    if listing and not seen:
         return
-    log.info("node %s GPU facts changed (%s=%s)", name, GFD_PRODUCT, facts[0] if facts else "-")
-    for model in reconciler.kube.models():
-        _converge(reconciler, model, permanent=False)
+    products = products_touched(before, facts)
+    if not products:
+        return  # heartbeats and unrelated changes
+    log.info("node %s GPU facts changed: %s", name, ", ".join(sorted(products)))
+    marks: Marks = memo["marks"]
+    for model in indexes.view(kwargs).models_on(products):
+        marks.mark(model.uid)
 
 
-def _owner_model(reconciler: Reconciler, body: Mapping[str, Any]) -> dict[str, Any] | None:
-    for ref in body["metadata"].get("ownerReferences") or []:
-        if ref.get("kind") == MODEL_KIND and ref.get("apiVersion", "").startswith(f"{GROUP}/"):
-            return reconciler.kube.model(body["metadata"]["namespace"], ref["name"])
-    return None
+@kopf.on.event("apps", "v1", "deployments", labels=indexes.OWNED)
+async def on_owned_child_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A rollout moved: the owner's status and next step follow."""
+    marks: Marks = memo["marks"]
+    for uid in owner_uids(body, "LipSyncModel"):
+        marks.mark(uid)
 
 
-@kopf.on.event("batch", "v1", "jobs", labels=OWNED)
-@kopf.on.event("apps", "v1", "deployments", labels=OWNED)
-def on_owned_child_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """A build finished or a rollout moved: the owner's status and next step follow."""
-    reconciler: Reconciler = memo["reconciler"]
-    model = _owner_model(reconciler, body)
-    if model is not None and model["metadata"].get("deletionTimestamp") is None:
-        _converge(reconciler, model, permanent=False)
+@kopf.on.event("batch", "v1", "jobs", labels=indexes.OWNED)
+async def on_build_job_change(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    """A build moved: its owner follows, and so does every model waiting for the same key (the
+    build finished, or went with its deleted owner and a waiting model must start its own)."""
+    marks: Marks = memo["marks"]
+    for uid in owner_uids(body, "LipSyncModel"):
+        marks.mark(uid)
+    key = (body["metadata"].get("annotations") or {}).get(naming.ANNOTATION_ENGINE_KEY, "")
+    if key:
+        for model in indexes.view(kwargs).waiting_for(key):
+            marks.mark(model.uid)

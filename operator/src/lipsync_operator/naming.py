@@ -40,6 +40,35 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
 
 
+_DNS_1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+
+
+def name_problem(model: str) -> str | None:
+    """Why a LipSyncModel name cannot name its children (None when it can).
+
+    The Service is named after the model and Service names are DNS-1035 labels: they start with
+    a letter. Other characters (dots, length) are handled by `model_base`.
+    """
+    if not model[:1].isalpha() or not model[:1].isascii():
+        return (
+            f"metadata.name {model!r} cannot name a Service: "
+            "it must start with a letter (DNS-1035 label)"
+        )
+    return None
+
+
+def model_base(model: str) -> str:
+    """The model's part of its children's names, distinct for distinct models.
+
+    A name that is already a DNS-1035 label is used as it is; any other (``anna.v2``) is slugged
+    and gets a digest of the original, so it cannot meet the name of another model
+    (``anna-v2``).
+    """
+    if _DNS_1035_LABEL.fullmatch(model) and len(model) <= MAX_NAME:
+        return model
+    return f"{slug(model)}-{_digest(model)}"
+
+
 def child_name(*parts: str, max_length: int = MAX_NAME) -> str:
     """Join parts with '-'; over the limit, truncate and append a digest of the full name."""
     full = "-".join(slug(part) for part in parts if part)
@@ -58,15 +87,15 @@ def label_value(text: str) -> str:
 
 
 def job_name(model: str, key_short: str) -> str:
-    return child_name(model, "build", key_short)
+    return child_name(model_base(model), "build", key_short)
 
 
 def deployment_name(model: str, product: str) -> str:
-    return child_name(model, product)
+    return child_name(model_base(model), product)
 
 
 def service_name(model: str) -> str:
-    return child_name(model)
+    return child_name(model_base(model))
 
 
 def model_labels(model: str) -> dict[str, str]:

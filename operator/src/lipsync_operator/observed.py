@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from lipsync_operator.buildresult import BuildResult, parse_build_result
+from lipsync_contract.result import BuildResult, parse_build_result
 from lipsync_operator.naming import (
     ANNOTATION_ARTIFACT,
     ANNOTATION_AUTOSCALED_GPUS,
@@ -138,7 +138,7 @@ JobPhase = Literal["Active", "Succeeded", "Failed"]
 
 @dataclass(frozen=True)
 class BuildJob:
-    """A build Job the operator owns, with the builder's result when it has finished."""
+    """A build Job of some model, with the builder's result when it has finished."""
 
     name: str
     key: str
@@ -146,6 +146,22 @@ class BuildJob:
     phase: JobPhase
     result: BuildResult | None = None
     failure: str = ""  # the Job's own reason when there is no result (deadline, eviction)
+    namespace: str = ""
+    created: str = ""  # creationTimestamp, RFC 3339 (sorts in time order)
+    deleting: bool = False  # its owner was deleted, or someone deleted it
+
+    @property
+    def ref(self) -> str:
+        """``namespace/name``: how a model that waits for it names it."""
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def ready_result(self) -> BuildResult | None:
+        """The builder's Ready result, when the Job succeeded with one."""
+        result = self.result
+        if self.phase == "Succeeded" and result is not None and result.state == "Ready":
+            return result
+        return None
 
 
 def _finished(obj: Obj) -> tuple[JobPhase, str]:
@@ -179,6 +195,7 @@ def build_job(obj: Obj, pods: Sequence[Obj] = ()) -> BuildJob:
         parsed = parse_build_result(message) if message else None
         if parsed is not None:
             result = parsed
+    created = _timestamp(_path(obj, "metadata", "creationTimestamp"))
     return BuildJob(
         name=str(_path(obj, "metadata", "name")),
         key=str((_path(obj, "metadata", "annotations") or {}).get(ANNOTATION_ENGINE_KEY, "")),
@@ -186,6 +203,9 @@ def build_job(obj: Obj, pods: Sequence[Obj] = ()) -> BuildJob:
         phase=phase,
         result=result,
         failure=failure,
+        namespace=str(_path(obj, "metadata", "namespace") or ""),
+        created=created.isoformat() if created is not None else "",
+        deleting=bool(_path(obj, "metadata", "deletionTimestamp")),
     )
 
 
@@ -300,13 +320,13 @@ class Observed:
     scaled_objects: frozenset[str] = frozenset()  # KEDA's, when the operator uses KEDA
     # Engines this model's status records as published (the operator never reads the cache).
     published: Mapping[str, BuildResult] = field(default_factory=dict)
+    # Build Jobs of this model's engine keys, by key, in every namespace the operator reads:
+    # any model's build of a key is every model's build of it.
+    builds: Mapping[str, tuple[BuildJob, ...]] = field(default_factory=dict)
     # GPU units requested per node by running or scheduled pods that are not this model's.
     gpu_used_by_others: Mapping[str, int] = field(default_factory=dict)
     # This model's server pods per node (bound, not being deleted): what a cordoned node keeps.
     serving_pods_by_node: Mapping[str, int] = field(default_factory=dict)
-
-    def job_for(self, key: str) -> BuildJob | None:
-        return next((job for job in self.jobs if job.key == key), None)
 
     @property
     def autoscalers(self) -> frozenset[str]:

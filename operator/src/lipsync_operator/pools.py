@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from lipsync_core.api import LipSyncModelSpec, Sharing
+from lipsync_contract.api import LipSyncModelSpec, Sharing
 from lipsync_operator.observed import GpuNode
 
 # nvidia.com/gpu.sharing-strategy values the GPU operator sets for each sharing mode.

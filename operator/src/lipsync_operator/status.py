@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from lipsync_core.api import Condition, ConditionStatus, EngineStatus, LipSyncModelStatus, Phase
+from lipsync_contract.api import Condition, ConditionStatus, EngineStatus, LipSyncModelStatus, Phase
 from lipsync_operator.conditions import condition
+
+CHILD_FAILED = "ChildApplyFailed"  # the Degraded reason when the API server refuses a child
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,35 @@ def invalid_spec_status(
     return base.model_copy(
         update={"observed_generation": generation, "phase": "Failed", "conditions": conditions}
     )
+
+
+def child_failure_status(
+    status: LipSyncModelStatus,
+    message: str,
+    previous: LipSyncModelStatus | None,
+    now: datetime,
+) -> LipSyncModelStatus:
+    """``status`` with the API server's refusal of a child on it: Degraded, and a phase that
+    says so (Degraded while pods serve, else Failed), never the phase the refused change hid."""
+    old = previous.conditions if previous is not None else []
+    generation = status.observed_generation or 0
+    degraded = condition(
+        old, "Degraded", "True", reason=CHILD_FAILED, message=message, generation=generation,
+        now=now,
+    )  # fmt: skip
+    conditions = [c for c in status.conditions if c.type != "Degraded"] + [degraded]
+    phase: Phase = "Degraded" if status.ready_replicas > 0 else "Failed"
+    return status.model_copy(update={"phase": phase, "conditions": conditions})
+
+
+def once_per_message(
+    previous: LipSyncModelStatus | None, reason: str, message: str
+) -> list[EventNote]:
+    """A Warning for a problem on the Degraded condition, unless it already says the same."""
+    degraded = previous.condition("Degraded") if previous is not None else None
+    if degraded is not None and degraded.reason == reason and degraded.message == message:
+        return []
+    return [EventNote("Warning", reason, message)]
 
 
 def transition_events(

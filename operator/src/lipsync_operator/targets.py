@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from lipsync_core.api import Autoscaling
+from lipsync_contract.api import Autoscaling
 
 HEADROOM = 0.8
 # When the engine carries no measurement (an engine published before builders measured).

@@ -14,8 +14,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from prometheus_client import start_http_server
 
+from lipsync_contract.modelio import preset
 from lipsync_core.backends import BackendConfig, load_backend
-from lipsync_core.contract import preset
+from lipsync_core.contract_checks import check_onnx
 from lipsync_server._generated.inference import grpc_service_pb2 as inference_pb2
 from lipsync_server._generated.inference import grpc_service_pb2_grpc as inference_pb2_grpc
 from lipsync_server._generated.lipsync.v1 import lipsync_pb2, lipsync_pb2_grpc
@@ -38,7 +39,7 @@ def load_data_plane(settings: ServerSettings) -> DataPlane:
     contract = preset(settings.io_preset)
     check_window_shape(contract)
     if settings.model.suffix == ".onnx":
-        contract.check_onnx(settings.model)
+        check_onnx(contract, settings.model)
     started = time.monotonic()
     config = BackendConfig(
         kind=settings.backend,

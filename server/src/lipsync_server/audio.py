@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from lipsync_core.contract import ModelContract
-from lipsync_core.errors import ContractError
+from lipsync_contract.errors import ContractError
+from lipsync_contract.modelio import ModelContract
 
 
 def check_window_shape(contract: ModelContract) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from lipsync_core.errors import LipSyncError
+from lipsync_contract.errors import LipSyncError
 from lipsync_server.config import ServerSettings, load_settings
 
 
@@ -114,7 +114,7 @@ def avatar_calibration(
     """Int8 calibration samples (the builder's .npz format) from an avatar and audio features."""
     import numpy as np
 
-    from lipsync_core.contract import preset
+    from lipsync_contract.modelio import preset
     from lipsync_server.avatar.calibration import write_avatar_calibration
 
     try:

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from lipsync_core.server_options import ServerOptions
+from lipsync_contract.server_options import ServerOptions
 
 __all__ = ["ServerOptions", "ServerSettings", "load_config_file", "load_settings"]
 
@@ -31,7 +31,11 @@ __all__ = ["ServerOptions", "ServerSettings", "load_config_file", "load_settings
 class ServerSettings(BaseSettings, ServerOptions):
     """Settings of ``lipsync serve`` (see the module docstring for how to set them)."""
 
-    model_config = SettingsConfigDict(env_prefix="LIPSYNC_", extra="forbid", frozen=True)
+    # Values arrive as text (``LIPSYNC_PREFERRED_BATCH_SIZE=2,4``); the fields' own validators
+    # parse them, so pydantic-settings must not try JSON first.
+    model_config = SettingsConfigDict(
+        env_prefix="LIPSYNC_", extra="forbid", frozen=True, enable_decoding=False
+    )
 
 
 def load_config_file(path: Path) -> dict[str, Any]:

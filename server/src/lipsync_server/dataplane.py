@@ -17,8 +17,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from lipsync_contract.modelio import ENCODER_PRESETS, EncoderContract, ModelContract
 from lipsync_core.backends import Backend, BackendInfo
-from lipsync_core.contract import ENCODER_PRESETS, EncoderContract, ModelContract
 from lipsync_server.avatar.store import AvatarStore, ping_pong
 from lipsync_server.batching import BatchingPolicy, BatchTimings, DynamicBatcher, QueueFullError
 from lipsync_server.compositor import FrameEncoding, composite, encode

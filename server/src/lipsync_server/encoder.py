@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from lipsync_contract.modelio import EncoderContract, encoder_preset
 from lipsync_core.backends import Backend, BackendConfig, load_backend
-from lipsync_core.contract import EncoderContract, encoder_preset
+from lipsync_core.contract_checks import check_onnx
 from lipsync_server.batching import BatchingPolicy, BatchTimings, DynamicBatcher
 from lipsync_server.config import ServerSettings
 from lipsync_server.metrics import ServerMetrics
@@ -23,7 +24,7 @@ from lipsync_server.metrics import ServerMetrics
 def load_encoder_backend(settings: ServerSettings, path: Path) -> tuple[EncoderContract, Backend]:
     contract = encoder_preset(settings.encoder_io_preset)
     if path.suffix == ".onnx":
-        contract.check_onnx(path)
+        check_onnx(contract, path)
     config = BackendConfig(
         kind=settings.encoder_backend,
         intra_op_threads=settings.intra_op_threads,

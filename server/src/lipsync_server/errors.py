@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lipsync_core.errors import LipSyncError
+from lipsync_contract.errors import LipSyncError
 
 
 class InvalidRequestError(LipSyncError):

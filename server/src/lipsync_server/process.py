@@ -15,7 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from lipsync_core.errors import LipSyncError
+from lipsync_contract.errors import LipSyncError
 from lipsync_server.client import wait_until_serving
 
 LOOPBACK = "127.0.0.1"

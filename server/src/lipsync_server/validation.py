@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lipsync_core.contract import ModelContract, TensorSpec
+from lipsync_contract.modelio import ModelContract, TensorSpec
 from lipsync_server.errors import InvalidRequestError
 
 _FLOAT32 = np.dtype("<f4")

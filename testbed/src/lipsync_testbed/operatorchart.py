@@ -90,6 +90,13 @@ class OperatorBed:
         """The release's (first) object of ``kind``, as helm rendered it."""
         return next(o for o in self.objects if o["kind"] == kind)
 
+    def can(self, *args: str) -> bool:
+        """``kubectl auth can-i ARGS`` as the operator's service account."""
+        account = self.rendered("Deployment")["spec"]["template"]["spec"]["serviceAccountName"]
+        user = f"system:serviceaccount:{RELEASE_NAMESPACE}:{account}"
+        out = self.cluster.kubectl("auth", "can-i", *args, f"--as={user}", check=False)
+        return out.stdout.strip() == "yes"
+
     def operator_pods(self) -> list[str]:
         pods = client.CoreV1Api(self.api).list_namespaced_pod(
             RELEASE_NAMESPACE, label_selector=OPERATOR_SELECTOR
@@ -191,6 +198,25 @@ class OperatorBed:
         )
 
 
+def small_model(name: str, avatar: str, product: str, **spec: Any) -> dict[str, Any]:
+    """A LipSyncModel light enough to run here: the reference UNet in fp32 on one product, one
+    instance per GPU, batches of one; ``spec`` adds or replaces fields."""
+    return {
+        "apiVersion": "lipsync.dev/v1alpha1",
+        "kind": "LipSyncModel",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"uri": MODEL_URI},
+            "avatar": {"uri": avatar},
+            "precision": "fp32",
+            "gpus": {"products": [product]},
+            "replicasPerGPU": 1,
+            "batching": {"maxBatch": 1},
+            **spec,
+        },
+    }
+
+
 def pod_ready(pod: client.V1Pod) -> bool:
     if pod.metadata is None or pod.metadata.deletion_timestamp is not None:
         return False
@@ -247,8 +273,13 @@ def operator_bed(
     work_dir: Path,
     reference_model: Path,
     values: Mapping[str, str] | None = None,
+    *,
+    namespaced: bool = False,
 ) -> Iterator[OperatorBed]:
-    """Kubelet + `helm install` + a namespace with the example claims; all removed afterwards."""
+    """Kubelet + `helm install` + a namespace with the example claims; all removed afterwards.
+
+    ``namespaced``: the chart watches only that namespace (``watchNamespaces``).
+    """
     claims = work_dir / "claims"
     model = claims / "lipsync-models" / MODEL_PATH
     model.parent.mkdir(parents=True)
@@ -263,13 +294,18 @@ def operator_bed(
         restart_backoff=(1.0, 8.0),
     ).start()
     try:
-        yield from _installed(cluster, runner, work_dir, values)
+        yield from _installed(cluster, runner, work_dir, values, namespaced=namespaced)
     finally:
         runner.stop()
 
 
 def _installed(
-    cluster: LocalCluster, runner: PodRunner, work_dir: Path, values: Mapping[str, str] | None
+    cluster: LocalCluster,
+    runner: PodRunner,
+    work_dir: Path,
+    values: Mapping[str, str] | None,
+    *,
+    namespaced: bool,
 ) -> Iterator[OperatorBed]:
     api = cluster.api_client
     core = client.CoreV1Api(api)
@@ -281,7 +317,10 @@ def _installed(
             volumes.append(
                 prebound_claim(api, namespace, claim, host_path, access_mode="ReadOnlyMany")
             )
-        objects = install(cluster, {**TESTBED_VALUES, **FAST_BUILD_VALUES, **(values or {})})
+        scope = {"watchNamespaces": f"{{{namespace}}}"} if namespaced else {}
+        objects = install(
+            cluster, {**TESTBED_VALUES, **FAST_BUILD_VALUES, **scope, **(values or {})}
+        )
         yield OperatorBed(cluster, runner, namespace, work_dir, tuple(objects))
     finally:
         core.delete_namespace(namespace)

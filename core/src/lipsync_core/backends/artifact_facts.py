@@ -2,7 +2,7 @@
 
 A published artifact sits next to its ``manifest.json`` in the cache (``engines/<key>/``); the
 precision a backend reports comes from there, not from guessing at I/O dtypes. Read as plain
-JSON: the manifest's schema belongs to the engine builder, which core does not import.
+JSON, so a manifest of another schema version still yields what it has.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lipsync_core.backends.base import Precision
+from lipsync_contract.kinds import Precision
+from lipsync_contract.manifest import MANIFEST_NAME
 
-MANIFEST_NAME = "manifest.json"
 _PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8")
 
 

@@ -7,13 +7,8 @@ from typing import Literal, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from lipsync_core.contract import IOContract
-
-BackendKind = Literal[
-    "auto", "onnxruntime-cpu", "onnxruntime-cuda", "tensorrt-rtx", "tensorrt", "torch", "torch-aoti"
-]
-Precision = Literal["fp32", "fp16", "int8"]
-Device = Literal["auto", "cpu", "cuda"]
+from lipsync_contract.kinds import BackendKind, Device, Precision
+from lipsync_contract.modelio import IOContract
 
 
 class BackendConfig(BaseModel):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lipsync_core.errors import BackendError
+from lipsync_contract.errors import BackendError
 
 
 def _cudart() -> Any:

@@ -10,11 +10,12 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from lipsync_contract.errors import BackendError, ModelFileError
+from lipsync_contract.kinds import BackendKind, Precision
+from lipsync_contract.modelio import IOContract
 from lipsync_core.backends.artifact_facts import artifact_facts
-from lipsync_core.backends.base import BackendConfig, BackendInfo, BackendKind, Precision
+from lipsync_core.backends.base import BackendConfig, BackendInfo
 from lipsync_core.backends.ort_plugins import rtx_plugin_installed, rtx_session_options
-from lipsync_core.contract import IOContract
-from lipsync_core.errors import BackendError, ModelFileError
 from lipsync_core.onnxfile import load_model_proto
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from typing import Any
 
 import onnxruntime as ort
 
-from lipsync_core.errors import BackendError
+from lipsync_contract.errors import BackendError
 
 log = logging.getLogger(__name__)
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from lipsync_core.backends.base import Backend, BackendConfig, BackendKind
+from lipsync_contract.errors import BackendError
+from lipsync_contract.kinds import BackendKind
+from lipsync_contract.modelio import IOContract
+from lipsync_core.backends.base import Backend, BackendConfig
 from lipsync_core.backends.onnxruntime import OnnxRuntimeBackend, available_kinds
 from lipsync_core.backends.torch_files import TORCH_SUFFIX, torch_artifact_kind
-from lipsync_core.contract import IOContract
-from lipsync_core.errors import BackendError
 
 log = logging.getLogger(__name__)
 

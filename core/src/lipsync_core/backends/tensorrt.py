@@ -22,9 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+from lipsync_contract.errors import BackendError, ModelFileError
+from lipsync_contract.kinds import Precision
+from lipsync_contract.modelio import IOContract, TensorSpec
 from lipsync_core.backends import cuda_runtime
 from lipsync_core.backends.artifact_facts import artifact_facts
-from lipsync_core.backends.base import BackendConfig, BackendInfo, Precision
+from lipsync_core.backends.base import BackendConfig, BackendInfo
 from lipsync_core.backends.tensorrt_api import ICudaEngine, TensorRTModule, load_tensorrt
 from lipsync_core.backends.tensorrt_plan import (
     BatchRange,
@@ -38,8 +41,6 @@ from lipsync_core.backends.tensorrt_plan import (
     profile_batch_range,
     tensor_nbytes,
 )
-from lipsync_core.contract import IOContract, TensorSpec
-from lipsync_core.errors import BackendError, ModelFileError
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Protocol, cast
 
-from lipsync_core.errors import BackendError
+from lipsync_contract.errors import BackendError
 
 
 class Dims(Protocol):

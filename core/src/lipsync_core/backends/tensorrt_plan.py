@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lipsync_core.contract import IOContract, TensorSpec
-from lipsync_core.errors import BackendError, ContractError
+from lipsync_contract.errors import BackendError, ContractError
+from lipsync_contract.modelio import IOContract, TensorSpec
 
 # TensorRT DataType member names -> numpy dtypes. FP8, INT4, FP4 and E8M0 have no numpy twin and
 # never appear at the I/O of a lip-sync engine.

@@ -18,12 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from lipsync_contract.errors import BackendError, ModelFileError
+from lipsync_contract.kinds import BackendKind, Precision
+from lipsync_contract.modelio import IOContract
 from lipsync_core.backends.artifact_facts import artifact_facts
-from lipsync_core.backends.base import BackendConfig, BackendInfo, BackendKind, Precision
+from lipsync_core.backends.base import BackendConfig, BackendInfo
 from lipsync_core.backends.torch_files import SETTINGS_FILE, torch_artifact_kind
 from lipsync_core.backends.torch_io import CpuIO, CudaIO, make_io
-from lipsync_core.contract import IOContract
-from lipsync_core.errors import BackendError, ModelFileError
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import zipfile
 from pathlib import Path
 from typing import Literal
 
-from lipsync_core.errors import ModelFileError
+from lipsync_contract.errors import ModelFileError
 
 TORCH_SUFFIX = ".pt2"
 SETTINGS_FILE = "lipsync.json"  # a torch.export extra file: {"precision": "fp16", ...}

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from lipsync_core.contract import IOContract
-from lipsync_core.errors import BackendError
+from lipsync_contract.errors import BackendError
+from lipsync_contract.modelio import IOContract
 
 
 def check_batch(inputs: dict[str, np.ndarray], contract: IOContract, capacity: int) -> int:

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from lipsync_core.contract import ENCODER_PRESETS, EncoderContract
+from lipsync_contract.modelio import ENCODER_PRESETS, EncoderContract
 from lipsync_core.reference.graph import batch_tensor, finish_model
 
 PREFIX = "audio_encoder"

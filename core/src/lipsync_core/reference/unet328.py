@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from lipsync_core.contract import PRESETS, ModelContract
+from lipsync_contract.modelio import PRESETS, ModelContract
 from lipsync_core.reference.graph import batch_tensor, finish_model
 
 AudioEncoder = Literal["ave"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lipsync_core.backends.base import Precision
-from lipsync_core.contract import IOContract
-from lipsync_core.enginekey import BatchProfile
+from lipsync_contract.enginekey import BatchProfile
+from lipsync_contract.kinds import Precision
+from lipsync_contract.modelio import IOContract
 
 
 @dataclass(frozen=True)

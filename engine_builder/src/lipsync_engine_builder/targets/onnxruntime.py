@@ -31,8 +31,8 @@ def build_rtx_context_model(context: BuildContext, config: BackendConfig) -> Bui
     through the plugin's registration and devices, as the runtime loads it."""
     import onnxruntime as ort
 
+    from lipsync_contract.errors import BackendError
     from lipsync_core.backends.ort_plugins import rtx_session_options
-    from lipsync_core.errors import BackendError
 
     target = context.workdir / "artifact.onnx"
     options = ort.SessionOptions()

@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from lipsync_core.backends.base import Precision
-from lipsync_core.contract import IOContract
-from lipsync_core.enginekey import BatchProfile
+from lipsync_contract.enginekey import BatchProfile
+from lipsync_contract.kinds import Precision
+from lipsync_contract.modelio import IOContract
 from lipsync_engine_builder.errors import BuildFailedError
 
 Shape = tuple[int, ...]

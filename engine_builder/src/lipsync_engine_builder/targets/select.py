@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 
+from lipsync_contract.request import TORCH_BACKENDS, BuildBackend
 from lipsync_core.backends.base import BackendConfig
 from lipsync_engine_builder.errors import BuildFailedError
-from lipsync_engine_builder.request import TORCH_BACKENDS, BuildBackend
 from lipsync_engine_builder.targets.base import BuildContext, BuiltArtifact
 from lipsync_engine_builder.targets.tensorrt import TensorRTSettings
 

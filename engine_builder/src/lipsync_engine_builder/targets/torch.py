@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from lipsync_core.backends.base import BackendConfig, Precision
+from lipsync_contract.kinds import Precision
+from lipsync_core.backends.base import BackendConfig
 from lipsync_core.backends.torch_backend import (
     AOTI_DEVICE_KEY,
     AOTI_PRECISION_KEY,

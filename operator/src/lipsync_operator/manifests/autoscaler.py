@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lipsync_core.api import Autoscaling
+from lipsync_contract.api import Autoscaling
 from lipsync_operator import naming
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.manifests.common import Manifest, Owner, metadata

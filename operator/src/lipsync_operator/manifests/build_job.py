@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from lipsync_core.enginekey import short_key
-from lipsync_engine_builder.request import BuildRequest
+from lipsync_contract.enginekey import short_key
+from lipsync_contract.request import BuildRequest
 from lipsync_operator import naming
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.engines import TERMINATION_LOG
 from lipsync_operator.manifests.common import (
     Manifest,
     Owner,
+    cache_mount,
     cache_volume,
     container_security_context,
     gpu_node_affinity,
     gpu_tolerations,
     metadata,
+    pod_identity,
     pod_security_context,
     tmp_volume,
 )
@@ -42,8 +44,13 @@ def build_job(
     product_labels: list[str],
     image: str,
     config: OperatorConfig,
+    cache_dir: str = "",
 ) -> Manifest:
-    """One Job per engine key; its name is derived from the key, so it is never created twice."""
+    """One Job per engine key; its name is derived from the key, so it is never created twice.
+
+    ``cache_dir``: the part of the engine cache the builder sees as its cache root ("" for all
+    of it; a model's own directory for a builder image the operator does not trust).
+    """
     labels = build_job_labels(owner, request.gpu_product, key)
     annotations = {naming.ANNOTATION_ENGINE_KEY: key}
     source_volumes, source_mounts, source_env = build_source_mounts(
@@ -60,7 +67,7 @@ def build_job(
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "File",
         "volumeMounts": [
-            {"name": "cache", "mountPath": config.cache.mount_path},
+            cache_mount(config.cache.mount_path, cache_dir, read_only=False),
             {"name": "tmp", "mountPath": "/tmp"},
             *source_mounts,
         ],
@@ -75,9 +82,8 @@ def build_job(
         "enableServiceLinks": False,
         "containers": [container],
         "volumes": [cache_volume(config, read_only=False), tmp_volume(), *source_volumes],
+        **pod_identity(config),
     }
-    if config.service_account:
-        pod_spec["serviceAccountName"] = config.service_account
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

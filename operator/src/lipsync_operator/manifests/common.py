@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from lipsync_core.api import KIND, api_version
-from lipsync_core.enginekey import KEY_PREFIX
+from lipsync_contract.api import KIND, api_version
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.observed import GFD_PRODUCT, GFD_SHARING
 
@@ -47,10 +46,6 @@ def metadata(
     if annotations:
         meta["annotations"] = dict(annotations)
     return meta
-
-
-def key_hex(key: str) -> str:
-    return key.removeprefix(KEY_PREFIX)
 
 
 def pod_security_context() -> Manifest:
@@ -104,6 +99,24 @@ def cache_volume(config: OperatorConfig, read_only: bool) -> Manifest:
             "persistentVolumeClaim": {"claimName": cache.claim_name, "readOnly": read_only},
         }
     return {"name": "cache", "hostPath": {"path": cache.host_path, "type": "DirectoryOrCreate"}}
+
+
+def cache_mount(mount_path: str, subdir: str, *, read_only: bool) -> Manifest:
+    """The engine cache (or ``subdir`` of it) at ``mount_path``."""
+    mount: Manifest = {"name": "cache", "mountPath": mount_path}
+    if subdir:
+        mount["subPath"] = subdir
+    if read_only:
+        mount["readOnly"] = True
+    return mount
+
+
+def pod_identity(config: OperatorConfig) -> Manifest:
+    """Server and build pods never call the API server: no service-account token in them."""
+    identity: Manifest = {"automountServiceAccountToken": False}
+    if config.service_account:
+        identity["serviceAccountName"] = config.service_account
+    return identity
 
 
 def tmp_volume() -> Manifest:

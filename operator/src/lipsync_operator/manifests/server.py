@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import posixpath
 from pathlib import Path
 
-from lipsync_core.api import LipSyncModelSpec
-from lipsync_core.enginekey import short_key
-from lipsync_core.server_options import ServerOptions
+from lipsync_contract.api import LipSyncModelSpec
+from lipsync_contract.cache import entry_dir
+from lipsync_contract.enginekey import short_key
+from lipsync_contract.server_options import ServerOptions
 from lipsync_operator import naming
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.manifests.common import (
     Manifest,
     Owner,
+    cache_mount,
     cache_volume,
     container_security_context,
     gpu_node_affinity,
     gpu_tolerations,
-    key_hex,
     metadata,
+    pod_identity,
     pod_security_context,
     sharing_rule,
     tmp_volume,
@@ -66,24 +69,13 @@ def server_args(
     return ["serve", *server_options(spec, model, engine, config).to_args()]
 
 
-def _engine_mounts(engine: ServedEngine) -> list[Manifest]:
-    mounts: list[Manifest] = [
-        {
-            "name": "cache",
-            "mountPath": ENGINE_DIR,
-            "subPath": f"engines/{key_hex(engine.key)}",
-            "readOnly": True,
-        }
-    ]
+def _engine_mounts(engine: ServedEngine, cache_dir: str) -> list[Manifest]:
+    def entry(key: str) -> str:
+        return posixpath.join(cache_dir, entry_dir(key))
+
+    mounts = [cache_mount(ENGINE_DIR, entry(engine.key), read_only=True)]
     if engine.encoder_key:
-        mounts.append(
-            {
-                "name": "cache",
-                "mountPath": ENCODER_DIR,
-                "subPath": f"engines/{key_hex(engine.encoder_key)}",
-                "readOnly": True,
-            }
-        )
+        mounts.append(cache_mount(ENCODER_DIR, entry(engine.encoder_key), read_only=True))
     return mounts
 
 
@@ -108,8 +100,11 @@ def server_deployment(
     rollout_strategy: Manifest,
     config: OperatorConfig,
     autoscaled_gpus: int | None = None,
+    cache_dir: str = "",
 ) -> Manifest:
     """The Deployment; ``replicas=None`` leaves the count to the autoscaler (not applied).
+
+    ``cache_dir``: where in the engine cache the model's engines are ("": the shared cache).
 
     ``rollout_strategy``: rolling-update bounds that fit the free GPUs (``plan_rollout``).
     ``autoscaled_gpus``: recorded for a Deployment without an autoscaler (``wanted_servers``).
@@ -144,7 +139,7 @@ def server_deployment(
         "resources": config.server_resources.manifest(config.gpu_resource),
         "securityContext": container_security_context(),
         "volumeMounts": [
-            *_engine_mounts(engine),
+            *_engine_mounts(engine, cache_dir),
             avatar_mount,
             {"name": "tmp", "mountPath": "/tmp"},
         ],
@@ -168,9 +163,8 @@ def server_deployment(
         "terminationGracePeriodSeconds": 45,
         "containers": [container],
         "volumes": [cache_volume(config, read_only=True), avatar_vol, tmp_volume()],
+        **pod_identity(config),
     }
-    if config.service_account:
-        pod_spec["serviceAccountName"] = config.service_account
     deployment_spec: Manifest = {
         "selector": {"matchLabels": selector},
         "revisionHistoryLimit": 3,

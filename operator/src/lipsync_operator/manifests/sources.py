@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-from lipsync_core.errors import LipSyncError
-from lipsync_core.pvc import (
+from lipsync_contract.errors import LipSyncError
+from lipsync_contract.pvc import (
     DEFAULT_PVC_ROOT,
     PVC_MOUNTS_ENV,
     PVC_ROOT_ENV,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lipsync_core.contract import ModelContract
-from lipsync_core.errors import ContractError
+from lipsync_contract.errors import ContractError
+from lipsync_contract.modelio import ModelContract
 from lipsync_server.audio import build_windows, check_window_shape, synthetic_features
 from lipsync_server.avatar.store import AvatarStore, ping_pong
 

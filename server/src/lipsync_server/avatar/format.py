@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from lipsync_core.errors import LipSyncError
+from lipsync_contract.errors import LipSyncError
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_NAME = "lipsync-avatar"

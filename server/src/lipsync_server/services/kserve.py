@@ -8,7 +8,7 @@ from __future__ import annotations
 import grpc
 import numpy as np
 
-from lipsync_core.contract import TensorSpec
+from lipsync_contract.modelio import TensorSpec
 from lipsync_server import server_version
 from lipsync_server._generated.inference import grpc_service_pb2 as pb
 from lipsync_server._generated.inference import grpc_service_pb2_grpc as pb_grpc

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from lipsync_core.contract import TensorSpec
+from lipsync_contract.modelio import TensorSpec
 from lipsync_server import server_version
 from lipsync_server._generated.lipsync.v1 import lipsync_pb2 as pb
 from lipsync_server._generated.lipsync.v1 import lipsync_pb2_grpc as pb_grpc

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import grpc
 from google.protobuf.message import Message
 
-from lipsync_core.errors import ContractError
+from lipsync_contract.errors import ContractError
 from lipsync_server.batching import DeadlineExceededError, QueueFullError
 from lipsync_server.errors import InvalidRequestError, NotConfiguredError, ShuttingDownError
 from lipsync_server.metrics import ServerMetrics

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lipsync_core.contract import EncoderContract
+from lipsync_contract.modelio import EncoderContract
 from lipsync_server.speech.mel import MelFrames
 
 

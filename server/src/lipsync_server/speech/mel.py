@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lipsync_core.contract import MelSettings
+from lipsync_contract.modelio import MelSettings
 
 _F_SP = 200.0 / 3  # Slaney's mel scale: linear below 1 kHz, logarithmic above
 _MIN_LOG_HZ = 1000.0

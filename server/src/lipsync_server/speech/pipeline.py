@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lipsync_core.contract import EncoderContract
+from lipsync_contract.modelio import EncoderContract
 from lipsync_server.speech.frames import MelWindow, MelWindower
 from lipsync_server.speech.mel import MelAnalyzer, MelStream
 from lipsync_server.speech.pcm import PcmChunk, PcmStream

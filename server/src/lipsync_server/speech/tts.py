@@ -8,7 +8,7 @@ import threading
 
 import numpy as np
 
-from lipsync_core.errors import LipSyncError
+from lipsync_contract.errors import LipSyncError
 
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _POS_CHARACTER = 1

@@ -12,9 +12,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from lipsync_core.backends.base import Precision
-from lipsync_core.contract import ENCODER_PRESETS, EncoderContract, ModelContract, any_preset
-from lipsync_core.enginekey import BatchProfile, EngineKeyInputs, engine_key, unpinned_digest
+from lipsync_contract.enginekey import BatchProfile, EngineKeyInputs, engine_key, unpinned_digest
+from lipsync_contract.kinds import Precision
+from lipsync_contract.modelio import ENCODER_PRESETS, EncoderContract, ModelContract, any_preset
 
 BuildBackend = Literal[
     "onnxruntime-cpu", "onnxruntime-cuda", "tensorrt-rtx", "tensorrt", "torch", "torch-aoti"
@@ -36,8 +36,10 @@ _BACKEND_LIBRARIES: dict[BuildBackend, tuple[str, tuple[str, ...]]] = {
 
 
 def builder_version() -> str:
+    """The contract's version: what defines the key and the request, installed in the builder
+    and in the operator alike (the builder's own code is identified by ``runtime``, its image)."""
     try:
-        return version("lipsync-engine-builder")
+        return version("lipsync-contract")
     except PackageNotFoundError:
         return "0+unknown"
 

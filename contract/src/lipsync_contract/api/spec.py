@@ -14,9 +14,9 @@ from pydantic import (
 )
 from pydantic.config import JsonDict
 
-from lipsync_core.api.base import ApiModel
-from lipsync_core.backends.base import Precision
-from lipsync_core.contract import PRESETS, ModelContract
+from lipsync_contract.api.base import ApiModel
+from lipsync_contract.kinds import Precision
+from lipsync_contract.modelio import PRESETS, ModelContract
 
 Sharing = Literal["exclusive", "timeSlicing", "mps"]
 # A node label value: at most 63 characters of [A-Za-z0-9_.-].
@@ -123,6 +123,15 @@ class Gpus(ApiModel):
         json_schema_extra={"x-kubernetes-list-type": "set"},
         description="nvidia.com/gpu.product values; empty means every product present on nodes.",
     )
+    max: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description=(
+            "Most GPUs the servers take over all products; unset: the operator's per-model "
+            "limit. A value above that limit is refused."
+        ),
+    )
 
 
 class Batching(ApiModel):
@@ -196,7 +205,11 @@ class Autoscaling(ApiModel):
 
 
 class Images(ApiModel):
-    """Image overrides; by default the operator's configured runtime image serves and builds."""
+    """Image overrides; by default the operator's configured runtime image serves and builds.
+
+    Refused unless the operator allows overrides; a builder image the operator does not trust
+    writes its engines to a cache directory of this model's own.
+    """
 
     server: str | None = Field(None, max_length=512, description="Server image.")
     builder: str | None = Field(

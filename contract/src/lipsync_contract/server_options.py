@@ -8,12 +8,11 @@ cannot drift: a test parses the generated arguments back through the server's ow
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic_settings import NoDecode
 
-from lipsync_core.backends.base import BackendKind, Device
+from lipsync_contract.kinds import BackendKind, Device
 
 
 class ServerOptions(BaseModel):
@@ -39,7 +38,7 @@ class ServerOptions(BaseModel):
     max_queue_delay_microseconds: int = Field(
         4000, ge=0, description="How long the oldest queued frame may wait for a fuller batch."
     )
-    preferred_batch_size: Annotated[tuple[int, ...], NoDecode] = Field(
+    preferred_batch_size: tuple[int, ...] = Field(
         (), description="Batch sizes to dispatch as soon as they can be formed."
     )
     max_queue_size: int = Field(

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field
 
-from lipsync_core.api.base import ApiModel
+from lipsync_contract.api.base import ApiModel
 
 Phase = Literal["Pending", "Building", "Rolling", "Ready", "Degraded", "Failed"]
 EngineState = Literal["Pending", "Building", "Ready", "Failed"]

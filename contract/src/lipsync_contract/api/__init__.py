@@ -1,7 +1,15 @@
 """The ``LipSyncModel`` resource: spec and status types, and the CRD generated from them."""
 
-from lipsync_core.api.meta import GROUP, KIND, PLURAL, SHORT_NAME, SINGULAR, VERSION, api_version
-from lipsync_core.api.spec import (
+from lipsync_contract.api.meta import (
+    GROUP,
+    KIND,
+    PLURAL,
+    SHORT_NAME,
+    SINGULAR,
+    VERSION,
+    api_version,
+)
+from lipsync_contract.api.spec import (
     Accuracy,
     Autoscaling,
     AvatarSource,
@@ -14,7 +22,7 @@ from lipsync_core.api.spec import (
     ModelSource,
     Sharing,
 )
-from lipsync_core.api.status import (
+from lipsync_contract.api.status import (
     CONDITION_TYPES,
     Condition,
     ConditionStatus,

@@ -12,8 +12,8 @@ import json
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lipsync_core.backends.base import BackendKind, Precision
-from lipsync_core.contract import EncoderContract, ModelContract
+from lipsync_contract.kinds import BackendKind, Precision
+from lipsync_contract.modelio import EncoderContract, ModelContract
 
 KEY_PREFIX = "sha256:"
 KEY_SCHEMA_VERSION = 1

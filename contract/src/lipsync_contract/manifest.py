@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lipsync_core.backends.base import Precision
-from lipsync_core.enginekey import EngineKeyInputs
+from lipsync_contract.enginekey import EngineKeyInputs
+from lipsync_contract.kinds import Precision
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_SCHEMA_VERSION = 1

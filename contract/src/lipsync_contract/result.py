@@ -5,12 +5,13 @@ See JOB_CONTRACT.md. Kubernetes keeps at most 4096 bytes of a termination messag
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -81,3 +82,17 @@ def write_termination_log(result: BuildResult, configured: str) -> Path | None:
         log.warning("cannot write the build result to %s: %s", path, exc)
         return None
     return path
+
+
+def parse_build_result(text: str) -> BuildResult | None:
+    """A build Job's termination message as a result; None when it is not one."""
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(document, dict):
+        return None
+    try:
+        return BuildResult.model_validate(document)
+    except ValidationError:
+        return None

@@ -1,0 +1,80 @@
+"""Which models to reconcile next: marks set by watch events, waited on by each model's worker.
+
+A mark is a flag, not a queue: a thousand node events before a worker wakes cost one reconcile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+from lipsync_operator.observed import GpuNode
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    """What a reconcile reads from a node; any other change (heartbeats) marks nothing."""
+
+    product: str
+    product_label: str
+    gpus: int
+    compute_capability: str
+    allocatable: int
+    sharing_strategy: str
+    sharing_replicas: int
+    ready: bool
+    cordoned: bool
+
+
+def node_facts(node: GpuNode | None) -> NodeFacts | None:
+    if node is None:
+        return None
+    return NodeFacts(
+        product=node.product,
+        product_label=node.product_label,
+        gpus=node.gpus,
+        compute_capability=node.compute_capability,
+        allocatable=node.allocatable,
+        sharing_strategy=node.sharing_strategy,
+        sharing_replicas=node.sharing_replicas,
+        ready=node.ready,
+        cordoned=node.cordoned,
+    )
+
+
+def products_touched(before: NodeFacts | None, after: NodeFacts | None) -> frozenset[str]:
+    """GPU products whose models must look again after a node went from ``before`` to
+    ``after`` (None: absent or without GPUs): both sides of a relabel, none for no change."""
+    if before == after:
+        return frozenset()
+    return frozenset(facts.product for facts in (before, after) if facts is not None)
+
+
+class Marks:
+    """Per-model flags in the operator's event loop (set and awaited from coroutines only)."""
+
+    def __init__(self) -> None:
+        self._flags: dict[str, asyncio.Event] = {}
+
+    def _flag(self, uid: str) -> asyncio.Event:
+        return self._flags.setdefault(uid, asyncio.Event())
+
+    def mark(self, uid: str) -> None:
+        self._flag(uid).set()
+
+    def marked(self, uid: str) -> bool:
+        return uid in self._flags and self._flags[uid].is_set()
+
+    def clear(self, uid: str) -> None:
+        self._flag(uid).clear()
+
+    def forget(self, uid: str) -> None:
+        self._flags.pop(uid, None)
+
+    async def wait(self, uid: str, timeout: float) -> bool:
+        """True when marked within ``timeout`` seconds (at once if already marked)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._flag(uid).wait(), timeout)
+            return True
+        return False

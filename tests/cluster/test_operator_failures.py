@@ -1,0 +1,164 @@
+"""What the API server refuses shows on the LipSyncModel's status, and names never collide.
+
+The operator as the chart installs it, on the local control plane: a model whose name cannot
+name a Service, a namespace whose ResourceQuota forbids Services, and two models whose names
+differ only in a dot and a dash, both served side by side.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from lipsync_testbed import GpuSpec, NodeSpec, add_node, create_namespace, remove_node, wait_for
+from lipsync_testbed.lsm import (
+    apply,
+    condition,
+    engines,
+    items,
+    kubectl_json,
+    model_selector,
+    status,
+    wait_phase,
+)
+from lipsync_testbed.operatorchart import MODEL_URI, OperatorBed
+
+pytestmark = pytest.mark.cluster
+
+T4 = "Tesla-T4"
+BUILD_TIMEOUT = 600.0  # two ORT CPU builds side by side on a shared 2-core machine
+NODE = NodeSpec(
+    name="t4-names",
+    pool="t4",
+    gpu=GpuSpec(product=T4, count=1, memory_mib=15360, compute_major=7, compute_minor=5,
+                sharing_strategy="time-slicing", replicas=8),
+)  # fmt: skip
+
+
+def model(name: str, avatar: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "lipsync.dev/v1alpha1",
+        "kind": "LipSyncModel",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"uri": MODEL_URI},
+            "avatar": {"uri": avatar},
+            "precision": "fp32",
+            "gpus": {"products": [T4]},
+            "replicasPerGPU": 1,
+            "sharing": "timeSlicing",
+            "batching": {"maxBatch": 1},
+        },
+    }
+
+
+def events_for(bed: OperatorBed, namespace: str, name: str, reason: str) -> list[dict[str, Any]]:
+    found = kubectl_json(
+        bed.cluster, "get", "events", "-n", namespace,
+        "--field-selector", f"involvedObject.name={name},reason={reason}",
+    )  # fmt: skip
+    return list(found["items"])
+
+
+def children(bed: OperatorBed, namespace: str, name: str) -> list[dict[str, Any]]:
+    kinds = "services,deployments,jobs,poddisruptionbudgets"
+    return items(bed.cluster, kinds, namespace, model_selector(name))
+
+
+@pytest.fixture
+def quota_namespace(bed: OperatorBed) -> Iterator[str]:
+    """A namespace of its own whose ResourceQuota allows no Service at all."""
+    core = client.CoreV1Api(bed.api)
+    namespace = create_namespace(bed.api, "quota")
+    quota = client.V1ResourceQuota(
+        metadata=client.V1ObjectMeta(name="no-services"),
+        spec=client.V1ResourceQuotaSpec(hard={"services": "0"}),
+    )
+    core.create_namespaced_resource_quota(namespace, quota)
+    yield namespace
+    core.delete_namespace(namespace)
+
+
+def test_a_name_that_cannot_name_a_service_fails_on_status_and_creates_nothing(
+    bed: OperatorBed,
+) -> None:
+    apply(bed.cluster, bed.namespace, model("1anna", "pvc://lipsync-avatars/anna"))
+    failed = wait_phase(bed.cluster, bed.namespace, "1anna", "Failed", timeout=60)
+    degraded = condition(failed, "Degraded")
+    assert degraded["reason"] == "InvalidSpec"
+    assert "must start with a letter" in degraded["message"]
+    printed = bed.cluster.kubectl("get", "lsm", "1anna", "-n", bed.namespace).stdout
+    assert "Failed" in printed
+    assert children(bed, bed.namespace, "1anna") == []
+    [event] = events_for(bed, bed.namespace, "1anna", "InvalidSpec")
+    assert event["type"] == "Warning"
+    bed.cluster.kubectl("delete", "lsm", "1anna", "-n", bed.namespace)
+
+
+def test_a_service_the_quota_refuses_is_on_status_within_30_seconds_then_recovers(
+    bed: OperatorBed, quota_namespace: str
+) -> None:
+    namespace = quota_namespace
+    apply(bed.cluster, namespace, model("quota-anna", "pvc://lipsync-avatars/anna"))
+
+    def refused() -> dict[str, Any] | None:
+        current = status(bed.cluster, namespace, "quota-anna")
+        return (
+            current if condition(current, "Degraded").get("reason") == "ChildApplyFailed" else None
+        )
+
+    found = wait_for(refused, timeout=30, interval=1.0, description="quota refusal on status")
+    message = condition(found, "Degraded")["message"]
+    assert "apply Service quota-anna: 403" in message
+    assert "exceeded quota: no-services" in message  # the API server's own words
+    assert found["phase"] == "Failed"  # nothing serves; never the phase the refusal hid
+    assert "Failed" in bed.cluster.kubectl("get", "lsm", "quota-anna", "-n", namespace).stdout
+    # Retries (after 5 s, then 10 s more) post no second event for the same message.
+    time.sleep(20)
+    [event] = events_for(bed, namespace, "quota-anna", "ChildApplyFailed")
+    assert (event["type"], event["message"]) == ("Warning", message)
+    assert condition(status(bed.cluster, namespace, "quota-anna"), "Degraded")["message"] == (
+        message
+    )
+
+    client.CoreV1Api(bed.api).delete_namespaced_resource_quota("no-services", namespace)
+    # No GPU node has the product: once the Service is created the model waits for one.
+    pending = wait_phase(bed.cluster, namespace, "quota-anna", "Pending", timeout=120)
+    assert condition(pending, "Degraded").get("reason") != "ChildApplyFailed"
+    services = items(bed.cluster, "services", namespace, model_selector("quota-anna"))
+    assert [s["metadata"]["name"] for s in services] == ["quota-anna"]
+
+
+def test_models_named_with_a_dot_and_a_dash_are_both_ready_on_children_of_their_own(
+    bed: OperatorBed, kube_api: client.ApiClient
+) -> None:
+    namespace = bed.namespace
+    avatar = bed.avatar("anna")
+    add_node(kube_api, NODE)
+    try:
+        for name in ("anna.v2", "anna-v2"):
+            apply(bed.cluster, namespace, model(name, avatar))
+        ready = {
+            name: wait_phase(bed.cluster, namespace, name, "Ready", timeout=BUILD_TIMEOUT)
+            for name in ("anna.v2", "anna-v2")
+        }
+        for name in ready:
+            assert engines(ready[name])[T4]["state"] == "Ready"
+        owned = {name: children(bed, namespace, name) for name in ready}
+        names = {name: {c["metadata"]["name"] for c in owned[name]} for name in ready}
+        assert names["anna.v2"].isdisjoint(names["anna-v2"])
+        assert "anna-v2" in names["anna-v2"]  # a DNS-1035 name keeps its Service name
+        for name, objects in owned.items():
+            uid = bed.model(name)["metadata"]["uid"]
+            for obj in objects:
+                assert [ref["uid"] for ref in obj["metadata"]["ownerReferences"]] == [uid]
+        endpoints = {ready[name]["endpoint"] for name in ready}
+        assert len(endpoints) == 2
+    finally:
+        for name in ("anna.v2", "anna-v2"):
+            bed.cluster.kubectl("delete", "lsm", name, "-n", namespace, "--wait=false")
+        remove_node(kube_api, NODE.name)

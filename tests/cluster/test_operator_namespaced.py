@@ -1,0 +1,182 @@
+"""The chart in namespaced mode (``watchNamespaces``) with image overrides and one node path
+prefix allowed: the operator's rights end at its namespaces, models elsewhere are never touched,
+a model's own builder image gets its own engine key and writes only a cache directory of the
+model's own, and a file:// avatar serves from under the allowed prefix only.
+
+One install; the tests run in file order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from lipsync_testbed import GpuSpec, LocalCluster, NodeSpec, add_node, operatorchart, remove_node
+from lipsync_testbed.lsm import (
+    apply,
+    engines,
+    items,
+    jobs,
+    model,
+    model_selector,
+    patch_spec,
+    status,
+    wait_phase,
+    wait_serving,
+)
+from lipsync_testbed.operatorchart import OperatorBed, operator_bed, small_model
+from lipsync_testbed.resources import create_namespace
+from lipsync_testbed.waiting import wait_for
+
+pytestmark = pytest.mark.cluster
+
+A100 = "NVIDIA-A100-SXM4-80GB"
+NODE = NodeSpec(
+    name="ns-a100-0",
+    pool="ns-a100",
+    gpu=GpuSpec(product=A100, count=1, memory_mib=81920, compute_major=8, compute_minor=0),
+)
+BUILD_TIMEOUT = 420.0  # an ORT CPU build on a shared 2-core machine
+# Another tag of the runtime image: the test bed runs it like the default one.
+OWN_BUILDER = "ghcr.io/lipsync/runtime:tenant-build"
+# The avatars claim's node directory (the test bed's kubelet maps it to the claim's files).
+AVATARS_HOST_PATH = f"{operatorchart.CLAIM_HOST_ROOT}/lipsync-avatars"
+
+
+@pytest.fixture(scope="module")
+def bed(
+    kube_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory, reference_model: Path
+) -> Iterator[OperatorBed]:
+    yield from operator_bed(
+        kube_cluster,
+        tmp_path_factory.mktemp("namespaced"),
+        reference_model,
+        {"images.allowOverrides": "true", "sources.allowedHostPaths": f"{{{AVATARS_HOST_PATH}}}"},
+        namespaced=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def other_namespace(kube_api: client.ApiClient) -> Iterator[str]:
+    name = create_namespace(kube_api, "unwatched")
+    yield name
+    client.CoreV1Api(kube_api).delete_namespace(name)
+
+
+@pytest.fixture(scope="module")
+def a100_node(kube_api: client.ApiClient) -> Iterator[str]:
+    add_node(kube_api, NODE)
+    yield NODE.name
+    remove_node(kube_api, NODE.name)
+
+
+def document(name: str, avatar: str, **spec: Any) -> dict[str, Any]:
+    return small_model(name, avatar, A100, **spec)
+
+
+def test_namespaced_rbac_ends_at_the_watched_namespace(
+    bed: OperatorBed, other_namespace: str
+) -> None:
+    can = bed.can
+    watched, other = bed.namespace, other_namespace
+    for verb, resource in [
+        ("create", "deployments.apps"),
+        ("create", "jobs.batch"),
+        ("patch", "lipsyncmodels.lipsync.dev/status"),
+        ("create", "networkpolicies.networking.k8s.io"),
+        ("create", "events"),
+    ]:
+        assert can(verb, resource, "-n", watched), f"no {verb} {resource} in {watched}"
+        assert not can(verb, resource, "-n", other), f"{verb} {resource} in {other}"
+    assert not can("list", "lipsyncmodels.lipsync.dev", "-A")
+    assert not can("create", "deployments.apps", "-A")
+    assert not can("get", "secrets", "-n", watched)
+    assert not can("create", "pods", "-n", watched)
+    # Cluster-scoped reads for GPU capacity only.
+    assert can("watch", "nodes")
+    assert can("list", "pods", "-A")
+    assert not can("patch", "nodes")
+    assert not can("list", "namespaces")
+    assert [b["kind"] for b in bed.objects if b["kind"] == "ClusterRoleBinding"] == [
+        "ClusterRoleBinding"
+    ]
+    assert {r["metadata"]["namespace"] for r in bed.objects if r["kind"] == "RoleBinding"} == {
+        watched,
+        operatorchart.RELEASE_NAMESPACE,
+    }
+
+
+def test_a_file_uri_outside_the_allowed_prefix_is_refused(bed: OperatorBed) -> None:
+    outside = f"file://{operatorchart.CLAIM_HOST_ROOT}/lipsync-models"
+    apply(bed.cluster, bed.namespace, document("nosy", outside))
+    failed = wait_phase(bed.cluster, bed.namespace, "nosy", "Failed", timeout=90)
+    degraded = next(c for c in failed["conditions"] if c["type"] == "Degraded")
+    assert degraded["reason"] == "InvalidSpec"
+    assert f"file:// paths must be under {AVATARS_HOST_PATH}" in degraded["message"]
+    assert (
+        items(bed.cluster, "jobs,deployments,services", bed.namespace, "lipsync.dev/model=nosy")
+        == []
+    )
+
+
+def test_an_allowed_builder_override_gets_its_own_key_and_a_private_cache(
+    bed: OperatorBed, a100_node: str
+) -> None:
+    """...served from a file:// avatar under the allowed prefix (a hostPath volume)."""
+    cluster, namespace = bed.cluster, bed.namespace
+    bed.avatar("olga")
+    apply(cluster, namespace, document("olga", f"file://{AVATARS_HOST_PATH}/olga"))
+    default_key = wait_for(
+        lambda: engines(status(cluster, namespace, "olga")).get(A100, {}).get("key"),
+        timeout=90,
+        description="olga's engine key",
+    )
+    patch_spec(cluster, namespace, "olga", {"images": {"builder": OWN_BUILDER}})
+    ready = wait_phase(cluster, namespace, "olga", "Ready", timeout=BUILD_TIMEOUT)
+    key = engines(ready)[A100]["key"]
+    assert key != default_key
+    [job] = [
+        j
+        for j in jobs(cluster, namespace, "olga")
+        if j["metadata"]["annotations"]["lipsync.dev/engine-key"] == key
+    ]
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == OWN_BUILDER
+    [cache] = [m for m in container["volumeMounts"] if m["name"] == "cache"]
+    assert cache["subPath"] == f"private/{namespace}/olga"
+    # The engine is in the model's own directory, not where other models look.
+    entry = key.removeprefix("sha256:")
+    assert (bed.cache_dir() / "private" / namespace / "olga" / "engines" / entry).is_dir()
+    assert not (bed.cache_dir() / "engines" / entry).exists()
+    # ...and the servers load it from there.
+    [pod] = wait_serving(cluster, namespace, "olga", A100, 1)
+    [engine] = [
+        m for m in pod["spec"]["containers"][0]["volumeMounts"] if m["mountPath"] == "/engine"
+    ]
+    assert engine["subPath"] == f"private/{namespace}/olga/engines/{entry}"
+    [avatar] = [v for v in pod["spec"]["volumes"] if v["name"] == "avatar"]
+    assert avatar["hostPath"] == {"path": f"{AVATARS_HOST_PATH}/olga", "type": "Directory"}
+
+
+def test_a_model_outside_the_watched_namespaces_is_never_touched(
+    bed: OperatorBed, other_namespace: str
+) -> None:
+    cluster = bed.cluster
+    apply(cluster, other_namespace, document("stray", "pvc://lipsync-avatars/stray"))
+    # A model in the watched namespace applied after it is reconciled (refused: a bad URI)...
+    apply(cluster, bed.namespace, document("probe", "pvc://c/../x"))
+    wait_phase(cluster, bed.namespace, "probe", "Failed", timeout=90)
+    time.sleep(5)  # ...and the stray one, applied first, still has nothing.
+    stray = model(cluster, other_namespace, "stray")
+    assert "status" not in stray
+    assert not any(
+        f.startswith("kopf.zalando.org") for f in stray["metadata"].get("annotations") or {}
+    )
+    assert "finalizers" not in stray["metadata"]
+    kinds = "jobs,deployments,services,poddisruptionbudgets,networkpolicies"
+    assert items(cluster, kinds, other_namespace, model_selector("stray")) == []
