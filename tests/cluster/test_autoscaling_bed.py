@@ -110,9 +110,8 @@ def runner(
         yield started
 
 
-@pytest.fixture(scope="module")
-def exporter(autoscaling_cluster: LocalCluster, namespace: str, runner: PodRunner) -> Exporter:
-    api = autoscaling_cluster.api_client
+def start_exporter(api: client.ApiClient, namespace: str) -> Exporter:
+    """The exporter pod Running and Ready (a local kubelet must run `namespace`)."""
     body = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -149,6 +148,11 @@ def exporter(autoscaling_cluster: LocalCluster, namespace: str, runner: PodRunne
         description="the exporter pod Running and Ready",
     )
     return Exporter(pod)
+
+
+@pytest.fixture(scope="module")
+def exporter(autoscaling_cluster: LocalCluster, namespace: str, runner: PodRunner) -> Exporter:
+    return start_exporter(autoscaling_cluster.api_client, namespace)
 
 
 def _demand_seen(prom: PrometheusClient, namespace: str, value: float) -> bool:
@@ -207,7 +211,14 @@ def test_keda_scales_a_deployment_from_zero_on_a_prometheus_query_and_back(
 ) -> None:
     api = autoscaling_cluster.api_client
     wait_keda_ready(api, timeout=30)
+    prom = autoscaling_cluster.autoscaling_endpoints.prometheus
     exporter.set_demand(0)
+    wait_for(
+        lambda: _demand_seen(prom, namespace, 0),
+        timeout=30,
+        interval=0.5,
+        description="Prometheus to see no demand",
+    )
     client.AppsV1Api(api).create_namespaced_deployment(
         namespace, client.V1Deployment.model_validate(_deployment("worker"))
     )
@@ -358,7 +369,13 @@ def test_karpenter_launches_a_labelled_gpu_node_for_a_pending_pod_and_removes_it
         interval=1,
         description="the L4 pod Running on a node Karpenter launched",
     )
-    node = _plain(api, core.read_node(pod["spec"]["nodeName"]))
+
+    def discovered_node() -> dict[str, Any] | None:
+        # The pod may start before GPU Feature Discovery has run, as on a real node.
+        node = _plain(api, core.read_node(pod["spec"]["nodeName"]))
+        return node if "nvidia.com/gpu.count" in node["metadata"]["labels"] else None
+
+    node = wait_for(discovered_node, timeout=30, description="GFD labels on the new node")
     labels = node["metadata"]["labels"]
     assert labels[NODEPOOL_LABEL] == pool
     assert labels[INSTANCE_TYPE_LABEL] == "l4-24gb-x1"  # the cheapest L4 shape for one GPU
@@ -375,7 +392,7 @@ def test_karpenter_launches_a_labelled_gpu_node_for_a_pending_pod_and_removes_it
     assert [c["status"] for c in managed] == ["True"]
     assert nodes_per_nodepool(api) == {pool: 1}
 
-    core.delete_namespaced_pod(namespace, "l4-job")
+    core.delete_namespaced_pod("l4-job", namespace)
     wait_for(lambda: _pod_gone(api, namespace, "l4-job"), timeout=30, description="pod deleted")
     wait_for(
         lambda: not nodepool_nodes(api, pool),

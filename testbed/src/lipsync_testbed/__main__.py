@@ -49,12 +49,19 @@ def _up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _gpu_discovery(args: argparse.Namespace) -> int:
-    """GPU Feature Discovery for Karpenter's nodes (`up --autoscaling`), until SIGTERM."""
-    cluster = LocalCluster.attach(args.dir)
+def _stop_event() -> threading.Event:
+    """An event set by SIGTERM or SIGINT (for the background processes of `up`)."""
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    return stop
+
+
+def _gpu_discovery(args: argparse.Namespace) -> int:
+    """GPU Feature Discovery for Karpenter's nodes (`up --autoscaling`), until SIGTERM."""
+    cluster = LocalCluster.attach(args.dir)
+    stop = _stop_event()
+    logging.getLogger("lipsync_testbed.gfd").setLevel(logging.INFO)  # one line per node
     catalog = read_catalog(args.dir / "config" / CATALOG_FILE)
     discovery = GpuFeatureDiscovery(cluster.new_api_client(), catalog).start()
     stop.wait()
@@ -65,9 +72,7 @@ def _gpu_discovery(args: argparse.Namespace) -> int:
 def _kubelet(args: argparse.Namespace) -> int:
     """The local kubelet of `up`: runs the local pods of every namespace until SIGTERM."""
     cluster = LocalCluster.attach(args.dir)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    stop = _stop_event()
     runner = PodRunner(
         cluster.new_api_client(), rule=cluster.local_pods, work_dir=args.dir / KUBELET_DIR
     )

@@ -305,7 +305,6 @@ def _start_keda(
             f"--health-probe-bind-address=127.0.0.1:{probe_port}",
             f"--metrics-service-bind-address=127.0.0.1:{grpc_port}",
             f"--cert-dir={certs}",
-            f"--ca-dir={certs}",
             "--zap-log-level=info",
         ],
         env=keda_env,
