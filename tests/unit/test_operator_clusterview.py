@@ -21,6 +21,7 @@ from lipsync_operator.clusterview import (
     node_entry,
     owner_uids,
     pod_entry,
+    published_entry,
     waiting_entry,
 )
 from lipsync_operator.observed import Observed, build_job, gpu_requests_by_node, pods_by_node
@@ -239,3 +240,17 @@ def test_builds_are_found_by_key_across_namespaces_and_waiting_models_by_key() -
     assert build.result.state == "Ready"
     assert view.waiting_for("sha256:k1") == [ModelRef("b", "m", "u-m")]
     assert view.waiting_for("sha256:k2") == []
+
+
+def test_any_models_ready_engine_is_found_by_key() -> None:
+    def model(name: str, engines: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"metadata": {"name": name, "namespace": "default", "uid": name},
+                "status": {"engines": engines}}  # fmt: skip
+
+    ready = {"gpuProduct": L4, "key": "sha256:abc", "state": "Ready", "artifact": "e.onnx"}
+    building = {"gpuProduct": H100, "key": "sha256:def", "state": "Building"}
+    models = [model("anna", [ready, building]), model("mira", []), {"metadata": {}}]
+    view = ClusterView(published=index(published_entry, models))
+    [found] = view.published_engines(["sha256:abc", "sha256:def", "sha256:abc"])
+    assert (found.key, found.artifact, found.gpu_product) == ("sha256:abc", "e.onnx", L4)
+    assert published_entry({"status": {"engines": "not a list"}}) is None

@@ -39,7 +39,8 @@ def test_the_view_has_no_scaled_objects_without_their_index() -> None:
     view = indexes.view(
         {name: {} for name in ("lipsync_nodes", "lipsync_pods", "lipsync_build_pods",
                                "lipsync_jobs", "lipsync_deployments", "lipsync_hpas",
-                               "lipsync_models", "lipsync_builds", "lipsync_waiting")}
+                               "lipsync_models", "lipsync_builds", "lipsync_waiting",
+                               "lipsync_published")}
     )  # fmt: skip
     assert view.scaled_objects == {}
     assert view.observed("default", "anna", "uid-1").scaled_objects == frozenset()

@@ -16,6 +16,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
+from pydantic import ValidationError
+
+from lipsync_contract.api import EngineStatus, LipSyncModelStatus
 from lipsync_contract.result import parse_build_result
 from lipsync_operator import naming
 from lipsync_operator.observed import (
@@ -161,6 +164,17 @@ def waiting_entry(obj: Obj) -> dict[str, ModelRef] | None:
     return {key: _ref(obj) for key in keys} or None
 
 
+def published_entry(obj: Obj) -> dict[str, EngineStatus] | None:
+    """Models' Ready engines by key, from their status: any model's engine of a key is every
+    model's (its build's pod, and so the Job's result, may be gone with its node)."""
+    try:
+        status = LipSyncModelStatus.model_validate(dict(obj.get("status") or {}))
+    except ValidationError:
+        return None
+    ready = {e.key: e for e in status.engines if e.state == "Ready" and e.key and e.artifact}
+    return ready or None
+
+
 def model_entry(obj: Obj) -> dict[str, ModelRef]:
     """Models by the GPU products they select (ALL_PRODUCTS when they select every one)."""
     ref = _ref(obj)
@@ -190,6 +204,7 @@ class ClusterView:
     models: IndexView[str, ModelRef] = field(default_factory=dict)
     builds: IndexView[str, BuildJob] = field(default_factory=dict)  # by engine key
     waiting: IndexView[str, ModelRef] = field(default_factory=dict)  # by engine key
+    published: IndexView[str, EngineStatus] = field(default_factory=dict)  # by engine key
 
     def gpu_nodes(self) -> tuple[GpuNode, ...]:
         return tuple(sorted((n for s in self.nodes.values() for n in s), key=lambda n: n.name))
@@ -236,6 +251,11 @@ class ClusterView:
             for key in set(keys)
         }
         return {key: jobs for key, jobs in found.items() if jobs}
+
+    def published_engines(self, keys: Iterable[str]) -> list[EngineStatus]:
+        """One Ready engine per key of ``keys`` that some model's status publishes."""
+        found = (_values(self.published, key) for key in sorted(set(keys)))
+        return [engines[0] for engines in found if engines]
 
     def waiting_for(self, key: str) -> list[ModelRef]:
         return _values(self.waiting, key)

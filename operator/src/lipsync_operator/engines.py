@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from lipsync_contract.api import EngineStatus, LipSyncModelSpec, LipSyncModelStatus
@@ -78,6 +79,11 @@ def published_engines(status: LipSyncModelStatus | None, cache_root: str) -> dic
     """
     if status is None:
         return {}
+    return published_results(status.engines, cache_root)
+
+
+def published_results(engines: Iterable[EngineStatus], cache_root: str) -> dict[str, BuildResult]:
+    """The Ready engines among ``engines`` (with an artifact), as build results by key."""
     return {
         engine.key: BuildResult(
             key=engine.key,
@@ -89,7 +95,7 @@ def published_engines(status: LipSyncModelStatus | None, cache_root: str) -> dic
             cache_hit=True,
             audio_encoder=_published_encoder(engine, cache_root),
         )
-        for engine in status.engines
+        for engine in engines
         if engine.state == "Ready" and engine.key and engine.artifact
     }
 

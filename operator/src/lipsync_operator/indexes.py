@@ -18,7 +18,7 @@ from typing import Any
 
 import kopf
 
-from lipsync_contract.api import GROUP, PLURAL, VERSION
+from lipsync_contract.api import GROUP, PLURAL, VERSION, EngineStatus
 from lipsync_operator import naming
 from lipsync_operator.clusterview import (
     BuildPod,
@@ -33,6 +33,7 @@ from lipsync_operator.clusterview import (
     model_entry,
     node_entry,
     pod_entry,
+    published_entry,
     waiting_entry,
 )
 from lipsync_operator.config import OperatorConfig
@@ -112,6 +113,11 @@ def lipsync_waiting(body: kopf.Body, **_: Any) -> dict[str, ModelRef] | None:
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
+def lipsync_published(body: kopf.Body, **_: Any) -> dict[str, EngineStatus] | None:
+    return published_entry(body)
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
 def lipsync_models(body: kopf.Body, **_: Any) -> dict[str, ModelRef]:
     return model_entry(body)
 
@@ -129,4 +135,5 @@ def view(kwargs: dict[str, Any]) -> ClusterView:
         models=kwargs["lipsync_models"],
         builds=kwargs["lipsync_builds"],
         waiting=kwargs["lipsync_waiting"],
+        published=kwargs["lipsync_published"],
     )

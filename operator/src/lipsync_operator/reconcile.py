@@ -19,7 +19,7 @@ from lipsync_operator.applied import RecentApplies
 from lipsync_operator.clusterview import ClusterView
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.desired import ChildRef, DesiredState, desired_state, engine_keys
-from lipsync_operator.engines import published_engines
+from lipsync_operator.engines import published_engines, published_results
 from lipsync_operator.kube import Kube, api_message
 from lipsync_operator.manifests.common import Owner
 from lipsync_operator.observed import Observed
@@ -148,12 +148,15 @@ class Reconciler:
                     raise InvalidSpecError(problem)
                 now = datetime.now(UTC)
                 observed = view.observed(owner.namespace, owner.name, owner.uid)
+                keys = engine_keys(owner, spec, observed, self.config, now=now, previous=previous)
+                mount = self.config.cache.mount_path
                 observed = replace(
                     observed,
-                    published=published_engines(previous, self.config.cache.mount_path),
-                    builds=view.builds_by_key(
-                        engine_keys(owner, spec, observed, self.config, now=now, previous=previous)
-                    ),
+                    published={
+                        **published_results(view.published_engines(keys), mount),
+                        **published_engines(previous, mount),
+                    },
+                    builds=view.builds_by_key(keys),
                 )
                 desired = desired_state(
                     owner, spec, observed, self.config, previous=previous, now=now
