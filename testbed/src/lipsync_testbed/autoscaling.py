@@ -405,3 +405,43 @@ def nodepool_nodes(api: client.ApiClient, nodepool: str) -> list[client.V1Node]:
     """The nodes of one NodePool (deleting ones included)."""
     selector = f"{NODEPOOL_LABEL}={nodepool}"
     return list(client.CoreV1Api(api).list_node(label_selector=selector).items)
+
+
+def gpu_pod(name: str, product: str, image: str) -> dict[str, Any]:
+    """A pod that holds one GPU of ``product`` and sleeps: what brings a node of it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {
+                                "matchExpressions": [
+                                    {
+                                        "key": "nvidia.com/gpu.product",
+                                        "operator": "In",
+                                        "values": [product],
+                                    }
+                                ]
+                            }
+                        ]
+                    }
+                }
+            },
+            "containers": [
+                {
+                    "name": "gpu",
+                    "image": image,
+                    "command": ["python", "-c", "import time; time.sleep(3600)"],
+                    "resources": {
+                        "requests": {"nvidia.com/gpu": "1", "cpu": "1"},
+                        "limits": {"nvidia.com/gpu": "1"},
+                    },
+                }
+            ],
+        },
+    }
