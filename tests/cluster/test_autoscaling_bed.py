@@ -16,7 +16,12 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from lipsync_testbed import LocalCluster, apply_custom_object, create_namespace, wait_for
-from lipsync_testbed.autoscaling import nodepool_nodes, nodes_per_nodepool, wait_keda_ready
+from lipsync_testbed.autoscaling import (
+    gpu_pod,
+    nodepool_nodes,
+    nodes_per_nodepool,
+    wait_keda_ready,
+)
 from lipsync_testbed.gpucatalog import INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, node_pool_name
 from lipsync_testbed.kubelet import PodRunner
 from lipsync_testbed.localpods import MANAGED_CONDITION
@@ -303,45 +308,6 @@ def test_keda_scales_a_deployment_from_zero_on_a_prometheus_query_and_back(
     )
 
 
-def _gpu_pod(name: str, product: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {
-            "terminationGracePeriodSeconds": 1,
-            "affinity": {
-                "nodeAffinity": {
-                    "requiredDuringSchedulingIgnoredDuringExecution": {
-                        "nodeSelectorTerms": [
-                            {
-                                "matchExpressions": [
-                                    {
-                                        "key": "nvidia.com/gpu.product",
-                                        "operator": "In",
-                                        "values": [product],
-                                    }
-                                ]
-                            }
-                        ]
-                    }
-                }
-            },
-            "containers": [
-                {
-                    "name": "gpu",
-                    "image": RUNTIME_IMAGE,
-                    "command": ["python", "-c", "import time; time.sleep(3600)"],
-                    "resources": {
-                        "requests": {"nvidia.com/gpu": "1", "cpu": "1"},
-                        "limits": {"nvidia.com/gpu": "1"},
-                    },
-                }
-            ],
-        },
-    }
-
-
 def _pod_gone(api: client.ApiClient, namespace: str, name: str) -> bool:
     try:
         client.CoreV1Api(api).read_namespaced_pod(name, namespace)
@@ -360,7 +326,7 @@ def test_karpenter_launches_a_labelled_gpu_node_for_a_pending_pod_and_removes_it
     pool = node_pool_name("NVIDIA-L4")
     assert nodes_per_nodepool(api).get(pool, 0) == 0
     core.create_namespaced_pod(
-        namespace, client.V1Pod.model_validate(_gpu_pod("l4-job", "NVIDIA-L4"))
+        namespace, client.V1Pod.model_validate(gpu_pod("l4-job", "NVIDIA-L4", RUNTIME_IMAGE))
     )
 
     pod = wait_for(

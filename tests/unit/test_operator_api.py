@@ -74,7 +74,18 @@ def test_schema_carries_defaults_enums_ranges() -> None:
     }
     assert props["batching"]["default"] == {}
     assert props["batching"]["properties"]["maxQueueDelayMicroseconds"]["default"] == 4000
-    assert props["autoscaling"]["properties"]["targetFps"]["exclusiveMinimum"] is True
+    autoscaling = props["autoscaling"]["properties"]
+    assert autoscaling["targetFps"]["exclusiveMinimum"] is True
+    assert "default" not in autoscaling["targetFps"]  # unset: from the builder's measurement
+    assert autoscaling["minReplicas"]["minimum"] == 0  # scale to zero
+    per_product = autoscaling["productTargetFps"]
+    assert per_product["type"] == "object"
+    assert per_product["additionalProperties"] == {
+        "type": "number",
+        "minimum": 0,
+        "exclusiveMinimum": True,
+        "maximum": 100000,
+    }
     assert props["gpus"]["properties"]["products"]["x-kubernetes-list-type"] == "set"
     assert all("description" in props[name] for name in props)
 
@@ -144,6 +155,8 @@ def test_spec_round_trips_camel_case() -> None:
     [
         ({"precision": "int8"}, "int8 needs spec.calibration"),
         ({"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}, r"minReplicas \(5\) must be <="),
+        ({"autoscaling": {"productTargetFps": {"NVIDIA-L4": 0}}}, "productTargetFps"),
+        ({"autoscaling": {"minReplicas": -1}}, "minReplicas"),
         ({"io": {"preset": "nope"}}, "unknown preset 'nope'"),
         ({"sharing": "sometimes"}, "sharing"),
         ({"replicasPerGPU": 0}, "replicasPerGPU"),

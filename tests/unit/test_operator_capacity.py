@@ -1,10 +1,21 @@
-"""plan_rollout: replicas and rolling-update bounds from the GPUs free for one model."""
+"""plan_rollout and wanted_servers: replicas and rollout bounds from the GPUs free for one model;
+the per-pod load targets of autoscaled products."""
 
 from __future__ import annotations
 
 import pytest
 
-from lipsync_operator.capacity import Capacity, disruption_allowance, plan_rollout
+from lipsync_contract.api import Autoscaling
+from lipsync_operator.capacity import (
+    Capacity,
+    claimed_autoscaled_gpus,
+    disruption_allowance,
+    plan_rollout,
+    wanted_servers,
+)
+from lipsync_operator.observed import GpuNode
+from lipsync_operator.pools import GpuPool
+from lipsync_operator.targets import FALLBACK_FPS, streams_per_pod, target_fps
 
 pytestmark = pytest.mark.unit
 
@@ -58,3 +69,54 @@ def test_an_autoscaled_count_is_kept_and_only_the_bounds_follow_capacity() -> No
 @pytest.mark.parametrize(("replicas", "allowed"), [(1, 1), (2, 1), (4, 1), (5, 2), (16, 4)])
 def test_disruption_allowance_rounds_up_like_the_api_server(replicas: int, allowed: int) -> None:
     assert disruption_allowance(replicas) == allowed
+
+
+def _pool(*nodes: GpuNode) -> GpuPool:
+    return GpuPool(product="P", nodes=nodes, unfit=())
+
+
+def _node(name: str, gpus: int, *, autoscaled: bool) -> GpuNode:
+    return GpuNode(
+        name=name,
+        product="P",
+        product_label="P",
+        gpus=gpus,
+        compute_capability="9.0",
+        memory_mib=0,
+        allocatable=gpus,
+        sharing_strategy="none",
+        sharing_replicas=1,
+        autoscaled=autoscaled,
+    )
+
+
+def test_node_autoscaled_gpus_add_no_more_than_the_product_claimed() -> None:
+    pool = _pool(
+        _node("fixed", 2, autoscaled=False), *(_node(n, 1, autoscaled=True) for n in "abc")
+    )
+    assert pool.autoscaled_gpus == 3
+    assert claimed_autoscaled_gpus(pool, None) == 3  # first rollout: the GPUs present
+    assert claimed_autoscaled_gpus(pool, 2) == 2
+    assert claimed_autoscaled_gpus(pool, 5) == 3  # nodes gone: given up
+    assert wanted_servers(pool, 6, {}, 2) == 6 * 2 + 6 * 2
+    assert wanted_servers(pool, 6, {}) == 6 * 5  # no claim (autoscaled): every GPU counts
+
+
+@pytest.mark.parametrize(
+    ("policy", "measured", "pods_per_gpu", "expected"),
+    [
+        ({"targetFps": 40}, 250.0, 1, 40.0),
+        ({"targetFps": 40, "productTargetFps": {"P": 90}}, 250.0, 1, 90.0),
+        ({}, 250.0, 1, 200.0),
+        ({}, 250.0, 4, 50.0),
+        ({}, None, 1, FALLBACK_FPS),
+    ],
+)
+def test_per_pod_frame_targets(
+    policy: dict[str, object], measured: float | None, pods_per_gpu: int, expected: float
+) -> None:
+    assert target_fps(Autoscaling.model_validate(policy), "P", measured, pods_per_gpu) == expected
+
+
+def test_streams_per_pod_is_at_least_one() -> None:
+    assert (streams_per_pod(200.0), streams_per_pod(10.0)) == (8, 1)

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from lipsync_operator.config import OperatorConfig
+from lipsync_operator.naming import LABEL_MODEL, model_labels
 from lipsync_testbed.podenv import expand
 
 pytestmark = pytest.mark.unit
@@ -178,30 +179,14 @@ def test_values_reach_the_operator_environment() -> None:
 
 @needs_helm
 def test_values_schema_rejects_bad_values() -> None:
-    assert HELM is not None
-    result = subprocess.run(
-        [HELM, "template", "lsm", str(CHART), "--set", "cache.kind=nfs"],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode != 0
-    assert "cache" in result.stderr
+    assert "cache" in render_error("--set", "cache.kind=nfs")
 
 
 @needs_helm
 def test_replicas_without_leader_election_are_refused() -> None:
-    assert HELM is not None
-    result = subprocess.run(
-        [HELM, "template", "lsm", str(CHART), "--set", "leaderElection.enabled=false"],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    assert "replicaCount > 1 needs leaderElection.enabled" in render_error(
+        "--set", "leaderElection.enabled=false"
     )
-    assert result.returncode != 0
-    assert "replicaCount > 1 needs leaderElection.enabled" in result.stderr
 
 
 @needs_helm
@@ -209,6 +194,76 @@ def test_crds_are_installed_with_the_chart() -> None:
     crds = by_kind(render("--include-crds"), "CustomResourceDefinition")
     names = {crd["metadata"]["name"] for crd in crds}
     assert names == {"lipsyncmodels.lipsync.dev"}
+
+
+KEDA_VALUES = (
+    "--set", "autoscaling.scaler=keda",
+    "--set", "autoscaling.keda.prometheusAddress=http://prometheus.monitoring.svc:9090",
+)  # fmt: skip
+
+
+def _operator_env(docs: list[dict[str, Any]]) -> dict[str, str]:
+    [deployment] = by_kind(docs, "Deployment")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    return {item["name"]: item["value"] for item in container["env"] if "value" in item}
+
+
+def _scaler_rules(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    [role] = by_kind(docs, "ClusterRole")
+    return [rule for rule in role["rules"] if "keda.sh" in rule["apiGroups"]]
+
+
+@needs_helm
+def test_autoscaling_defaults_to_a_cpu_hpa_with_no_keda_rights_and_no_monitor() -> None:
+    docs = render()
+    env = _operator_env(docs)
+    assert (env["LIPSYNC_AUTOSCALER"], env["LIPSYNC_HPA_FRAMES_METRIC"]) == ("hpa", "false")
+    assert env["LIPSYNC_AUTOSCALED_NODE_LABEL"] == "karpenter.sh/nodepool"
+    assert _scaler_rules(docs) == []
+    assert by_kind(docs, "ServiceMonitor") == []
+
+
+@needs_helm
+def test_keda_scaler_reaches_the_operator_and_grants_scaledobjects_only() -> None:
+    docs = render(*KEDA_VALUES)
+    env = _operator_env(docs)
+    assert env["LIPSYNC_AUTOSCALER"] == "keda"
+    assert env["LIPSYNC_PROMETHEUS_ADDRESS"] == "http://prometheus.monitoring.svc:9090"
+    assert (env["LIPSYNC_KEDA_POLLING_SECONDS"], env["LIPSYNC_KEDA_COOLDOWN_SECONDS"]) == (
+        "15",
+        "300",
+    )
+    [rule] = _scaler_rules(docs)
+    assert rule["resources"] == ["scaledobjects"]
+    assert set(rule["verbs"]) == {"get", "list", "watch", "create", "patch", "delete"}
+
+
+@needs_helm
+def test_keda_without_a_prometheus_address_is_refused() -> None:
+    assert "needs autoscaling.keda.prometheusAddress" in render_error(
+        "--set", "autoscaling.scaler=keda"
+    )
+
+
+@needs_helm
+def test_service_monitor_scrapes_model_services_with_the_query_labels() -> None:
+    docs = render(
+        "--set", "metrics.serviceMonitor.enabled=true",
+        "--set", "metrics.serviceMonitor.labels.release=kube-prometheus",
+        "--set", "watchNamespaces={team-a}",
+    )  # fmt: skip
+    [monitor] = by_kind(docs, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus"
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["team-a"]}
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= model_labels("anna").items()  # every model's Service
+    assert LABEL_MODEL not in selector
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert (endpoint["port"], endpoint["path"]) == ("metrics", "/metrics")
+    assert {r["targetLabel"] for r in endpoint["relabelings"]} == {
+        "lipsync_dev_model",
+        "lipsync_dev_gpu_product",
+    }
 
 
 def _granted(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
@@ -260,10 +315,7 @@ def test_security_values_reach_the_operator_environment() -> None:
         "--set", "networkPolicy.grpcFromNamespaces={web}",
         "--set", "networkPolicy.metricsNamespace=prometheus",
     )  # fmt: skip
-    [deployment] = by_kind(docs, "Deployment")
-    [container] = deployment["spec"]["template"]["spec"]["containers"]
-    env = {item["name"]: item["value"] for item in container["env"] if "value" in item}
-    config = OperatorConfig.from_env(env)
+    config = OperatorConfig.from_env(_operator_env(docs))
     assert config.allowed_host_paths == ("/srv/avatars", "/data")
     assert config.allow_image_overrides
     assert config.trusted_builder_images == ("r.example/b:1",)
@@ -272,11 +324,16 @@ def test_security_values_reach_the_operator_environment() -> None:
     assert config.grpc_client_namespaces == ("web",)
     assert config.metrics_namespace == "prometheus"
     # Defaults: no file://, no overrides, 8 GPUs per model, a policy with metrics from monitoring.
-    [deployment] = by_kind(render(), "Deployment")
-    [container] = deployment["spec"]["template"]["spec"]["containers"]
-    env = {item["name"]: item["value"] for item in container["env"] if "value" in item}
-    defaults = OperatorConfig.from_env(env)
+    defaults = OperatorConfig.from_env(_operator_env(render()))
     assert defaults.allowed_host_paths == ()
     assert not defaults.allow_image_overrides
     assert defaults.max_gpus_per_model == 8
     assert defaults.metrics_namespace == "monitoring"
+
+
+@needs_helm
+def test_namespaced_keda_grants_scaledobjects_in_the_watched_namespaces_only() -> None:
+    docs = render(*KEDA_VALUES, "--set", "watchNamespaces={team-a}")
+    assert _scaler_rules(docs) == []  # not cluster-wide
+    roles = {r["metadata"]["namespace"]: r for r in by_kind(docs, "Role")}
+    assert _granted(roles["team-a"])[("keda.sh", "scaledobjects")] >= {"list", "watch", "create"}

@@ -23,6 +23,7 @@ from lipsync_operator.clusterview import (
     node_entry,
     owner_uids,
     pod_entry,
+    published_entry,
     waiting_entry,
 )
 from lipsync_operator.config import OperatorConfig
@@ -99,6 +100,19 @@ def test_nodes_without_a_gpu_product_are_not_indexed() -> None:
     assert entry["h-0"].product == H100
 
 
+def test_nodes_carrying_the_autoscaled_label_are_marked_autoscaled() -> None:
+    karpenter = node_object("k-0")
+    karpenter["metadata"]["labels"]["karpenter.sh/nodepool"] = "gpu"
+    marked = node_entry(karpenter, GPU, "karpenter.sh/nodepool")
+    static = node_entry(node_object("h-0"), GPU, "karpenter.sh/nodepool")
+    unlabelled = node_entry(karpenter, GPU)  # no label configured: no node is autoscaled
+    assert marked is not None
+    assert static is not None
+    assert unlabelled is not None
+    assert (marked["k-0"].autoscaled, static["h-0"].autoscaled) == (True, False)
+    assert not unlabelled["k-0"].autoscaled
+
+
 def test_only_bound_unfinished_pods_that_hold_gpus_or_serve_a_model_are_indexed() -> None:
     assert pod_entry(pod("pending", None, gpus=1), GPU) is None
     assert pod_entry(pod("done", "h-0", gpus=1, phase="Succeeded"), GPU) is None
@@ -156,12 +170,14 @@ def test_children_are_found_by_owner_uid_and_builds_carry_their_pods_result() ->
                    "readyReplicas": 2},
     }  # fmt: skip
     hpa = {"metadata": {"name": "anna-h100", "ownerReferences": OWNER}}
+    scaled = {"metadata": {"name": "anna-l4", "ownerReferences": OWNER}}
     stranger = {"metadata": {"name": "x", "ownerReferences": [{**OWNER[0], "uid": "uid-2"}]}}
     view = ClusterView(
         build_pods=index(build_pod_entry, build_pods),
         jobs=index(job_entry, [job]),
         deployments=index(deployment_entry, [deployment, {**stranger, "spec": {}}]),
         hpas=index(hpa_entry, [hpa, stranger]),
+        scaled_objects=index(hpa_entry, [scaled, stranger]),
     )
     observed = view.observed("default", "anna", "uid-1")
     assert observed.jobs == (build_job(job, [build_pods[0]]),)
@@ -170,6 +186,8 @@ def test_children_are_found_by_owner_uid_and_builds_carry_their_pods_result() ->
     assert [d.name for d in observed.deployments] == ["anna-h100"]
     assert observed.deployments[0].ready_replicas == 2
     assert observed.hpas == frozenset({"anna-h100"})
+    assert observed.scaled_objects == frozenset({"anna-l4"})
+    assert observed.autoscalers == {"anna-h100", "anna-l4"}
     assert view.observed("default", "anna", "uid-9") == Observed()
 
 
@@ -252,3 +270,17 @@ def test_a_snapshot_does_not_follow_later_index_changes() -> None:
     live["h-1"].extend(live["h-0"])
     del live["h-0"]
     assert [node.name for node in snapshot.gpu_nodes()] == ["h-0"]
+
+
+def test_any_models_ready_engine_is_found_by_key() -> None:
+    def model(name: str, engines: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"metadata": {"name": name, "namespace": "default", "uid": name},
+                "status": {"engines": engines}}  # fmt: skip
+
+    ready = {"gpuProduct": L4, "key": "sha256:abc", "state": "Ready", "artifact": "e.onnx"}
+    building = {"gpuProduct": H100, "key": "sha256:def", "state": "Building"}
+    models = [model("anna", [ready, building]), model("mira", []), {"metadata": {}}]
+    view = ClusterView(published=index(published_entry, models))
+    [found] = view.published_engines(["sha256:abc", "sha256:def", "sha256:abc"])
+    assert (found.key, found.artifact, found.gpu_product) == ("sha256:abc", "e.onnx", L4)
+    assert published_entry({"status": {"engines": "not a list"}}) is None

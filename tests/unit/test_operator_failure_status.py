@@ -70,6 +70,10 @@ def test_a_target_fps_that_renders_as_a_zero_quantity_is_a_spec_problem() -> Non
     assert problem.startswith("spec.autoscaling.targetFps: 0.0004")
     assert spec_problem("anna", spec(autoscaling={"enabled": True, "targetFps": 0.001})) is None
     assert spec_problem("anna", spec(autoscaling={"enabled": False, "targetFps": 0.0004})) is None
+    per_product = spec(autoscaling={"enabled": True, "productTargetFps": {"NVIDIA-L4": 0.0002}})
+    problem = spec_problem("anna", per_product)
+    assert problem is not None
+    assert problem.startswith("spec.autoscaling.productTargetFps[NVIDIA-L4]: 0.0002")
 
 
 # -- refused children -----------------------------------------------------------------------

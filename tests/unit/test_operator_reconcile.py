@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,6 +44,7 @@ def node_object(
     strategy: str | None = None,
     slices: int = 1,
     ready: bool = True,
+    nodepool: str | None = None,
 ) -> dict[str, Any]:
     labels = {
         "nvidia.com/gpu.product": product,
@@ -54,6 +56,8 @@ def node_object(
     if strategy is not None:
         labels["nvidia.com/gpu.sharing-strategy"] = strategy
         labels["nvidia.com/gpu.replicas"] = str(slices)
+    if nodepool is not None:
+        labels["karpenter.sh/nodepool"] = nodepool
     return {
         "metadata": {"name": name, "labels": labels},
         "status": {
@@ -64,7 +68,7 @@ def node_object(
 
 
 def node(name: str, **kwargs: Any) -> GpuNode:
-    parsed = gpu_node(node_object(name, **kwargs))
+    parsed = gpu_node(node_object(name, **kwargs), autoscaled_label=CONFIG.autoscaled_node_label)
     assert parsed is not None
     return parsed
 
@@ -453,7 +457,7 @@ def test_another_models_failed_build_does_not_undo_a_published_engine() -> None:
 def test_engine_keys_are_the_keys_desired_state_builds() -> None:
     nodes = (node("a"), node("b", product=L4, cc=("8", "9")))
     state = plan(spec(), Observed(nodes=nodes))
-    listed = engine_keys(OWNER, spec(), Observed(nodes=nodes), CONFIG, NOW)
+    listed = engine_keys(OWNER, spec(), Observed(nodes=nodes), CONFIG, now=NOW)
     assert listed == [p.key for p in state.plans]
 
 
@@ -602,6 +606,50 @@ def test_replicas_follow_nodes_joining_and_leaving() -> None:
     one = plan(model, _ready_observed(model, (node("a"),)))
     assert two.deployments[0]["spec"]["replicas"] == 16
     assert one.deployments[0]["spec"]["replicas"] == 8
+
+
+def _static_on_pool(
+    model: LipSyncModelSpec, nodes: tuple[GpuNode, ...], current: ServerDeployment | None
+) -> DesiredState:
+    observed = _ready_observed(model, nodes)
+    deployments = (current,) if current is not None else ()
+    return plan(model, replace(observed, deployments=deployments))
+
+
+def test_a_static_model_never_fills_nodes_a_node_autoscaler_added_for_pending_pods() -> None:
+    model = spec(replicasPerGPU=1)
+    name = "anna-nvidia-h100-80gb-hbm3"
+    pool = (node("a", gpus=1, nodepool="h100"), node("b", gpus=1, nodepool="h100"))
+    first = _static_on_pool(model, pool, None)
+    [deploy] = first.deployments
+    assert deploy["spec"]["replicas"] == 2
+    assert deploy["metadata"]["annotations"]["lipsync.dev/autoscaled-gpus"] == "2"
+    key = keys_of(first)[H100]
+    current = deployment(name, H100, key, 2, 2, autoscaled_gpus=2)
+    # Karpenter added node c for a Pending build or surge pod: it is spare, not demand.
+    grown = _static_on_pool(model, (*pool, node("c", gpus=1, nodepool="h100")), current)
+    [deploy] = grown.deployments
+    assert deploy["spec"]["replicas"] == 2
+    assert deploy["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 1  # rolls onto it
+    assert deploy["metadata"]["annotations"]["lipsync.dev/autoscaled-gpus"] == "2"
+    # The emptied node is consolidated away: the count holds.
+    settled = (pool[1], node("c", gpus=1, nodepool="h100"))
+    assert _static_on_pool(model, settled, current).deployments[0]["spec"]["replicas"] == 2
+    # A node lost: fewer replicas, nothing Pending, and the claim shrinks, so a node added
+    # later for a Pending pod is not filled either.
+    lost = _static_on_pool(model, pool[:1], current)
+    assert lost.deployments[0]["spec"]["replicas"] == 1
+    assert lost.deployments[0]["metadata"]["annotations"]["lipsync.dev/autoscaled-gpus"] == "1"
+
+
+def test_nodes_outside_a_node_autoscaler_are_still_followed() -> None:
+    model = spec(replicasPerGPU=1)
+    name = "anna-nvidia-h100-80gb-hbm3"
+    pool = (node("a", gpus=1, nodepool="h100"),)
+    key = keys_of(_static_on_pool(model, pool, None))[H100]
+    current = deployment(name, H100, key, 1, 1, autoscaled_gpus=1)
+    joined = _static_on_pool(model, (*pool, node("fixed", gpus=2)), current)
+    assert joined.deployments[0]["spec"]["replicas"] == 3
 
 
 def test_a_product_that_left_has_its_deployment_deleted() -> None:
@@ -775,7 +823,14 @@ def test_service_and_disruption_budget_cover_all_products() -> None:
 # --- autoscaling ----------------------------------------------------------------------------
 
 
-def test_autoscaling_leaves_replicas_to_the_hpa() -> None:
+KEDA = OperatorConfig(
+    runtime_image=CONFIG.runtime_image,
+    autoscaler="keda",
+    prometheus_address="http://prometheus.monitoring.svc:9090",
+)
+
+
+def test_autoscaling_leaves_replicas_to_an_hpa_on_cpu_by_default() -> None:
     model = spec(
         autoscaling={"enabled": True, "minReplicas": 2, "maxReplicas": 20, "targetFps": 25}
     )
@@ -786,10 +841,126 @@ def test_autoscaling_leaves_replicas_to_the_hpa() -> None:
     [hpa] = state.autoscalers
     assert hpa["spec"]["scaleTargetRef"]["name"] == deploy["metadata"]["name"]
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 20)
-    pods_metric, cpu_metric = hpa["spec"]["metrics"]
+    # No adapter declared: only the metric metrics-server serves.
+    [cpu_metric] = hpa["spec"]["metrics"]
+    assert cpu_metric["resource"]["name"] == "cpu"
+
+
+def test_the_frames_pods_metric_is_used_only_when_an_adapter_serves_it() -> None:
+    model = spec(autoscaling={"enabled": True, "targetFps": 25})
+    nodes = (node("a"),)
+    adapter = OperatorConfig(runtime_image=CONFIG.runtime_image, hpa_frames_metric=True)
+    state = desired_state(
+        OWNER, model, _ready_observed(model, nodes), adapter, previous=None, now=NOW
+    )
+    pods_metric, cpu_metric = state.autoscalers[0]["spec"]["metrics"]
     assert pods_metric["pods"]["metric"]["name"] == "lipsync_frames_per_second"
     assert pods_metric["pods"]["target"]["averageValue"] == "25"
     assert cpu_metric["resource"]["name"] == "cpu"
+
+
+def keda_plan(
+    model: LipSyncModelSpec, observed: Observed, previous: LipSyncModelStatus | None = None
+) -> DesiredState:
+    return desired_state(OWNER, model, observed, KEDA, previous=previous, now=NOW)
+
+
+def test_keda_scales_on_served_frames_and_wanted_streams_from_prometheus() -> None:
+    model = spec(autoscaling={"enabled": True, "minReplicas": 0, "maxReplicas": 6})
+    nodes = (node("a"),)
+    state = keda_plan(model, _ready_observed(model, nodes))  # the builder measured 250 fps
+    [scaled] = state.autoscalers
+    assert (scaled["apiVersion"], scaled["kind"]) == ("keda.sh/v1alpha1", "ScaledObject")
+    spec_ = scaled["spec"]
+    assert spec_["scaleTargetRef"]["name"] == "anna-nvidia-h100-80gb-hbm3"
+    assert (spec_["minReplicaCount"], spec_["maxReplicaCount"]) == (0, 6)
+    frames, wanted = spec_["triggers"]
+    assert frames["metadata"]["serverAddress"] == "http://prometheus.monitoring.svc:9090"
+    assert frames["metadata"]["query"] == (
+        'sum(rate(lipsync_frames_total{namespace="default",lipsync_dev_model="anna",'
+        'lipsync_dev_gpu_product="NVIDIA-H100-80GB-HBM3"}[1m]))'
+    )
+    assert frames["metadata"]["threshold"] == "200"  # 80% of 250 fps on an exclusive GPU
+    assert wanted["metadata"]["query"] == (
+        'sum(lipsync_wanted_streams{namespace="default",lipsync_dev_model="anna"})'
+    )
+    assert wanted["metadata"]["threshold"] == "8"  # 200 fps / 25 fps per stream
+    assert {t["metadata"]["activationThreshold"] for t in (frames, wanted)} == {"0"}
+    assert (spec_["pollingInterval"], spec_["cooldownPeriod"]) == (15, 300)
+    assert "replicas" not in state.deployments[0]["spec"]
+
+
+def test_per_product_targets_override_and_shared_gpus_divide_the_measurement() -> None:
+    nodes = (node("a"), node("l", product=L4, cc=("8", "9")))
+    override = spec(autoscaling={"enabled": True, "productTargetFps": {L4: 12.5}})
+    by_product = {
+        a["metadata"]["labels"]["lipsync.dev/gpu-product"]: a
+        for a in keda_plan(override, _ready_observed(override, nodes)).autoscalers
+    }
+    assert by_product[L4]["spec"]["triggers"][0]["metadata"]["threshold"] == "12.5"
+    assert by_product[H100]["spec"]["triggers"][0]["metadata"]["threshold"] == "200"
+    # Two products share the model's client demand.
+    assert by_product[H100]["spec"]["triggers"][1]["metadata"]["threshold"] == "16"
+    shared_nodes = (node("s", strategy="time-slicing", slices=4),)
+    shared = spec(sharing="timeSlicing", replicasPerGPU=4, autoscaling={"enabled": True})
+    [scaled] = keda_plan(shared, _ready_observed(shared, shared_nodes)).autoscalers
+    assert scaled["spec"]["triggers"][0]["metadata"]["threshold"] == "50"  # 250 x 0.8 / 4
+
+
+def _autoscaled(
+    model: LipSyncModelSpec, nodes: tuple[GpuNode, ...], replicas: int, **scalers: Any
+) -> Observed:
+    """The model's one H100 Deployment at ``replicas``, under the given autoscalers."""
+    observed = _ready_observed(model, nodes)
+    key = keys_of(plan(model, observed))[H100]
+    current = deployment("anna-nvidia-h100-80gb-hbm3", H100, key, replicas, replicas)
+    return replace(observed, deployments=(current,), **scalers)
+
+
+def test_switching_to_keda_replaces_the_hpa() -> None:
+    model = spec(autoscaling={"enabled": True})
+    name = "anna-nvidia-h100-80gb-hbm3"
+    state = keda_plan(model, _autoscaled(model, (node("a"),), 3, hpas=frozenset({name})))
+    assert [(r.kind, r.name) for r in state.stale] == [("HorizontalPodAutoscaler", name)]
+    assert state.plans[0].replica_handover is None  # an autoscaler already owns the count
+
+
+def test_scaled_to_zero_is_ready_and_idle_not_rolling() -> None:
+    model = spec(autoscaling={"enabled": True, "minReplicas": 0})
+    name = "anna-nvidia-h100-80gb-hbm3"
+    idle = _autoscaled(model, (node("a"),), 0, scaled_objects=frozenset({name}))
+    state = keda_plan(model, idle)
+    assert state.status.phase == "Ready"
+    available = state.status.condition("Available")
+    assert available is not None
+    assert (available.status, available.reason) == ("False", "ScaledToZero")
+    assert state.stale == ()
+
+
+def test_a_product_at_zero_keeps_its_deployment_when_its_last_node_goes() -> None:
+    """The node autoscaler removes the empty node; the Deployment (and KEDA) must stay so a
+    wanted stream brings a pod, and the pod a node, back. The engine comes from the cache."""
+    model = spec(gpus={"products": [H100]}, autoscaling={"enabled": True, "minReplicas": 0})
+    nodes = (node("a"),)
+    observed = _ready_observed(model, nodes)
+    before = keda_plan(model, observed)
+    name = "anna-nvidia-h100-80gb-hbm3"
+    key = keys_of(before)[H100]
+    gone = Observed(
+        published=observed.published,
+        deployments=(deployment(name, H100, key, 0, 0),),
+        scaled_objects=frozenset({name}),
+    )
+    state = keda_plan(model, gone, previous=before.status)
+    assert keys_of(state)[H100] == key
+    assert state.jobs == []  # no rebuild
+    assert [d["metadata"]["name"] for d in state.deployments] == [name]
+    assert len(state.autoscalers) == 1
+    assert state.stale == ()
+    assert state.status.phase == "Ready"
+    # Without autoscaling, a product with no node is not served (nothing would bring nodes).
+    static = spec(gpus={"products": [H100]})
+    assert plan(static, gone, previous=before.status).deployments == []
 
 
 def test_hand_scaled_deployment_is_not_undone_under_autoscaling() -> None:
@@ -835,7 +1006,7 @@ def test_turning_autoscaling_off_deletes_the_hpa_and_sets_replicas() -> None:
 
 
 def test_deployment_parsing_reads_key_artifact_and_rollout() -> None:
-    obj = {
+    obj: dict[str, Any] = {
         "metadata": {
             "name": "d",
             "generation": 3,
@@ -860,6 +1031,10 @@ def test_deployment_parsing_reads_key_artifact_and_rollout() -> None:
         3,
     )
     assert not parsed.rolled_out, "the controller has not seen generation 3 yet"
+    assert parsed.autoscaled_gpus is None
+    for recorded, expected in (("3", 3), ("-1", None), ("x", None)):
+        obj["metadata"]["annotations"]["lipsync.dev/autoscaled-gpus"] = recorded
+        assert server_deployment(obj).autoscaled_gpus == expected
 
 
 def test_node_without_gpu_labels_is_ignored_and_allocatable_is_the_fallback_count() -> None:

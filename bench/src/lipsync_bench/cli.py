@@ -246,6 +246,25 @@ def bench() -> None:
 @click.option("--name", default="", help="Label in reports [default: 'BACKEND PRECISION'].")
 @click.option("--model-key", default="", help="Engine key to record.")
 @click.option(
+    "--demand-model",
+    default="",
+    metavar="NAMESPACE/NAME",
+    help="Export lipsync_wanted_streams for this LipSyncModel (what wakes it from zero).",
+)
+@click.option(
+    "--demand-port",
+    type=click.IntRange(min=1, max=65535),
+    help="Port (on 127.0.0.1) of the wanted-streams metrics, with --demand-model.",
+)
+@click.option(
+    "--connect-timeout",
+    "connect_timeout_s",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds to wait for a server to answer (a model at zero starts one meanwhile).",
+)
+@click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),

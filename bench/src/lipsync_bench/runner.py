@@ -9,11 +9,16 @@ import ipaddress
 import logging
 import socket
 import statistics
+import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
+import grpc
+
 from lipsync_bench import latency, prometheus
+from lipsync_bench.demand import DemandExporter, parse_model
 from lipsync_bench.loadgen import LevelPlan, Tally, get_info, open_channels, run_level
 from lipsync_bench.machine import ResourceSampler, machine_info, versions
 from lipsync_bench.result import (
@@ -74,6 +79,10 @@ class RunOptions:
     drain_timeout_s: float = 60.0
     retry_unavailable: bool = False
     notes: list[str] = field(default_factory=list)
+    # Export lipsync_wanted_streams for this LipSyncModel (NAMESPACE/NAME) on this port.
+    demand_model: str = ""
+    demand_port: int | None = None
+    connect_timeout_s: float = 30.0
 
     def config(self) -> LoadConfig:
         return LoadConfig.model_validate(
@@ -109,6 +118,13 @@ class RunOptions:
             raise BenchError("give exactly one of --duration and --frames")
         if self.mode == "open" and not (self.rate_fps and self.rate_fps > 0):
             raise BenchError("--mode open needs --rate FRAMES_PER_SECOND")
+        if (self.demand_port is None) != (not self.demand_model):
+            raise BenchError("give --demand-port and --demand-model together")
+        if self.demand_model:
+            try:
+                parse_model(self.demand_model)
+            except ValueError as exc:
+                raise BenchError(str(exc)) from None
         try:
             return self.config()
         except ValueError as exc:
@@ -220,36 +236,19 @@ async def run_bench(
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     machine = machine_info()
     channels = open_channels(options.targets)
-    try:
-        info = await get_info(channels[0])
-        audio_shape = list(info.audio.shape)
-        levels = []
-        for streams in options.streams:
-            plan = options.plan(streams)
-            if options.warmup_frames:
-                warmup = replace(
-                    plan, mode="closed", duration_s=None, frames=streams * options.warmup_frames
-                )
-                await run_level(channels, warmup, audio_shape)
-            before = _scrape_all(options.metrics_urls)
-            with ResourceSampler(options.server_pids) as sampler:
-                tally = await run_level(channels, plan, audio_shape, on_level(plan))
-            after = _scrape_all(options.metrics_urls)
-            server_stages = (
-                prometheus.stage_times(_merge(before), _merge(after)) if before and after else None
-            )
-            level = level_result(tally, streams, server_stages, sampler.usage)
-            log.info(
-                "%d streams: %d frames, %.2f frames/s, errors %s",
-                streams,
-                level.frames_received,
-                level.fps_total,
-                level.errors or "none",
-            )
-            levels.append(level)
-    finally:
-        for channel in channels:
-            await channel.close(None)
+    notes = list(options.notes)
+    with ExitStack() as stack:
+        demand = None
+        if options.demand_port is not None:
+            demand = stack.enter_context(DemandExporter(options.demand_model, options.demand_port))
+            demand.want(options.streams[0])
+        try:
+            info, waited = await _first_answer(channels[0], options.connect_timeout_s)
+            notes.append(f"first answer from the server after {waited:.1f} s")
+            levels = await _run_levels(options, channels, list(info.audio.shape), on_level, demand)
+        finally:
+            for channel in channels:
+                await channel.close(None)
     return BenchResult(
         name=options.name or f"{info.backend} {info.precision}",
         created=started,
@@ -259,5 +258,56 @@ async def run_bench(
         model=_model_info(info, options.model_key),
         config=config,
         levels=levels,
-        notes=options.notes,
+        notes=notes,
     )
+
+
+async def _first_answer(
+    channel: grpc.aio.Channel, timeout_s: float
+) -> tuple[pb.GetInfoResponse, float]:
+    """GetInfo, waiting for a server (a model at zero wakes meanwhile); seconds it took."""
+    start = time.monotonic()
+    try:
+        info = await get_info(channel, timeout_s)
+    except grpc.aio.AioRpcError as exc:
+        raise BenchError(
+            f"no server answered within {timeout_s:g} s ({exc.code().name}); "
+            "raise --connect-timeout for a model scaled to zero"
+        ) from None
+    return info, time.monotonic() - start
+
+
+async def _run_levels(
+    options: RunOptions,
+    channels: list[grpc.aio.Channel],
+    audio_shape: list[int],
+    on_level: Callable[[LevelPlan], Callable[[int], None]],
+    demand: DemandExporter | None,
+) -> list[LevelResult]:
+    levels = []
+    for streams in options.streams:
+        if demand is not None:
+            demand.want(streams)
+        plan = options.plan(streams)
+        if options.warmup_frames:
+            warmup = replace(
+                plan, mode="closed", duration_s=None, frames=streams * options.warmup_frames
+            )
+            await run_level(channels, warmup, audio_shape)
+        before = _scrape_all(options.metrics_urls)
+        with ResourceSampler(options.server_pids) as sampler:
+            tally = await run_level(channels, plan, audio_shape, on_level(plan))
+        after = _scrape_all(options.metrics_urls)
+        server_stages = (
+            prometheus.stage_times(_merge(before), _merge(after)) if before and after else None
+        )
+        level = level_result(tally, streams, server_stages, sampler.usage)
+        log.info(
+            "%d streams: %d frames, %.2f frames/s, errors %s",
+            streams,
+            level.frames_received,
+            level.fps_total,
+            level.errors or "none",
+        )
+        levels.append(level)
+    return levels

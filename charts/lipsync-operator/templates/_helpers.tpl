@@ -58,6 +58,11 @@ grants them everywhere; with watchNamespaces, a Role grants them in each watched
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
   verbs: [get, list, watch, create, patch, delete]
+{{- if eq .Values.autoscaling.scaler "keda" }}
+- apiGroups: [keda.sh]
+  resources: [scaledobjects]
+  verbs: [get, list, watch, create, patch, delete]
+{{- end }}
 - apiGroups: [""]
   resources: [services]
   verbs: [get, list, watch, create, patch]

@@ -10,6 +10,8 @@ The policy (docs/operator.md, "Capacity"):
   a time (maxSurge 0), never more than the PodDisruptionBudget allows (a quarter, rounded up).
 - A product served by a single pod lends that pod too (it is down while its new engine builds;
   the model's other products keep serving): a build that waits for a GPU nobody frees never ends.
+- Without an autoscaler, nodes a node autoscaler added count only up to the GPUs the product
+  held there at its first rollout: a node added for a Pending pod empties again and goes.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from lipsync_operator.observed import GpuNode
 from lipsync_operator.pools import GpuPool
 
 # The PodDisruptionBudget's maxUnavailable (manifests/service.py), as a fraction.
@@ -37,16 +40,39 @@ class Capacity:
         return max(0, self.units - self.used_by_others)
 
 
-def wanted_servers(pool: GpuPool, pods_per_gpu: int, serving: Mapping[str, int]) -> int:
+def wanted_servers(
+    pool: GpuPool,
+    pods_per_gpu: int,
+    serving: Mapping[str, int],
+    autoscaled_gpus: int | None = None,
+) -> int:
     """Server pods a product wants: ``pods_per_gpu`` per GPU, except on cordoned nodes, which
     keep only the pods still running there (a drain then completes: each evicted pod's place
-    is given up instead of waiting Pending for a GPU the cordon withholds)."""
-    return sum(
-        min(pods_per_gpu * node.gpus, serving.get(node.name, 0))
-        if node.cordoned
-        else pods_per_gpu * node.gpus
-        for node in pool.nodes
-    )
+    is given up instead of waiting Pending for a GPU the cordon withholds).
+
+    ``autoscaled_gpus``: without an autoscaler, the GPUs of node-autoscaled nodes the product
+    holds (``claimed_autoscaled_gpus``); those nodes add no more than that. A node a node
+    autoscaler added for a Pending pod (a build, a surge pod, another model's server) is
+    not filled, so it empties and the node autoscaler removes it again.
+    """
+
+    def on(node: GpuNode) -> int:
+        per_gpu = pods_per_gpu * node.gpus
+        return min(per_gpu, serving.get(node.name, 0)) if node.cordoned else per_gpu
+
+    fixed = sum(on(node) for node in pool.nodes if not node.autoscaled)
+    grown = sum(on(node) for node in pool.nodes if node.autoscaled)
+    if autoscaled_gpus is not None:
+        grown = min(grown, pods_per_gpu * autoscaled_gpus)
+    return fixed + grown
+
+
+def claimed_autoscaled_gpus(pool: GpuPool, recorded: int | None) -> int:
+    """GPUs on node-autoscaled nodes a product without an autoscaler serves on: those present
+    at its first rollout (``recorded`` is None), then never more than recorded, and fewer once
+    such nodes are gone (a node lost is given up, as without a node autoscaler)."""
+    present = pool.autoscaled_gpus
+    return present if recorded is None else min(recorded, present)
 
 
 def pool_capacity(

@@ -16,6 +16,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
+from pydantic import ValidationError
+
+from lipsync_contract.api import EngineStatus, LipSyncModelStatus
 from lipsync_contract.result import parse_build_result
 from lipsync_operator import naming
 from lipsync_operator.observed import (
@@ -82,8 +85,10 @@ def owner_uids(obj: Obj, kind: str) -> list[str]:
 # -- index entries: object -> {key: value} (None: not indexed) ---------------------------------
 
 
-def node_entry(obj: Obj, gpu_resource: str) -> dict[str, GpuNode] | None:
-    node = gpu_node(obj, gpu_resource)
+def node_entry(
+    obj: Obj, gpu_resource: str, autoscaled_label: str = ""
+) -> dict[str, GpuNode] | None:
+    node = gpu_node(obj, gpu_resource, autoscaled_label)
     return None if node is None else {node.name: node}
 
 
@@ -133,6 +138,7 @@ def deployment_entry(obj: Obj) -> dict[str, ServerDeployment] | None:
 
 
 def hpa_entry(obj: Obj) -> dict[str, str] | None:
+    """Owned autoscalers' names by owner UID (HPAs, and KEDA ScaledObjects in their index)."""
     name = str(_meta(obj).get("name", ""))
     return {uid: name for uid in owner_uids(obj, "LipSyncModel")} or None
 
@@ -156,6 +162,17 @@ def waiting_entry(obj: Obj) -> dict[str, ModelRef] | None:
     engines = (obj.get("status") or {}).get("engines") or []
     keys = {str(e["key"]) for e in engines if e.get("key") and e.get("state") == "Building"}
     return {key: _ref(obj) for key in keys} or None
+
+
+def published_entry(obj: Obj) -> dict[str, EngineStatus] | None:
+    """Models' Ready engines by key, from their status: any model's engine of a key is every
+    model's (its build's pod, and so the Job's result, may be gone with its node)."""
+    try:
+        status = LipSyncModelStatus.model_validate(dict(obj.get("status") or {}))
+    except ValidationError:
+        return None
+    ready = {e.key: e for e in status.engines if e.state == "Ready" and e.key and e.artifact}
+    return ready or None
 
 
 def model_entry(obj: Obj) -> dict[str, ModelRef]:
@@ -183,9 +200,11 @@ class ClusterView:
     jobs: IndexView[str, BuildJob] = field(default_factory=dict)
     deployments: IndexView[str, ServerDeployment] = field(default_factory=dict)
     hpas: IndexView[str, str] = field(default_factory=dict)
+    scaled_objects: IndexView[str, str] = field(default_factory=dict)  # only with KEDA
     models: IndexView[str, ModelRef] = field(default_factory=dict)
     builds: IndexView[str, BuildJob] = field(default_factory=dict)  # by engine key
     waiting: IndexView[str, ModelRef] = field(default_factory=dict)  # by engine key
+    published: IndexView[str, EngineStatus] = field(default_factory=dict)  # by engine key
 
     def snapshot(self) -> ClusterView:
         """A copy in plain dicts: kopf changes its indexes on the event loop, so a reconcile in
@@ -229,6 +248,7 @@ class ClusterView:
             jobs=tuple(self.build_job(namespace, job) for job in jobs),
             deployments=tuple(sorted(_values(self.deployments, uid), key=lambda d: d.name)),
             hpas=frozenset(_values(self.hpas, uid)),
+            scaled_objects=frozenset(_values(self.scaled_objects, uid)),
             gpu_used_by_others=others,
             serving_pods_by_node=serving,
         )
@@ -240,6 +260,11 @@ class ClusterView:
             for key in set(keys)
         }
         return {key: jobs for key, jobs in found.items() if jobs}
+
+    def published_engines(self, keys: Iterable[str]) -> list[EngineStatus]:
+        """One Ready engine per key of ``keys`` that some model's status publishes."""
+        found = (_values(self.published, key) for key in sorted(set(keys)))
+        return [engines[0] for engines in found if engines]
 
     def waiting_for(self, key: str) -> list[ModelRef]:
         return _values(self.waiting, key)

@@ -6,7 +6,14 @@ import os
 from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from lipsync_contract.errors import LipSyncError
 from lipsync_contract.kinds import BackendKind
@@ -76,6 +83,18 @@ class OperatorConfig(BaseModel):
     server_listen_address: str = Field("0.0.0.0", min_length=1)
     # A NotReady node's GPUs still count this long (kube-controller-manager's eviction default).
     node_grace_seconds: int = Field(300, ge=0)
+    # What scales a model's Deployments when spec.autoscaling.enabled (docs/operator.md,
+    # "Autoscaling"): an autoscaling/v2 HPA, or a KEDA ScaledObject on Prometheus queries.
+    autoscaler: Literal["hpa", "keda"] = "hpa"
+    # hpa: a custom-metrics adapter serves the lipsync_frames_per_second Pods metric.
+    hpa_frames_metric: bool = False
+    # keda: the Prometheus that scrapes the server pods; how often KEDA asks it, and how long
+    # a product stays idle before its last pod goes (minReplicas 0).
+    prometheus_address: str = ""
+    keda_polling_seconds: int = Field(15, ge=1)
+    keda_cooldown_seconds: int = Field(300, ge=0)
+    # Nodes carrying this label were added by a node autoscaler (empty: none are).
+    autoscaled_node_label: str = "karpenter.sh/nodepool"
     # Isolation (docs/operator.md, "Security and multi-tenancy"). Node path prefixes file:// URIs
     # may name (none: file:// is refused); whether specs may override images; builder images
     # besides the operator's own that may write the shared engine cache; GPUs one model's
@@ -89,6 +108,12 @@ class OperatorConfig(BaseModel):
     network_policy: bool = True
     grpc_client_namespaces: tuple[str, ...] = ()
     metrics_namespace: str = "monitoring"
+
+    @model_validator(mode="after")
+    def _keda_needs_prometheus(self) -> OperatorConfig:
+        if self.autoscaler == "keda" and not self.prometheus_address:
+            raise ValueError("autoscaler keda needs prometheus_address")
+        return self
 
     @field_validator(
         "allowed_host_paths", "trusted_builder_images", "grpc_client_namespaces", mode="before"
@@ -143,4 +168,5 @@ class OperatorConfig(BaseModel):
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(part) for part in first["loc"])
-            raise ConfigError(f"operator setting {where}: {first['msg']}") from None
+            subject = f"operator setting {where}" if where else "operator settings"
+            raise ConfigError(f"{subject}: {first['msg']}") from None

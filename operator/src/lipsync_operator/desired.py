@@ -13,10 +13,15 @@ from lipsync_contract.enginekey import short_key
 from lipsync_contract.request import BuildRequest
 from lipsync_operator import naming
 from lipsync_operator.builds import superseded_jobs
-from lipsync_operator.capacity import plan_rollout, pool_capacity, wanted_servers
+from lipsync_operator.capacity import (
+    claimed_autoscaled_gpus,
+    plan_rollout,
+    pool_capacity,
+    wanted_servers,
+)
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.engines import build_request, engine_verdict
-from lipsync_operator.manifests.autoscaler import autoscaler
+from lipsync_operator.manifests.autoscaler import ScaleTarget, autoscaler
 from lipsync_operator.manifests.build_job import build_job
 from lipsync_operator.manifests.common import Manifest, Owner
 from lipsync_operator.manifests.network_policy import network_policy
@@ -37,6 +42,7 @@ from lipsync_operator.status import (
     compute_status,
     transition_events,
 )
+from lipsync_operator.targets import target_fps
 
 
 @dataclass(frozen=True)
@@ -57,8 +63,8 @@ class ProductPlan:
     key: str
     job: Manifest | None  # to create (None: cached, running, finished, or nothing to build on)
     deployment: Manifest | None
-    autoscaler: Manifest | None
-    # Under an HPA the operator stops applying spec.replicas. When it starts doing so, the
+    autoscaler: Manifest | None  # an HPA or a KEDA ScaledObject
+    # Under an autoscaler the operator stops applying spec.replicas. When it starts doing so, the
     # current count is first applied by a separate field manager so it is not reset to 1.
     replica_handover: int | None
 
@@ -101,18 +107,24 @@ class DesiredState:
 def _request(
     owner: Owner, spec: LipSyncModelSpec, pool: GpuPool, config: OperatorConfig
 ) -> BuildRequest | None:
-    """The build of a product with schedulable nodes (None: nothing to build on)."""
-    if not pool.present:
+    """The build of a product with schedulable nodes, or of one an autoscaled model remembers
+    (None: nothing to build on)."""
+    if not pool.present and not pool.remembered_capability:
         return None
     cache_dir = cache_subdir(spec, config, owner.namespace, owner.name)
     return build_request(spec, pool.product, pool.compute_capability, config, cache_dir)
 
 
 def _pools(
-    spec: LipSyncModelSpec, observed: Observed, config: OperatorConfig, now: datetime
+    spec: LipSyncModelSpec,
+    observed: Observed,
+    config: OperatorConfig,
+    now: datetime,
+    previous: LipSyncModelStatus | None,
 ) -> list[GpuPool]:
     grace = timedelta(seconds=config.node_grace_seconds)
-    return gpu_pools(spec, observed.nodes, now=now, grace=grace)
+    remembered = remembered_products(spec, previous)
+    return gpu_pools(spec, observed.nodes, now=now, grace=grace, remembered=remembered)
 
 
 def engine_keys(
@@ -120,10 +132,12 @@ def engine_keys(
     spec: LipSyncModelSpec,
     observed: Observed,
     config: OperatorConfig,
+    *,
     now: datetime,
+    previous: LipSyncModelStatus | None = None,
 ) -> list[str]:
     """The keys desired_state builds or waits for: what to look up other models' builds of."""
-    pools = _pools(spec, observed, config, now)
+    pools = _pools(spec, observed, config, now, previous)
     requests = (_request(owner, spec, pool, config) for pool in pools)
     return [request.key() for request in requests if request is not None]
 
@@ -135,9 +149,11 @@ def _plan_product(
     observed: Observed,
     config: OperatorConfig,
     *,
+    products: int,
     allotted_gpus: int,
 ) -> ProductPlan:
-    """``allotted_gpus``: how many of the pool's GPUs the model's limit leaves this product."""
+    """``products``: how many of the model's products serve (their autoscalers share its
+    demand); ``allotted_gpus``: how many of the pool's GPUs the model's limit leaves this one."""
     request = _request(owner, spec, pool, config)
     key = request.key() if request is not None else ""
     job_name = naming.job_name(owner.name, short_key(key)) if key else ""
@@ -170,8 +186,14 @@ def _plan_product(
     if autoscaled:
         fixed = current.replicas if current is not None else spec.autoscaling.min_replicas
     serving_pods = observed.serving_pods_by_node
+    claimed = None
+    if not autoscaled:
+        claimed = claimed_autoscaled_gpus(
+            pool, current.autoscaled_gpus if current is not None else None
+        )
     wanted = min(
-        wanted_servers(pool, pods_per_gpu(spec), serving_pods), allotted_gpus * pods_per_gpu(spec)
+        wanted_servers(pool, pods_per_gpu(spec), serving_pods, claimed),
+        allotted_gpus * pods_per_gpu(spec),
     )
     rollout = plan_rollout(
         wanted,
@@ -183,9 +205,10 @@ def _plan_product(
     deployment = hpa = None
     handover: int | None = None
     replicas = rollout.replicas
-    if serving is not None and allotted_gpus > 0:
+    # An autoscaled product keeps its Deployment with no GPU left: its pods bring nodes back.
+    if serving is not None and (allotted_gpus > 0 or autoscaled):
         name = naming.deployment_name(owner.name, pool.product)
-        if autoscaled and current is not None and name not in observed.hpas:
+        if autoscaled and current is not None and name not in observed.autoscalers:
             handover = current.replicas
         deployment = server_deployment(
             owner,
@@ -197,9 +220,19 @@ def _plan_product(
             rollout_strategy=rollout.strategy,
             cache_dir=cache_subdir(template_spec, config, owner.namespace, owner.name),
             config=config,
+            autoscaled_gpus=claimed,
         )
         if autoscaled:
-            hpa = autoscaler(owner, name, pool.product, spec.autoscaling)
+            published = observed.published.get(serving.key)
+            measured = published.frames_per_second if published is not None else None
+            fps = target_fps(
+                spec.autoscaling,
+                pool.product,
+                measured or verdict.status.frames_per_second,
+                pods_per_gpu(spec),
+            )
+            target = ScaleTarget(name, pool.product, fps, products)
+            hpa = autoscaler(owner, target, spec.autoscaling, config)
     else:
         replicas = 0
 
@@ -219,11 +252,26 @@ def _plan_product(
     )
     summary = ProductSummary(
         engine=engine,
-        has_nodes=pool.present,
+        has_nodes=pool.present or deployment is not None,
         unfit_nodes=tuple(node.name for node in pool.unfit),
         rolled_out=rolled_out and (serving is None or serving.key == key),
+        scaled_to_zero=autoscaled and deployment is not None and replicas == 0,
     )
     return ProductPlan(pool, summary, key, job, deployment, hpa, handover)
+
+
+def remembered_products(
+    spec: LipSyncModelSpec, previous: LipSyncModelStatus | None
+) -> dict[str, str]:
+    """Autoscaled: the products with a Ready engine, and its compute capability (their nodes
+    may all be gone while the product is scaled to zero)."""
+    if not spec.autoscaling.enabled or previous is None:
+        return {}
+    return {
+        e.gpu_product: e.compute_capability
+        for e in previous.engines
+        if e.state == "Ready" and e.compute_capability
+    }
 
 
 def previous_spec(recorded: str) -> LipSyncModelSpec | None:
@@ -243,7 +291,7 @@ def serving_key(serving: ServedEngine | None) -> str:
 def _stale(plans: tuple[ProductPlan, ...], observed: Observed) -> tuple[ChildRef, ...]:
     keys = {plan.key for plan in plans if plan.key}
     deployments = {d["metadata"]["name"] for p in plans if (d := p.deployment) is not None}
-    hpas = {h["metadata"]["name"] for p in plans if (h := p.autoscaler) is not None}
+    scalers = {(a["kind"], a["metadata"]["name"]) for p in plans if (a := p.autoscaler) is not None}
     stale = [ChildRef("batch/v1", "Job", job.name) for job in observed.jobs if job.key not in keys]
     stale += [ChildRef("batch/v1", "Job", job.name) for job in superseded_jobs(observed, keys)]
     stale += [
@@ -251,10 +299,15 @@ def _stale(plans: tuple[ProductPlan, ...], observed: Observed) -> tuple[ChildRef
         for d in observed.deployments
         if d.name not in deployments
     ]
-    stale += [
-        ChildRef("autoscaling/v2", "HorizontalPodAutoscaler", name)
-        for name in sorted(observed.hpas - hpas)
-    ]
+    for api_version, kind, names in (
+        ("autoscaling/v2", "HorizontalPodAutoscaler", observed.hpas),
+        ("keda.sh/v1alpha1", "ScaledObject", observed.scaled_objects),
+    ):
+        stale += [
+            ChildRef(api_version, kind, name)
+            for name in sorted(names)
+            if (kind, name) not in scalers
+        ]
     return tuple(stale)
 
 
@@ -273,10 +326,19 @@ def desired_state(
     operator's policy refuses (``policy.check_spec``), before anything is created.
     """
     check_spec(spec, config)
-    pools = _pools(spec, observed, config, now)
+    pools = _pools(spec, observed, config, now, previous)
     allotted = allot_gpus({pool.product: pool.gpus for pool in pools}, gpu_limit(spec, config))
+    served = sum(1 for pool in pools if pool.gpus > 0 or pool.remembered_capability)
     plans = tuple(
-        _plan_product(owner, spec, pool, observed, config, allotted_gpus=allotted[pool.product])
+        _plan_product(
+            owner,
+            spec,
+            pool,
+            observed,
+            config,
+            products=served,
+            allotted_gpus=allotted[pool.product],
+        )
         for pool in pools
     )
     status = compute_status(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from lipsync_contract.api import EngineStatus, LipSyncModelSpec, LipSyncModelStatus
@@ -78,6 +79,11 @@ def published_engines(status: LipSyncModelStatus | None, cache_root: str) -> dic
     """
     if status is None:
         return {}
+    return published_results(status.engines, cache_root)
+
+
+def published_results(engines: Iterable[EngineStatus], cache_root: str) -> dict[str, BuildResult]:
+    """The Ready engines among ``engines`` (with an artifact), as build results by key."""
     return {
         engine.key: BuildResult(
             key=engine.key,
@@ -89,7 +95,7 @@ def published_engines(status: LipSyncModelStatus | None, cache_root: str) -> dic
             cache_hit=True,
             audio_encoder=_published_encoder(engine, cache_root),
         )
-        for engine in status.engines
+        for engine in engines
         if engine.state == "Ready" and engine.key and engine.artifact
     }
 
@@ -134,11 +140,11 @@ def engine_verdict(pool: GpuPool, key: str, job_name: str, observed: Observed) -
     """Published -> Ready; else the outcome of the key's build Job (this model's or another
     model's: see builds.py); else a Job is wanted."""
     base = {"gpu_product": pool.product, "compute_capability": pool.compute_capability, "key": key}
-    if not pool.present:
-        reason = "NoNodes: no schedulable node has this GPU product"
-        return EngineVerdict(EngineStatus(**base, state="Pending", reason=reason), None, False)
     job = followed_build(observed, key)
     published = observed.published.get(key)
+    if not pool.present and (published is None or not key):
+        reason = "NoNodes: no schedulable node has this GPU product"
+        return EngineVerdict(EngineStatus(**base, state="Pending", reason=reason), None, False)
     if (
         published is not None
         and published.state == "Ready"

@@ -4,6 +4,12 @@ Each function's name is the kwarg kopf injects into every handler (``lipsync_nod
 The entries are computed by the pure functions in ``clusterview``; `view` bundles the injected
 indexes into a `ClusterView`. kopf starts no handler before every index is populated, so the
 first reconcile after a start already sees every node and child.
+
+KEDA's ScaledObjects are indexed only when the operator is configured for KEDA
+(`register_optional`, called before kopf starts): the chart grants them only then, and kopf
+would hold every handler until an index it cannot list is filled. kopf serves no watch for a
+resource whose CRD is absent (it warns, and starts one when the CRD appears), so an index of a
+CRD not yet installed blocks nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from typing import Any
 
 import kopf
 
-from lipsync_contract.api import GROUP, PLURAL, VERSION
+from lipsync_contract.api import GROUP, PLURAL, VERSION, EngineStatus
 from lipsync_operator import naming
 from lipsync_operator.clusterview import (
     BuildPod,
@@ -27,6 +33,7 @@ from lipsync_operator.clusterview import (
     model_entry,
     node_entry,
     pod_entry,
+    published_entry,
     waiting_entry,
 )
 from lipsync_operator.config import OperatorConfig
@@ -43,14 +50,19 @@ BUILD_PODS: dict[str, Any] = {
 # entries when its function returns None (a pod that finished would keep its GPUs counted).
 
 
-def _gpu_resource(memo: kopf.Memo) -> str:
+def _config(memo: kopf.Memo) -> OperatorConfig:
     config: OperatorConfig = memo["config"]
-    return config.gpu_resource
+    return config
+
+
+def _gpu_resource(memo: kopf.Memo) -> str:
+    return _config(memo).gpu_resource
 
 
 @kopf.index("", "v1", "nodes")
 def lipsync_nodes(body: kopf.Body, memo: kopf.Memo, **_: Any) -> dict[str, GpuNode]:
-    return node_entry(body, _gpu_resource(memo)) or {}
+    config = _config(memo)
+    return node_entry(body, config.gpu_resource, config.autoscaled_node_label) or {}
 
 
 @kopf.index("", "v1", "pods")
@@ -78,6 +90,22 @@ def lipsync_hpas(body: kopf.Body, **_: Any) -> dict[str, str]:
     return hpa_entry(body) or {}
 
 
+def lipsync_scaled_objects(body: kopf.Body, **_: Any) -> dict[str, str]:
+    return hpa_entry(body) or {}
+
+
+def register_optional(config: OperatorConfig, registry: kopf.OperatorRegistry) -> None:
+    """Index what only some configurations use (see the module docstring); once per registry."""
+    if config.autoscaler != "keda":
+        return
+    indexing = registry._indexing.get_all_handlers()  # kopf has no public lookup by handler id
+    if any(handler.fn is lipsync_scaled_objects for handler in indexing):
+        return
+    kopf.index("keda.sh", "v1alpha1", "scaledobjects", labels=OWNED, registry=registry)(
+        lipsync_scaled_objects
+    )
+
+
 @kopf.index("batch", "v1", "jobs", labels=OWNED)
 def lipsync_builds(body: kopf.Body, **_: Any) -> dict[str, BuildJob]:
     return build_key_entry(body) or {}
@@ -86,6 +114,11 @@ def lipsync_builds(body: kopf.Body, **_: Any) -> dict[str, BuildJob]:
 @kopf.index(GROUP, VERSION, PLURAL)
 def lipsync_waiting(body: kopf.Body, **_: Any) -> dict[str, ModelRef]:
     return waiting_entry(body) or {}
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def lipsync_published(body: kopf.Body, **_: Any) -> dict[str, EngineStatus]:
+    return published_entry(body) or {}
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
@@ -102,7 +135,9 @@ def view(kwargs: dict[str, Any]) -> ClusterView:
         jobs=kwargs["lipsync_jobs"],
         deployments=kwargs["lipsync_deployments"],
         hpas=kwargs["lipsync_hpas"],
+        scaled_objects=kwargs.get("lipsync_scaled_objects", {}),
         models=kwargs["lipsync_models"],
         builds=kwargs["lipsync_builds"],
         waiting=kwargs["lipsync_waiting"],
+        published=kwargs["lipsync_published"],
     )

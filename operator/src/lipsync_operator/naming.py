@@ -23,6 +23,8 @@ ANNOTATION_ENCODER_KEY = "lipsync.dev/audio-encoder-key"
 ANNOTATION_ENCODER_ARTIFACT = "lipsync.dev/audio-encoder-artifact"
 # The spec the pod template was rendered from: the template keeps it while a new engine builds.
 ANNOTATION_SERVING_SPEC = "lipsync.dev/serving-spec"
+# GPUs on node-autoscaled nodes a Deployment without an autoscaler may serve on.
+ANNOTATION_AUTOSCALED_GPUS = "lipsync.dev/autoscaled-gpus"
 
 MANAGER = "lipsync-operator"
 COMPONENT_BUILD = "engine-build"

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from lipsync_contract.result import BuildResult, parse_build_result
 from lipsync_operator.naming import (
     ANNOTATION_ARTIFACT,
+    ANNOTATION_AUTOSCALED_GPUS,
     ANNOTATION_ENCODER_ARTIFACT,
     ANNOTATION_ENCODER_KEY,
     ANNOTATION_ENGINE_KEY,
@@ -75,6 +76,7 @@ class GpuNode:
     ready: bool = True
     cordoned: bool = False
     not_ready_since: datetime | None = None  # the Ready condition's last transition
+    autoscaled: bool = False  # added by a node autoscaler (Karpenter's nodepool label)
 
     @property
     def schedulable(self) -> bool:
@@ -92,8 +94,13 @@ class GpuNode:
         return self.not_ready_since is not None and now - self.not_ready_since < grace
 
 
-def gpu_node(obj: Obj, gpu_resource: str = "nvidia.com/gpu") -> GpuNode | None:
-    """Parse a Node; None when it has no GPU product label."""
+def gpu_node(
+    obj: Obj, gpu_resource: str = "nvidia.com/gpu", autoscaled_label: str = ""
+) -> GpuNode | None:
+    """Parse a Node; None when it has no GPU product label.
+
+    ``autoscaled_label``: a node carrying this label key was added by a node autoscaler.
+    """
     labels: Mapping[str, str] = _path(obj, "metadata", "labels") or {}
     product_label = labels.get(GFD_PRODUCT, "")
     if not product_label:
@@ -122,6 +129,7 @@ def gpu_node(obj: Obj, gpu_resource: str = "nvidia.com/gpu") -> GpuNode | None:
         ready=ready,
         cordoned=bool(_path(obj, "spec", "unschedulable")),
         not_ready_since=since,
+        autoscaled=bool(autoscaled_label) and autoscaled_label in labels,
     )
 
 
@@ -226,6 +234,8 @@ class ServerDeployment:
     encoder_key: str = ""
     encoder_artifact: str = ""
     serving_spec: str = ""  # JSON of the spec its pod template was rendered from
+    # GPUs on node-autoscaled nodes it may serve on without an autoscaler (None: not recorded).
+    autoscaled_gpus: int | None = None
 
     @property
     def engine(self) -> ServedEngine:
@@ -253,7 +263,12 @@ def server_deployment(obj: Obj) -> ServerDeployment:
         rolled_out=observed >= generation and updated >= replicas and total <= replicas,
         encoder_key=annotations.get(ANNOTATION_ENCODER_KEY, ""),
         encoder_artifact=annotations.get(ANNOTATION_ENCODER_ARTIFACT, ""),
+        autoscaled_gpus=_optional_int(annotations.get(ANNOTATION_AUTOSCALED_GPUS)),
     )
+
+
+def _optional_int(value: str | None) -> int | None:
+    return _int(value, -1) if value is not None and _int(value, -1) >= 0 else None
 
 
 def pod_gpu_request(pod: Obj, gpu_resource: str) -> int:
@@ -302,6 +317,7 @@ class Observed:
     jobs: tuple[BuildJob, ...] = ()
     deployments: tuple[ServerDeployment, ...] = ()
     hpas: frozenset[str] = frozenset()
+    scaled_objects: frozenset[str] = frozenset()  # KEDA's, when the operator uses KEDA
     # Engines this model's status records as published (the operator never reads the cache).
     published: Mapping[str, BuildResult] = field(default_factory=dict)
     # Build Jobs of this model's engine keys, by key, in every namespace the operator reads:
@@ -311,6 +327,11 @@ class Observed:
     gpu_used_by_others: Mapping[str, int] = field(default_factory=dict)
     # This model's server pods per node (bound, not being deleted): what a cordoned node keeps.
     serving_pods_by_node: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def autoscalers(self) -> frozenset[str]:
+        """Names of the HPAs and ScaledObjects this model owns."""
+        return self.hpas | self.scaled_objects
 
     def deployment_for(self, product: str) -> ServerDeployment | None:
         return next((d for d in self.deployments if d.product == product), None)

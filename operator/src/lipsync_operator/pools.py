@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -39,6 +39,9 @@ class GpuPool:
     product: str
     nodes: tuple[GpuNode, ...]
     unfit: tuple[GpuNode, ...]
+    # An autoscaled product with no node left keeps the compute capability its engine was
+    # built for, so its Deployment stays (at zero) and its pods bring nodes back.
+    remembered_capability: str = ""
 
     @property
     def present(self) -> bool:
@@ -47,12 +50,17 @@ class GpuPool:
     @property
     def compute_capability(self) -> str:
         known = sorted(n.compute_capability for n in (*self.nodes, *self.unfit))
-        return next((cc for cc in known if cc), "")
+        return next((cc for cc in known if cc), self.remembered_capability)
 
     @property
     def gpus(self) -> int:
         """Physical GPUs the servers may use (on nodes that fit the sharing mode)."""
         return sum(node.gpus for node in self.nodes)
+
+    @property
+    def autoscaled_gpus(self) -> int:
+        """Of ``gpus``, those on nodes a node autoscaler added."""
+        return sum(node.gpus for node in self.nodes if node.autoscaled)
 
     @property
     def schedulable(self) -> bool:
@@ -66,7 +74,12 @@ class GpuPool:
 
 
 def gpu_pools(
-    spec: LipSyncModelSpec, nodes: Iterable[GpuNode], *, now: datetime, grace: timedelta
+    spec: LipSyncModelSpec,
+    nodes: Iterable[GpuNode],
+    *,
+    now: datetime,
+    grace: timedelta,
+    remembered: Mapping[str, str] | None = None,
 ) -> list[GpuPool]:
     """One pool per target product, sorted by product.
 
@@ -74,14 +87,16 @@ def gpu_pools(
     less than ``grace``; a deleted node, or one NotReady for longer, leaves its pool.
     Targets are the spec's products, or every product present when it lists none.
     A listed product with no node gets an empty pool (reported, not built: no node to build on).
+    ``remembered``: products (with their compute capability) that keep their pool with no node.
     """
+    remembered = remembered or {}
     counted = [node for node in nodes if node.gpus > 0 and node.counts(now, grace)]
     present = {node.product for node in counted}
-    targets = set(spec.gpus.products) if spec.gpus.products else present
+    targets = set(spec.gpus.products) if spec.gpus.products else present | set(remembered)
     pools = []
     for product in sorted(targets):
         members = sorted((n for n in counted if n.product == product), key=lambda n: n.name)
         fits = [n for n in members if node_fits_sharing(n, spec.sharing, spec.replicas_per_gpu)]
         unfit = [n for n in members if n not in fits]
-        pools.append(GpuPool(product=product, nodes=tuple(fits), unfit=tuple(unfit)))
+        pools.append(GpuPool(product, tuple(fits), tuple(unfit), remembered.get(product, "")))
     return pools

@@ -18,8 +18,8 @@ from lipsync_contract.errors import LipSyncError
 from lipsync_operator.applied import RecentApplies
 from lipsync_operator.clusterview import ClusterView
 from lipsync_operator.config import OperatorConfig
-from lipsync_operator.desired import DesiredState, desired_state, engine_keys
-from lipsync_operator.engines import published_engines
+from lipsync_operator.desired import ChildRef, DesiredState, desired_state, engine_keys
+from lipsync_operator.engines import published_engines, published_results
 from lipsync_operator.kube import Kube, api_message
 from lipsync_operator.manifests.common import Owner
 from lipsync_operator.observed import Observed
@@ -34,6 +34,8 @@ from lipsync_operator.status import (
 from lipsync_operator.validation import spec_problem
 
 log = logging.getLogger(__name__)
+
+AUTOSCALER_KINDS = frozenset({"HorizontalPodAutoscaler", "ScaledObject"})
 
 
 class InvalidSpecError(LipSyncError):
@@ -63,7 +65,9 @@ class ChildFailure:
         return f"{self.verb} {self.kind} {self.name}: {self.code} {self.message}"
 
 
-INDEXED_KINDS = frozenset({"Job", "Deployment", "HorizontalPodAutoscaler"})
+INDEXED_KINDS = frozenset({"Job", "Deployment", "HorizontalPodAutoscaler", "ScaledObject"})
+# How `_apply` calls the API: verb, kind, name, the call (a refusal is recorded, not raised).
+Attempt = Callable[[str, str, str, Callable[[], None]], None]
 
 
 def present_children(observed: Observed) -> set[tuple[str, str]]:
@@ -72,6 +76,7 @@ def present_children(observed: Observed) -> set[tuple[str, str]]:
         *(("Job", job.name) for job in observed.jobs),
         *(("Deployment", d.name) for d in observed.deployments),
         *(("HorizontalPodAutoscaler", name) for name in observed.hpas),
+        *(("ScaledObject", name) for name in observed.scaled_objects),
     }
 
 
@@ -143,10 +148,15 @@ class Reconciler:
                     raise InvalidSpecError(problem)
                 now = datetime.now(UTC)
                 observed = view.observed(owner.namespace, owner.name, owner.uid)
+                keys = engine_keys(owner, spec, observed, self.config, now=now, previous=previous)
+                mount = self.config.cache.mount_path
                 observed = replace(
                     observed,
-                    published=published_engines(previous, self.config.cache.mount_path),
-                    builds=view.builds_by_key(engine_keys(owner, spec, observed, self.config, now)),
+                    published={
+                        **published_results(view.published_engines(keys), mount),
+                        **published_engines(previous, mount),
+                    },
+                    builds=view.builds_by_key(keys),
                 )
                 desired = desired_state(
                     owner, spec, observed, self.config, previous=previous, now=now
@@ -193,6 +203,11 @@ class Reconciler:
                     self.kube.hand_over_replicas, plan.deployment, plan.replica_handover
                 )
                 attempt("apply", "Deployment", plan.deployment["metadata"]["name"], handover)
+        # An autoscaler of the other kind goes first: KEDA refuses a ScaledObject for a
+        # Deployment that another HPA scales.
+        early = [ref for ref in desired.stale if ref.kind in AUTOSCALER_KINDS]
+        for ref in early:
+            self._delete(owner, ref, attempt)
         for manifest in desired.applies():
             kind, name = manifest["kind"], manifest["metadata"]["name"]
             gone = kind in INDEXED_KINDS and (kind, name) not in present
@@ -203,10 +218,14 @@ class Reconciler:
             if len(failures) == before:
                 self._recent.record(manifest)
         for ref in desired.stale:
-            log.info("deleting %s %s (no longer desired)", ref.kind, ref.name)
-            self._recent.forget(owner.namespace, ref.kind, ref.name)
-            attempt("delete", ref.kind, ref.name, partial(self.kube.delete, ref, owner.namespace))
+            if ref not in early:
+                self._delete(owner, ref, attempt)
         return failures
+
+    def _delete(self, owner: Owner, ref: ChildRef, attempt: Attempt) -> None:
+        log.info("deleting %s %s (no longer desired)", ref.kind, ref.name)
+        self._recent.forget(owner.namespace, ref.kind, ref.name)
+        attempt("delete", ref.kind, ref.name, partial(self.kube.delete, ref, owner.namespace))
 
     def _record_invalid(
         self, owner: Owner, previous: LipSyncModelStatus | None, message: str

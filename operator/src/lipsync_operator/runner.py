@@ -24,7 +24,10 @@ async def _operate(
 ) -> None:
     import kopf
 
-    from lipsync_operator import handlers
+    from lipsync_operator import handlers, indexes
+    from lipsync_operator.config import OperatorConfig
+
+    indexes.register_optional(OperatorConfig.from_env(), kopf.get_default_registry())
 
     log.info(
         "starting kopf (%s, %s)",

@@ -30,6 +30,7 @@ class ProductSummary:
     has_nodes: bool
     unfit_nodes: tuple[str, ...]  # nodes not configured for the sharing mode
     rolled_out: bool  # the Deployment runs the wanted key on all its pods (or needs none)
+    scaled_to_zero: bool = False  # its autoscaler took it to zero pods (idle, not broken)
 
 
 def _join(items: Sequence[str]) -> str:
@@ -54,6 +55,7 @@ def compute_status(
     ready = sum(e.ready_replicas for e in engines)
     serving = ready > 0
     stale_rollout = [p.engine.gpu_product for p in products if not p.rolled_out]
+    idle = bool(products) and all(p.scaled_to_zero for p in products if p.engine.replicas == 0)
 
     def cond(type_: str, ok: bool, reason: str, message: str) -> Condition:
         status: ConditionStatus = "True" if ok else "False"
@@ -73,12 +75,17 @@ def compute_status(
         names = _join([e.gpu_product for e in engines if e.state == "Ready"])
         engines_ready = cond("EnginesReady", True, "AllEnginesReady", f"engines ready for {names}")
 
-    available = cond(
-        "Available",
-        serving,
-        "ReplicasReady" if serving else "NoReadyReplicas",
-        f"{ready}/{replicas} server pods ready",
-    )
+    if not serving and replicas == 0 and idle:
+        available = cond(
+            "Available", False, "ScaledToZero", "scaled to zero: a wanted stream wakes it"
+        )
+    else:
+        available = cond(
+            "Available",
+            serving,
+            "ReplicasReady" if serving else "NoReadyReplicas",
+            f"{ready}/{replicas} server pods ready",
+        )
 
     if building:
         progressing = cond("Progressing", True, "Building", engines_ready.message)
@@ -112,7 +119,7 @@ def compute_status(
         phase = "Pending"
     elif building:
         phase = "Building"
-    elif stale_rollout or ready < replicas or replicas == 0:
+    elif stale_rollout or ready < replicas or (replicas == 0 and not idle):
         phase = "Rolling"
     else:
         phase = "Ready"

@@ -13,9 +13,15 @@ def spec_problem(model: str, spec: LipSyncModelSpec) -> str | None:
     if problem is not None:
         return problem
     policy = spec.autoscaling
-    if policy.enabled and quantity(policy.target_fps) == "0":
-        return (
-            f"spec.autoscaling.targetFps: {policy.target_fps} is below the smallest "
-            "quantity an HPA target can hold (0.001)"
-        )
+    if not policy.enabled:
+        return None
+    targets = {"targetFps": policy.target_fps} | {
+        f"productTargetFps[{product}]": fps for product, fps in policy.product_target_fps.items()
+    }
+    for field, fps in targets.items():
+        if fps is not None and quantity(fps) == "0":
+            return (
+                f"spec.autoscaling.{field}: {fps} is below the smallest "
+                "quantity an HPA target can hold (0.001)"
+            )
     return None

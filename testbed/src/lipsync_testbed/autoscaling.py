@@ -60,7 +60,12 @@ from lipsync_testbed.gpucatalog import (
 from lipsync_testbed.kubeconfig import write_kubeconfig
 from lipsync_testbed.nodes import GpuSpec, NodeSpec
 from lipsync_testbed.pki import KEDA_METRICS_SERVICE, KEDA_NAMESPACE, ClusterPKI
-from lipsync_testbed.prometheus import PrometheusClient, scrape_config
+from lipsync_testbed.prometheus import (
+    CLIENTS_FILE,
+    PrometheusClient,
+    client_targets,
+    scrape_config,
+)
 from lipsync_testbed.versions import ClusterSetupError
 from lipsync_testbed.waiting import WaitTimeoutError, wait_for
 
@@ -243,10 +248,12 @@ def start_autoscaling(
 
 def _start_prometheus(cluster: LocalCluster, kubeconfig: Path, options: AutoscalingOptions) -> str:
     cfg = cluster.state_dir / "config" / "prometheus.yml"
-    cfg.write_text(
-        yaml.safe_dump(scrape_config(kubeconfig, scrape_interval=options.scrape_interval)),
-        encoding="utf-8",
+    clients = cluster.state_dir / "config" / CLIENTS_FILE
+    clients.write_text(client_targets([]), encoding="utf-8")
+    config = scrape_config(
+        kubeconfig, scrape_interval=options.scrape_interval, clients_file=clients
     )
+    cfg.write_text(yaml.safe_dump(config), encoding="utf-8")
     port = processes.free_port()
     url = f"http://127.0.0.1:{port}"
     proc = cluster.spawn(
@@ -261,6 +268,14 @@ def _start_prometheus(cluster: LocalCluster, kubeconfig: Path, options: Autoscal
     )
     cluster.wait_http(proc, f"{url}/-/ready", None)
     return url
+
+
+def scrape_clients(cluster: LocalCluster, targets: list[str]) -> None:
+    """Have Prometheus scrape these host processes (``host:port``) too, from now on."""
+    path = cluster.state_dir / "config" / CLIENTS_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(client_targets(targets), encoding="utf-8")
+    tmp.replace(path)  # file_sd reads whole files
 
 
 def _start_keda(
@@ -390,3 +405,43 @@ def nodepool_nodes(api: client.ApiClient, nodepool: str) -> list[client.V1Node]:
     """The nodes of one NodePool (deleting ones included)."""
     selector = f"{NODEPOOL_LABEL}={nodepool}"
     return list(client.CoreV1Api(api).list_node(label_selector=selector).items)
+
+
+def gpu_pod(name: str, product: str, image: str) -> dict[str, Any]:
+    """A pod that holds one GPU of ``product`` and sleeps: what brings a node of it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {
+                                "matchExpressions": [
+                                    {
+                                        "key": "nvidia.com/gpu.product",
+                                        "operator": "In",
+                                        "values": [product],
+                                    }
+                                ]
+                            }
+                        ]
+                    }
+                }
+            },
+            "containers": [
+                {
+                    "name": "gpu",
+                    "image": image,
+                    "command": ["python", "-c", "import time; time.sleep(3600)"],
+                    "resources": {
+                        "requests": {"nvidia.com/gpu": "1", "cpu": "1"},
+                        "limits": {"nvidia.com/gpu": "1"},
+                    },
+                }
+            ],
+        },
+    }

@@ -29,6 +29,15 @@ SCRAPE_ANNOTATION = "prometheus.io/scrape"
 PORT_ANNOTATION = "prometheus.io/port"
 PATH_ANNOTATION = "prometheus.io/path"
 POD_JOB = "kubernetes-pods"
+# Processes on the host that export metrics for the cluster (a load generator's
+# lipsync_wanted_streams): targets listed in a file, their own labels kept.
+CLIENT_JOB = "clients"
+CLIENTS_FILE = "prometheus-clients.json"
+
+
+def client_targets(targets: list[str]) -> str:
+    """The file_sd document that lists ``host:port`` client targets."""
+    return json.dumps([{"targets": targets}] if targets else [])
 
 
 def _meta(annotation: str) -> str:
@@ -38,8 +47,21 @@ def _meta(annotation: str) -> str:
     )
 
 
-def scrape_config(kubeconfig: Path, *, scrape_interval: str = "1s") -> dict[str, Any]:
-    """prometheus.yml: one job scraping annotated pods, discovered with `kubeconfig`."""
+def scrape_config(
+    kubeconfig: Path, *, scrape_interval: str = "1s", clients_file: Path | None = None
+) -> dict[str, Any]:
+    """prometheus.yml: one job scraping annotated pods, discovered with `kubeconfig`, and one
+    scraping the client targets `clients_file` lists (file_sd, re-read as it changes)."""
+    clients = []
+    if clients_file is not None:
+        clients = [
+            {
+                "job_name": CLIENT_JOB,
+                "scrape_timeout": scrape_interval,
+                "honor_labels": True,
+                "file_sd_configs": [{"files": [str(clients_file)], "refresh_interval": "1s"}],
+            }
+        ]
     return {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
         "scrape_configs": [
@@ -77,7 +99,8 @@ def scrape_config(kubeconfig: Path, *, scrape_interval: str = "1s") -> dict[str,
                     {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
                     {"source_labels": ["__meta_kubernetes_pod_node_name"], "target_label": "node"},
                 ],
-            }
+            },
+            *clients,
         ],
     }
 

@@ -68,7 +68,7 @@ def structural(node: Schema, definitions: dict[str, Schema]) -> Schema:
             out[key] = True
         elif key == "properties":
             out[key] = {name: structural(prop, definitions) for name, prop in value.items()}
-        elif key == "items":
+        elif key == "items" or (key == "additionalProperties" and isinstance(value, dict)):
             out[key] = structural(value, definitions)
         else:
             out[key] = copy.deepcopy(value)

@@ -144,7 +144,7 @@ class Batching(ApiModel):
 
 
 class Autoscaling(ApiModel):
-    """A HorizontalPodAutoscaler per GPU product; replicas are then left to it."""
+    """An autoscaler per GPU product (an HPA, or a KEDA ScaledObject); replicas are left to it."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -160,17 +160,38 @@ class Autoscaling(ApiModel):
         }
     )
 
-    enabled: bool = Field(False, description="Let an HPA scale each product's Deployment.")
-    min_replicas: int = Field(1, ge=1, le=10_000, description="HPA minimum pods per GPU product.")
-    max_replicas: int = Field(48, ge=1, le=10_000, description="HPA maximum pods per GPU product.")
-    target_fps: float = Field(
-        30.0, gt=0, le=100_000, description="Served frames per second per pod the HPA aims for."
+    enabled: bool = Field(
+        False, description="Let an autoscaler scale each product's Deployment on served load."
+    )
+    min_replicas: int = Field(
+        1,
+        ge=0,
+        le=10_000,
+        description=(
+            "Fewest pods per GPU product; 0 lets an idle product scale to zero "
+            "(with the chart's KEDA scaler; an HPA keeps at least 1)."
+        ),
+    )
+    max_replicas: int = Field(48, ge=1, le=10_000, description="Most pods per GPU product.")
+    target_fps: float | None = Field(
+        None,
+        gt=0,
+        le=100_000,
+        description=(
+            "Served frames per second per pod to aim for; unset: 80% of the frames/s the "
+            "builder measured for the product's engine, shared by the pods of one GPU."
+        ),
+    )
+    product_target_fps: dict[str, Annotated[float, Field(gt=0, le=100_000)]] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="Per-product targetFps (by nvidia.com/gpu.product), over targetFps.",
     )
     cpu_utilization: int = Field(
         80,
         ge=1,
         le=100,
-        description="CPU utilization target, used when the frames metric is absent.",
+        description="CPU utilization target of the HPA (the metric every cluster serves).",
     )
 
     @model_validator(mode="after")

@@ -99,13 +99,15 @@ def server_deployment(
     replicas: int | None,
     rollout_strategy: Manifest,
     config: OperatorConfig,
+    autoscaled_gpus: int | None = None,
     cache_dir: str = "",
 ) -> Manifest:
-    """The Deployment; ``replicas=None`` leaves the count to the HPA (the field is not applied).
+    """The Deployment; ``replicas=None`` leaves the count to the autoscaler (not applied).
 
     ``cache_dir``: where in the engine cache the model's engines are ("": the shared cache).
 
     ``rollout_strategy``: rolling-update bounds that fit the free GPUs (``plan_rollout``).
+    ``autoscaled_gpus``: recorded for a Deployment without an autoscaler (``wanted_servers``).
     """
     name = naming.deployment_name(owner.name, product)
     selector = naming.server_selector(owner.name, product)
@@ -174,6 +176,7 @@ def server_deployment(
                     **annotations,
                     "prometheus.io/scrape": "true",
                     "prometheus.io/port": str(METRICS_PORT),
+                    "prometheus.io/path": "/metrics",
                 },
             },
             "spec": pod_spec,
@@ -181,6 +184,9 @@ def server_deployment(
     }
     if replicas is not None:
         deployment_spec = {"replicas": replicas, **deployment_spec}
+    recorded = {naming.ANNOTATION_SERVING_SPEC: spec.model_dump_json(by_alias=True)}
+    if autoscaled_gpus is not None:
+        recorded[naming.ANNOTATION_AUTOSCALED_GPUS] = str(autoscaled_gpus)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -188,7 +194,7 @@ def server_deployment(
             owner,
             name,
             labels,
-            {**annotations, naming.ANNOTATION_SERVING_SPEC: spec.model_dump_json(by_alias=True)},
+            {**annotations, **recorded},
         ),
         "spec": deployment_spec,
     }
