@@ -592,6 +592,21 @@ def test_a_node_not_ready_past_the_grace_period_stops_counting() -> None:
     assert state.deployments[0]["spec"]["replicas"] == 4
 
 
+def test_a_silent_node_counts_its_grace_from_its_last_heartbeat() -> None:
+    # NotReady at t0, then the node controller flips it to Unknown (a new transition time).
+    obj = node_object("silent", ready=False)
+    t0 = NOW - timedelta(seconds=CONFIG.node_grace_seconds + 1)
+    obj["status"]["conditions"][0].update(
+        status="Unknown",
+        lastHeartbeatTime=t0.isoformat(),
+        lastTransitionTime=(NOW - timedelta(seconds=5)).isoformat(),
+    )
+    silent = gpu_node(obj)
+    assert silent is not None
+    assert silent.not_ready_since == t0
+    assert not silent.counts(NOW, timedelta(seconds=CONFIG.node_grace_seconds))
+
+
 def test_gpu_count_comes_from_allocatable_not_the_gfd_label() -> None:
     obj = node_object("a", gpus=8)
     obj["status"]["allocatable"]["nvidia.com/gpu"] = "6"  # two GPUs unhealthy

@@ -94,6 +94,16 @@ class GpuNode:
         return self.not_ready_since is not None and now - self.not_ready_since < grace
 
 
+def _not_ready_since(ready_condition: Mapping[str, Any]) -> datetime | None:
+    """When the node stopped being Ready. The node controller turns a silent node's False into
+    Unknown with a new transition time; its last heartbeat still says when it was last heard."""
+    transition = _timestamp(ready_condition.get("lastTransitionTime"))
+    heartbeat = _timestamp(ready_condition.get("lastHeartbeatTime"))
+    if ready_condition.get("status") == "Unknown" and transition and heartbeat:
+        return min(transition, heartbeat)
+    return transition
+
+
 def gpu_node(
     obj: Obj, gpu_resource: str = "nvidia.com/gpu", autoscaled_label: str = ""
 ) -> GpuNode | None:
@@ -115,7 +125,7 @@ def gpu_node(
     ready = ready_condition is not None and ready_condition.get("status") == "True"
     since = None
     if ready_condition is not None and not ready:
-        since = _timestamp(ready_condition.get("lastTransitionTime"))
+        since = _not_ready_since(ready_condition)
     return GpuNode(
         name=str(_path(obj, "metadata", "name")),
         product=product_label.removesuffix(SHARED_SUFFIX),
