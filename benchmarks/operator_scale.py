@@ -317,6 +317,16 @@ def lists_by_client(cluster: LocalCluster, since: float, until: float) -> dict[s
     return out
 
 
+def node_not_ready_events(api: client.ApiClient) -> int:
+    """How often the node lifecycle controller marked a node NotReady (its NodeNotReady Events)."""
+    events = (
+        client.CoreV1Api(api)
+        .list_event_for_all_namespaces(field_selector="reason=NodeNotReady")
+        .items
+    )
+    return sum(event.count or 1 for event in events)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     if not ordered:
@@ -533,6 +543,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         statuses.stop()
         operator.stop()
         result["peak_rss_mib"] = round(operator.peak_rss_mib, 1)
+        # Healthy nodes marked NotReady re-plan models mid-measurement: none means valid timings.
+        result["node_not_ready_events"] = node_not_ready_events(cluster.api_client)
         cluster.stop()
 
 
