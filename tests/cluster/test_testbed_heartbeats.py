@@ -16,7 +16,9 @@ pytestmark = pytest.mark.cluster
 
 def test_long_leases_grace_period_and_list_audit(tmp_path: Path) -> None:
     binaries = Binaries.default()
-    missing = binaries.missing(("etcd", "kube-apiserver", "kube-controller-manager", "kwok"))
+    missing = binaries.missing(
+        ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+    )
     if missing:
         pytest.fail(f"test bed binaries missing: {', '.join(missing)}; run `make cluster-build`")
     cluster = LocalCluster(
