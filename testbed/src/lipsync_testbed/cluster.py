@@ -22,7 +22,9 @@ from typing import Any
 from kubernetes import client
 
 from lipsync_testbed import processes
+from lipsync_testbed.audit import AUDIT_LOG, LIST_AUDIT_POLICY
 from lipsync_testbed.autoscaling import AutoscalingEndpoints, AutoscalingOptions, start_autoscaling
+from lipsync_testbed.heartbeats import NodeHeartbeats
 from lipsync_testbed.kubeconfig import write_kubeconfig
 from lipsync_testbed.localpods import LocalPodRule, kwok_stages
 from lipsync_testbed.nodes import (
@@ -148,6 +150,8 @@ class LocalCluster:
         local_pods: LocalPodRule | None = None,
         run_kubelet: bool = False,
         autoscaling: AutoscalingOptions | None = None,
+        heartbeats: NodeHeartbeats | None = None,
+        audit_lists: bool = False,
     ) -> None:
         self.state_dir = state_dir
         self.binaries = binaries or Binaries.default()
@@ -159,6 +163,10 @@ class LocalCluster:
         self.run_kubelet = run_kubelet
         # Prometheus, KEDA and Karpenter (lipsync_testbed.autoscaling); off by default.
         self.autoscaling = autoscaling
+        # Node lease duration and NotReady grace period (longer for large fleets on small machines).
+        self.heartbeats = heartbeats or NodeHeartbeats()
+        # An audit log of LIST requests (lipsync_testbed.audit), for benchmarks; off by default.
+        self.audit_lists = audit_lists
         self.log_dir = state_dir / "logs"
         self.kubeconfig = state_dir / "kubeconfig"
         self.state = ClusterState(state_dir=state_dir, kubeconfig=self.kubeconfig, server="")
@@ -467,6 +475,7 @@ class LocalCluster:
                 "--allow-privileged=true",
                 "--profiling=false",
                 "--v=1",
+                *self._audit_args(cfg),
             ],
         )
         ctx = ssl.create_default_context(cafile=str(pki.ca.cert_path))
@@ -494,6 +503,7 @@ class LocalCluster:
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 f"--controllers={','.join(CONTROLLERS)}",
                 "--concurrent-job-syncs=5",
+                *self.heartbeats.controller_manager_args(),
                 "--profiling=false",
                 "--v=1",
             ],
@@ -519,7 +529,7 @@ class LocalCluster:
                 f"--kubeconfig={kwok_kubeconfig}",
                 f"--config={stages}",
                 f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}={KWOK_NODE_ANNOTATION_VALUE}",
-                "--node-lease-duration-seconds=40",
+                *self.heartbeats.kwok_args(),
                 f"--cidr={POD_CIDR}",
                 "--node-ip=127.0.0.1",
                 f"--server-address=127.0.0.1:{kwok_port}",
@@ -532,6 +542,18 @@ class LocalCluster:
         self.wait_http(kcm, f"https://127.0.0.1:{kcm_port}/healthz", insecure)
         self.wait_http(scheduler, f"https://127.0.0.1:{sched_port}/healthz", insecure)
         self._wait_controllers_ready()
+
+    @property
+    def audit_log(self) -> Path:
+        """The apiserver's audit log of LIST requests (a test bed started with audit_lists)."""
+        return self.log_dir / AUDIT_LOG
+
+    def _audit_args(self, cfg: Path) -> list[str]:
+        if not self.audit_lists:
+            return []
+        policy = cfg / "audit-policy.yaml"
+        policy.write_text(LIST_AUDIT_POLICY, encoding="utf-8")
+        return [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}"]
 
     def _wait_controllers_ready(self) -> None:
         core = client.CoreV1Api(self.api_client)
