@@ -215,12 +215,12 @@ def test_keda_scales_a_deployment_from_zero_on_a_prometheus_query_and_back(
     autoscaling_cluster: LocalCluster, namespace: str, exporter: Exporter
 ) -> None:
     api = autoscaling_cluster.api_client
-    wait_keda_ready(api, timeout=30)
+    wait_keda_ready(api, timeout=120)
     prom = autoscaling_cluster.autoscaling_endpoints.prometheus
     exporter.set_demand(0)
     wait_for(
         lambda: _demand_seen(prom, namespace, 0),
-        timeout=30,
+        timeout=60,
         interval=0.5,
         description="Prometheus to see no demand",
     )
@@ -265,7 +265,7 @@ def test_keda_scales_a_deployment_from_zero_on_a_prometheus_query_and_back(
         conditions = obj.get("status", {}).get("conditions", [])
         return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
-    wait_for(ready_condition, timeout=60, description="the ScaledObject Ready")
+    wait_for(ready_condition, timeout=120, description="the ScaledObject Ready")
     assert _replicas(api, namespace, "worker") == (0, 0)
 
     # Demand 3 per threshold 1: KEDA activates the Deployment (0 -> 1) and its HPA, reading
@@ -293,7 +293,7 @@ def test_keda_scales_a_deployment_from_zero_on_a_prometheus_query_and_back(
     # The HPA KEDA made reads the external metric: 3 over 3 pods once it has synced again.
     metric = wait_for(
         hpa_metric_at_one_per_pod,
-        timeout=60,
+        timeout=120,
         interval=1,
         description="the HPA's external metric at 1 per pod",
     )
