@@ -32,10 +32,10 @@ lint: setup-test
 types: setup-test
 	$(UV) run mypy
 
-# Everything CI runs: lint, types, then every test tier (the cluster tier needs the
-# Go-built control plane, cached in ~/.cache/lipsync after the first build).
-test: lint types cluster-build
-	$(UV) run pytest
+# Everything CI runs: lint, types, then every test tier. The cluster tier needs the Go-built
+# test bed (cached in ~/.cache/lipsync); hack/test-all.sh builds it alongside the other tiers.
+test: setup-test
+	UV="$(UV)" hack/test-all.sh
 
 unit: setup-test
 	$(UV) run pytest -m unit

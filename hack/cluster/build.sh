@@ -66,7 +66,9 @@ stamp_ok() {
 }
 
 # write_wrapper NAME MODULE VERSION LOCAL_VERSION TOOL...
-# Generates ${WRAPPERS}/NAME-VERSION/go.mod and prints that directory.
+# Generates ${WRAPPERS}/NAME-VERSION/go.mod and prints that directory. With
+# WRAPPER_SOURCE set, MODULE is built from that folder (a trimmed copy of the
+# release) instead of the module cache.
 write_wrapper() {
     local name="$1" module="$2" version="$3" local_version="$4"
     shift 4
@@ -76,12 +78,12 @@ write_wrapper() {
     gomod="$("${GO}" mod download -json "${module}@${version}" \
         | python3 -c 'import json, sys; print(json.load(sys.stdin)["GoMod"])')"
     "${GO}" mod edit -json "${gomod}" >"${dir}/upstream.json"
-    python3 - "${dir}/upstream.json" "${module}" "${version}" "${local_version}" "${name}" "$@" \
-        >"${dir}/go.mod" <<'PY'
+    python3 - "${dir}/upstream.json" "${module}" "${version}" "${local_version}" \
+        "${WRAPPER_SOURCE:-}" "${name}" "$@" >"${dir}/go.mod" <<'PY'
 import json
 import sys
 
-upstream_json, module, version, local_version, name, *tools = sys.argv[1:]
+upstream_json, module, version, local_version, source, name, *tools = sys.argv[1:]
 with open(upstream_json, encoding="utf-8") as fh:
     upstream = json.load(fh)
 required = {r["Path"] for r in upstream.get("Require") or []}
@@ -104,6 +106,8 @@ for rep in upstream.get("Replace") or []:
     else:
         new_spec = new["Path"] + (" " + new["Version"] if new.get("Version") else "")
         lines.append(f"replace {old_spec} => {new_spec}")
+if source:
+    lines.append(f"replace {module} => {source}")
 lines.append("")
 lines.extend(f"tool {t}" for t in tools)
 print("\n".join(lines))
@@ -214,23 +218,34 @@ build_prometheus() {
     log "prometheus ${PROMETHEUS_VERSION}: built in $((SECONDS - start))s"
 }
 
+# The trigger types compiled into KEDA (keda_triggers.py): the operator's
+# ScaledObjects use Prometheus triggers, cpu/memory are KEDA's built-in ones.
+KEDA_TRIGGERS=(prometheus cpu memory)
+
 build_keda() {
-    if stamp_ok keda "${KEDA_VERSION}" keda-operator keda-adapter; then
+    local stamp="${KEDA_VERSION}+triggers=$(IFS=,; echo "${KEDA_TRIGGERS[*]}")"
+    if stamp_ok keda "${stamp}" keda-operator keda-adapter; then
         log "keda ${KEDA_VERSION}: up to date"
         return
     fi
-    local start=${SECONDS} dir src
-    dir="$(write_wrapper keda github.com/kedacore/keda/v2 "${KEDA_VERSION}" "${KEDA_VERSION}" \
-        github.com/kedacore/keda/v2/cmd/operator github.com/kedacore/keda/v2/cmd/adapter)"
-    local ldflags="-s -w -X github.com/kedacore/keda/v2/version.Version=${KEDA_VERSION#v}"
-    log "keda ${KEDA_VERSION}: building operator and adapter"
+    local start=${SECONDS} dir src module=github.com/kedacore/keda/v2
+    # A trimmed copy of the release: every other scaler would pull in its SDK.
+    src="${WRAPPERS}/keda-src-${KEDA_VERSION}"
+    rm -rf "${src}"
+    cp -r "$("${GO}" mod download -json "${module}@${KEDA_VERSION}" \
+        | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')" "${src}"
+    chmod -R u+w "${src}"
+    python3 "${HERE}/keda_triggers.py" "${src}" "${KEDA_TRIGGERS[@]}" >&2
+    dir="$(WRAPPER_SOURCE="${src}" write_wrapper keda "${module}" "${KEDA_VERSION}" "${KEDA_VERSION}" \
+        "${module}/cmd/operator" "${module}/cmd/adapter")"
+    local ldflags="-s -w -X ${module}/version.Version=${KEDA_VERSION#v}"
+    log "keda ${KEDA_VERSION}: building operator and adapter (triggers: ${KEDA_TRIGGERS[*]})"
     (cd "${dir}" && "${GO}" build -trimpath -ldflags="${ldflags}" \
-        -o "${BIN_DIR}/keda-operator" github.com/kedacore/keda/v2/cmd/operator)
+        -o "${BIN_DIR}/keda-operator" "${module}/cmd/operator")
     (cd "${dir}" && "${GO}" build -trimpath -ldflags="${ldflags}" \
-        -o "${BIN_DIR}/keda-adapter" github.com/kedacore/keda/v2/cmd/adapter)
-    src="$(cd "${dir}" && "${GO}" list -m -f '{{.Dir}}' github.com/kedacore/keda/v2)"
+        -o "${BIN_DIR}/keda-adapter" "${module}/cmd/adapter")
     copy_crds keda "${src}/config/crd/bases"
-    echo "${KEDA_VERSION}" >"${BIN_DIR}/.stamp-keda"
+    echo "${stamp}" >"${BIN_DIR}/.stamp-keda"
     log "keda ${KEDA_VERSION}: built in $((SECONDS - start))s"
 }
 
