@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from lipsync_testbed import wait_for
-from lipsync_testbed.processes import ManagedProcess, is_running, spawn, stop, tail
+from lipsync_testbed.processes import (
+    ManagedProcess,
+    is_running,
+    is_same_process,
+    spawn,
+    stop,
+    tail,
+)
 
 pytestmark = pytest.mark.component
 
@@ -54,3 +61,13 @@ def test_children_die_with_killed_parent(tmp_path: Path) -> None:
     parent.send_signal(signal.SIGKILL)
     parent.wait()
     wait_for(lambda: not is_running(child_pid), timeout=10, description="orphan killed")
+
+
+def test_a_process_that_dies_with_its_parent_runs_its_own_program(tmp_path: Path) -> None:
+    # The death signal is set by a wrapper that execs the program: the pid is the program's.
+    proc = spawn("sleeper", [SLEEP, "600"], tmp_path, die_with_parent=True)
+    wait_for(lambda: is_same_process(proc), timeout=10, description="sleep exec'd")
+    with Path(f"/proc/{proc.pid}/status").open(encoding="utf-8") as status:
+        assert any(line.split() == ["Name:", "sleep"] for line in status)
+    stop(proc, timeout=5)
+    assert not is_running(proc.pid)

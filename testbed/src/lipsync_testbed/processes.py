@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -76,25 +76,29 @@ def spawn(
         out.write(f"$ {' '.join(argv)}\n".encode())
         out.flush()
         proc = subprocess.Popen(
-            list(argv),
+            with_parent_death_signal(argv) if die_with_parent else list(argv),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
             env=dict(env) if env is not None else None,
             cwd=cwd,
             start_new_session=True,
-            preexec_fn=set_parent_death_signal if die_with_parent else None,  # noqa: PLW1509
         )
     log.info("started %s (pid %d), log %s", name, proc.pid, log_path)
     return ManagedProcess(name=name, pid=proc.pid, executable=str(argv[0]), log_path=log_path)
 
 
-def set_parent_death_signal() -> None:
-    """Runs in the child between fork and exec: prctl(PR_SET_PDEATHSIG, SIGKILL)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    pr_set_pdeathsig = 1
-    if libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+def with_parent_death_signal(argv: Sequence[str]) -> list[str]:
+    """``argv`` run so that the kernel SIGKILLs it when the thread that started it exits.
+
+    util-linux's ``setpriv`` sets PR_SET_PDEATHSIG and execs ``argv``. A ``preexec_fn`` doing
+    the same would run Python (and dlopen) between fork and exec, which aborts or hangs now
+    and then in a process with other threads, as a test run with a kubelet and torch is.
+    """
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        raise OSError(errno.ENOENT, "setpriv (util-linux) not found: it sets the death signal")
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv]
 
 
 def _proc_state(pid: int) -> str | None:
