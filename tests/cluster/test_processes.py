@@ -64,9 +64,10 @@ def test_children_die_with_killed_parent(tmp_path: Path) -> None:
 
 
 def test_a_process_that_dies_with_its_parent_runs_its_own_program(tmp_path: Path) -> None:
-    # The death signal is set by a wrapper that execs the program: the pid is the program's.
+    # The death signal is set by a wrapper that execs the program: the pid is the program's,
+    # and spawn returns only once the wrapper is gone (so the signal is set).
     proc = spawn("sleeper", [SLEEP, "600"], tmp_path, die_with_parent=True)
-    wait_for(lambda: is_same_process(proc), timeout=10, description="sleep exec'd")
+    assert is_same_process(proc)
     with Path(f"/proc/{proc.pid}/status").open(encoding="utf-8") as status:
         assert any(line.split() == ["Name:", "sleep"] for line in status)
     stop(proc, timeout=5)

@@ -61,7 +61,7 @@ from lipsync_testbed.podvolumes import (
     token_lifetime,
 )
 from lipsync_testbed.probes import ProbeContext, ProbeTracker, probe_once
-from lipsync_testbed.processes import with_parent_death_signal
+from lipsync_testbed.processes import await_parent_death_signal, with_parent_death_signal
 
 log = logging.getLogger(__name__)
 
@@ -605,6 +605,7 @@ class PodRunner:
                 run.status.state = waiting_state("RunContainerError", str(exc))
                 run.backoff_until = time.monotonic() + max(2.0, self.restart_backoff[0])
                 return
+        await_parent_death_signal(run.proc.pid)
         run.started_mono = time.monotonic()
         run.started_at = timestamp()
         run.status.state = running_state(run.started_at)
