@@ -12,14 +12,7 @@ from pathlib import Path
 import pytest
 
 from lipsync_testbed import wait_for
-from lipsync_testbed.processes import (
-    ManagedProcess,
-    is_running,
-    is_same_process,
-    spawn,
-    stop,
-    tail,
-)
+from lipsync_testbed.processes import ManagedProcess, is_running, spawn, stop, tail
 
 pytestmark = pytest.mark.component
 
@@ -61,14 +54,3 @@ def test_children_die_with_killed_parent(tmp_path: Path) -> None:
     parent.send_signal(signal.SIGKILL)
     parent.wait()
     wait_for(lambda: not is_running(child_pid), timeout=10, description="orphan killed")
-
-
-def test_a_process_that_dies_with_its_parent_runs_its_own_program(tmp_path: Path) -> None:
-    # The death signal is set by a wrapper that execs the program: the pid is the program's,
-    # and spawn returns only once the wrapper is gone (so the signal is set).
-    proc = spawn("sleeper", [SLEEP, "600"], tmp_path, die_with_parent=True)
-    assert is_same_process(proc)
-    with Path(f"/proc/{proc.pid}/status").open(encoding="utf-8") as status:
-        assert any(line.split() == ["Name:", "sleep"] for line in status)
-    stop(proc, timeout=5)
-    assert not is_running(proc.pid)

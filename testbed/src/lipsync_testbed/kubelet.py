@@ -61,7 +61,7 @@ from lipsync_testbed.podvolumes import (
     token_lifetime,
 )
 from lipsync_testbed.probes import ProbeContext, ProbeTracker, probe_once
-from lipsync_testbed.processes import await_parent_death_signal, with_parent_death_signal
+from lipsync_testbed.processes import set_parent_death_signal
 
 log = logging.getLogger(__name__)
 
@@ -592,20 +592,20 @@ class PodRunner:
         with log_path.open("ab") as out:
             try:
                 run.proc = subprocess.Popen(
-                    with_parent_death_signal(argv),
+                    argv,
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     env=env,
                     cwd=workdir if Path(workdir).is_dir() else str(pod.dir),
                     start_new_session=True,
+                    preexec_fn=set_parent_death_signal,  # noqa: PLW1509
                 )
             except OSError as exc:
                 out.write(f"{exc}\n".encode())
                 run.status.state = waiting_state("RunContainerError", str(exc))
                 run.backoff_until = time.monotonic() + max(2.0, self.restart_backoff[0])
                 return
-        await_parent_death_signal(run.proc.pid)
         run.started_mono = time.monotonic()
         run.started_at = timestamp()
         run.status.state = running_state(run.started_at)

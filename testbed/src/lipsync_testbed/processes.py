@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -76,53 +76,25 @@ def spawn(
         out.write(f"$ {' '.join(argv)}\n".encode())
         out.flush()
         proc = subprocess.Popen(
-            with_parent_death_signal(argv) if die_with_parent else list(argv),
+            list(argv),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
             env=dict(env) if env is not None else None,
             cwd=cwd,
             start_new_session=True,
+            preexec_fn=set_parent_death_signal if die_with_parent else None,  # noqa: PLW1509
         )
-    if die_with_parent:
-        await_parent_death_signal(proc.pid)
     log.info("started %s (pid %d), log %s", name, proc.pid, log_path)
     return ManagedProcess(name=name, pid=proc.pid, executable=str(argv[0]), log_path=log_path)
 
 
-def _setpriv() -> str:
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        raise OSError(errno.ENOENT, "setpriv (util-linux) not found: it sets the death signal")
-    return setpriv
-
-
-def with_parent_death_signal(argv: Sequence[str]) -> list[str]:
-    """``argv`` run so that the kernel SIGKILLs it when the thread that started it exits.
-
-    util-linux's ``setpriv`` sets PR_SET_PDEATHSIG and execs ``argv``. A ``preexec_fn`` doing
-    the same would run Python (and dlopen) between fork and exec, which aborts or hangs now
-    and then in a process with other threads, as a test run with a kubelet and torch is.
-    Call `await_parent_death_signal` on the pid before relying on the signal.
-    """
-    return [_setpriv(), "--pdeathsig", "KILL", "--", *argv]
-
-
-def await_parent_death_signal(pid: int, timeout: float = 10.0) -> None:
-    """Return once the process runs its own program, so setpriv has set the signal.
-
-    Popen returns when setpriv is exec'd, before its prctl: a parent that dies in between
-    would leave the process running.
-    """
-    setpriv = os.path.realpath(_setpriv())
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if os.readlink(f"/proc/{pid}/exe") != setpriv:
-                return
-        except OSError:
-            return  # exited (or a zombie): nothing left to signal
-        time.sleep(0.002)
+def set_parent_death_signal() -> None:
+    """Runs in the child between fork and exec: prctl(PR_SET_PDEATHSIG, SIGKILL)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    if libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
 
 
 def _proc_state(pid: int) -> str | None:
