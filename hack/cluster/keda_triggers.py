@@ -71,9 +71,10 @@ def trim(source: Path, keep: set[str]) -> list[str]:
     if missing := keep - known:
         raise TrimError(f"unknown trigger types: {', '.join(sorted(missing))}")
     kept = [c for c in cases if case_types(c) & keep]
-    builder.write_text(head + "".join("".join(c) for c in kept) + tail, encoding="utf-8")
+    trimmed = head + "".join("".join(c) for c in kept) + tail
+    builder.write_text(trimmed, encoding="utf-8")
 
-    wanted = set(CONSTRUCTOR.findall(builder.read_text(encoding="utf-8")))
+    wanted = set(CONSTRUCTOR.findall(trimmed))
     deleted: dict[str, str] = {}
     for path in sorted((source / SCALERS).glob("*.go")):
         if path.name.endswith("_test.go"):

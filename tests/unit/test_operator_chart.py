@@ -30,15 +30,14 @@ def _helm() -> str | None:
 
 
 HELM = _helm()
+NO_HELM = "helm not found on PATH or in ~/.cache/lipsync/*/bin"
 # `make test` builds helm first and sets this: there a missing helm fails the chart tests.
 HELM_REQUIRED = os.environ.get("LIPSYNC_REQUIRE_HELM") == "1"
-needs_helm = pytest.mark.skipif(
-    HELM is None and not HELM_REQUIRED, reason="helm not found on PATH or in ~/.cache/lipsync/*/bin"
-)
+needs_helm = pytest.mark.skipif(HELM is None and not HELM_REQUIRED, reason=NO_HELM)
 
 
 def render(*args: str) -> list[dict[str, Any]]:
-    assert HELM is not None, "helm not found on PATH or in ~/.cache/lipsync/*/bin"
+    assert HELM is not None, NO_HELM
     result = subprocess.run(
         [HELM, "template", "lsm", str(CHART), "--namespace", "lipsync-system", *args],
         check=True,
@@ -51,7 +50,7 @@ def render(*args: str) -> list[dict[str, Any]]:
 
 def render_error(*args: str) -> str:
     """``helm template`` that must fail; returns its stderr."""
-    assert HELM is not None, "helm not found on PATH or in ~/.cache/lipsync/*/bin"
+    assert HELM is not None, NO_HELM
     result = subprocess.run(
         [HELM, "template", "lsm", str(CHART), *args],
         check=False,
@@ -69,7 +68,7 @@ def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 @needs_helm
 def test_chart_lints_clean() -> None:
-    assert HELM is not None, "helm not found on PATH or in ~/.cache/lipsync/*/bin"
+    assert HELM is not None, NO_HELM
     result = subprocess.run(
         [HELM, "lint", "--strict", str(CHART)],
         check=False,
