@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Build the local test bed binaries (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, kwok, helm, and the autoscaling components prometheus,
-# keda-operator, keda-adapter, karpenter-kwok) from the Go module proxy, and copy
-# the CRDs the autoscaling components need next to them (crds/).
+# kube-scheduler, kubectl, kwok, helm, the node components kubelet, kube-proxy,
+# containerd, kube-router and CoreDNS, and the autoscaling components prometheus,
+# keda-operator, keda-adapter, karpenter-kwok) from the Go module proxy, copy the
+# CRDs the autoscaling components need next to them (crds/), and pack the node's
+# own images (pause, CoreDNS) as OCI archives (images/).
 #
 # Usage: hack/cluster/build.sh [--print-bin-dir] [component ...]
-#   components: etcd kubernetes kwok helm prometheus keda karpenter (default: all)
+#   components: etcd kubernetes kwok helm containerd kube-router coredns pause
+#               prometheus keda karpenter (default: all)
 #
 # Environment:
 #   LIPSYNC_CACHE    cache root (default: $HOME/.cache/lipsync)
@@ -49,6 +52,7 @@ export GOFLAGS="-mod=mod -modcacherw -buildvcs=false"
 export GOTOOLCHAIN=local
 export CGO_ENABLED=0
 WRAPPERS="${CACHE}/wrappers"
+IMAGE_DIR="${BIN_DIR}/../images"
 mkdir -p "${BIN_DIR}" "${GOMODCACHE}" "${GOCACHE}" "${WRAPPERS}"
 
 log() { printf '%s build.sh: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
@@ -139,7 +143,7 @@ build_kubernetes() {
         exit 1
     fi
     if stamp_ok kubernetes "${KUBERNETES_VERSION}" \
-        kube-apiserver kube-controller-manager kube-scheduler kubectl; then
+        kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; then
         log "kubernetes ${KUBERNETES_VERSION}: up to date"
         return
     fi
@@ -153,6 +157,8 @@ build_kubernetes() {
         k8s.io/kubernetes/cmd/kube-controller-manager
         k8s.io/kubernetes/cmd/kube-scheduler
         k8s.io/kubernetes/cmd/kubectl
+        k8s.io/kubernetes/cmd/kubelet
+        k8s.io/kubernetes/cmd/kube-proxy
     )
     dir="$(write_wrapper kubernetes k8s.io/kubernetes "${KUBERNETES_VERSION}" "${staging_version}" "${cmds[@]}")"
     local ldflags="-s -w" pkg
@@ -273,6 +279,115 @@ build_karpenter() {
     )
 }
 
+build_containerd() {
+    if stamp_ok containerd "${CONTAINERD_VERSION}" containerd ctr containerd-shim-runc-v2; then
+        log "containerd ${CONTAINERD_VERSION}: up to date"
+        return
+    fi
+    local start=${SECONDS} dir module=github.com/containerd/containerd/v2
+    local cmds=("${module}/cmd/containerd" "${module}/cmd/ctr" "${module}/cmd/containerd-shim-runc-v2")
+    dir="$(write_wrapper containerd "${module}" "${CONTAINERD_VERSION}" "${CONTAINERD_VERSION}" "${cmds[@]}")"
+    log "containerd ${CONTAINERD_VERSION}: building"
+    # Snapshotters the test bed does not use need cgo or kernel features it lacks.
+    (cd "${dir}" && "${GO}" build -trimpath -tags "no_btrfs no_devmapper no_zfs no_aufs" \
+        -ldflags="-s -w -X ${module}/version.Version=${CONTAINERD_VERSION}" \
+        -o "${BIN_DIR}/" "${cmds[@]}")
+    echo "${CONTAINERD_VERSION}" >"${BIN_DIR}/.stamp-containerd"
+    log "containerd ${CONTAINERD_VERSION}: built in $((SECONDS - start))s"
+}
+
+build_kube_router() {
+    if stamp_ok kube-router "${KUBE_ROUTER_VERSION}" kube-router; then
+        log "kube-router ${KUBE_ROUTER_VERSION}: up to date"
+        return
+    fi
+    local start=${SECONDS} dir module=github.com/cloudnativelabs/kube-router/v2
+    dir="$(write_wrapper kube-router "${module}" "${KUBE_ROUTER_VERSION}" "${KUBE_ROUTER_VERSION}" \
+        "${module}/cmd/kube-router")"
+    log "kube-router ${KUBE_ROUTER_VERSION}: building"
+    (cd "${dir}" && "${GO}" build -trimpath \
+        -ldflags="-s -w -X ${module}/pkg/version.Version=${KUBE_ROUTER_VERSION}" \
+        -o "${BIN_DIR}/kube-router" "${module}/cmd/kube-router")
+    echo "${KUBE_ROUTER_VERSION}" >"${BIN_DIR}/.stamp-kube-router"
+    log "kube-router ${KUBE_ROUTER_VERSION}: built in $((SECONDS - start))s"
+}
+
+# The plugins of the test bed's Corefile, in CoreDNS's plugin order (plugin.cfg): a main
+# package of our own links only these, as CoreDNS documents for custom builds.
+COREDNS_PLUGINS=(reload health ready errors log loop cache kubernetes loadbalance)
+
+build_coredns() {
+    local stamp="${COREDNS_VERSION}+plugins=$(IFS=,; echo "${COREDNS_PLUGINS[*]}")"
+    if stamp_ok coredns "${stamp}" coredns && [[ -f "${IMAGE_DIR}/coredns.oci.tar" ]]; then
+        log "coredns ${COREDNS_VERSION}: up to date"
+        return
+    fi
+    local start=${SECONDS} dir="${WRAPPERS}/coredns-${COREDNS_VERSION}" p
+    mkdir -p "${dir}"
+    {
+        echo "package main"
+        echo
+        echo "import ("
+        echo '    "github.com/coredns/coredns/core/dnsserver"'
+        echo '    "github.com/coredns/coredns/coremain"'
+        for p in "${COREDNS_PLUGINS[@]}"; do
+            echo "    _ \"github.com/coredns/coredns/plugin/${p}\""
+        done
+        echo ")"
+        echo
+        echo "func init() {"
+        printf '    dnsserver.Directives = []string{'
+        printf '"%s", ' "${COREDNS_PLUGINS[@]}"
+        echo "}"
+        echo "}"
+        echo
+        echo "func main() { coremain.Run() }"
+    } >"${dir}/main.go"
+    dir="$(write_wrapper coredns github.com/coredns/coredns "${COREDNS_VERSION}" "${COREDNS_VERSION}")"
+    log "coredns ${COREDNS_VERSION}: building (plugins: ${COREDNS_PLUGINS[*]})"
+    (cd "${dir}" && "${GO}" build -trimpath \
+        -ldflags="-s -w -X github.com/coredns/coredns/coremain.GitCommit=${COREDNS_VERSION}" \
+        -o "${BIN_DIR}/coredns" .)
+    pack_image coredns "${COREDNS_IMAGE}" "${BIN_DIR}/coredns" /coredns
+    echo "${stamp}" >"${BIN_DIR}/.stamp-coredns"
+    log "coredns ${COREDNS_VERSION}: built in $((SECONDS - start))s"
+}
+
+# The pod sandbox image, compiled from the Kubernetes release's own pause.c (no registry here).
+build_pause() {
+    if stamp_ok pause "${PAUSE_IMAGE}" && [[ -f "${IMAGE_DIR}/pause.oci.tar" ]]; then
+        log "pause ${PAUSE_IMAGE}: up to date"
+        return
+    fi
+    local start=${SECONDS} src
+    src="$("${GO}" mod download -json "k8s.io/kubernetes@${KUBERNETES_VERSION}" \
+        | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')/build/pause/linux/pause.c"
+    log "pause: compiling ${src##*/} (static) for ${PAUSE_IMAGE}"
+    mkdir -p "${WRAPPERS}/pause"
+    gcc -Os -Wall -Werror -static -DVERSION="${PAUSE_IMAGE##*:}" -o "${WRAPPERS}/pause/pause" "${src}"
+    strip "${WRAPPERS}/pause/pause"
+    pack_image pause "${PAUSE_IMAGE}" "${WRAPPERS}/pause/pause" /pause
+    echo "${PAUSE_IMAGE}" >"${BIN_DIR}/.stamp-pause"
+    log "pause: built in $((SECONDS - start))s"
+}
+
+# pack_image NAME REF BINARY PATH: a one-binary image (BINARY at PATH, its entrypoint) as the
+# OCI archive ${IMAGE_DIR}/NAME.oci.tar, for `ctr images import`.
+pack_image() {
+    local name="$1" ref="$2" binary="$3" path="$4" ctr
+    # shellcheck source=../host-packages.sh
+    source "${HERE}/../host-packages.sh"
+    ensure_host_packages buildah
+    ctr="$(buildah from --pull-never scratch)"
+    buildah copy --quiet "${ctr}" "${binary}" "${path}" >/dev/null
+    buildah config --entrypoint "[\"${path}\"]" --user 65535:65535 "${ctr}"
+    buildah commit --rm --quiet "${ctr}" "${ref}" >/dev/null
+    mkdir -p "${IMAGE_DIR}"
+    rm -f "${IMAGE_DIR}/${name}.oci.tar"
+    buildah push --quiet "${ref}" "oci-archive:${IMAGE_DIR}/${name}.oci.tar:${ref}"
+    buildah rmi "${ref}" >/dev/null
+}
+
 # copy_crds NAME DIR...: the CRD manifests of a component, into ${BIN_DIR}/../crds/NAME.
 copy_crds() {
     local name="$1"
@@ -289,7 +404,7 @@ copy_crds() {
 
 components=("$@")
 if [[ ${#components[@]} -eq 0 ]]; then
-    components=(etcd kubernetes kwok helm prometheus keda karpenter)
+    components=(etcd kubernetes kwok helm containerd kube-router coredns pause prometheus keda karpenter)
 fi
 total_start=${SECONDS}
 for c in "${components[@]}"; do
@@ -298,11 +413,15 @@ for c in "${components[@]}"; do
         kubernetes) build_kubernetes ;;
         kwok) build_kwok ;;
         helm) build_helm ;;
+        containerd) build_containerd ;;
+        kube-router) build_kube_router ;;
+        coredns) build_coredns ;;
+        pause) build_pause ;;
         prometheus) build_prometheus ;;
         keda) build_keda ;;
         karpenter) build_karpenter ;;
         *)
-            echo "build.sh: unknown component '${c}' (etcd kubernetes kwok helm prometheus keda karpenter)" >&2
+            echo "build.sh: unknown component '${c}' (etcd kubernetes kwok helm containerd kube-router coredns pause prometheus keda karpenter)" >&2
             exit 2
             ;;
     esac

@@ -40,6 +40,7 @@ def _component_entry_points() -> dict[str, EntryPoint]:
     cls=_ComponentGroup,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
+@click.version_option(package_name="lipsync-contract", prog_name="lipsync")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 def cli(verbose: int) -> None:
     """Real-time lip-sync serving: reference model, engine builder, server, benchmarks."""

@@ -55,6 +55,13 @@ class Resources(BaseModel):
         }
 
 
+_NESTED_SETTINGS: dict[str, type[BaseModel]] = {
+    "cache": CacheConfig,
+    "server_resources": Resources,
+    "builder_resources": Resources,
+}
+
+
 class OperatorConfig(BaseModel):
     """Everything the operator needs that is not in a LipSyncModel."""
 
@@ -152,17 +159,20 @@ class OperatorConfig(BaseModel):
         """Settings from ``LIPSYNC_*`` variables, e.g. LIPSYNC_RUNTIME_IMAGE, LIPSYNC_CACHE_KIND."""
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}
-        cache: dict[str, object] = {}
         for field in cls.model_fields:
             raw = env.get(f"{ENV_PREFIX}{field.upper()}")
-            if raw is not None and field not in ("cache", "server_resources", "builder_resources"):
+            if raw is not None and field not in _NESTED_SETTINGS:
                 values[field] = raw
-        for field in CacheConfig.model_fields:
-            raw = env.get(f"{ENV_PREFIX}CACHE_{field.upper()}")
-            if raw is not None:
-                cache[field] = raw
-        if cache:
-            values["cache"] = cache
+        # Nested settings: LIPSYNC_<FIELD>_<SUBFIELD>, e.g. LIPSYNC_SERVER_RESOURCES_CPU.
+        for field, model in _NESTED_SETTINGS.items():
+            nested = {
+                sub: raw
+                for sub in model.model_fields
+                if (raw := env.get(f"{ENV_PREFIX}{field.upper()}_{sub.upper()}")) is not None
+            }
+            if nested:
+                default = cls.model_fields[field].get_default(call_default_factory=True)
+                values[field] = {**default.model_dump(), **nested}
         try:
             return cls.model_validate(values)
         except ValidationError as exc:

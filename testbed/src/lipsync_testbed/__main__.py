@@ -10,10 +10,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from lipsync_testbed import processes
+from lipsync_testbed import hostclean, processes
 from lipsync_testbed.autoscaling import CATALOG_FILE, STATIC_NODES, AutoscalingOptions, read_catalog
 from lipsync_testbed.cluster import KUBELET_DIR, ClusterState, LocalCluster, default_state_dir
 from lipsync_testbed.gfd import GpuFeatureDiscovery
+from lipsync_testbed.hostclean import HostRecord
+from lipsync_testbed.hostnet import HostNetwork
 from lipsync_testbed.kubelet import PodRunner, pod_log_path
 from lipsync_testbed.versions import Binaries, ClusterSetupError, default_bin_dir
 
@@ -109,6 +111,9 @@ def _down(args: argparse.Namespace) -> int:
             processes.stop(proc)
         except (RuntimeError, OSError) as exc:
             failed.append(f"{proc.name} (pid {proc.pid}): {exc}")
+    record = hostclean.RECORD_DIR / f"{HostNetwork.for_state_dir(args.dir).tag}.json"
+    if record.is_file():
+        failed += [f"left on the host: {item}" for item in hostclean.clean(HostRecord.load(record))]
     if failed:
         sys.stderr.write("could not stop: " + "; ".join(failed) + "\n")
         return 1

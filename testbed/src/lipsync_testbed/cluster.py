@@ -21,12 +21,15 @@ from typing import Any
 
 from kubernetes import client
 
-from lipsync_testbed import processes
+from lipsync_testbed import coredns, hostclean, processes
 from lipsync_testbed.audit import AUDIT_LOG, LIST_AUDIT_POLICY
 from lipsync_testbed.autoscaling import AutoscalingEndpoints, AutoscalingOptions, start_autoscaling
 from lipsync_testbed.heartbeats import NodeHeartbeats
+from lipsync_testbed.hostclean import HostRecord
+from lipsync_testbed.hostnet import KWOK_POD_CIDR, SERVICE_CIDR, HostNetwork, create_bridge
 from lipsync_testbed.kubeconfig import write_kubeconfig
 from lipsync_testbed.localpods import LocalPodRule, kwok_stages
+from lipsync_testbed.nodeconfig import NodeLayout
 from lipsync_testbed.nodes import (
     KWOK_NODE_ANNOTATION,
     KWOK_NODE_ANNOTATION_VALUE,
@@ -36,6 +39,13 @@ from lipsync_testbed.nodes import (
 )
 from lipsync_testbed.pki import ClusterPKI, generate_pki
 from lipsync_testbed.processes import ManagedProcess
+from lipsync_testbed.realnode import (
+    NODE_BINARIES,
+    REAL_NODE_LABEL,
+    RealNode,
+    coredns_image,
+    image_archives,
+)
 from lipsync_testbed.versions import Binaries, ClusterSetupError, cache_root, repo_root
 from lipsync_testbed.waiting import WaitTimeoutError, wait_for
 
@@ -44,8 +54,8 @@ log = logging.getLogger(__name__)
 STATE_FILE = "state.json"
 KUBELET_PROCESS = "kubelet"
 KUBELET_DIR = "kubelet"
-SERVICE_CIDR = "10.96.0.0/16"
-POD_CIDR = "10.244.0.0/16"
+
+
 # Controllers a GPU operator exercises; node IPAM, cloud and storage controllers
 # have nothing to do without real nodes or a cloud.
 CONTROLLERS = (
@@ -152,6 +162,8 @@ class LocalCluster:
         autoscaling: AutoscalingOptions | None = None,
         heartbeats: NodeHeartbeats | None = None,
         audit_lists: bool = False,
+        real_nodes: Sequence[NodeSpec] = (),
+        images: Sequence[Path] = (),
     ) -> None:
         self.state_dir = state_dir
         self.binaries = binaries or Binaries.default()
@@ -167,6 +179,13 @@ class LocalCluster:
         self.heartbeats = heartbeats or NodeHeartbeats()
         # An audit log of LIST requests (lipsync_testbed.audit), for benchmarks; off by default.
         self.audit_lists = audit_lists
+        # Nodes run by a real kubelet + containerd (lipsync_testbed.realnode), with `images`
+        # (OCI archives) imported into each; they put the API server on the test bed's network.
+        self.real_node_specs = list(real_nodes)
+        self.images = list(images)
+        self.host_network = HostNetwork.for_state_dir(state_dir)
+        self.real_nodes: list[RealNode] = []
+        self._host_record: HostRecord | None = None
         self.log_dir = state_dir / "logs"
         self.kubeconfig = state_dir / "kubeconfig"
         self.state = ClusterState(state_dir=state_dir, kubeconfig=self.kubeconfig, server="")
@@ -228,8 +247,12 @@ class LocalCluster:
         started = time.monotonic()
         self._prepare_dirs()
         try:
+            if self.real_node_specs:
+                self._claim_host_network()
             self._start_components()
             add_nodes(self.api_client, self.nodes, timeout=self.startup_timeout)
+            if self.real_node_specs:
+                self._start_real_nodes()
             if self.autoscaling is not None and self._pki is not None:
                 self.state.autoscaling = start_autoscaling(self, self._pki, self.autoscaling)
                 self.state.save()
@@ -263,8 +286,72 @@ class LocalCluster:
                 processes.stop(proc)
             except (RuntimeError, OSError) as exc:
                 errors.append(f"{proc.name}: {exc}")
+        record = self._host_record or self._saved_host_record()
+        if record is not None:
+            errors += [f"left on the host: {item}" for item in hostclean.clean(record)]
+            self._host_record = None
         if errors:
             raise ClusterSetupError("failed to stop: " + "; ".join(errors))
+
+    @property
+    def host_record(self) -> HostRecord:
+        """What this test bed's real nodes put on the host (lipsync_testbed.hostclean)."""
+        return HostRecord(
+            tag=self.host_network.tag,
+            owner_pid=os.getpid(),
+            node_roots=[str(self._node_layout(s).root) for s in self.real_node_specs],
+            cgroup_roots=[self._node_layout(s).cgroup_root for s in self.real_node_specs],
+            nodes=len(self.real_node_specs),
+        )
+
+    def _saved_host_record(self) -> HostRecord | None:
+        path = hostclean.RECORD_DIR / f"{self.host_network.tag}.json"
+        return HostRecord.load(path) if path.is_file() else None
+
+    def _node_layout(self, spec: NodeSpec) -> NodeLayout:
+        return NodeLayout(name=spec.name, root=self.state_dir / "nodes" / spec.name)
+
+    def _claim_host_network(self) -> None:
+        """Clean up after dead test beds, record what this one creates, create the bridge."""
+        self.binaries.require(NODE_BINARIES)
+        hostclean.sweep_stale()
+        self._host_record = self.host_record
+        self._host_record.save()
+        create_bridge(self.host_network)
+
+    def _start_real_nodes(self) -> None:
+        assert self._pki is not None
+        assert self._host_record is not None
+        # The host's leftovers belong to the test bed as long as its API server lives (the
+        # CLI's `up` returns; a killed test run takes the API server with it).
+        apiserver = next(p for p in self.state.processes if p.name == "kube-apiserver")
+        self._host_record.owner_pid = apiserver.pid
+        self._host_record.save()
+        net = self.host_network
+        addresses = [net.node(i) for i in range(len(self.real_node_specs))]
+        for spec, node in zip(self.real_node_specs, addresses, strict=True):
+            real = RealNode(
+                spec, node, self._node_layout(spec), self.binaries, self._pki, self.server
+            )
+            real.prepare(net, addresses)
+            real.start_runtime(self.spawn)
+            real.import_images([*image_archives(self.binaries), *self.images])
+            real.start_node_agents(self.spawn, SERVICE_CIDR)
+            self.real_nodes.append(real)
+        for real in self.real_nodes:
+            real.register(self.api_client, timeout=self.startup_timeout)
+        self.kubectl(
+            "apply",
+            "-f",
+            "-",
+            input_text=coredns.manifest_yaml(coredns_image(), {REAL_NODE_LABEL: "true"}),
+        )
+        wait_for(
+            lambda: _deployment_available(self.api_client, coredns.NAMESPACE, coredns.NAME),
+            timeout=self.startup_timeout,
+            interval=0.5,
+            description="CoreDNS available",
+        )
 
     @property
     def autoscaling_endpoints(self) -> AutoscalingEndpoints:
@@ -300,11 +387,11 @@ class LocalCluster:
         return "\n".join(parts)
 
     def kubectl(
-        self, *args: str, check: bool = True, timeout: float = 60.0
+        self, *args: str, check: bool = True, timeout: float = 60.0, input_text: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         """Run the built kubectl against this cluster."""
         argv = [str(self.binaries.kubectl), f"--kubeconfig={self.kubeconfig}", *args]
-        return self._run_tool(argv, check=check, timeout=timeout)
+        return self._run_tool(argv, check=check, timeout=timeout, input_text=input_text)
 
     def helm(
         self, *args: str, check: bool = True, timeout: float = 180.0
@@ -322,10 +409,21 @@ class LocalCluster:
 
     @staticmethod
     def _run_tool(
-        argv: list[str], *, check: bool, timeout: float, env: dict[str, str] | None = None
+        argv: list[str],
+        *,
+        check: bool,
+        timeout: float,
+        env: dict[str, str] | None = None,
+        input_text: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            argv, capture_output=True, text=True, check=False, timeout=timeout, env=env
+            argv,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=timeout,
+            env=env,
+            input=input_text,
         )
         if check and result.returncode != 0:
             raise ClusterSetupError(
@@ -357,11 +455,21 @@ class LocalCluster:
         self.state = ClusterState(state_dir=self.state_dir, kubeconfig=self.kubeconfig, server="")
 
     def spawn(
-        self, name: str, argv: list[str], *, env: dict[str, str] | None = None
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        executable: str | None = None,
     ) -> ManagedProcess:
         """Start a process of this test bed (log in log_dir/<name>.log, stopped with it)."""
         proc = processes.spawn(
-            name, argv, self.log_dir, env=env, die_with_parent=self.die_with_parent
+            name,
+            argv,
+            self.log_dir,
+            env=env,
+            die_with_parent=self.die_with_parent,
+            executable=executable,
         )
         self.state.processes.append(proc)
         self.state.save()
@@ -396,7 +504,7 @@ class LocalCluster:
         etcd_port, etcd_peer, api_port, kcm_port, sched_port, kwok_port = (
             processes.free_port() for _ in range(6)
         )
-        self.state.server = f"https://127.0.0.1:{api_port}"
+        self.state.server = f"https://{self._api_host}:{api_port}"
         server = self.state.server
         cfg = self.state_dir / "config"
         cfg.mkdir()
@@ -452,8 +560,7 @@ class LocalCluster:
             [
                 str(self.binaries.kube_apiserver),
                 f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                *self._apiserver_address_args(),
                 f"--secure-port={api_port}",
                 f"--tls-cert-file={pki.apiserver.cert_path}",
                 f"--tls-private-key-file={pki.apiserver.key_path}",
@@ -470,7 +577,6 @@ class LocalCluster:
                 f"--proxy-client-cert-file={pki.front_proxy_client.cert_path}",
                 f"--proxy-client-key-file={pki.front_proxy_client.key_path}",
                 "--authorization-mode=Node,RBAC",
-                "--endpoint-reconciler-type=none",
                 "--enable-admission-plugins=NodeRestriction",
                 "--allow-privileged=true",
                 "--profiling=false",
@@ -530,7 +636,7 @@ class LocalCluster:
                 f"--config={stages}",
                 f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}={KWOK_NODE_ANNOTATION_VALUE}",
                 *self.heartbeats.kwok_args(),
-                f"--cidr={POD_CIDR}",
+                f"--cidr={KWOK_POD_CIDR}",
                 "--node-ip=127.0.0.1",
                 f"--server-address=127.0.0.1:{kwok_port}",
             ],
@@ -542,6 +648,27 @@ class LocalCluster:
         self.wait_http(kcm, f"https://127.0.0.1:{kcm_port}/healthz", insecure)
         self.wait_http(scheduler, f"https://127.0.0.1:{sched_port}/healthz", insecure)
         self._wait_controllers_ready()
+
+    @property
+    def _api_host(self) -> str:
+        # Real nodes and their pods reach the API server on the test bed's bridge.
+        return self.host_network.host_address if self.real_node_specs else "127.0.0.1"
+
+    def _apiserver_address_args(self) -> list[str]:
+        if not self.real_node_specs:
+            return [
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                "--endpoint-reconciler-type=none",
+            ]
+        assert self._pki is not None
+        return [
+            f"--bind-address={self._api_host}",
+            f"--advertise-address={self._api_host}",
+            f"--kubelet-client-certificate={self._pki.kubelet_client.cert_path}",
+            f"--kubelet-client-key={self._pki.kubelet_client.key_path}",
+            "--kubelet-preferred-address-types=InternalIP",
+        ]
 
     @property
     def audit_log(self) -> Path:
@@ -570,3 +697,8 @@ class LocalCluster:
             interval=0.2,
             description="kube-controller-manager to create the default service account",
         )
+
+
+def _deployment_available(api: client.ApiClient, namespace: str, name: str) -> bool:
+    status = client.AppsV1Api(api).read_namespaced_deployment(name, namespace).status
+    return bool(status and (status.available_replicas or 0) >= 1)

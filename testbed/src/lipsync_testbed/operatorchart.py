@@ -51,6 +51,7 @@ FAST_BUILD_VALUES: dict[str, str] = {"build.verifySamples": "1", "build.measureF
 CACHE_HOST_PATH = "/var/lib/lipsync/cache"  # the chart's cache.hostPath
 CLAIM_HOST_ROOT = "/srv/lipsync"  # the claims' hostPath volumes live under this node path
 CLAIMS = ("lipsync-models", "lipsync-avatars")
+CACHE_CLAIM = "lipsync-engine-cache"  # the chart's cache.claimName
 MODEL_PATH = "unet328/unet_328.onnx"  # in the lipsync-models claim, as the examples name it
 MODEL_URI = f"pvc://lipsync-models/{MODEL_PATH}"
 SERVER_SELECTOR = "app.kubernetes.io/component=server"
@@ -62,7 +63,7 @@ class OperatorBed:
     """An installed chart, its kubelet and a namespace for models."""
 
     cluster: LocalCluster
-    runner: PodRunner
+    runner: PodRunner | None  # the process kubelet; None where real nodes run the pods
     namespace: str
     work_dir: Path
     objects: tuple[dict[str, Any], ...] = ()  # the release's rendered objects
@@ -104,7 +105,13 @@ class OperatorBed:
         return sorted(str(p.metadata.name) for p in pods.items if p.metadata is not None)
 
     def operator_log(self, pod: str) -> str:
-        return self.runner.log(RELEASE_NAMESPACE, pod, "operator")
+        if self.runner is not None:
+            return self.runner.log(RELEASE_NAMESPACE, pod, "operator")
+        return str(
+            client.CoreV1Api(self.api).read_namespaced_pod_log(
+                pod, RELEASE_NAMESPACE, container="operator"
+            )
+        )
 
     def leader(self) -> str:
         """The operator pod holding the election Lease ('' when none does)."""
@@ -294,33 +301,40 @@ def operator_bed(
         restart_backoff=(1.0, 8.0),
     ).start()
     try:
-        yield from _installed(cluster, runner, work_dir, values, namespaced=namespaced)
+        yield from installed_bed(cluster, runner, work_dir, values, namespaced=namespaced)
     finally:
         runner.stop()
 
 
-def _installed(
+def installed_bed(
     cluster: LocalCluster,
-    runner: PodRunner,
+    runner: PodRunner | None,
     work_dir: Path,
     values: Mapping[str, str] | None,
     *,
     namespaced: bool,
+    base_values: Mapping[str, str] = TESTBED_VALUES,
+    claim_root: str = CLAIM_HOST_ROOT,
+    namespace_labels: Mapping[str, str] | None = None,
+    cache_claim: str | None = None,
 ) -> Iterator[OperatorBed]:
+    """`helm install` plus a models namespace whose claims are hostPath volumes under
+    `claim_root` (and, with `cache_claim`, the engine cache claim on that node path)."""
     api = cluster.api_client
     core = client.CoreV1Api(api)
-    namespace = create_namespace(api, "models")
+    namespace = create_namespace(api, "models", labels=namespace_labels)
     volumes: list[str] = []
     try:
         for claim in CLAIMS:
-            host_path = f"{CLAIM_HOST_ROOT}/{claim}"
             volumes.append(
-                prebound_claim(api, namespace, claim, host_path, access_mode="ReadOnlyMany")
+                prebound_claim(
+                    api, namespace, claim, f"{claim_root}/{claim}", access_mode="ReadOnlyMany"
+                )
             )
+        if cache_claim is not None:
+            volumes.append(prebound_claim(api, namespace, CACHE_CLAIM, cache_claim))
         scope = {"watchNamespaces": f"{{{namespace}}}"} if namespaced else {}
-        objects = install(
-            cluster, {**TESTBED_VALUES, **FAST_BUILD_VALUES, **scope, **(values or {})}
-        )
+        objects = install(cluster, {**base_values, **FAST_BUILD_VALUES, **scope, **(values or {})})
         yield OperatorBed(cluster, runner, namespace, work_dir, tuple(objects))
     finally:
         core.delete_namespace(namespace)

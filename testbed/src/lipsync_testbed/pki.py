@@ -13,7 +13,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 _VALIDITY = datetime.timedelta(days=30)
-_SERVICE_IP = "10.96.0.1"
+# The `kubernetes` Service and the host side of the test bed's network (lipsync_testbed.hostnet).
+_SERVICE_IP = "198.19.0.1"
+_HOST_IP = "198.18.0.1"
 # Where the test bed registers KEDA (lipsync_testbed.autoscaling); its certificate names them.
 KEDA_NAMESPACE = "keda"
 KEDA_OPERATOR_SERVICE = "keda-operator"
@@ -54,6 +56,9 @@ class ClusterPKI:
     # (serving and client use, like the certificates KEDA generates itself).
     autoscaling: KeyPair
     keda: KeyPair
+    # Real nodes: the API server's client for kubelets (logs, exec, port-forward), kube-proxy.
+    kubelet_client: KeyPair
+    kube_proxy: KeyPair
     service_account_key: Path
     service_account_pub: Path
 
@@ -204,7 +209,7 @@ def generate_pki(directory: Path) -> ClusterPKI:
             "kubernetes.default.svc",
             "kubernetes.default.svc.cluster.local",
         ),
-        server_ips=("127.0.0.1", _SERVICE_IP),
+        server_ips=("127.0.0.1", _SERVICE_IP, _HOST_IP),
     )
     sa_key = _new_key()
     sa_key_path = directory / "sa.key"
@@ -229,6 +234,37 @@ def generate_pki(directory: Path) -> ClusterPKI:
         ),
         autoscaling=client("autoscaling", "lipsync-testbed-autoscaling", "system:masters"),
         keda=_write(directory, "keda", keda_cert, keda_key),
+        kubelet_client=client("kubelet-client", "kube-apiserver-kubelet-client", "system:masters"),
+        kube_proxy=client("kube-proxy", "system:kube-proxy"),
         service_account_key=sa_key_path,
         service_account_pub=sa_pub_path,
+    )
+
+
+@dataclass(frozen=True)
+class NodeCertificates:
+    """A real node's kubelet identity (system:node:<name>) and serving certificate."""
+
+    client: KeyPair
+    serving: KeyPair
+
+
+def issue_node_certificates(
+    pki_dir: Path, out_dir: Path, node_name: str, address: str
+) -> NodeCertificates:
+    """Certificates for the kubelet of `node_name`, signed by the cluster CA in `pki_dir`."""
+    ca_cert = x509.load_pem_x509_certificate((pki_dir / "ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((pki_dir / "ca.key").read_bytes(), None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise TypeError(f"{pki_dir / 'ca.key'} is not an EC key")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    client_cert, client_key = _issue(
+        ca_cert, ca_key, _name(f"system:node:{node_name}", "system:nodes")
+    )
+    serving_cert, serving_key = _issue(
+        ca_cert, ca_key, _name(node_name), server_names=(node_name,), server_ips=(address,)
+    )
+    return NodeCertificates(
+        client=_write(out_dir, "kubelet-client", client_cert, client_key),
+        serving=_write(out_dir, "kubelet-serving", serving_cert, serving_key),
     )

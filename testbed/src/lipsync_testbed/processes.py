@@ -64,11 +64,14 @@ def spawn(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     die_with_parent: bool = False,
+    executable: str | None = None,
 ) -> ManagedProcess:
     """Start `argv` in its own session with stdout and stderr appended to log_dir/name.log.
 
     With `die_with_parent` the kernel SIGKILLs the process when the thread that
     started it exits, so a killed test run leaves nothing behind (Linux only).
+    `executable` is the program the process runs in the end, when argv[0] is a wrapper that
+    execs it (nsenter): stop() checks the pid against it.
     """
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
@@ -86,7 +89,9 @@ def spawn(
             preexec_fn=set_parent_death_signal if die_with_parent else None,  # noqa: PLW1509
         )
     log.info("started %s (pid %d), log %s", name, proc.pid, log_path)
-    return ManagedProcess(name=name, pid=proc.pid, executable=str(argv[0]), log_path=log_path)
+    return ManagedProcess(
+        name=name, pid=proc.pid, executable=executable or str(argv[0]), log_path=log_path
+    )
 
 
 def set_parent_death_signal() -> None:

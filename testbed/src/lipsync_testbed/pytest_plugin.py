@@ -31,6 +31,12 @@ Autoscaling (lipsync_testbed.autoscaling):
                            PrometheusClient), autoscaling.nodes_per_nodepool(api),
                            autoscaling.wait_keda_ready(api)
     autoscaling_namespace  (function) a fresh namespace in it, deleted afterwards
+
+Real nodes (lipsync_testbed.realnode, lipsync_testbed.nodebed):
+    node_cluster    (session) a third LocalCluster, started on first use, with no KWOK nodes and
+                    one real node (kubelet + containerd + kube-proxy + kube-router, CoreDNS) that
+                    has the project's images (`make images`) imported and fake GPUs
+                    (nodebed.REAL_NODE); its host network and leftovers are checked at teardown
 LIPSYNC_TESTBED_AUTOSCALING_ATTACH=<state dir> uses a test bed started with
 `python -m lipsync_testbed up --autoscaling --no-kubelet` instead.
 
@@ -58,7 +64,9 @@ from lipsync_testbed.autoscaling import STATIC_NODES, AutoscalingOptions
 from lipsync_testbed.cluster import LocalCluster
 from lipsync_testbed.jobs import JobPodRunner
 from lipsync_testbed.kubelet import PodRunner
+from lipsync_testbed.nodebed import REAL_NODE, project_images
 from lipsync_testbed.processes import is_running
+from lipsync_testbed.realnode import NODE_BINARIES
 from lipsync_testbed.resources import create_namespace
 from lipsync_testbed.versions import Binaries, ClusterSetupError
 
@@ -66,6 +74,7 @@ log = logging.getLogger(__name__)
 
 _CLUSTER_KEY = pytest.StashKey[LocalCluster]()
 _AUTOSCALING_KEY = pytest.StashKey[LocalCluster]()
+_NODES_KEY = pytest.StashKey[LocalCluster]()
 _RUNNERS_KEY = pytest.StashKey[list[PodRunner]]()
 
 
@@ -148,6 +157,26 @@ def autoscaling_cluster(
         binaries_needed=(*_CONTROL_PLANE, "kubectl", *AUTOSCALING_BINARIES),
         node_pool=list(STATIC_NODES),
         autoscaling=AutoscalingOptions(),
+    )
+
+
+@pytest.fixture(scope="session")
+def node_cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalCluster]:
+    try:
+        images = project_images()
+    except ClusterSetupError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield from _session_cluster(
+        request,
+        tmp_path_factory,
+        attach_env="LIPSYNC_TESTBED_NODES_ATTACH",
+        key=_NODES_KEY,
+        binaries_needed=(*_CONTROL_PLANE, "kubectl", "helm", *NODE_BINARIES),
+        node_pool=[],
+        real_nodes=[REAL_NODE],
+        images=images,
     )
 
 
@@ -238,7 +267,11 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
-    for key, fixture in ((_CLUSTER_KEY, "kube_cluster"), (_AUTOSCALING_KEY, "autoscaling_cluster")):
+    for key, fixture in (
+        (_CLUSTER_KEY, "kube_cluster"),
+        (_AUTOSCALING_KEY, "autoscaling_cluster"),
+        (_NODES_KEY, "node_cluster"),
+    ):
         cluster = item.config.stash.get(key, None)
         if report.failed and cluster is not None and fixture in getattr(item, "fixturenames", ()):
             report.sections.append((f"{fixture} logs (tail)", cluster.log_tails()))

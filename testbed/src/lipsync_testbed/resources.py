@@ -14,11 +14,20 @@ from lipsync_testbed.waiting import wait_for
 APPLY_PATCH = "application/apply-patch+yaml"
 
 
-def create_namespace(api: client.ApiClient, prefix: str = "t", timeout: float = 30.0) -> str:
-    """Create a uniquely named namespace and wait for its default service account."""
+def create_namespace(
+    api: client.ApiClient,
+    prefix: str = "t",
+    timeout: float = 30.0,
+    *,
+    labels: Mapping[str, str] | None = None,
+    exact: bool = False,
+) -> str:
+    """Create a uniquely named namespace (`prefix` itself with `exact`) and wait for its
+    default service account."""
     core = client.CoreV1Api(api)
-    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    name = prefix if exact else f"{prefix}-{uuid.uuid4().hex[:8]}"
+    metadata = client.V1ObjectMeta(name=name, labels=dict(labels or {}))
+    core.create_namespace(client.V1Namespace(metadata=metadata))
 
     def has_default_sa() -> bool:
         try:

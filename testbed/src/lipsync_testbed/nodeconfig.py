@@ -1,0 +1,243 @@
+"""Configuration files of a real node (containerd, CNI, kubelet, kube-proxy): pure functions
+from the node's directories and addresses to file contents."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lipsync_testbed.hostnet import DNS_SERVICE_IP, NODE_POD_CIDRS, NodeAddresses
+
+CNI_BIN_DIR = Path("/usr/lib/cni")
+RUNC = Path("/usr/sbin/runc")
+CLUSTER_DOMAIN = "cluster.local"
+
+
+@dataclass(frozen=True)
+class NodeLayout:
+    """Where one real node keeps its state (all under `root`, removed with it)."""
+
+    name: str
+    root: Path
+
+    @property
+    def containerd_root(self) -> Path:
+        return self.root / "containerd" / "root"
+
+    @property
+    def containerd_state(self) -> Path:
+        return self.root / "containerd" / "state"
+
+    @property
+    def containerd_socket(self) -> Path:
+        return self.root / "containerd" / "containerd.sock"
+
+    @property
+    def containerd_config(self) -> Path:
+        return self.root / "config" / "containerd.toml"
+
+    @property
+    def cni_conf_dir(self) -> Path:
+        return self.root / "config" / "cni"
+
+    @property
+    def cni_ipam_dir(self) -> Path:
+        return self.root / "cni-ipam"
+
+    @property
+    def kubelet_root(self) -> Path:
+        return self.root / "kubelet"
+
+    @property
+    def kubelet_config(self) -> Path:
+        return self.root / "config" / "kubelet.yaml"
+
+    @property
+    def kubelet_kubeconfig(self) -> Path:
+        return self.root / "config" / "kubelet.kubeconfig"
+
+    @property
+    def kube_proxy_kubeconfig(self) -> Path:
+        return self.root / "config" / "kube-proxy.kubeconfig"
+
+    @property
+    def kube_router_kubeconfig(self) -> Path:
+        return self.root / "config" / "kube-router.kubeconfig"
+
+    @property
+    def kube_proxy_config(self) -> Path:
+        return self.root / "config" / "kube-proxy.yaml"
+
+    @property
+    def resolv_conf(self) -> Path:
+        return self.root / "config" / "resolv.conf"
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.root / "pki"
+
+    @property
+    def cgroup_root(self) -> str:
+        """The kubelet's cgroup root (in every hierarchy), named after the node's directory so
+        a leftover one is found again."""
+        return f"/lipsync-{self.root.parent.name}-{self.name}"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML for {value!r}")
+
+
+def _toml(tables: dict[str, dict[str, Any]], top: dict[str, Any]) -> str:
+    lines = [f"{key} = {_toml_value(value)}" for key, value in top.items()]
+    for table, values in tables.items():
+        lines.append(f"\n[{table}]")
+        lines.extend(f"  {key} = {_toml_value(value)}" for key, value in values.items())
+    return "\n".join(lines) + "\n"
+
+
+def containerd_config(layout: NodeLayout, sandbox_image: str) -> str:
+    """containerd 2.x (config version 3): CRI with runc on cgroupfs, CNI from Debian's plugins,
+    every path under the node's directory, no OOM-score lowering (the host forbids it)."""
+    cri = "plugins.'io.containerd.cri.v1.runtime'"
+    return _toml(
+        {
+            "grpc": {"address": str(layout.containerd_socket)},
+            "ttrpc": {"address": ""},
+            cri: {
+                "restrict_oom_score_adj": True,
+                "netns_mounts_under_state_dir": True,
+                "enable_unprivileged_ports": True,
+                "enable_unprivileged_icmp": True,
+            },
+            f"{cri}.containerd": {"default_runtime_name": "runc"},
+            f"{cri}.containerd.runtimes.runc": {"runtime_type": "io.containerd.runc.v2"},
+            f"{cri}.containerd.runtimes.runc.options": {
+                "BinaryName": str(RUNC),
+                "SystemdCgroup": False,
+            },
+            f"{cri}.cni": {
+                "bin_dirs": [str(CNI_BIN_DIR)],
+                "conf_dir": str(layout.cni_conf_dir),
+            },
+            "plugins.'io.containerd.cri.v1.images'": {"snapshotter": "overlayfs"},
+            "plugins.'io.containerd.cri.v1.images'.pinned_images": {"sandbox": sandbox_image},
+        },
+        {
+            "version": 3,
+            "root": str(layout.containerd_root),
+            "state": str(layout.containerd_state),
+            # Not used here, and each would otherwise claim a fixed host path.
+            "disabled_plugins": [
+                "io.containerd.nri.v1.nri",
+                "io.containerd.internal.v1.opt",
+                "io.containerd.grpc.v1.tasks-service-tracing",
+            ],
+        },
+    )
+
+
+def cni_config(layout: NodeLayout, node: NodeAddresses) -> str:
+    """A bridge in the node's namespace, addresses from the node's pod range, and routes to the
+    test bed's range only (pods get no default route)."""
+    conflist = {
+        "cniVersion": "1.0.0",
+        "name": "lipsync-testbed",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": node.cni_bridge,
+                "isGateway": True,
+                "ipMasq": False,
+                "hairpinMode": True,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": node.pod_cidr}]],
+                    "routes": [{"dst": "198.18.0.0/15"}],
+                    "dataDir": str(layout.cni_ipam_dir),
+                },
+            },
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+        ],
+    }
+    return json.dumps(conflist, indent=2) + "\n"
+
+
+def kubelet_config(layout: NodeLayout, node: NodeAddresses, client_ca: Path) -> str:
+    """KubeletConfiguration: x509 + webhook auth, cgroupfs under the node's own cgroup root
+    (cgroup v1 allowed), cluster DNS, and eviction thresholds a shared disk will not trip."""
+    serving = layout.pki_dir / "kubelet-serving"
+    config = {
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "address": node.address,
+        "readOnlyPort": 0,
+        "healthzBindAddress": "127.0.0.1",
+        "authentication": {
+            "anonymous": {"enabled": False},
+            "webhook": {"enabled": True},
+            "x509": {"clientCAFile": str(client_ca)},
+        },
+        "authorization": {"mode": "Webhook"},
+        "tlsCertFile": f"{serving}.crt",
+        "tlsPrivateKeyFile": f"{serving}.key",
+        "containerRuntimeEndpoint": f"unix://{layout.containerd_socket}",
+        "cgroupDriver": "cgroupfs",
+        "cgroupRoot": layout.cgroup_root,
+        "failCgroupV1": False,
+        "failSwapOn": False,
+        "clusterDomain": CLUSTER_DOMAIN,
+        "clusterDNS": [DNS_SERVICE_IP],
+        "resolvConf": str(layout.resolv_conf),
+        "podCIDR": node.pod_cidr,
+        "maxPods": 60,
+        "serializeImagePulls": False,
+        "imageGCHighThresholdPercent": 100,
+        "imageGCLowThresholdPercent": 99,
+        "evictionHard": {
+            "memory.available": "100Mi",
+            "nodefs.available": "1%",
+            "nodefs.inodesFree": "1%",
+            "imagefs.available": "1%",
+        },
+        "protectKernelDefaults": False,
+        "shutdownGracePeriod": "0s",
+        "logging": {"format": "text"},
+    }
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def kube_proxy_config(layout: NodeLayout, node_name: str) -> str:
+    """KubeProxyConfiguration: iptables mode in the node's namespace; masquerade all Service
+    traffic (replies to a pod on the same bridge come back through the node) and no conntrack
+    sysctl changes (they are host-wide)."""
+    config = {
+        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+        "kind": "KubeProxyConfiguration",
+        "clientConnection": {"kubeconfig": str(layout.kube_proxy_kubeconfig)},
+        "hostnameOverride": node_name,
+        "mode": "iptables",
+        "clusterCIDR": NODE_POD_CIDRS,
+        "iptables": {"masqueradeAll": True},
+        "conntrack": {"maxPerCore": 0, "min": 0},
+        "bindAddress": "0.0.0.0",
+        "healthzBindAddress": "127.0.0.1:10256",
+        "metricsBindAddress": "127.0.0.1:10249",
+    }
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def resolv_conf() -> str:
+    """The node's own resolver file: nothing outside the test bed to ask."""
+    return "# lipsync test bed node: no upstream resolvers\noptions ndots:1\n"

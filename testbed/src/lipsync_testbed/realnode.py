@@ -1,0 +1,282 @@
+"""Real nodes: kubelet + containerd (runc, CNI bridge) + kube-proxy + kube-router (NetworkPolicy
+firewall) in a network namespace of their own, running the project's images as containers.
+
+A real node registers itself like any kubelet; the test bed then gives it the GPU Feature
+Discovery labels of its NodeSpec and fake `nvidia.com/gpu` capacity (a status patch the kubelet
+keeps), so pods that request GPUs are scheduled there and run for real, without a GPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from lipsync_testbed.hostclean import cgroup_dirs
+from lipsync_testbed.hostnet import HostNetwork, NodeAddresses, create_node_netns, in_netns
+from lipsync_testbed.kubeconfig import write_kubeconfig
+from lipsync_testbed.nodeconfig import (
+    NodeLayout,
+    cni_config,
+    containerd_config,
+    kube_proxy_config,
+    kubelet_config,
+    resolv_conf,
+)
+from lipsync_testbed.nodes import GPU_RESOURCE, NodeSpec
+from lipsync_testbed.pki import ClusterPKI, issue_node_certificates
+from lipsync_testbed.processes import ManagedProcess
+from lipsync_testbed.versions import Binaries, ClusterSetupError, parse_env_file, repo_root
+from lipsync_testbed.waiting import WaitTimeoutError, wait_for
+
+log = logging.getLogger(__name__)
+
+NODE_BINARIES = (
+    "kubelet",
+    "kube-proxy",
+    "containerd",
+    "ctr",
+    "containerd-shim-runc-v2",
+    "kube-router",
+)
+REAL_NODE_LABEL = "testbed.lipsync.dev/real-node"
+# The hierarchies the kubelet needs its cgroup root in (cgroup v1; v2 has one tree).
+_CGROUP_CONTROLLERS = (
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "memory",
+    "pids",
+    "blkio",
+    "devices",
+    "freezer",
+    "systemd",
+)
+
+Spawn = Callable[..., ManagedProcess]
+
+
+def image_archives(binaries: Binaries) -> list[Path]:
+    """The node's own images (pause, CoreDNS) from hack/cluster/build.sh."""
+    directory = binaries.bin_dir.parent / "images"
+    return [directory / "pause.oci.tar", directory / "coredns.oci.tar"]
+
+
+def _pinned(key: str) -> str:
+    return parse_env_file(repo_root() / "hack" / "cluster" / "versions.env")[key]
+
+
+def sandbox_image() -> str:
+    return _pinned("PAUSE_IMAGE")
+
+
+def coredns_image() -> str:
+    return _pinned("COREDNS_IMAGE")
+
+
+@dataclass
+class RealNode:
+    """One real node of a test bed; `start()` brings it to Ready, the test bed stops its
+    processes, and `hostclean.clean` removes what it left."""
+
+    spec: NodeSpec
+    addresses: NodeAddresses
+    layout: NodeLayout
+    binaries: Binaries
+    pki: ClusterPKI
+    server: str
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def prepare(self, net: HostNetwork, peers: Sequence[NodeAddresses]) -> None:
+        """Directories, certificates, configuration files, cgroup root, network namespace."""
+        layout, node = self.layout, self.addresses
+        for directory in (layout.root / "config", layout.cni_conf_dir, layout.kubelet_root):
+            directory.mkdir(parents=True, exist_ok=True)
+        certs = issue_node_certificates(
+            self.pki.ca.cert_path.parent, layout.pki_dir, self.name, node.address
+        )
+        write_kubeconfig(
+            layout.kubelet_kubeconfig,
+            server=self.server,
+            ca=self.pki.ca,
+            client=certs.client,
+            user=f"system:node:{self.name}",
+        )
+        write_kubeconfig(
+            layout.kube_proxy_kubeconfig,
+            server=self.server,
+            ca=self.pki.ca,
+            client=self.pki.kube_proxy,
+            user="system:kube-proxy",
+        )
+        # kube-router reads pods, namespaces and policies cluster-wide (the test bed's admin).
+        write_kubeconfig(
+            layout.kube_router_kubeconfig,
+            server=self.server,
+            ca=self.pki.ca,
+            client=self.pki.autoscaling,
+            user="kube-router",
+        )
+        layout.containerd_config.write_text(
+            containerd_config(layout, sandbox_image()), encoding="utf-8"
+        )
+        (layout.cni_conf_dir / "10-lipsync.conflist").write_text(
+            cni_config(layout, node), encoding="utf-8"
+        )
+        layout.kubelet_config.write_text(
+            kubelet_config(layout, node, self.pki.ca.cert_path), encoding="utf-8"
+        )
+        layout.kube_proxy_config.write_text(kube_proxy_config(layout, self.name), encoding="utf-8")
+        layout.resolv_conf.write_text(resolv_conf(), encoding="utf-8")
+        self._make_cgroup_root()
+        create_node_netns(net, node, peers)
+
+    def _make_cgroup_root(self) -> None:
+        root = Path("/sys/fs/cgroup")
+        unified = (root / "cgroup.controllers").exists()
+        targets = (
+            [root] if unified else [root / c for c in _CGROUP_CONTROLLERS if (root / c).is_dir()]
+        )
+        for hierarchy in targets:
+            (hierarchy / self.layout.cgroup_root.lstrip("/")).mkdir(exist_ok=True)
+        if not cgroup_dirs(self.layout.cgroup_root):
+            raise ClusterSetupError(f"could not create cgroup {self.layout.cgroup_root}")
+
+    def start_runtime(self, spawn: Spawn) -> None:
+        """containerd in the node's namespace, with the node's own images imported."""
+        layout = self.layout
+        env = {**os.environ, "PATH": f"{self.binaries.bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin"}
+        proc = spawn(
+            f"{self.name}-containerd",
+            in_netns(
+                self.addresses.netns,
+                [str(self.binaries.path("containerd")), "--config", str(layout.containerd_config)],
+            ),
+            env=env,
+            executable=str(self.binaries.path("containerd")),
+        )
+        try:
+            wait_for(
+                layout.containerd_socket.exists,
+                timeout=60,
+                interval=0.1,
+                description=f"{proc.name} socket",
+            )
+        except WaitTimeoutError as exc:
+            raise ClusterSetupError(f"{exc}; see {proc.log_path}") from exc
+
+    def import_images(self, archives: Sequence[Path]) -> None:
+        """`ctr images import` into the namespace the kubelet's pods use (no registry here)."""
+        for archive in archives:
+            if not archive.is_file():
+                raise ClusterSetupError(
+                    f"image archive {archive} missing; run `make cluster-build` / `make images`"
+                )
+            result = subprocess.run(
+                [
+                    str(self.binaries.path("ctr")),
+                    "--address", str(self.layout.containerd_socket),
+                    "--namespace", "k8s.io",
+                    "images", "import", str(archive),
+                ],
+                capture_output=True, text=True, check=False, timeout=600,
+            )  # fmt: skip
+            if result.returncode != 0:
+                raise ClusterSetupError(
+                    f"importing {archive} on {self.name}: {result.stderr.strip()}"
+                )
+            log.info("%s: imported %s", self.name, archive.name)
+
+    def start_node_agents(self, spawn: Spawn, service_cidr: str) -> None:
+        """kubelet, kube-proxy and kube-router's NetworkPolicy firewall."""
+        layout, netns = self.layout, self.addresses.netns
+        env = {**os.environ, "PATH": f"{self.binaries.bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin"}
+        kubelet = str(self.binaries.path("kubelet"))
+        spawn(
+            f"{self.name}-kubelet",
+            in_netns(netns, [
+                kubelet,
+                f"--config={layout.kubelet_config}",
+                f"--kubeconfig={layout.kubelet_kubeconfig}",
+                f"--root-dir={layout.kubelet_root}",
+                f"--hostname-override={self.name}",
+                f"--node-ip={self.addresses.address}",
+                f"--node-labels={REAL_NODE_LABEL}=true",
+                "--v=1",
+            ]),
+            env=env,
+            executable=kubelet,
+        )  # fmt: skip
+        proxy = str(self.binaries.path("kube-proxy"))
+        spawn(
+            f"{self.name}-kube-proxy",
+            in_netns(netns, [proxy, f"--config={layout.kube_proxy_config}", "--v=1"]),
+            env=env,
+            executable=proxy,
+        )
+        router = str(self.binaries.path("kube-router"))
+        spawn(
+            f"{self.name}-kube-router",
+            in_netns(netns, [
+                router,
+                f"--kubeconfig={layout.kube_router_kubeconfig}",
+                f"--hostname-override={self.name}",
+                "--run-firewall=true",
+                "--run-router=false",
+                "--run-service-proxy=false",
+                "--enable-cni=false",
+                "--enable-ipv6=false",
+                f"--service-cluster-ip-range={service_cidr}",
+                "--metrics-port=0",
+                "--health-port=20244",
+                "--v=1",
+            ]),
+            env=env,
+            executable=router,
+        )  # fmt: skip
+
+    def register(self, api: client.ApiClient, timeout: float) -> None:
+        """Wait for the kubelet's Node, give it the spec's labels, pod range and fake GPUs,
+        and wait until it is Ready."""
+        core = client.CoreV1Api(api)
+
+        def registered() -> client.V1Node | None:
+            try:
+                return core.read_node(self.name)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+
+        wait_for(
+            registered, timeout=timeout, interval=0.5, description=f"node {self.name} to register"
+        )
+        labels = {**self.spec.all_labels(), REAL_NODE_LABEL: "true"}
+        core.patch_node(
+            self.name,
+            {
+                "metadata": {"labels": labels},
+                "spec": {"podCIDR": self.addresses.pod_cidr, "podCIDRs": [self.addresses.pod_cidr]},
+            },
+        )
+        if self.spec.gpu is not None:
+            gpus = str(self.spec.gpu.allocatable)
+            core.patch_node_status(self.name, {"status": {"capacity": {GPU_RESOURCE: gpus}}})
+
+        def ready() -> bool:
+            node = core.read_node(self.name)
+            conditions = (node.status.conditions if node.status else None) or []
+            is_ready = any(c.type == "Ready" and c.status == "True" for c in conditions)
+            allocatable = (node.status.allocatable if node.status else None) or {}
+            return is_ready and (self.spec.gpu is None or GPU_RESOURCE in allocatable)
+
+        wait_for(ready, timeout=timeout, interval=0.5, description=f"node {self.name} Ready")
