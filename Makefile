@@ -7,7 +7,7 @@ OUT ?= out
 # Extras the test tiers need (the PyTorch backends and export); `make demo` stays on the base set.
 TEST_EXTRAS := --extra torch
 
-.PHONY: demo test lint types unit component cluster gpu uv setup setup-test bench
+.PHONY: demo test lint types unit component cluster gpu uv setup setup-test bench images
 
 uv:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv==$(UV_VERSION)
@@ -43,8 +43,13 @@ unit: setup-test
 component: setup-test
 	$(UV) run pytest -m component
 
-cluster: setup-test cluster-build
+cluster: setup-test cluster-build images
 	$(UV) run pytest -m cluster
+
+# OCI archives of the operator and runtime-cpu images in out/images (images/build.sh: buildah,
+# no Docker daemon; `images/build.sh runtime-gpu` adds the GPU flavour on NVIDIA's NGC base).
+images:
+	images/build.sh
 
 # On a GPU machine: keep onnxruntime-gpu (installed outside the lock) instead of letting the
 # lock's CPU onnxruntime overwrite its files.

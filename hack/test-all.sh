@@ -2,9 +2,10 @@
 # Everything `make test` (and CI) runs: lint, types, then every test tier.
 #
 # The cluster tier needs the Go-built test bed (hack/cluster/build.sh, cached in
-# ~/.cache/lipsync). On a cold machine that build is the longest step, so it
-# starts first, in the background at the lowest CPU priority, and compiles while
-# the unit, component and gpu tiers run; the cluster tier then waits for it.
+# ~/.cache/lipsync) and the project's images (images/build.sh, out/images). On a
+# cold machine that build is the longest step, so it starts first, in the
+# background at the lowest CPU priority, and compiles while the unit, component
+# and gpu tiers run; the cluster tier then waits for it.
 # Helm comes first, beside lint and types, because the chart's unit tests render
 # with it (without it they would be skipped). A warm cache makes both builds
 # one-second no-ops.
@@ -24,7 +25,7 @@ stamp() { printf '%s test-all: %s\n' "$(date -u +%H:%M:%S)" "$*"; }
 # Its own session, so that an early exit can stop the whole build (go and its compilers).
 build_pid=
 start_build() {
-    setsid nice -n "$1" hack/cluster/build.sh "${@:2}" >>"${build_log}" 2>&1 &
+    setsid nice -n "$1" "${@:2}" >>"${build_log}" 2>&1 &
     build_pid=$!
 }
 stop_build() {
@@ -40,7 +41,7 @@ wait_build() {
 }
 trap stop_build EXIT
 
-start_build 0 helm
+start_build 0 hack/cluster/build.sh helm
 stamp "building helm beside lint and types (log: ${build_log})"
 "${uv[@]}" run ruff check .
 "${uv[@]}" run ruff format --check .
@@ -48,8 +49,9 @@ stamp "building helm beside lint and types (log: ${build_log})"
 stamp "lint and types passed after $((SECONDS - start))s"
 wait_build
 
-start_build 19
-stamp "rest of the test bed building in the background"
+# The real nodes of the cluster tier run the project's images (`make images`).
+start_build 19 bash -c 'hack/cluster/build.sh && images/build.sh'
+stamp "rest of the test bed and the images building in the background"
 LIPSYNC_REQUIRE_HELM=1 "${uv[@]}" run pytest -m "not cluster" "${pytest_args[@]}"
 stamp "unit, component and gpu tiers passed after $((SECONDS - start))s"
 
@@ -58,7 +60,7 @@ if kill -0 "${build_pid}" 2>/dev/null; then
 fi
 wait_build
 trap - EXIT
-grep 'build.sh: .*built in\|build.sh: done' "${build_log}" || true
+grep 'build.sh: .*built in\|build.sh: done\|images: ' "${build_log}" || true
 stamp "test bed ready after $((SECONDS - start))s"
 
 "${uv[@]}" run pytest -m cluster "${pytest_args[@]}"

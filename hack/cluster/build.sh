@@ -375,9 +375,6 @@ build_pause() {
 # OCI archive ${IMAGE_DIR}/NAME.oci.tar, for `ctr images import`.
 pack_image() {
     local name="$1" ref="$2" binary="$3" path="$4" ctr
-    # shellcheck source=../host-packages.sh
-    source "${HERE}/../host-packages.sh"
-    ensure_host_packages buildah
     ctr="$(buildah from --pull-never scratch)"
     buildah copy --quiet "${ctr}" "${binary}" "${path}" >/dev/null
     buildah config --entrypoint "[\"${path}\"]" --user 65535:65535 "${ctr}"
@@ -407,6 +404,13 @@ if [[ ${#components[@]} -eq 0 ]]; then
     components=(etcd kubernetes kwok helm containerd kube-router coredns pause prometheus keda karpenter)
 fi
 total_start=${SECONDS}
+# What real nodes run from Debian: runc, the CNI plugins, and the tools kube-proxy and
+# kube-router call (iptables, ipset, conntrack); buildah packs the node's own images.
+if [[ " ${components[*]} " =~ \ (containerd|kube-router|coredns|pause)\  ]]; then
+    # shellcheck source=../host-packages.sh
+    source "${HERE}/../host-packages.sh"
+    ensure_host_packages runc containernetworking-plugins iptables ipset conntrack buildah
+fi
 for c in "${components[@]}"; do
     case "${c}" in
         etcd) build_etcd ;;

@@ -17,6 +17,7 @@ from lipsync_testbed.gfd import GpuFeatureDiscovery
 from lipsync_testbed.hostclean import HostRecord
 from lipsync_testbed.hostnet import HostNetwork
 from lipsync_testbed.kubelet import PodRunner, pod_log_path
+from lipsync_testbed.nodebed import REAL_NODE, project_images
 from lipsync_testbed.versions import Binaries, ClusterSetupError, default_bin_dir
 
 log = logging.getLogger("lipsync_testbed")
@@ -26,13 +27,17 @@ def _up(args: argparse.Namespace) -> int:
     node_pool = args.nodepool
     if node_pool is None and args.autoscaling:
         node_pool = list(STATIC_NODES)
+    if node_pool is None and args.real_node:
+        node_pool = []
     cluster = LocalCluster(
         args.dir,
         binaries=Binaries(args.bin_dir),
         node_pool=node_pool,
         startup_timeout=args.timeout,
-        run_kubelet=not args.no_kubelet,
+        run_kubelet=not (args.no_kubelet or args.real_node),
         autoscaling=AutoscalingOptions() if args.autoscaling else None,
+        real_nodes=[REAL_NODE] if args.real_node else (),
+        images=project_images() if args.real_node else (),
     )
     cluster.start()
     sys.stdout.write(
@@ -185,6 +190,12 @@ def main(argv: list[str] | None = None) -> int:
         "--no-kubelet",
         action="store_true",
         help="up: do not run local pods (KWOK still skips them; pods stay Pending)",
+    )
+    parser.add_argument(
+        "--real-node",
+        action="store_true",
+        help="up: one real node (kubelet + containerd) running the images of `make images`, "
+        'instead of KWOK nodes and local pods (hack/cluster/README.md, "Real nodes")',
     )
     parser.add_argument(
         "--autoscaling",

@@ -336,10 +336,11 @@ class LocalCluster:
             real.prepare(net, addresses)
             real.start_runtime(self.spawn)
             real.import_images([*image_archives(self.binaries), *self.images])
-            real.start_node_agents(self.spawn, SERVICE_CIDR)
+            real.start_node_agents(self.spawn)
             self.real_nodes.append(real)
         for real in self.real_nodes:
             real.register(self.api_client, timeout=self.startup_timeout)
+            real.start_firewall(self.spawn, SERVICE_CIDR)
         self.kubectl(
             "apply",
             "-f",

@@ -96,6 +96,10 @@ class RealNode:
     def name(self) -> str:
         return self.spec.name
 
+    def _env(self) -> dict[str, str]:
+        """The node's programs find the runtime shim, runc, iptables and ipset on PATH."""
+        return {**os.environ, "PATH": f"{self.binaries.bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin"}
+
     def prepare(self, net: HostNetwork, peers: Sequence[NodeAddresses]) -> None:
         """Directories, certificates, configuration files, cgroup root, network namespace."""
         layout, node = self.layout, self.addresses
@@ -147,21 +151,24 @@ class RealNode:
             [root] if unified else [root / c for c in _CGROUP_CONTROLLERS if (root / c).is_dir()]
         )
         for hierarchy in targets:
-            (hierarchy / self.layout.cgroup_root.lstrip("/")).mkdir(exist_ok=True)
+            directory = hierarchy / self.layout.cgroup_root.lstrip("/")
+            directory.mkdir(exist_ok=True)
+            if hierarchy.name == "cpuset":  # a v1 cpuset takes no tasks until it has CPUs
+                for knob in ("cpuset.cpus", "cpuset.mems"):
+                    (directory / knob).write_text((hierarchy / knob).read_text())
         if not cgroup_dirs(self.layout.cgroup_root):
             raise ClusterSetupError(f"could not create cgroup {self.layout.cgroup_root}")
 
     def start_runtime(self, spawn: Spawn) -> None:
         """containerd in the node's namespace, with the node's own images imported."""
         layout = self.layout
-        env = {**os.environ, "PATH": f"{self.binaries.bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin"}
         proc = spawn(
             f"{self.name}-containerd",
             in_netns(
                 self.addresses.netns,
                 [str(self.binaries.path("containerd")), "--config", str(layout.containerd_config)],
             ),
-            env=env,
+            env=self._env(),
             executable=str(self.binaries.path("containerd")),
         )
         try:
@@ -196,10 +203,9 @@ class RealNode:
                 )
             log.info("%s: imported %s", self.name, archive.name)
 
-    def start_node_agents(self, spawn: Spawn, service_cidr: str) -> None:
-        """kubelet, kube-proxy and kube-router's NetworkPolicy firewall."""
+    def start_node_agents(self, spawn: Spawn) -> None:
+        """kubelet and kube-proxy."""
         layout, netns = self.layout, self.addresses.netns
-        env = {**os.environ, "PATH": f"{self.binaries.bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin"}
         kubelet = str(self.binaries.path("kubelet"))
         spawn(
             f"{self.name}-kubelet",
@@ -213,16 +219,20 @@ class RealNode:
                 f"--node-labels={REAL_NODE_LABEL}=true",
                 "--v=1",
             ]),
-            env=env,
+            env=self._env(),
             executable=kubelet,
         )  # fmt: skip
         proxy = str(self.binaries.path("kube-proxy"))
         spawn(
             f"{self.name}-kube-proxy",
             in_netns(netns, [proxy, f"--config={layout.kube_proxy_config}", "--v=1"]),
-            env=env,
+            env=self._env(),
             executable=proxy,
         )
+
+    def start_firewall(self, spawn: Spawn, service_cidr: str) -> None:
+        """kube-router's NetworkPolicy firewall (it needs the registered Node)."""
+        layout, netns = self.layout, self.addresses.netns
         router = str(self.binaries.path("kube-router"))
         spawn(
             f"{self.name}-kube-router",
@@ -240,7 +250,7 @@ class RealNode:
                 "--health-port=20244",
                 "--v=1",
             ]),
-            env=env,
+            env=self._env(),
             executable=router,
         )  # fmt: skip
 
