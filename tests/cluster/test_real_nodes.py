@@ -58,15 +58,23 @@ CLIENT_SCRIPT = textwrap.dedent(
     asyncio.run(main())
     """
 )
-# A TCP connect from inside a pod: "open" or "closed <reason>".
+# TCP connects from inside a pod for up to 20 s: "open" at the first that succeeds, else
+# "closed <last error>". A policy takes effect a moment after a pod starts (the firewall learns
+# the new pod's address from its watch), so a connect refused at once proves nothing.
 CONNECT_SCRIPT = textwrap.dedent(
     """
-    import socket, sys
-    try:
-        socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5).close()
-        print("open")
-    except OSError as exc:
-        print("closed", exc)
+    import socket, sys, time
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close()
+            print("open")
+            break
+        except OSError as exc:
+            if time.monotonic() > deadline:
+                print("closed", exc)
+                break
+            time.sleep(0.5)
     """
 )
 
@@ -151,8 +159,8 @@ def test_the_operator_runs_as_its_image_user_with_one_leader(bed: OperatorBed) -
 
 def test_a_model_becomes_ready_on_the_real_node(bed: OperatorBed) -> None:
     bed.apply_model(small_model(MODEL, bed.avatar(MODEL), REAL_NODE_PRODUCT))
-    found = bed.wait_phase(MODEL, "Ready", timeout=BUILD_TIMEOUT)
-    assert found["status"]["phase"] == "Ready"
+    status = bed.wait_phase(MODEL, "Ready", timeout=BUILD_TIMEOUT)
+    assert status["phase"] == "Ready"
     servers = server_pods(bed.cluster, bed.namespace, MODEL, REAL_NODE_PRODUCT)
     assert servers
     assert {p["spec"]["nodeName"] for p in servers} == {REAL_NODE.name}

@@ -180,6 +180,19 @@ def test_values_reach_the_operator_environment() -> None:
 
 
 @needs_helm
+def test_pod_sizes_reach_the_operator_environment() -> None:
+    defaults = _operator_env(render())
+    assert defaults["LIPSYNC_SERVER_RESOURCES_CPU"] == "2"
+    assert defaults["LIPSYNC_BUILDER_RESOURCES_MEMORY_LIMIT"] == "16Gi"
+    sizes = ["--set", "server.resources.requests.cpu=100m"]
+    sizes += ["--set", "builder.resources.requests.memory=1Gi"]
+    small = _operator_env(render(*sizes))
+    assert small["LIPSYNC_SERVER_RESOURCES_CPU"] == "100m"
+    assert small["LIPSYNC_BUILDER_RESOURCES_MEMORY"] == "1Gi"
+    assert "requests" in render_error("--set", "server.resources.requests=null")
+
+
+@needs_helm
 def test_values_schema_rejects_bad_values() -> None:
     assert "cache" in render_error("--set", "cache.kind=nfs")
 

@@ -29,6 +29,23 @@ def test_settings_from_the_charts_environment() -> None:
     assert config.node_grace_seconds == 60
 
 
+def test_pod_sizes_from_the_charts_environment_keep_unset_defaults() -> None:
+    config = OperatorConfig.from_env(
+        {
+            "LIPSYNC_SERVER_RESOURCES_CPU": "500m",
+            "LIPSYNC_SERVER_RESOURCES_MEMORY_LIMIT": "2Gi",
+            "LIPSYNC_BUILDER_RESOURCES_MEMORY": "1Gi",
+        }
+    )
+    defaults = OperatorConfig()
+    assert config.server_resources.cpu == "500m"
+    assert config.server_resources.memory == defaults.server_resources.memory
+    assert config.server_resources.memory_limit == "2Gi"
+    assert config.builder_resources.memory == "1Gi"
+    assert config.builder_resources.cpu == defaults.builder_resources.cpu
+    assert config.server_resources.manifest("nvidia.com/gpu")["requests"]["cpu"] == "500m"
+
+
 def test_bad_setting_is_one_readable_line() -> None:
     with pytest.raises(ConfigError, match="operator setting backend"):
         OperatorConfig.from_env({"LIPSYNC_BACKEND": "magic"})

@@ -26,7 +26,13 @@ from lipsync_testbed.audit import AUDIT_LOG, LIST_AUDIT_POLICY
 from lipsync_testbed.autoscaling import AutoscalingEndpoints, AutoscalingOptions, start_autoscaling
 from lipsync_testbed.heartbeats import NodeHeartbeats
 from lipsync_testbed.hostclean import HostRecord
-from lipsync_testbed.hostnet import KWOK_POD_CIDR, SERVICE_CIDR, HostNetwork, create_bridge
+from lipsync_testbed.hostnet import (
+    KWOK_POD_CIDR,
+    SERVICE_CIDR,
+    HostNetwork,
+    create_bridge,
+    free_slot,
+)
 from lipsync_testbed.kubeconfig import write_kubeconfig
 from lipsync_testbed.localpods import LocalPodRule, kwok_stages
 from lipsync_testbed.nodeconfig import NodeLayout
@@ -315,6 +321,7 @@ class LocalCluster:
         """Clean up after dead test beds, record what this one creates, create the bridge."""
         self.binaries.require(NODE_BINARIES)
         hostclean.sweep_stale()
+        self.host_network = HostNetwork.for_state_dir(self.state_dir, free_slot())
         self._host_record = self.host_record
         self._host_record.save()
         create_bridge(self.host_network)
@@ -501,7 +508,8 @@ class LocalCluster:
             raise ClusterSetupError(f"{exc}; log tail:\n{processes.tail(proc.log_path)}") from exc
 
     def _start_components(self) -> None:
-        pki = self._pki = generate_pki(self.state_dir / "pki")
+        api_ips = (self._api_host,) if self.real_node_specs else ()
+        pki = self._pki = generate_pki(self.state_dir / "pki", api_ips)
         etcd_port, etcd_peer, api_port, kcm_port, sched_port, kwok_port = (
             processes.free_port() for _ in range(6)
         )

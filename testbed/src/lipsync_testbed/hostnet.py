@@ -1,12 +1,13 @@
 """The test bed's own network: a host bridge and one network namespace per real node, all in
 the benchmark range 198.18.0.0/15 (RFC 2544), so no test traffic can be taken for traffic to
-an outside network.
+an outside network. Each test bed with real nodes takes a free slot s (0-7), a /20 of its own:
 
-    198.18.0.1/24      the host side (bridge): the API server listens here
-    198.18.0.11+i      node i (eth0 in its namespace, a veth to the bridge)
-    198.18.16+i.0/24   pods of node i (the CNI bridge in the node's namespace)
-    198.18.128.0/17    pods of KWOK nodes (never routed)
-    198.19.0.0/16      Services (198.19.0.1 the API server, 198.19.0.10 cluster DNS)
+    198.18.16s.1/24      the host side (bridge): the API server listens here
+    198.18.16s.(11+i)    node i (eth0 in its namespace, a veth to the bridge)
+    198.18.(16s+1+i).0/24  pods of node i (the CNI bridge in the node's namespace)
+    198.18.128.0/17      pods of KWOK nodes (never routed)
+    198.19.0.0/16        Services (198.19.0.1 the API server, 198.19.0.10 cluster DNS); they
+                         exist only as kube-proxy rules inside the nodes' namespaces
 
 Nothing here routes outside the range: nodes get no default route, and every interface and
 rule lives on the bridge or inside the namespaces, so deleting them leaves the host as it was.
@@ -28,9 +29,8 @@ SERVICE_CIDR = "198.19.0.0/16"
 KUBERNETES_SERVICE_IP = "198.19.0.1"
 DNS_SERVICE_IP = "198.19.0.10"
 KWOK_POD_CIDR = "198.18.128.0/17"
-NODE_POD_CIDRS = "198.18.16.0/20"
-_HOST_NETWORK = ipaddress.ip_network("198.18.0.0/24")
-_MAX_NODES = 16
+SLOTS = 8
+_MAX_NODES = 15
 NETNS_DIR = Path("/run/netns")
 
 
@@ -56,14 +56,22 @@ class NodeAddresses:
 
 @dataclass(frozen=True)
 class HostNetwork:
-    """The address plan of one test bed; `tag` keeps its names apart from another test bed's."""
+    """The address plan of one test bed: `tag` names its interfaces and namespaces, `slot`
+    picks its /20 of the benchmark range."""
 
     tag: str
+    slot: int = 0
 
     @classmethod
-    def for_state_dir(cls, state_dir: Path) -> HostNetwork:
+    def for_state_dir(cls, state_dir: Path, slot: int = 0) -> HostNetwork:
         digest = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()
-        return cls(tag=digest[:6])
+        return cls(tag=digest[:6], slot=slot)
+
+    @property
+    def block(self) -> ipaddress.IPv4Network:
+        if not 0 <= self.slot < SLOTS:
+            raise HostNetworkError(f"slot {self.slot} outside 0..{SLOTS - 1}")
+        return ipaddress.IPv4Network(f"198.18.{16 * self.slot}.0/20")
 
     @property
     def bridge(self) -> str:
@@ -71,22 +79,42 @@ class HostNetwork:
 
     @property
     def host_address(self) -> str:
-        return str(_HOST_NETWORK.network_address + 1)
+        return str(self.block.network_address + 1)
 
     @property
     def prefix_length(self) -> int:
-        return _HOST_NETWORK.prefixlen
+        return 24
+
+    @property
+    def cluster_cidr(self) -> str:
+        """Every node and pod address of this test bed (kube-proxy's clusterCIDR)."""
+        return str(self.block)
 
     def node(self, index: int) -> NodeAddresses:
         if not 0 <= index < _MAX_NODES:
             raise HostNetworkError(f"real node index {index} outside 0..{_MAX_NODES - 1}")
+        third = 16 * self.slot
         return NodeAddresses(
             index=index,
             netns=f"lsn{self.tag}-{index}",
             veth=f"lsv{self.tag}-{index}",
-            address=str(_HOST_NETWORK.network_address + 11 + index),
-            pod_cidr=f"198.18.{16 + index}.0/24",
+            address=str(self.block.network_address + 11 + index),
+            pod_cidr=f"198.18.{third + 1 + index}.0/24",
         )
+
+
+def address_in_use(address: str) -> str:
+    """The interface holding `address` on this host ('' when none does)."""
+    found = _run(["ip", "-o", "addr", "show", "to", address]).stdout.split()
+    return found[1] if len(found) > 1 else ""
+
+
+def free_slot() -> int:
+    """The first slot whose host address no other test bed holds."""
+    for slot in range(SLOTS):
+        if not address_in_use(HostNetwork("", slot).host_address):
+            return slot
+    raise HostNetworkError(f"all {SLOTS} test bed network slots are in use on this host")
 
 
 def _run(argv: Sequence[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -109,13 +137,10 @@ def link_exists(name: str) -> bool:
 
 
 def create_bridge(net: HostNetwork) -> None:
-    """The host side: a bridge holding 198.18.0.1/24 (fails if the address is taken)."""
-    taken = _run(["ip", "-o", "addr", "show", "to", net.host_address]).stdout.strip()
+    """The host side: a bridge holding the slot's first address (fails if it is taken)."""
+    taken = address_in_use(net.host_address)
     if taken:
-        raise HostNetworkError(
-            f"{net.host_address} is already in use ({taken.split()[1]}): another test bed with "
-            "real nodes runs on this host; stop it first (python -m lipsync_testbed down)"
-        )
+        raise HostNetworkError(f"{net.host_address} is already in use on {taken}")
     _run(["ip", "link", "add", net.bridge, "type", "bridge"])
     _run(["ip", "addr", "add", f"{net.host_address}/{net.prefix_length}", "dev", net.bridge])
     _run(["ip", "link", "set", net.bridge, "up"])

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from lipsync_testbed.hostnet import DNS_SERVICE_IP, NODE_POD_CIDRS, NodeAddresses
+from lipsync_testbed.hostnet import DNS_SERVICE_IP, NodeAddresses
 
 CNI_BIN_DIR = Path("/usr/lib/cni")
 RUNC = Path("/usr/sbin/runc")
@@ -218,7 +218,7 @@ def kubelet_config(layout: NodeLayout, node: NodeAddresses, client_ca: Path) -> 
     return yaml.safe_dump(config, sort_keys=False)
 
 
-def kube_proxy_config(layout: NodeLayout, node_name: str) -> str:
+def kube_proxy_config(layout: NodeLayout, node_name: str, cluster_cidr: str) -> str:
     """KubeProxyConfiguration: iptables mode in the node's namespace; masquerade all Service
     traffic (replies to a pod on the same bridge come back through the node) and no conntrack
     sysctl changes (they are host-wide)."""
@@ -228,7 +228,7 @@ def kube_proxy_config(layout: NodeLayout, node_name: str) -> str:
         "clientConnection": {"kubeconfig": str(layout.kube_proxy_kubeconfig)},
         "hostnameOverride": node_name,
         "mode": "iptables",
-        "clusterCIDR": NODE_POD_CIDRS,
+        "clusterCIDR": cluster_cidr,
         "iptables": {"masqueradeAll": True},
         "conntrack": {"maxPerCore": 0, "min": 0},
         "bindAddress": "0.0.0.0",

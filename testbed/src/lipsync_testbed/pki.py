@@ -13,9 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 _VALIDITY = datetime.timedelta(days=30)
-# The `kubernetes` Service and the host side of the test bed's network (lipsync_testbed.hostnet).
+# The `kubernetes` Service address (lipsync_testbed.hostnet).
 _SERVICE_IP = "198.19.0.1"
-_HOST_IP = "198.18.0.1"
 # Where the test bed registers KEDA (lipsync_testbed.autoscaling); its certificate names them.
 KEDA_NAMESPACE = "keda"
 KEDA_OPERATOR_SERVICE = "keda-operator"
@@ -172,8 +171,9 @@ def _new_ca(common_name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivate
     return ca_cert, ca_key
 
 
-def generate_pki(directory: Path) -> ClusterPKI:
-    """Create a CA, the API server's serving certificate, client certificates and SA keys."""
+def generate_pki(directory: Path, api_ips: tuple[str, ...] = ()) -> ClusterPKI:
+    """Create a CA, the API server's serving certificate (for 127.0.0.1, the `kubernetes`
+    Service and `api_ips`), client certificates and SA keys."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_cert, ca_key = _new_ca("lipsync-testbed-ca")
     ca = _write(directory, "ca", ca_cert, ca_key)
@@ -209,7 +209,7 @@ def generate_pki(directory: Path) -> ClusterPKI:
             "kubernetes.default.svc",
             "kubernetes.default.svc.cluster.local",
         ),
-        server_ips=("127.0.0.1", _SERVICE_IP, _HOST_IP),
+        server_ips=("127.0.0.1", _SERVICE_IP, *api_ips),
     )
     sa_key = _new_key()
     sa_key_path = directory / "sa.key"

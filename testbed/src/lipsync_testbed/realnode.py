@@ -139,7 +139,9 @@ class RealNode:
         layout.kubelet_config.write_text(
             kubelet_config(layout, node, self.pki.ca.cert_path), encoding="utf-8"
         )
-        layout.kube_proxy_config.write_text(kube_proxy_config(layout, self.name), encoding="utf-8")
+        layout.kube_proxy_config.write_text(
+            kube_proxy_config(layout, self.name, net.cluster_cidr), encoding="utf-8"
+        )
         layout.resolv_conf.write_text(resolv_conf(), encoding="utf-8")
         self._make_cgroup_root()
         create_node_netns(net, node, peers)
