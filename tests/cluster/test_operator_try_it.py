@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ pytestmark = pytest.mark.cluster
 
 DOC = repo_root() / "docs" / "operator.md"
 DOC_PORT = "18001"
+DATA_DIR = Path("/var/lib/lipsync")
 
 
 def try_it_block() -> str:
@@ -40,11 +42,18 @@ def test_the_try_it_locally_block_runs_as_written(tmp_path: Path) -> None:
     block = try_it_block()
     assert "make cluster-up" in block
     assert "kubectl apply -f examples/lipsyncmodel.yaml" in block
+    assert f"kubectl port-forward svc/anna {DOC_PORT}:8001" in block
     assert "lipsync bench run" in block
+    # What a user types on any cluster: no test-bed proxy, no listen address of the test bed's.
+    assert "lipsync_testbed proxy" not in block
+    assert "listenAddress" not in block
     # Its own test bed (a state directory of its own) and a port that is free here.
     script = block.replace(DOC_PORT, str(free_port()))
     env = user_environment()
     env["LIPSYNC_CLUSTER_DIR"] = str(tmp_path / "cluster")
+    # The node directories the block writes (examples/testbed/volumes.yaml), removed after
+    # unless they were there before.
+    data_existed = DATA_DIR.exists()
     try:
         run = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", script],
@@ -59,6 +68,8 @@ def test_the_try_it_locally_block_runs_as_written(tmp_path: Path) -> None:
         subprocess.run(
             ["make", "cluster-down"], cwd=repo_root(), env=env, capture_output=True, check=False
         )
+        if not data_existed:
+            shutil.rmtree(DATA_DIR, ignore_errors=True)
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-4000:]
     assert re.search(r"anna\s+Ready", output), output[-4000:]

@@ -16,7 +16,9 @@ import re
 import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
+import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -75,16 +77,24 @@ def project_images() -> list[Path]:
     return archives
 
 
+TESTBED_VALUES_FILE = repo_root() / "examples" / "testbed" / "values.yaml"
+
+
+def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    flat: dict[str, str] = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = str(value)
+    return flat
+
+
 def node_values() -> dict[str, str]:
-    """The chart's defaults plus the runtime's CPU flavour and pod sizes for a 2-core node."""
-    small = {"requests.cpu": "100m", "requests.memory": "256Mi", "limits.memory": "3Gi"}
-    return {
-        "runtime.image.tag": f"{app_version()}-cpu",
-        "runtime.backend": "onnxruntime-cpu",
-        **{f"server.resources.{k}": v for k, v in small.items()},
-        **{f"builder.resources.{k}": v for k, v in small.items()},
-        **FAST_BUILD_VALUES,
-    }
+    """The chart's defaults plus what a user's one-node test bed sets (examples/testbed/
+    values.yaml: the runtime's CPU flavour, pods sized for 2 cores) and one-frame build checks."""
+    documented = yaml.safe_load(TESTBED_VALUES_FILE.read_text(encoding="utf-8"))
+    return {**_flatten(documented), **FAST_BUILD_VALUES}
 
 
 def node_operator_bed(
