@@ -15,7 +15,6 @@ from lipsync_testbed.operatorchart import OperatorBed, operator_bed
 from lipsync_testbed.pytest_plugin import (
     autoscaling_cluster,
     autoscaling_namespace,
-    job_pod_runner,
     kube_api,
     kube_cluster,
     kube_namespace,
@@ -28,7 +27,6 @@ from lipsync_testbed.pytest_plugin import (
 __all__ = [
     "autoscaling_cluster",
     "autoscaling_namespace",
-    "job_pod_runner",
     "kube_api",
     "kube_cluster",
     "kube_namespace",

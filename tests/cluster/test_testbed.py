@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ from kubernetes.client.exceptions import ApiException
 
 from lipsync_testbed import (
     GpuSpec,
-    JobPodRunner,
     LocalCluster,
     NodeSpec,
     add_node,
@@ -279,48 +277,6 @@ def _terminated_message(api: client.ApiClient, namespace: str, job: str) -> tupl
     terminated = status.state.terminated
     assert terminated is not None
     return terminated.exit_code, terminated.message or ""
-
-
-def test_job_pod_runner_completes_job_with_termination_message(
-    kube_api: client.ApiClient,
-    kube_namespace: str,
-    job_pod_runner: Callable[..., JobPodRunner],
-) -> None:
-    runner = job_pod_runner("testbed-job")
-    script = (
-        "import os; "
-        "open('/dev/termination-log', 'w').write(os.environ['GREETING'] + ' from ' + "
-        "os.environ['POD_NAME'])"
-    )
-    batch = client.BatchV1Api(kube_api)
-    batch.create_namespaced_job(kube_namespace, _job("ok", ["python", "-c", script]))
-    batch.create_namespaced_job(
-        kube_namespace,
-        _job("bad", ["sh", "-c", "echo -n 'out of memory' > /dev/termination-log; exit 3"]),
-    )
-
-    assert (
-        wait_for(
-            lambda: _job_condition(kube_api, kube_namespace, "ok"),
-            timeout=90,
-            description="job ok finished",
-        )
-        == "Complete"
-    )
-    code, message = _terminated_message(kube_api, kube_namespace, "ok")
-    assert code == 0
-    assert message.startswith("hello from ok-")
-
-    assert (
-        wait_for(
-            lambda: _job_condition(kube_api, kube_namespace, "bad"),
-            timeout=90,
-            description="job bad finished",
-        )
-        == "Failed"
-    )
-    assert _terminated_message(kube_api, kube_namespace, "bad") == (3, "out of memory")
-    assert not runner.errors
 
 
 def test_finish_pod_drives_job_to_completion(

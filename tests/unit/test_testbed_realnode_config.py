@@ -32,7 +32,9 @@ pytestmark = pytest.mark.unit
 
 BENCHMARK_RANGE = ipaddress.IPv4Network("198.18.0.0/15")
 NET = HostNetwork.for_state_dir(Path("/tmp/state"))
-LAYOUT = NodeLayout(name="node-0", root=Path("/tmp/state/nodes/node-0"))
+LAYOUT = NodeLayout(
+    name="node-0", root=Path("/tmp/state/nodes/node-0"), socket_dir=Path("/run/t/node-0")
+)
 
 
 def _in_range(value: str) -> bool:
@@ -93,8 +95,9 @@ def test_containerd_runs_cri_on_runc_with_every_path_under_the_node() -> None:
     assert runc["options"] == {"BinaryName": "/usr/sbin/runc", "SystemdCgroup": False}
     images = config["plugins"]["io.containerd.cri.v1.images"]
     assert images["pinned_images"]["sandbox"] == "registry.k8s.io/pause:3.10.1"
-    paths = [config["root"], config["state"], config["grpc"]["address"], runtime["cni"]["conf_dir"]]
+    paths = [config["root"], config["state"], runtime["cni"]["conf_dir"]]
     assert all(p.startswith(str(LAYOUT.root)) for p in paths), paths
+    assert config["grpc"]["address"] == "/run/t/node-0/containerd.sock"
 
 
 def test_pods_get_routes_to_the_test_bed_range_only() -> None:

@@ -1,7 +1,7 @@
 """Local Kubernetes test bed: a real control plane with KWOK fake GPU nodes."""
 
 from lipsync_testbed.cluster import LocalCluster
-from lipsync_testbed.jobs import JobPodRunner, PodRun, finish_pod
+from lipsync_testbed.jobs import finish_pod
 from lipsync_testbed.kubelet import PodRunner, read_pod_log
 from lipsync_testbed.localpods import ImageEntrypoint, LocalPodRule
 from lipsync_testbed.nodes import (
@@ -23,11 +23,9 @@ __all__ = [
     "ClusterSetupError",
     "GpuSpec",
     "ImageEntrypoint",
-    "JobPodRunner",
     "LocalCluster",
     "LocalPodRule",
     "NodeSpec",
-    "PodRun",
     "PodRunner",
     "Versions",
     "WaitTimeoutError",

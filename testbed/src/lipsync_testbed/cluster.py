@@ -305,7 +305,11 @@ class LocalCluster:
         return HostRecord(
             tag=self.host_network.tag,
             owner_pid=os.getpid(),
-            node_roots=[str(self._node_layout(s).root) for s in self.real_node_specs],
+            node_roots=[
+                str(path)
+                for s in self.real_node_specs
+                for path in (self._node_layout(s).root, self._node_layout(s).socket_dir)
+            ],
             cgroup_roots=[self._node_layout(s).cgroup_root for s in self.real_node_specs],
             nodes=len(self.real_node_specs),
         )
@@ -315,7 +319,11 @@ class LocalCluster:
         return HostRecord.load(path) if path.is_file() else None
 
     def _node_layout(self, spec: NodeSpec) -> NodeLayout:
-        return NodeLayout(name=spec.name, root=self.state_dir / "nodes" / spec.name)
+        return NodeLayout(
+            name=spec.name,
+            root=self.state_dir / "nodes" / spec.name,
+            socket_dir=hostclean.socket_dir(self.host_network.tag, spec.name),
+        )
 
     def _claim_host_network(self) -> None:
         """Clean up after dead test beds, record what this one creates, create the bridge."""

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -24,6 +25,11 @@ log = logging.getLogger(__name__)
 
 RECORD_DIR = Path("/run/lipsync-testbed")
 CGROUP_FS = Path("/sys/fs/cgroup")
+
+
+def socket_dir(tag: str, node: str) -> Path:
+    """A short directory for a node's unix sockets (state directories can be too deep)."""
+    return RECORD_DIR / tag / node
 
 
 @dataclass
@@ -138,8 +144,12 @@ def clean(record: HostRecord) -> list[str]:
     for index in range(record.nodes):
         delete_node_netns(net.node(index))
     delete_bridge(net)
+    for root in record.node_roots:
+        if Path(root).is_relative_to(RECORD_DIR):
+            shutil.rmtree(root, ignore_errors=True)
     left = remaining(record)
     if not left:
+        shutil.rmtree(RECORD_DIR / record.tag, ignore_errors=True)
         record.path.unlink(missing_ok=True)
     return left
 

@@ -19,10 +19,12 @@ CLUSTER_DOMAIN = "cluster.local"
 
 @dataclass(frozen=True)
 class NodeLayout:
-    """Where one real node keeps its state (all under `root`, removed with it)."""
+    """Where one real node keeps its state (under `root` and, for its sockets, `socket_dir`)."""
 
     name: str
     root: Path
+    # Unix sockets (a path of at most 104 bytes, which a test's state directory may exceed).
+    socket_dir: Path
 
     @property
     def containerd_root(self) -> Path:
@@ -34,7 +36,7 @@ class NodeLayout:
 
     @property
     def containerd_socket(self) -> Path:
-        return self.root / "containerd" / "containerd.sock"
+        return self.socket_dir / "containerd.sock"
 
     @property
     def containerd_config(self) -> Path:

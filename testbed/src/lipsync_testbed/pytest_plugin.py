@@ -8,8 +8,6 @@ Fixtures:
     kube_api        (session) kube_cluster.api_client
     kube_namespace  (function) a fresh namespace (its default service account
                     exists), deleted afterwards
-    job_pod_runner  (function) factory: job_pod_runner(label_selector, **options)
-                    starts a JobPodRunner in kube_namespace, stopped afterwards
     pod_runner      (function) factory: pod_runner(**options) starts a PodRunner (a
                     local kubelet) for kube_namespace with the cluster's LocalPodRule,
                     1 s first restart back-off and its files under the test's tmp_path;
@@ -62,7 +60,6 @@ from kubernetes.client.exceptions import ApiException
 from lipsync_testbed.autoscaling import BINARIES as AUTOSCALING_BINARIES
 from lipsync_testbed.autoscaling import STATIC_NODES, AutoscalingOptions
 from lipsync_testbed.cluster import LocalCluster
-from lipsync_testbed.jobs import JobPodRunner
 from lipsync_testbed.kubelet import PodRunner
 from lipsync_testbed.nodebed import REAL_NODE, project_images
 from lipsync_testbed.processes import is_running
@@ -206,23 +203,6 @@ def autoscaling_namespace(
     autoscaling_cluster: LocalCluster, request: pytest.FixtureRequest
 ) -> Iterator[str]:
     yield from _fresh_namespace(autoscaling_cluster.api_client, request)
-
-
-@pytest.fixture
-def job_pod_runner(
-    kube_api: client.ApiClient, kube_namespace: str
-) -> Iterator[Callable[..., JobPodRunner]]:
-    runners: list[JobPodRunner] = []
-
-    def factory(label_selector: str, **options: Any) -> JobPodRunner:
-        options.setdefault("namespace", kube_namespace)
-        runner = JobPodRunner(kube_api, label_selector, **options).start()
-        runners.append(runner)
-        return runner
-
-    yield factory
-    for runner in runners:
-        runner.stop()
 
 
 @contextlib.contextmanager

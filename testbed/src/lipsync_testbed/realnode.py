@@ -103,7 +103,12 @@ class RealNode:
     def prepare(self, net: HostNetwork, peers: Sequence[NodeAddresses]) -> None:
         """Directories, certificates, configuration files, cgroup root, network namespace."""
         layout, node = self.layout, self.addresses
-        for directory in (layout.root / "config", layout.cni_conf_dir, layout.kubelet_root):
+        for directory in (
+            layout.root / "config",
+            layout.cni_conf_dir,
+            layout.kubelet_root,
+            layout.socket_dir,
+        ):
             directory.mkdir(parents=True, exist_ok=True)
         certs = issue_node_certificates(
             self.pki.ca.cert_path.parent, layout.pki_dir, self.name, node.address
