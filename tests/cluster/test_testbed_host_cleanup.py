@@ -1,7 +1,7 @@
 """A test bed with a real node leaves the host as it found it: after `make cluster-down`, and
 after a test run that was killed (the next start cleans up after it). Compared before and
 after: processes of the node's binaries, mounts, network namespaces, links, the host's iptables
-and nftables rules, and cgroups."""
+and nftables rules, cgroups, and the kubelet's container log links."""
 
 from __future__ import annotations
 
@@ -55,6 +55,7 @@ def host_state() -> dict[str, set[str]]:
             node_processes.add(exe)
     mounts = {line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()}
     cgroups = {str(p) for p in Path("/sys/fs/cgroup").glob("*/lipsync-*")}
+    logs = {str(p) for d in ("/var/log/containers", "/var/log/pods") for p in Path(d).glob("*")}
     return {
         "processes": node_processes,
         "mounts": mounts,
@@ -63,6 +64,7 @@ def host_state() -> dict[str, set[str]]:
         "iptables": _lines(["iptables-save"]),
         "nftables": _lines(["nft", "list", "ruleset"]),
         "cgroups": cgroups,
+        "container logs": logs,
     }
 
 

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 RECORD_DIR = Path("/run/lipsync-testbed")
 CGROUP_FS = Path("/sys/fs/cgroup")
+# The kubelet links every container's log here (a fixed path) to its pod logs directory.
+CONTAINER_LOG_LINKS = Path("/var/log/containers")
 
 
 def socket_dir(tag: str, node: str) -> Path:
@@ -101,6 +103,18 @@ def mounts_under(root: Path) -> list[str]:
     return sorted(set(points), key=lambda p: p.count("/"), reverse=True)
 
 
+def container_log_links(root: Path) -> list[Path]:
+    """The kubelet's links in /var/log/containers to logs under `root`."""
+    if not CONTAINER_LOG_LINKS.is_dir():
+        return []
+    found = []
+    for link in CONTAINER_LOG_LINKS.iterdir():
+        with contextlib.suppress(OSError):
+            if link.is_symlink() and Path(os.readlink(link)).is_relative_to(root):
+                found.append(link)
+    return found
+
+
 def _kill(pids: set[int]) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -145,6 +159,8 @@ def clean(record: HostRecord) -> list[str]:
         delete_node_netns(net.node(index))
     delete_bridge(net)
     for root in record.node_roots:
+        for link in container_log_links(Path(root)):
+            link.unlink(missing_ok=True)
         if Path(root).is_relative_to(RECORD_DIR):
             shutil.rmtree(root, ignore_errors=True)
     left = remaining(record)
@@ -163,6 +179,7 @@ def remaining(record: HostRecord) -> list[str]:
     for root in record.node_roots:
         left += [f"mount {m}" for m in mounts_under(Path(root))]
         left += [f"process {p} of {root}" for p in processes_under(Path(root))]
+        left += [f"log link {link}" for link in container_log_links(Path(root))]
     return left
 
 

@@ -52,7 +52,12 @@ class NodeLayout:
 
     @property
     def kubelet_root(self) -> Path:
-        return self.root / "kubelet"
+        # The kubelet makes sockets below its root directory too.
+        return self.socket_dir / "kubelet"
+
+    @property
+    def pod_logs_dir(self) -> Path:
+        return self.root / "pod-logs"
 
     @property
     def kubelet_config(self) -> Path:
@@ -202,6 +207,7 @@ def kubelet_config(layout: NodeLayout, node: NodeAddresses, client_ca: Path) -> 
         "clusterDomain": CLUSTER_DOMAIN,
         "clusterDNS": [DNS_SERVICE_IP],
         "resolvConf": str(layout.resolv_conf),
+        "podLogsDir": str(layout.pod_logs_dir),
         "podCIDR": node.pod_cidr,
         "maxPods": 60,
         "serializeImagePulls": False,
