@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lipsync_testbed import hostclean
+from lipsync_testbed import hostclean, wait_for
 from lipsync_testbed.hostclean import HostRecord
 from lipsync_testbed.versions import Binaries
 
@@ -108,7 +108,9 @@ def test_the_next_start_cleans_up_after_a_killed_test_bed(tmp_path: Path) -> Non
     # Containers, shims, mounts, cgroups and the node's namespace outlive a killed run...
     left = hostclean.remaining(record)
     assert any(item.startswith(("netns", "mount", "cgroup")) for item in left), left
-    # ...until the next start, which cleans up after every test bed whose API server is gone.
+    # ...until the next start, which cleans up after every test bed whose API server is gone
+    # (it dies with the run, a moment after it).
+    wait_for(lambda: not hostclean.owner_alive(record), timeout=30, description="API server gone")
     hostclean.sweep_stale()
     assert hostclean.remaining(record) == []
     assert not record.path.exists()

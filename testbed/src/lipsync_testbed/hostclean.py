@@ -187,6 +187,11 @@ def _alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists() and _state(pid) not in ("Z", "X")
 
 
+def owner_alive(record: HostRecord) -> bool:
+    """Whether the test bed that made `record` still runs (its API server)."""
+    return _alive(record.owner_pid)
+
+
 def sweep_stale() -> None:
     """Clean up after every test bed whose owner process has died."""
     if not RECORD_DIR.is_dir():
@@ -197,7 +202,7 @@ def sweep_stale() -> None:
         except (OSError, ValueError, TypeError) as exc:
             log.warning("unreadable test bed record %s: %s", path, exc)
             continue
-        if _alive(record.owner_pid):
+        if owner_alive(record):
             continue
         log.warning("cleaning up after a test bed that died (pid %d)", record.owner_pid)
         left = clean(record)

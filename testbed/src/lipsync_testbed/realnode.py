@@ -113,28 +113,14 @@ class RealNode:
         certs = issue_node_certificates(
             self.pki.ca.cert_path.parent, layout.pki_dir, self.name, node.address
         )
-        write_kubeconfig(
-            layout.kubelet_kubeconfig,
-            server=self.server,
-            ca=self.pki.ca,
-            client=certs.client,
-            user=f"system:node:{self.name}",
-        )
-        write_kubeconfig(
-            layout.kube_proxy_kubeconfig,
-            server=self.server,
-            ca=self.pki.ca,
-            client=self.pki.kube_proxy,
-            user="system:kube-proxy",
-        )
         # kube-router reads pods, namespaces and policies cluster-wide (the test bed's admin).
-        write_kubeconfig(
-            layout.kube_router_kubeconfig,
-            server=self.server,
-            ca=self.pki.ca,
-            client=self.pki.autoscaling,
-            user="kube-router",
+        identities = (
+            (layout.kubelet_kubeconfig, certs.client, f"system:node:{self.name}"),
+            (layout.kube_proxy_kubeconfig, self.pki.kube_proxy, "system:kube-proxy"),
+            (layout.kube_router_kubeconfig, self.pki.autoscaling, "kube-router"),
         )
+        for path, pair, user in identities:
+            write_kubeconfig(path, server=self.server, ca=self.pki.ca, client=pair, user=user)
         layout.containerd_config.write_text(
             containerd_config(layout, sandbox_image()), encoding="utf-8"
         )
