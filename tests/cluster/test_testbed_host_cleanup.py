@@ -59,7 +59,7 @@ def host_state() -> dict[str, set[str]]:
     return {
         "processes": node_processes,
         "mounts": mounts,
-        "netns": _lines(["ip", "netns", "list"]),
+        "netns": {line.split()[0] for line in _lines(["ip", "netns", "list"])},
         "links": {line.split(":")[1].strip() for line in _lines(["ip", "-o", "link", "show"])},
         "iptables": _lines(["iptables-save"]),
         "nftables": _lines(["nft", "list", "ruleset"]),
@@ -69,7 +69,9 @@ def host_state() -> dict[str, set[str]]:
 
 
 def _differences(before: dict[str, set[str]], after: dict[str, set[str]]) -> dict[str, set[str]]:
-    return {key: after[key] ^ before[key] for key in before if after[key] ^ before[key]}
+    """What is on the host now and was not before (what another test bed of the session
+    removes meanwhile is no leftover)."""
+    return {key: after[key] - before[key] for key in before if after[key] - before[key]}
 
 
 def test_cluster_down_leaves_the_host_as_it_was(tmp_path: Path) -> None:
