@@ -100,6 +100,16 @@ class RealNode:
         """The node's programs find the runtime shim, runc, iptables and ipset on PATH."""
         return {**os.environ, "PATH": f"{self.binaries.bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin"}
 
+    def _spawn(self, spawn: Spawn, binary: str, args: Sequence[str]) -> ManagedProcess:
+        """`binary` of the test bed, with `args`, in the node's network namespace."""
+        program = str(self.binaries.path(binary))
+        return spawn(
+            f"{self.name}-{binary}",
+            in_netns(self.addresses.netns, [program, *args]),
+            env=self._env(),
+            executable=program,
+        )
+
     def prepare(self, net: HostNetwork, peers: Sequence[NodeAddresses]) -> None:
         """Directories, certificates, configuration files, cgroup root, network namespace."""
         layout, node = self.layout, self.addresses
@@ -155,15 +165,7 @@ class RealNode:
     def start_runtime(self, spawn: Spawn) -> None:
         """containerd in the node's namespace, with the node's own images imported."""
         layout = self.layout
-        proc = spawn(
-            f"{self.name}-containerd",
-            in_netns(
-                self.addresses.netns,
-                [str(self.binaries.path("containerd")), "--config", str(layout.containerd_config)],
-            ),
-            env=self._env(),
-            executable=str(self.binaries.path("containerd")),
-        )
+        proc = self._spawn(spawn, "containerd", ["--config", str(layout.containerd_config)])
         try:
             wait_for(
                 layout.containerd_socket.exists,
@@ -198,12 +200,11 @@ class RealNode:
 
     def start_node_agents(self, spawn: Spawn) -> None:
         """kubelet and kube-proxy."""
-        layout, netns = self.layout, self.addresses.netns
-        kubelet = str(self.binaries.path("kubelet"))
-        spawn(
-            f"{self.name}-kubelet",
-            in_netns(netns, [
-                kubelet,
+        layout = self.layout
+        self._spawn(
+            spawn,
+            "kubelet",
+            [
                 f"--config={layout.kubelet_config}",
                 f"--kubeconfig={layout.kubelet_kubeconfig}",
                 f"--root-dir={layout.kubelet_root}",
@@ -211,27 +212,17 @@ class RealNode:
                 f"--node-ip={self.addresses.address}",
                 f"--node-labels={REAL_NODE_LABEL}=true",
                 "--v=1",
-            ]),
-            env=self._env(),
-            executable=kubelet,
-        )  # fmt: skip
-        proxy = str(self.binaries.path("kube-proxy"))
-        spawn(
-            f"{self.name}-kube-proxy",
-            in_netns(netns, [proxy, f"--config={layout.kube_proxy_config}", "--v=1"]),
-            env=self._env(),
-            executable=proxy,
+            ],
         )
+        self._spawn(spawn, "kube-proxy", [f"--config={layout.kube_proxy_config}", "--v=1"])
 
     def start_firewall(self, spawn: Spawn, service_cidr: str) -> None:
         """kube-router's NetworkPolicy firewall (it needs the registered Node)."""
-        layout, netns = self.layout, self.addresses.netns
-        router = str(self.binaries.path("kube-router"))
-        spawn(
-            f"{self.name}-kube-router",
-            in_netns(netns, [
-                router,
-                f"--kubeconfig={layout.kube_router_kubeconfig}",
+        self._spawn(
+            spawn,
+            "kube-router",
+            [
+                f"--kubeconfig={self.layout.kube_router_kubeconfig}",
                 f"--hostname-override={self.name}",
                 "--run-firewall=true",
                 "--run-router=false",
@@ -242,10 +233,8 @@ class RealNode:
                 "--metrics-port=0",
                 "--health-port=20244",
                 "--v=1",
-            ]),
-            env=self._env(),
-            executable=router,
-        )  # fmt: skip
+            ],
+        )
 
     def register(self, api: client.ApiClient, timeout: float) -> None:
         """Wait for the kubelet's Node, give it the spec's labels, pod range and fake GPUs,
