@@ -155,6 +155,9 @@ def test_the_operator_runs_as_its_image_user_with_one_leader(bed: OperatorBed) -
         assert pod["status"]["containerStatuses"][0]["restartCount"] == 0, bed.operator_log(name)
     leader = wait_for(bed.leader, timeout=60, description="an operator leader")
     assert leader in names
+    # kubectl logs reaches the container's log through the kubelet.
+    logs = bed.cluster.kubectl("logs", "-n", RELEASE_NAMESPACE, leader).stdout
+    assert logs.strip(), f"no log from {leader}"
 
 
 def test_a_model_becomes_ready_on_the_real_node(bed: OperatorBed) -> None:
