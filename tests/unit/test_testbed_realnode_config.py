@@ -78,6 +78,11 @@ def test_slots_never_share_an_address() -> None:
         assert HostNetwork("x", SLOTS).host_address
 
 
+def test_two_test_beds_never_share_a_cgroup_root() -> None:
+    other = NodeLayout(name="node-0", root=LAYOUT.root, socket_dir=Path("/run/u/node-0"))
+    assert other.cgroup_root != LAYOUT.cgroup_root
+
+
 def test_interface_and_namespace_names_fit_linux_limits_and_differ_per_state_dir() -> None:
     other = HostNetwork.for_state_dir(Path("/tmp/other"))
     assert other.tag != NET.tag
@@ -118,7 +123,7 @@ def test_kubelet_authenticates_clients_and_hands_pods_the_cluster_dns() -> None:
     assert config["clusterDNS"] == [DNS_SERVICE_IP]
     assert config["cgroupDriver"] == "cgroupfs"
     assert config["failCgroupV1"] is False
-    assert config["cgroupRoot"].startswith("/lipsync-")
+    assert config["cgroupRoot"] == "/lipsync-t-node-0"
     assert config["containerRuntimeEndpoint"] == f"unix://{LAYOUT.containerd_socket}"
 
 

@@ -89,9 +89,9 @@ class NodeLayout:
 
     @property
     def cgroup_root(self) -> str:
-        """The kubelet's cgroup root (in every hierarchy), named after the node's directory so
-        a leftover one is found again."""
-        return f"/lipsync-{self.root.parent.name}-{self.name}"
+        """The kubelet's cgroup root (in every hierarchy), one per test bed and node: named
+        after the socket directory's test bed tag."""
+        return f"/lipsync-{self.socket_dir.parent.name}-{self.name}"
 
 
 def _toml_value(value: Any) -> str:
