@@ -75,8 +75,18 @@ def test_the_default_install_elects_one_acting_replica_and_the_other_waits(
     assert wait_for(
         lambda: waiting in bed.operator_log(standby), timeout=60, description="standby log"
     )
-    assert any(f"{leader} became leader" in m for m in _events(bed, "LeaderElection"))
-    assert any(f"{standby} waits" in m for m in _events(bed, "StandingBy"))
+    # Events are recorded a moment after the log lines (the recorder sends them in the
+    # background).
+    assert wait_for(
+        lambda: any(f"{leader} became leader" in m for m in _events(bed, "LeaderElection")),
+        timeout=30,
+        description="LeaderElection event",
+    )
+    assert wait_for(
+        lambda: any(f"{standby} waits" in m for m in _events(bed, "StandingBy")),
+        timeout=30,
+        description="StandingBy event",
+    )
 
 
 def test_the_example_is_ready_and_its_real_servers_answer_behind_the_service(

@@ -155,9 +155,15 @@ def test_the_operator_runs_as_its_image_user_with_one_leader(bed: OperatorBed) -
         assert pod["status"]["containerStatuses"][0]["restartCount"] == 0, bed.operator_log(name)
     leader = wait_for(bed.leader, timeout=60, description="an operator leader")
     assert leader in names
-    # kubectl logs reaches the container's log through the kubelet.
-    logs = bed.cluster.kubectl("logs", "-n", RELEASE_NAMESPACE, leader).stdout
-    assert logs.strip(), f"no log from {leader}"
+    # kubectl logs reaches the container's log through the kubelet: the standby says whom it
+    # waits for.
+    [standby] = [name for name in names if name != leader]
+
+    def standby_log() -> str:
+        return bed.cluster.kubectl("logs", "-n", RELEASE_NAMESPACE, standby).stdout
+
+    waiting = f"is held by {leader}: {standby} waits to take over"
+    assert wait_for(lambda: waiting in standby_log(), timeout=60, description="standby log")
 
 
 def test_a_model_becomes_ready_on_the_real_node(bed: OperatorBed) -> None:
