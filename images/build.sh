@@ -63,6 +63,9 @@ runroot = "/run/lipsync-containers"
 EOF
 export CONTAINERS_CONF="${CONF_DIR}/containers.conf"
 export CONTAINERS_STORAGE_CONF="${CONF_DIR}/storage.conf"
+# Build stages can leave working containers (and their overlay mounts) behind, an interrupted
+# build always does; this store is ours alone, so none of them is anyone else's.
+trap 'buildah rm --all >/dev/null 2>&1 || true' EXIT
 
 # The host's CA bundle during builds only (pip behind a TLS-inspecting proxy); never in an image.
 build_volumes=()
