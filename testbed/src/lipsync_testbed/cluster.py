@@ -302,16 +302,13 @@ class LocalCluster:
     @property
     def host_record(self) -> HostRecord:
         """What this test bed's real nodes put on the host (lipsync_testbed.hostclean)."""
+        layouts = [self._node_layout(spec) for spec in self.real_node_specs]
         return HostRecord(
             tag=self.host_network.tag,
             owner_pid=os.getpid(),
-            node_roots=[
-                str(path)
-                for s in self.real_node_specs
-                for path in (self._node_layout(s).root, self._node_layout(s).socket_dir)
-            ],
-            cgroup_roots=[self._node_layout(s).cgroup_root for s in self.real_node_specs],
-            nodes=len(self.real_node_specs),
+            node_roots=[str(p) for layout in layouts for p in (layout.root, layout.socket_dir)],
+            cgroup_roots=[layout.cgroup_root for layout in layouts],
+            nodes=len(layouts),
         )
 
     def _saved_host_record(self) -> HostRecord | None:

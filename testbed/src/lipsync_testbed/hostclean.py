@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lipsync_testbed.hostnet import HostNetwork, delete_bridge, delete_node_netns, leftovers
+from lipsync_testbed.processes import is_running
 
 log = logging.getLogger(__name__)
 
@@ -121,15 +122,8 @@ def _kill(pids: set[int]) -> None:
             os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
     while pids and time.monotonic() < deadline:
-        pids = {p for p in pids if Path(f"/proc/{p}").exists() and _state(p) not in ("Z", "X")}
+        pids = {p for p in pids if is_running(p)}
         time.sleep(0.05)
-
-
-def _state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return "X"
 
 
 def _remove_cgroups(cgroup_root: str) -> None:
@@ -183,13 +177,9 @@ def remaining(record: HostRecord) -> list[str]:
     return left
 
 
-def _alive(pid: int) -> bool:
-    return Path(f"/proc/{pid}").exists() and _state(pid) not in ("Z", "X")
-
-
 def owner_alive(record: HostRecord) -> bool:
     """Whether the test bed that made `record` still runs (its API server)."""
-    return _alive(record.owner_pid)
+    return is_running(record.owner_pid)
 
 
 def sweep_stale() -> None:

@@ -29,7 +29,7 @@ from lipsync_testbed.nodeconfig import (
     kubelet_config,
     resolv_conf,
 )
-from lipsync_testbed.nodes import GPU_RESOURCE, NodeSpec
+from lipsync_testbed.nodes import GPU_RESOURCE, NodeSpec, set_node_gpus
 from lipsync_testbed.pki import ClusterPKI, issue_node_certificates
 from lipsync_testbed.processes import ManagedProcess
 from lipsync_testbed.versions import Binaries, ClusterSetupError, parse_env_file, repo_root
@@ -261,8 +261,7 @@ class RealNode:
             },
         )
         if self.spec.gpu is not None:
-            gpus = str(self.spec.gpu.allocatable)
-            core.patch_node_status(self.name, {"status": {"capacity": {GPU_RESOURCE: gpus}}})
+            set_node_gpus(api, self.name, self.spec.gpu)  # the kubelet keeps the capacity
 
         def ready() -> bool:
             node = core.read_node(self.name)
