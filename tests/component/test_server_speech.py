@@ -236,3 +236,40 @@ def test_a_server_without_an_encoder_refuses_pcm_as_a_failed_precondition(
     assert not pcm_supported
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "start it with --audio-encoder" in (error.details() or "")
+
+
+def test_a_pcm_chunk_of_the_advertised_size_and_more_frames_than_the_queue_work_when_idle(
+    reference_model: Path, reference_encoder: Path, small_avatar: Path, tmp_path: Path
+) -> None:
+    """Default settings: the queue holds 64 frames and the encoder's about 10 s of windows; one
+    chunk brings 32 s of speech and Generate may ask for 256 frames. Generate renders 65 frames
+    of it; a stream's first second is enough to show it was taken (the whole stream would take
+    minutes on a CPU)."""
+    default_queue = 64
+    limit = 1024 * 1024
+    rate = 16000
+    samples = synthetic_speech(limit / 2 / rate, rate, seed=4)  # s16le: 2 bytes a sample
+    assert pcm_message(samples, rate).ByteSize() > limit - 16
+
+    async def scenario(target: str) -> tuple[int, int, int]:
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub = LipSyncStub(channel)
+            info = await stub.GetInfo(pb.GetInfoRequest())
+            frames = list(range(default_queue + 1))
+            request = pb.GenerateRequest(frame_indices=frames, pcm=pcm_message(samples, rate))
+            clip = await stub.Generate(request, timeout=120)
+            whole = samples.size / rate
+            stream = stream_speech(stub, samples, rate, chunk_seconds=whole, timeout=120)
+            first_second = 0
+            async for _ in stream:
+                first_second += 1
+                if first_second == 25:
+                    break
+            await stream.aclose()
+            return info.audio_input.max_pcm_chunk_bytes, len(clip.frames), first_second
+
+    log = tmp_path / "server.log"
+    with ServerProcess(
+        reference_model, small_avatar, log, audio_encoder=reference_encoder, intra_op_threads=2
+    ) as default_server:
+        assert asyncio.run(scenario(default_server.target)) == (limit, default_queue + 1, 25)

@@ -7,14 +7,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from lipsync_server.batching import (
-    BatchingPolicy,
-    BatchTimings,
-    DeadlineExceededError,
-    Decision,
-    DynamicBatcher,
-    QueueFullError,
-)
+from lipsync_server.batching import BatchingPolicy, BatchTimings, Decision, DynamicBatcher
+from lipsync_server.errors import DeadlineExceededError, QueueFullError
 
 pytestmark = pytest.mark.unit
 

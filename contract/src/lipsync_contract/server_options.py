@@ -57,6 +57,27 @@ class ServerOptions(BaseModel):
         16 * 1024 * 1024, ge=1024, description="Largest gRPC message accepted or sent."
     )
     max_frames_per_request: int = Field(256, ge=1, description="Frames one Generate may ask.")
+    # Connections and calls (gRPC's own limits): a client cannot hold more than these.
+    max_concurrent_rpcs: int = Field(
+        1000,
+        ge=1,
+        description="Calls in progress at once, streams included; more: RESOURCE_EXHAUSTED.",
+    )
+    max_concurrent_streams: int = Field(
+        100, ge=1, description="Calls one connection may have open at once (HTTP/2 streams)."
+    )
+    min_client_ping_seconds: float = Field(
+        10.0, gt=0, description="Closest keepalive pings a client may send; closer: GOAWAY."
+    )
+    max_connection_idle_seconds: float = Field(
+        300.0, ge=0, description="A connection with no call this long is closed (0: never)."
+    )
+    max_connection_age_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="A connection this old takes no new calls and the client reconnects, so "
+        "load spreads to new pods after a scale-out (0: never); calls in progress finish.",
+    )
     shutdown_grace_seconds: float = Field(
         30.0, ge=0, description="How long in-flight streams may finish after SIGTERM."
     )

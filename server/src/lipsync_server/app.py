@@ -72,6 +72,33 @@ def _reflection_pool() -> descriptor_pool.DescriptorPool:
     return pool
 
 
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+def grpc_options(settings: ServerSettings) -> list[tuple[str, int]]:
+    """gRPC core's channel arguments for the server's message and connection limits."""
+    limit = 2 * settings.max_message_bytes  # requests between 1x and 2x get a clear message
+    options = [
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_send_message_length", limit),
+        ("grpc.so_reuseport", 0),
+        ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
+        # The server pings a quiet connection to find dead clients; a client's pings closer than
+        # the minimum count as strikes, and the third closes its connection (GOAWAY).
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", _ms(settings.min_client_ping_seconds)),
+        ("grpc.http2.max_ping_strikes", 2),
+    ]
+    if settings.max_connection_idle_seconds:
+        options.append(("grpc.max_connection_idle_ms", _ms(settings.max_connection_idle_seconds)))
+    if settings.max_connection_age_seconds:
+        options.append(("grpc.max_connection_age_ms", _ms(settings.max_connection_age_seconds)))
+    return options
+
+
 class LipSyncServer:
     """The running server. ``start()``, then ``wait_for_termination()`` or ``shutdown()``."""
 
@@ -79,13 +106,8 @@ class LipSyncServer:
         self.settings = settings
         self.plane = plane
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
-        limit = 2 * settings.max_message_bytes  # requests between 1x and 2x get a clear message
         self._server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", limit),
-                ("grpc.max_send_message_length", limit),
-                ("grpc.so_reuseport", 0),
-            ]
+            options=grpc_options(settings), maximum_concurrent_rpcs=settings.max_concurrent_rpcs
         )
         lipsync_pb2_grpc.add_LipSyncServicer_to_server(LipSyncService(plane), self._server)
         inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(

@@ -22,19 +22,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from lipsync_server.errors import DeadlineExceededError, QueueFullError
+
 log = logging.getLogger(__name__)
 
 P = TypeVar("P")
 Prepared = TypeVar("Prepared")
 R = TypeVar("R")
-
-
-class QueueFullError(Exception):
-    """The batch queue is full."""
-
-
-class DeadlineExceededError(Exception):
-    """A request's deadline passed while it was queued."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +113,10 @@ class DynamicBatcher(Generic[P, Prepared, R]):
         self._tasks: list[asyncio.Task[None]] = []
         self._load = [0] * instances  # batches taken and not yet finished, per instance
         self._closed = False
+
+    @property
+    def max_batch_size(self) -> int:
+        return self._policy.max_batch_size
 
     @property
     def queue_depth(self) -> int:

@@ -13,7 +13,7 @@ Typical use::
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 import grpc
@@ -55,7 +55,7 @@ async def stream_speech(
     encoding: pb.Encoding.ValueType = pb.ENCODING_JPEG,
     timeout: float | None = None,
     on_chunk: Callable[[int], None] | None = None,
-) -> AsyncIterator[pb.Frame]:
+) -> AsyncGenerator[pb.Frame]:
     """Stream mono speech in chunks of ``chunk_seconds`` (paced like a live source when
     ``real_time``); yield frames in order. ``on_chunk(end_sample)`` runs as each chunk is sent."""
     step = max(1, round(chunk_seconds * sample_rate))

@@ -20,11 +20,16 @@ import numpy as np
 from lipsync_contract.modelio import ENCODER_PRESETS, EncoderContract, ModelContract
 from lipsync_core.backends import Backend, BackendInfo
 from lipsync_server.avatar.store import AvatarStore, ping_pong
-from lipsync_server.batching import BatchingPolicy, BatchTimings, DynamicBatcher, QueueFullError
+from lipsync_server.batching import BatchingPolicy, BatchTimings, DynamicBatcher
 from lipsync_server.compositor import FrameEncoding, composite, encode
 from lipsync_server.config import ServerSettings
 from lipsync_server.encoder import EncoderStage
-from lipsync_server.errors import InvalidRequestError, NotConfiguredError, ShuttingDownError
+from lipsync_server.errors import (
+    InvalidRequestError,
+    NotConfiguredError,
+    QueueFullError,
+    ShuttingDownError,
+)
 from lipsync_server.metrics import ServerMetrics
 from lipsync_server.speech.frames import MelWindow
 
@@ -293,12 +298,18 @@ class DataPlane:
         silent: Sequence[bool] | None = None,
     ) -> list[RenderedFrame]:
         quiet = list(silent) if silent is not None else [False] * len(indices)
-        self.admit(sum(not flag for flag in quiet))
+        # Like a stream: a few batches in flight at a time, so a request may ask for more frames
+        # than the queue holds and still leaves room in it for other clients.
+        slots = asyncio.Semaphore(self.settings.inflight_per_stream)
+
+        async def render_one(row: int, index: int) -> RenderedFrame:
+            async with slots:
+                if not (quiet[row] and self.settings.silence_fast_path):
+                    self.admit(1)
+                return await self.render(index, windows[row], options, deadline, quiet[row])
+
         async with asyncio.TaskGroup() as group:
-            tasks = [
-                group.create_task(self.render(index, windows[row], options, deadline, quiet[row]))
-                for row, index in enumerate(indices)
-            ]
+            tasks = [group.create_task(render_one(row, index)) for row, index in enumerate(indices)]
         return [task.result() for task in tasks]
 
     async def encode_windows(

@@ -80,10 +80,18 @@ class EncoderStage:
         return features
 
     async def encode_many(self, mels: list[np.ndarray], deadline: float | None) -> np.ndarray:
-        """``[len(mels), feature_dim]``; every window joins the shared batcher at once."""
+        """``[len(mels), feature_dim]``, submitted one batch's worth at a time.
+
+        A long PCM chunk yields more windows than the shared queue holds; submitting a batch at a
+        time keeps it from being refused, and leaves room in the queue for other streams.
+        """
         if not mels:
             return np.empty((0, *self.contract.output.shape), np.float32)
-        rows = await asyncio.gather(*(self.encode(mel, deadline) for mel in mels))
+        wave = self.batcher.max_batch_size
+        rows: list[np.ndarray] = []
+        for start in range(0, len(mels), wave):
+            chunk = mels[start : start + wave]
+            rows += await asyncio.gather(*(self.encode(mel, deadline) for mel in chunk))
         return np.stack(rows)
 
     async def _prepare(self, mels: list[np.ndarray]) -> dict[str, np.ndarray]:

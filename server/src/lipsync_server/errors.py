@@ -15,3 +15,11 @@ class ShuttingDownError(LipSyncError):
 
 class NotConfiguredError(LipSyncError):
     """The request needs a part this server runs without (FAILED_PRECONDITION)."""
+
+
+class QueueFullError(LipSyncError):
+    """The batch queue is full (RESOURCE_EXHAUSTED)."""
+
+
+class DeadlineExceededError(LipSyncError):
+    """A request's deadline passed while it was queued (DEADLINE_EXCEEDED)."""

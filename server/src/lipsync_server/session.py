@@ -112,11 +112,12 @@ class Session:
                 self._speech = SpeechInput(
                     encoder.contract, self._plane.settings.silence_threshold_dbfs
                 )
-            await self._encode(self._speech.push(item))
+            # Resampling and the mel spectrogram of a long chunk: off the event loop.
+            await self._encode(await asyncio.to_thread(self._speech.push, item))
 
     async def _finish(self) -> None:
         if self._speech is not None:
-            await self._encode(self._speech.finish())
+            await self._encode(await asyncio.to_thread(self._speech.finish))
         for position, window, silent in self._windower.finish():
             await self._submit(position, window, silent)
 
@@ -176,8 +177,8 @@ async def render_clip(
             unit = "feature vectors were sent"
         else:
             encoder = plane.require_encoder()
-            mels, speech = clip_windows(
-                audio, encoder.contract, plane.settings.silence_threshold_dbfs
+            mels, speech = await asyncio.to_thread(
+                clip_windows, audio, encoder.contract, plane.settings.silence_threshold_dbfs
             )
             features, flags = await plane.encode_windows(mels, deadline)
             rate, total = speech.sample_rate, speech.samples_in

@@ -5,6 +5,8 @@ tensors, so that tritonclient and other OIP clients work unchanged."""
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import numpy as np
 
@@ -14,7 +16,7 @@ from lipsync_server._generated.inference import grpc_service_pb2 as pb
 from lipsync_server._generated.inference import grpc_service_pb2_grpc as pb_grpc
 from lipsync_server.dataplane import DataPlane
 from lipsync_server.errors import InvalidRequestError
-from lipsync_server.services.status import check_size, deadline_of, rpc_status
+from lipsync_server.services.status import check_size, deadline_of, unary_rpc
 from lipsync_server.validation import decode_tensor, oip_datatype
 
 Context = grpc.aio.ServicerContext[object, object]
@@ -30,99 +32,92 @@ def _tensor_metadata(spec: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadat
 
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, plane: DataPlane) -> None:
-        self._plane = plane
+        self.plane = plane
 
     def _check_model(self, name: str, version: str) -> None:
         if not name:
             raise InvalidRequestError("no model name given")
-        self._plane.check_model(name)
+        self.plane.check_model(name)
         if version not in ("", MODEL_VERSION):
             raise InvalidRequestError(
                 f"model {name!r} has no version {version!r} (only {MODEL_VERSION})"
             )
 
+    @unary_rpc()
     async def ServerLive(
         self, request: pb.ServerLiveRequest, context: Context
     ) -> pb.ServerLiveResponse:
-        async with rpc_status(self._plane.metrics, "ServerLive", context):
-            return pb.ServerLiveResponse(live=True)
-        raise AssertionError("unreachable")
+        return pb.ServerLiveResponse(live=True)
 
+    @unary_rpc()
     async def ServerReady(
         self, request: pb.ServerReadyRequest, context: Context
     ) -> pb.ServerReadyResponse:
-        async with rpc_status(self._plane.metrics, "ServerReady", context):
-            return pb.ServerReadyResponse(ready=self._plane.ready)
-        raise AssertionError("unreachable")
+        return pb.ServerReadyResponse(ready=self.plane.ready)
 
+    @unary_rpc()
     async def ModelReady(
         self, request: pb.ModelReadyRequest, context: Context
     ) -> pb.ModelReadyResponse:
-        async with rpc_status(self._plane.metrics, "ModelReady", context):
-            self._check_model(request.name, request.version)
-            return pb.ModelReadyResponse(ready=self._plane.ready)
-        raise AssertionError("unreachable")
+        self._check_model(request.name, request.version)
+        return pb.ModelReadyResponse(ready=self.plane.ready)
 
+    @unary_rpc()
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: Context
     ) -> pb.ServerMetadataResponse:
-        async with rpc_status(self._plane.metrics, "ServerMetadata", context):
-            return pb.ServerMetadataResponse(
-                name="lipsync", version=server_version(), extensions=[]
-            )
-        raise AssertionError("unreachable")
+        return pb.ServerMetadataResponse(name="lipsync", version=server_version(), extensions=[])
 
+    @unary_rpc()
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: Context
     ) -> pb.ModelMetadataResponse:
-        plane = self._plane
-        async with rpc_status(plane.metrics, "ModelMetadata", context):
-            self._check_model(request.name, request.version)
-            contract = plane.contract
-            return pb.ModelMetadataResponse(
-                name=plane.model_name,
-                versions=[MODEL_VERSION],
-                platform=_PLATFORMS.get(plane.backend_info.kind, "onnxruntime_onnx"),
-                inputs=[_tensor_metadata(spec) for spec in contract.inputs],
-                outputs=[_tensor_metadata(contract.output)],
-            )
-        raise AssertionError("unreachable")
+        plane = self.plane
+        self._check_model(request.name, request.version)
+        contract = plane.contract
+        return pb.ModelMetadataResponse(
+            name=plane.model_name,
+            versions=[MODEL_VERSION],
+            platform=_PLATFORMS.get(plane.backend_info.kind, "onnxruntime_onnx"),
+            inputs=[_tensor_metadata(spec) for spec in contract.inputs],
+            outputs=[_tensor_metadata(contract.output)],
+        )
 
+    @unary_rpc(inference=True)
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: Context
     ) -> pb.ModelInferResponse:
-        plane = self._plane
-        async with rpc_status(plane.metrics, "ModelInfer", context), plane.call():
-            check_size(request, plane.settings.max_message_bytes)
-            self._check_model(request.model_name, request.model_version)
-            arrays = self._decode_inputs(request)
-            contract = plane.contract
-            image, audio = arrays[contract.image.name], arrays[contract.audio.name]
-            if image.shape[0] != audio.shape[0]:
+        plane = self.plane
+        check_size(request, plane.settings.max_message_bytes)
+        self._check_model(request.model_name, request.model_version)
+        # A large request takes most of a second to decode: not on the event loop.
+        arrays = await asyncio.to_thread(self._decode_inputs, request)
+        contract = plane.contract
+        image, audio = arrays[contract.image.name], arrays[contract.audio.name]
+        if image.shape[0] != audio.shape[0]:
+            raise InvalidRequestError(
+                f"inputs have different batch sizes: {contract.image.name!r} {image.shape[0]}, "
+                f"{contract.audio.name!r} {audio.shape[0]}"
+            )
+        for requested in request.outputs:
+            if requested.name != contract.output.name:
                 raise InvalidRequestError(
-                    f"inputs have different batch sizes: {contract.image.name!r} {image.shape[0]}, "
-                    f"{contract.audio.name!r} {audio.shape[0]}"
+                    f"unknown output {requested.name!r}; the model has {contract.output.name!r}"
                 )
-            for requested in request.outputs:
-                if requested.name != contract.output.name:
-                    raise InvalidRequestError(
-                        f"unknown output {requested.name!r}; the model has {contract.output.name!r}"
-                    )
-            output = await plane.infer_tensors(image, audio, deadline_of(context))
-            response = pb.ModelInferResponse(
-                model_name=plane.model_name, model_version=MODEL_VERSION, id=request.id
-            )
-            response.outputs.add(
-                name=contract.output.name,
-                datatype=oip_datatype(contract.output),
-                shape=list(output.shape),
-            )
-            response.raw_output_contents.append(np.ascontiguousarray(output, "<f4").tobytes())
-            return response
-        raise AssertionError("unreachable")
+        output = await plane.infer_tensors(image, audio, deadline_of(context))
+        response = pb.ModelInferResponse(
+            model_name=plane.model_name, model_version=MODEL_VERSION, id=request.id
+        )
+        response.outputs.add(
+            name=contract.output.name,
+            datatype=oip_datatype(contract.output),
+            shape=list(output.shape),
+        )
+        response.raw_output_contents.append(np.ascontiguousarray(output, "<f4").tobytes())
+        return response
 
     def _decode_inputs(self, request: pb.ModelInferRequest) -> dict[str, np.ndarray]:
-        plane = self._plane
+        plane = self.plane
         specs = {spec.name: spec for spec in plane.contract.inputs}
         raw = list(request.raw_input_contents)
         if raw and len(raw) != len(request.inputs):
@@ -151,18 +146,17 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             raise InvalidRequestError(f"missing input {missing[0]!r}")
         return arrays
 
+    @unary_rpc()
     async def RepositoryIndex(
         self, request: pb.RepositoryIndexRequest, context: Context
     ) -> pb.RepositoryIndexResponse:
-        plane = self._plane
-        async with rpc_status(plane.metrics, "RepositoryIndex", context):
-            response = pb.RepositoryIndexResponse()
-            if plane.ready or not request.ready:
-                response.models.add(
-                    name=plane.model_name,
-                    version=MODEL_VERSION,
-                    state="READY" if plane.ready else "UNAVAILABLE",
-                    reason="" if plane.ready else "server is shutting down",
-                )
-            return response
-        raise AssertionError("unreachable")
+        plane = self.plane
+        response = pb.RepositoryIndexResponse()
+        if plane.ready or not request.ready:
+            response.models.add(
+                name=plane.model_name,
+                version=MODEL_VERSION,
+                state="READY" if plane.ready else "UNAVAILABLE",
+                reason="" if plane.ready else "server is shutting down",
+            )
+        return response

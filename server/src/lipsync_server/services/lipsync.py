@@ -15,7 +15,7 @@ from lipsync_server._generated.lipsync.v1 import lipsync_pb2_grpc as pb_grpc
 from lipsync_server.compositor import FrameEncoding
 from lipsync_server.dataplane import DataPlane, OutputOptions, RenderedFrame
 from lipsync_server.errors import InvalidRequestError
-from lipsync_server.services.status import check_size, deadline_of, rpc_status
+from lipsync_server.services.status import check_size, deadline_of, rpc_status, unary_rpc
 from lipsync_server.session import (
     AudioInput,
     FeaturesInput,
@@ -90,6 +90,20 @@ def audio_input(
     return None
 
 
+def check_reply_size(plane: DataPlane, frames: int, options: OutputOptions) -> None:
+    """Refuse before rendering a Generate whose raw frames could not be sent in one reply."""
+    if options.encoding != "raw-bgr":
+        return  # JPEG sizes are known only once encoded
+    manifest = plane.store.manifest
+    size = frames * manifest.width * manifest.height * 3
+    limit = 2 * plane.settings.max_message_bytes  # what gRPC sends (see LipSyncServer)
+    if size > limit:
+        raise InvalidRequestError(
+            f"{frames} raw frames of {manifest.width}x{manifest.height} are {size} bytes, over "
+            f"the {limit}-byte reply limit: ask for fewer frames, or JPEG"
+        )
+
+
 def output_options(plane: DataPlane, output: pb.OutputOptions) -> OutputOptions:
     encoding = _ENCODINGS.get(output.encoding)
     if encoding is None:
@@ -99,27 +113,27 @@ def output_options(plane: DataPlane, output: pb.OutputOptions) -> OutputOptions:
 
 class LipSyncService(pb_grpc.LipSyncServicer):
     def __init__(self, plane: DataPlane) -> None:
-        self._plane = plane
+        self.plane = plane
 
+    @unary_rpc(inference=True)
     async def Generate(self, request: pb.GenerateRequest, context: Context) -> pb.GenerateResponse:
-        plane = self._plane
-        async with rpc_status(plane.metrics, "Generate", context), plane.call():
-            check_size(request, plane.settings.max_message_bytes)
-            plane.check_model(request.model)
-            options = output_options(plane, request.output)
-            audio = audio_input(plane, request)
-            if audio is None:
-                raise InvalidRequestError("no audio: set features, windows or pcm")
-            frames = await render_clip(
-                plane, list(request.frame_indices), audio, options, deadline_of(context)
-            )
-            return pb.GenerateResponse(frames=[frame_message(frame) for frame in frames])
-        raise AssertionError("unreachable")  # rpc_status aborts on every error
+        plane = self.plane
+        check_size(request, plane.settings.max_message_bytes)
+        plane.check_model(request.model)
+        options = output_options(plane, request.output)
+        audio = audio_input(plane, request)
+        if audio is None:
+            raise InvalidRequestError("no audio: set features, windows or pcm")
+        check_reply_size(plane, len(request.frame_indices), options)
+        frames = await render_clip(
+            plane, list(request.frame_indices), audio, options, deadline_of(context)
+        )
+        return pb.GenerateResponse(frames=[frame_message(frame) for frame in frames])
 
     async def StreamGenerate(
         self, request_iterator: AsyncIterator[pb.StreamGenerateRequest], context: Context
     ) -> AsyncIterator[pb.StreamGenerateResponse]:
-        plane = self._plane
+        plane = self.plane
         async with rpc_status(plane.metrics, "StreamGenerate", context), plane.call():
             plane.metrics.active_streams.inc()
             try:
@@ -144,7 +158,7 @@ class LipSyncService(pb_grpc.LipSyncServicer):
         rest: AsyncIterator[pb.StreamGenerateRequest],
     ) -> AsyncIterator[AudioInput]:
         """The stream's messages as data-plane inputs (the first one's config already read)."""
-        plane = self._plane
+        plane = self.plane
         if first is None:
             return
         message: pb.StreamGenerateRequest | None = first
@@ -159,39 +173,38 @@ class LipSyncService(pb_grpc.LipSyncServicer):
                 raise InvalidRequestError("message carries neither config nor audio")
             message = await anext(rest, None)
 
+    @unary_rpc()
     async def GetInfo(self, request: pb.GetInfoRequest, context: Context) -> pb.GetInfoResponse:
-        plane = self._plane
-        async with rpc_status(plane.metrics, "GetInfo", context):
-            info, contract, settings = plane.backend_info, plane.contract, plane.settings
-            manifest = plane.store.manifest
-            return pb.GetInfoResponse(
-                model=plane.model_name,
-                backend=info.kind,
-                provider=info.provider,
-                precision=info.precision,
-                device=info.device,
-                backend_version=info.version,
-                avatar=pb.AvatarInfo(
-                    name=manifest.name,
-                    frames=manifest.frame_count,
-                    width=manifest.width,
-                    height=manifest.height,
-                    fps=manifest.fps,
-                ),
-                image=_tensor_info(contract.image),
-                audio=_tensor_info(contract.audio),
-                output=_tensor_info(contract.output),
-                audio_feature_dim=contract.audio_feature_dim,
-                audio_window=contract.audio_window,
-                audio_window_before=contract.audio_window_before,
-                max_batch_size=settings.max_batch_size,
-                max_queue_delay_microseconds=settings.max_queue_delay_microseconds,
-                max_queue_size=settings.max_queue_size,
-                instances=settings.instances,
-                server_version=server_version(),
-                audio_input=_audio_input_info(plane),
-            )
-        raise AssertionError("unreachable")
+        plane = self.plane
+        info, contract, settings = plane.backend_info, plane.contract, plane.settings
+        manifest = plane.store.manifest
+        return pb.GetInfoResponse(
+            model=plane.model_name,
+            backend=info.kind,
+            provider=info.provider,
+            precision=info.precision,
+            device=info.device,
+            backend_version=info.version,
+            avatar=pb.AvatarInfo(
+                name=manifest.name,
+                frames=manifest.frame_count,
+                width=manifest.width,
+                height=manifest.height,
+                fps=manifest.fps,
+            ),
+            image=_tensor_info(contract.image),
+            audio=_tensor_info(contract.audio),
+            output=_tensor_info(contract.output),
+            audio_feature_dim=contract.audio_feature_dim,
+            audio_window=contract.audio_window,
+            audio_window_before=contract.audio_window_before,
+            max_batch_size=settings.max_batch_size,
+            max_queue_delay_microseconds=settings.max_queue_delay_microseconds,
+            max_queue_size=settings.max_queue_size,
+            instances=settings.instances,
+            server_version=server_version(),
+            audio_input=_audio_input_info(plane),
+        )
 
 
 def _tensor_info(spec: TensorSpec) -> pb.TensorInfo:

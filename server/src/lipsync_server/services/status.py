@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
 from lipsync_contract.errors import ContractError
-from lipsync_server.batching import DeadlineExceededError, QueueFullError
-from lipsync_server.errors import InvalidRequestError, NotConfiguredError, ShuttingDownError
+from lipsync_server.dataplane import DataPlane
+from lipsync_server.errors import (
+    DeadlineExceededError,
+    InvalidRequestError,
+    NotConfiguredError,
+    QueueFullError,
+    ShuttingDownError,
+)
 from lipsync_server.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
@@ -76,3 +84,40 @@ async def rpc_status(
         await context.abort(code, str(exc) or type(exc).__name__)
     finally:
         metrics.requests.labels(method, code.name).inc()
+
+
+class PlaneServicer(Protocol):
+    """A servicer over one data plane."""
+
+    plane: DataPlane
+
+
+Servicer = TypeVar("Servicer", bound=PlaneServicer)
+Request = TypeVar("Request", bound=Message)
+Response = TypeVar("Response", bound=Message)
+Context = grpc.aio.ServicerContext[object, object]
+UnaryHandler = Callable[[Servicer, Request, Context], Awaitable[Response]]
+
+
+def unary_rpc(
+    *, inference: bool = False
+) -> Callable[
+    [UnaryHandler[Servicer, Request, Response]], UnaryHandler[Servicer, Request, Response]
+]:
+    """A unary servicer method under `rpc_status`, counted under its own name (the RPC's);
+    ``inference``: a call `DataPlane.drain` waits for and refuses while draining."""
+
+    def wrap(
+        handler: UnaryHandler[Servicer, Request, Response],
+    ) -> UnaryHandler[Servicer, Request, Response]:
+        @functools.wraps(handler)
+        async def run(self: Servicer, request: Request, context: Context) -> Response:
+            plane = self.plane
+            scope = plane.call() if inference else contextlib.nullcontext()
+            async with rpc_status(plane.metrics, handler.__name__, context), scope:
+                return await handler(self, request, context)
+            raise AssertionError("unreachable")  # rpc_status aborts on every error
+
+        return run
+
+    return wrap
