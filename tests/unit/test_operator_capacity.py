@@ -3,9 +3,12 @@ the per-pod load targets of autoscaled products."""
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
-from lipsync_contract.api import Autoscaling
+from lipsync_contract.api import Autoscaling, LipSyncModelSpec
 from lipsync_operator.capacity import (
     Capacity,
     claimed_autoscaled_gpus,
@@ -14,10 +17,14 @@ from lipsync_operator.capacity import (
     wanted_servers,
 )
 from lipsync_operator.observed import GpuNode
-from lipsync_operator.pools import GpuPool
+from lipsync_operator.pools import GpuPool, gpu_pools
 from lipsync_operator.targets import FALLBACK_FPS, streams_per_pod, target_fps
 
 pytestmark = pytest.mark.unit
+
+ANY_PRODUCT = LipSyncModelSpec.model_validate(
+    {"model": {"uri": "file:///m.onnx"}, "avatar": {"uri": "file:///a"}}
+)
 
 
 def test_free_gpus_surge_one_pod_and_never_go_below_the_serving_count() -> None:
@@ -100,6 +107,33 @@ def test_node_autoscaled_gpus_add_no_more_than_the_product_claimed() -> None:
     assert claimed_autoscaled_gpus(pool, 5) == 3  # nodes gone: given up
     assert wanted_servers(pool, 6, {}, 2) == 6 * 2 + 6 * 2
     assert wanted_servers(pool, 6, {}) == 6 * 5  # no claim (autoscaled): every GPU counts
+
+
+def test_a_first_rollout_claims_nothing_while_an_autoscaled_node_still_registers_its_gpus() -> None:
+    """A kubelet registers a node before its device plugin reports the GPUs (and resets them
+    when it adopts a Node a node autoscaler created): claiming then would claim none."""
+    joining = _node("b", 0, autoscaled=True)
+    pools = gpu_pools(
+        ANY_PRODUCT,
+        [_node("a", 1, autoscaled=True), joining, _node("fixed", 1, autoscaled=False)],
+        now=datetime.now(UTC),
+        grace=timedelta(seconds=60),
+    )
+    [pool] = pools
+    assert ([n.name for n in pool.nodes], pool.arriving) == (["a", "fixed"], 1)
+    assert claimed_autoscaled_gpus(pool, None) is None  # decided once b's GPUs are known
+    assert wanted_servers(pool, 1, {}, None) == 2
+    assert claimed_autoscaled_gpus(pool, 1) == 1  # a recorded claim stands
+    # A node NotReady past the grace period is dead, not arriving: it holds nothing back.
+    now = datetime.now(UTC)
+    dead = dataclasses.replace(joining, ready=False, not_ready_since=now - timedelta(seconds=600))
+    [pool] = gpu_pools(
+        ANY_PRODUCT,
+        [_node("a", 1, autoscaled=True), dead],
+        now=now,
+        grace=timedelta(seconds=60),
+    )
+    assert (pool.arriving, claimed_autoscaled_gpus(pool, None)) == (0, 1)
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -132,6 +133,30 @@ def test_operator_pod_is_hardened() -> None:
 
 
 @needs_helm
+def test_the_build_signing_key_is_a_secret_only_the_operator_mounts() -> None:
+    docs = render()
+    [secret] = by_kind(docs, "Secret")
+    assert secret["metadata"]["name"].endswith("-build-signing")
+    assert len(base64.b64decode(secret["data"]["key"])) == 48
+    [deployment] = by_kind(docs, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    [volume] = [v for v in pod["volumes"] if "secret" in v]
+    assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+    [container] = pod["containers"]
+    [mount] = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+    assert mount["readOnly"] is True
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    key_file = Path(env["LIPSYNC_BUILD_SIGNING_KEY_FILE"])
+    assert key_file.parent == Path(mount["mountPath"])
+    assert OperatorConfig.from_env(env).build_signing_key_file == key_file
+    # Nothing in the chart grants reading Secrets.
+    rules = [
+        r for kind in ("ClusterRole", "Role") for doc in by_kind(docs, kind) for r in doc["rules"]
+    ]
+    assert not any("secrets" in rule["resources"] for rule in rules)
+
+
+@needs_helm
 def test_leader_election_lease_rights_are_namespaced() -> None:
     docs = render()
     [role] = by_kind(docs, "Role")
@@ -176,7 +201,7 @@ def test_values_reach_the_operator_environment() -> None:
     assert [role["metadata"]["namespace"] for role in by_kind(docs, "Role")] == ["team-a"]
     # The operator reads no cache volume: it learns engines from build Jobs and model status.
     volumes = {v["name"] for v in deployment["spec"]["template"]["spec"]["volumes"]}
-    assert volumes == {"tmp"}
+    assert volumes == {"tmp", "build-signing"}
 
 
 @needs_helm

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from typing import Any, TypeVar, cast
 
 import kopf
@@ -28,6 +29,7 @@ from lipsync_operator.clusterview import (
 )
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.observed import Observed, build_job, gpu_requests_by_node, pods_by_node
+from lipsync_operator.signing import BuildSigner
 
 pytestmark = pytest.mark.unit
 
@@ -36,6 +38,7 @@ L4 = "NVIDIA-L4"
 K = TypeVar("K")
 V = TypeVar("V")
 GPU = "nvidia.com/gpu"
+SIGNER = BuildSigner(b"test-signing-key-0123456789")
 OWNER = [{"apiVersion": "lipsync.dev/v1alpha1", "kind": "LipSyncModel", "name": "anna",
           "uid": "uid-1"}]  # fmt: skip
 
@@ -151,12 +154,13 @@ def test_the_view_counts_gpu_use_and_server_pods_like_the_lists_did() -> None:
 
 
 def test_children_are_found_by_owner_uid_and_builds_carry_their_pods_result() -> None:
-    job = {
+    job: dict[str, Any] = {
         "metadata": {"name": "anna-build-abc", "namespace": "default", "ownerReferences": OWNER,
                      "annotations": {"lipsync.dev/engine-key": "sha256:abc"},
                      "labels": {"lipsync.dev/gpu-product": H100}},
         "status": {"conditions": [{"type": "Complete", "status": "True"}]},
     }  # fmt: skip
+    forged = {**job, "metadata": {**job["metadata"], "name": "anna-build-forged"}}
     result = '{"key":"sha256:abc","state":"Ready","artifact":"engine.plan"}'
     build_pods = [
         pod("anna-build-abc-1", "h-0", labels={"job-name": "anna-build-abc"}, message=result),
@@ -174,13 +178,16 @@ def test_children_are_found_by_owner_uid_and_builds_carry_their_pods_result() ->
     stranger = {"metadata": {"name": "x", "ownerReferences": [{**OWNER[0], "uid": "uid-2"}]}}
     view = ClusterView(
         build_pods=index(build_pod_entry, build_pods),
-        jobs=index(job_entry, [job]),
+        jobs=index(partial(job_entry, signer=SIGNER), [SIGNER.signed(job), forged]),
         deployments=index(deployment_entry, [deployment, {**stranger, "spec": {}}]),
         hpas=index(hpa_entry, [hpa, stranger]),
         scaled_objects=index(hpa_entry, [scaled, stranger]),
     )
     observed = view.observed("default", "anna", "uid-1")
-    assert observed.jobs == (build_job(job, [build_pods[0]]),)
+    own, look_alike = observed.jobs
+    assert own == build_job(SIGNER.signed(job), [build_pods[0]])
+    # A Job of its own the operator did not sign is seen (to be cleaned up), never followed.
+    assert (look_alike.name, look_alike.signed) == ("anna-build-forged", False)
     assert observed.jobs[0].result is not None
     assert observed.jobs[0].result.state == "Ready"
     assert [d.name for d in observed.deployments] == ["anna-h100"]
@@ -195,7 +202,7 @@ def test_objects_not_owned_by_a_lipsyncmodel_are_not_children() -> None:
     foreign = {"metadata": {"ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
                                                  "name": "x", "uid": "u"}]}}  # fmt: skip
     assert owner_uids(foreign, "LipSyncModel") == []
-    assert job_entry({**foreign, "status": {}}) is None
+    assert job_entry({**foreign, "status": {}}, SIGNER) is None
     assert hpa_entry(foreign) is None
 
 
@@ -222,10 +229,17 @@ def test_builds_are_found_by_key_across_namespaces_and_waiting_models_by_key() -
         }  # fmt: skip
 
     result = '{"key":"sha256:k1","state":"Ready","artifact":"engine.plan"}'
+    signed = [
+        SIGNER.signed(job("a", "x-build", "sha256:k1")),
+        SIGNER.signed(job("b", "y-build", "sha256:k2")),
+        SIGNER.signed(job("c", "other", "sha256:k1", component="server")),
+    ]
+    forged = [
+        job("d", "forged", "sha256:k1"),  # a look-alike: labels and key, no signature
+        {**signed[0], "metadata": {**signed[0]["metadata"], "namespace": "e"}},
+    ]
     view = ClusterView(
-        builds=index(build_key_entry, [job("a", "x-build", "sha256:k1"),
-                                       job("b", "y-build", "sha256:k2"),
-                                       job("c", "other", "sha256:k1", component="server")]),
+        builds=index(partial(build_key_entry, signer=SIGNER), [*signed, *forged]),
         build_pods=index(build_pod_entry, [
             pod("x-build-1", "h-0", namespace="a", labels={"job-name": "x-build"}, message=result)
         ]),
@@ -247,7 +261,7 @@ def test_builds_are_found_by_key_across_namespaces_and_waiting_models_by_key() -
 
 def test_index_functions_answer_an_empty_entry_so_kopf_drops_what_an_object_no_longer_is() -> None:
     # kopf keeps an object's previous entries when its index function returns None.
-    memo = kopf.Memo(config=OperatorConfig())
+    memo = kopf.Memo(config=OperatorConfig(), signer=SIGNER)
 
     def entry(function: object, obj: Mapping[str, Any]) -> Any:
         return cast(Callable[..., Any], function)(body=obj, memo=memo)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from lipsync_operator.config import ConfigError, OperatorConfig
@@ -57,3 +59,17 @@ def test_handlers_module_imports_without_a_cluster() -> None:
     # Importing registers the handlers; it must not connect to anything.
     assert handlers.on_lipsyncmodel_change.__module__ == "lipsync_operator.handlers"
     assert handlers.RESYNC_SECONDS > 0
+
+
+def test_a_reconcile_reads_a_snapshot_of_the_body_not_the_live_one() -> None:
+    import kopf
+
+    from lipsync_operator.handlers import snapshot
+
+    metadata: dict[str, Any] = {"name": "anna", "generation": 1}
+    raw: Any = {"metadata": metadata, "spec": {"precision": "fp16"}}
+    live = kopf.Body(raw)
+    taken = snapshot(live)
+    metadata["generation"] = 2  # what the next event brings, in place or not
+    raw["spec"] = {"precision": "int8"}
+    assert taken == {"metadata": {"name": "anna", "generation": 1}, "spec": {"precision": "fp16"}}

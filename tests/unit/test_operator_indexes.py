@@ -40,7 +40,7 @@ def test_the_view_has_no_scaled_objects_without_their_index() -> None:
         {name: {} for name in ("lipsync_nodes", "lipsync_pods", "lipsync_build_pods",
                                "lipsync_jobs", "lipsync_deployments", "lipsync_hpas",
                                "lipsync_models", "lipsync_builds", "lipsync_waiting",
-                               "lipsync_published")}
+                               "lipsync_published", "lipsync_pod_problems")}
     )  # fmt: skip
     assert view.scaled_objects == {}
     assert view.observed("default", "anna", "uid-1").scaled_objects == frozenset()

@@ -807,6 +807,7 @@ def test_ready_status_endpoint_and_columns() -> None:
         "Available": "True",
         "Progressing": "False",
         "Degraded": "False",
+        "PodsHealthy": "True",
     }
     assert all(c.observed_generation == 2 for c in status.conditions)
 
@@ -1140,6 +1141,16 @@ def test_an_allowed_builder_override_changes_the_key_and_builds_into_a_private_c
     assert runtime == "team.example/builder:2 in private/default/anna"
     [cache] = [m for m in container["volumeMounts"] if m["name"] == "cache"]
     assert cache == {"name": "cache", "mountPath": "/cache", "subPath": "private/default/anna"}
+    # The directory is made first, by the operator's own image as the pods' user (a subPath
+    # the kubelet creates is root's), and only there the builder image sees the cache root.
+    [init] = job["spec"]["template"]["spec"]["initContainers"]
+    assert init["image"] == CONFIG.runtime_image
+    assert init["command"] == ["mkdir", "-p", "/cache/private/default/anna"]
+    assert init["volumeMounts"] == [{"name": "cache", "mountPath": "/cache"}]
+    assert init["securityContext"] == container["securityContext"]
+    shared = desired_state(OWNER, spec(), Observed(nodes=nodes), allowed, previous=None, now=NOW)
+    [shared_job] = shared.jobs
+    assert "initContainers" not in shared_job["spec"]["template"]["spec"]
 
     key = keys_of(state)[H100]
     served = Observed(nodes=nodes, published={key: ready(key)})

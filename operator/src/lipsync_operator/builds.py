@@ -18,10 +18,11 @@ from lipsync_operator.observed import BuildJob, Observed
 
 def shared_build(candidates: Iterable[BuildJob], key: str) -> BuildJob | None:
     """The one build of ``key`` to follow: a Job that succeeded with a Ready result, else the
-    oldest running one, else the newest finished one. Jobs being deleted do not count."""
+    oldest running one, else the newest finished one. Jobs being deleted, and Jobs the
+    operator's signature does not verify, do not count."""
     unique = {(job.namespace, job.name): job for job in candidates if job.key == key}
     ordered = sorted(
-        (job for job in unique.values() if not job.deleting),
+        (job for job in unique.values() if job.signed and not job.deleting),
         key=lambda job: (job.created, job.namespace, job.name),
     )
     ready = [job for job in ordered if job.ready_result is not None]

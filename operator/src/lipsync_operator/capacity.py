@@ -67,12 +67,17 @@ def wanted_servers(
     return fixed + grown
 
 
-def claimed_autoscaled_gpus(pool: GpuPool, recorded: int | None) -> int:
+def claimed_autoscaled_gpus(pool: GpuPool, recorded: int | None) -> int | None:
     """GPUs on node-autoscaled nodes a product without an autoscaler serves on: those present
     at its first rollout (``recorded`` is None), then never more than recorded, and fewer once
-    such nodes are gone (a node lost is given up, as without a node autoscaler)."""
+    such nodes are gone (a node lost is given up, as without a node autoscaler).
+
+    None (nothing claimed yet, no limit) while such a node of the product is still arriving:
+    its GPUs are not registered yet, and a claim made now would leave them out for good."""
     present = pool.autoscaled_gpus
-    return present if recorded is None else min(recorded, present)
+    if recorded is None:
+        return None if pool.arriving else present
+    return min(recorded, present)
 
 
 def pool_capacity(

@@ -32,6 +32,8 @@ from lipsync_operator.observed import (
     server_deployment,
     termination_message,
 )
+from lipsync_operator.podhealth import PodProblem, pod_problem
+from lipsync_operator.signing import BuildSigner
 
 Obj = Mapping[str, Any]
 K = TypeVar("K")
@@ -126,9 +128,11 @@ def build_pod_entry(obj: Obj) -> dict[tuple[str, str], BuildPod] | None:
     return {(str(meta.get("namespace", "")), str(job)): pod}
 
 
-def job_entry(obj: Obj) -> dict[str, BuildJob] | None:
-    """Owned build Jobs by owner UID (their results come from the build pods index)."""
-    job = build_job(obj)
+def job_entry(obj: Obj, signer: BuildSigner) -> dict[str, BuildJob] | None:
+    """Owned build Jobs by owner UID (their results come from the build pods index), marked
+    unsigned when the operator's signature does not verify: a model never follows such a Job,
+    even its own (its results would be published to every model of the key)."""
+    job = replace(build_job(obj), signed=signer.verified(obj))
     return {uid: job for uid in owner_uids(obj, "LipSyncModel")} or None
 
 
@@ -143,10 +147,23 @@ def hpa_entry(obj: Obj) -> dict[str, str] | None:
     return {uid: name for uid in owner_uids(obj, "LipSyncModel")} or None
 
 
-def build_key_entry(obj: Obj) -> dict[str, BuildJob] | None:
-    """Every model's build Jobs by engine key, in all namespaces (one build per key)."""
+def pod_problem_entry(obj: Obj) -> dict[tuple[str, str], PodProblem] | None:
+    """A model's pods that cannot start, by (namespace, model label)."""
+    meta = _meta(obj)
+    model = (meta.get("labels") or {}).get(naming.LABEL_MODEL)
+    problem = pod_problem(obj) if model else None
+    if problem is None:
+        return None
+    return {(str(meta.get("namespace", "")), str(model)): problem}
+
+
+def build_key_entry(obj: Obj, signer: BuildSigner) -> dict[str, BuildJob] | None:
+    """Every model's build Jobs by engine key, in all namespaces (one build per key): only
+    those the operator signed, so a look-alike Job is never followed."""
     labels: Mapping[str, str] = _meta(obj).get("labels") or {}
     if labels.get(naming.LABEL_COMPONENT) != naming.COMPONENT_BUILD:
+        return None
+    if not signer.verified(obj):
         return None
     job = build_job(obj)
     return {job.key: job} if job.key else None
@@ -205,6 +222,8 @@ class ClusterView:
     builds: IndexView[str, BuildJob] = field(default_factory=dict)  # by engine key
     waiting: IndexView[str, ModelRef] = field(default_factory=dict)  # by engine key
     published: IndexView[str, EngineStatus] = field(default_factory=dict)  # by engine key
+    # by (namespace, model label)
+    pod_problems: IndexView[tuple[str, str], PodProblem] = field(default_factory=dict)
 
     def snapshot(self) -> ClusterView:
         """A copy in plain dicts: kopf changes its indexes on the event loop, so a reconcile in
@@ -251,6 +270,7 @@ class ClusterView:
             scaled_objects=frozenset(_values(self.scaled_objects, uid)),
             gpu_used_by_others=others,
             serving_pods_by_node=serving,
+            pod_problems=tuple(_values(self.pod_problems, (namespace, label))),
         )
 
     def builds_by_key(self, keys: Iterable[str]) -> dict[str, tuple[BuildJob, ...]]:
@@ -268,6 +288,15 @@ class ClusterView:
 
     def waiting_for(self, key: str) -> list[ModelRef]:
         return _values(self.waiting, key)
+
+    def models_labelled(self, namespace: str, label: str) -> set[ModelRef]:
+        """Models in ``namespace`` whose pods carry the model label ``label``."""
+        return {
+            ref
+            for refs in self.models.values()
+            for ref in refs
+            if ref.namespace == namespace and naming.label_value(ref.name) == label
+        }
 
     def models_on(self, products: Iterable[str]) -> set[ModelRef]:
         """Models that select any of ``products`` (or every product)."""

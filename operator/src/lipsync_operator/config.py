@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Literal
 
 from pydantic import (
@@ -85,6 +86,8 @@ class OperatorConfig(BaseModel):
     server_resources: Resources = Resources(cpu="2", memory="4Gi", memory_limit="8Gi")
     builder_resources: Resources = Resources(cpu="2", memory="8Gi", memory_limit="16Gi")
     service_account: str = ""
+    # The key build Jobs are signed with (the chart mounts it from a Secret; see signing.py).
+    build_signing_key_file: Path | None = None
     # What the servers bind: "0.0.0.0", or "$(POD_IP)" (expanded by the kubelet) on hosts
     # where every pod shares one network namespace.
     server_listen_address: str = Field("0.0.0.0", min_length=1)

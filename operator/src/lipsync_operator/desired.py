@@ -14,20 +14,21 @@ from lipsync_contract.request import BuildRequest
 from lipsync_operator import naming
 from lipsync_operator.builds import superseded_jobs
 from lipsync_operator.capacity import (
+    RolloutPlan,
     claimed_autoscaled_gpus,
     plan_rollout,
     pool_capacity,
     wanted_servers,
 )
 from lipsync_operator.config import OperatorConfig
-from lipsync_operator.engines import build_request, engine_verdict
+from lipsync_operator.engines import EngineVerdict, build_request, engine_verdict
 from lipsync_operator.manifests.autoscaler import ScaleTarget, autoscaler
 from lipsync_operator.manifests.build_job import build_job
 from lipsync_operator.manifests.common import Manifest, Owner
 from lipsync_operator.manifests.network_policy import network_policy
 from lipsync_operator.manifests.server import server_deployment
 from lipsync_operator.manifests.service import disruption_budget, endpoint, service
-from lipsync_operator.observed import Observed, ServedEngine
+from lipsync_operator.observed import Observed, ServedEngine, ServerDeployment
 from lipsync_operator.policy import (
     allot_gpus,
     builder_image,
@@ -142,18 +143,18 @@ def engine_keys(
     return [request.key() for request in requests if request is not None]
 
 
-def _plan_product(
-    owner: Owner,
-    spec: LipSyncModelSpec,
-    pool: GpuPool,
-    observed: Observed,
-    config: OperatorConfig,
-    *,
-    products: int,
-    allotted_gpus: int,
-) -> ProductPlan:
-    """``products``: how many of the model's products serve (their autoscalers share its
-    demand); ``allotted_gpus``: how many of the pool's GPUs the model's limit leaves this one."""
+@dataclass(frozen=True)
+class BuildStep:
+    """The product's engine key, where its engine stands, and the build Job to create if any."""
+
+    key: str
+    verdict: EngineVerdict
+    job: Manifest | None
+
+
+def _build_step(
+    owner: Owner, spec: LipSyncModelSpec, pool: GpuPool, observed: Observed, config: OperatorConfig
+) -> BuildStep:
     request = _request(owner, spec, pool, config)
     key = request.key() if request is not None else ""
     job_name = naming.job_name(owner.name, short_key(key)) if key else ""
@@ -169,95 +170,176 @@ def _plan_product(
             cache_dir=cache_subdir(spec, config, owner.namespace, owner.name),
             config=config,
         )
+    return BuildStep(key, verdict, job)
 
-    current = observed.deployment_for(pool.product)
-    serving: ServedEngine | None = None
-    template_spec = spec
+
+@dataclass(frozen=True)
+class ServingChoice:
+    """The engine the servers run, and the spec their template is rendered from."""
+
+    engine: ServedEngine | None
+    template_spec: LipSyncModelSpec
+
+
+def _serving_choice(
+    spec: LipSyncModelSpec, verdict: EngineVerdict, current: ServerDeployment | None
+) -> ServingChoice:
     if verdict.status.state == "Ready":
-        serving = verdict.engine
-    elif current is not None and current.engine_key and current.artifact:
-        serving = current.engine  # the previous engine keeps serving
-        # ...with the settings it was started with (a batching change must not reach it
-        # before its own engine): the template changes once, when the new engine is Ready.
-        template_spec = previous_spec(current.serving_spec) or spec
+        return ServingChoice(verdict.engine, spec)
+    if current is not None and current.engine_key and current.artifact:
+        # The previous engine keeps serving, with the settings it was started with (a batching
+        # change must not reach it before its own engine): the template changes once, when the
+        # new engine is Ready.
+        return ServingChoice(current.engine, previous_spec(current.serving_spec) or spec)
+    return ServingChoice(None, spec)
 
-    autoscaled = spec.autoscaling.enabled
-    fixed = None
-    if autoscaled:
-        fixed = current.replicas if current is not None else spec.autoscaling.min_replicas
+
+@dataclass(frozen=True)
+class ReplicaPlan:
+    """How many servers, how they roll, and the autoscaled GPUs a static model claims."""
+
+    rollout: RolloutPlan
+    claimed_gpus: int | None
+
+
+def _replica_plan(
+    spec: LipSyncModelSpec,
+    pool: GpuPool,
+    observed: Observed,
+    current: ServerDeployment | None,
+    *,
+    allotted_gpus: int,
+    building: bool,
+) -> ReplicaPlan:
+    per_gpu = pods_per_gpu(spec)
     serving_pods = observed.serving_pods_by_node
-    claimed = None
-    if not autoscaled:
-        claimed = claimed_autoscaled_gpus(
-            pool, current.autoscaled_gpus if current is not None else None
-        )
-    wanted = min(
-        wanted_servers(pool, pods_per_gpu(spec), serving_pods, claimed),
-        allotted_gpus * pods_per_gpu(spec),
-    )
+    fixed = claimed = None
+    if spec.autoscaling.enabled:
+        fixed = current.replicas if current is not None else spec.autoscaling.min_replicas
+    else:
+        recorded = current.autoscaled_gpus if current is not None else None
+        claimed = claimed_autoscaled_gpus(pool, recorded)
+    wanted = min(wanted_servers(pool, per_gpu, serving_pods, claimed), allotted_gpus * per_gpu)
     rollout = plan_rollout(
         wanted,
         pool_capacity(pool, observed.gpu_used_by_others, serving_pods),
-        building=verdict.status.state == "Building" and current is not None,
-        pods_per_gpu=pods_per_gpu(spec),
+        building=building and current is not None,
+        pods_per_gpu=per_gpu,
         fixed_replicas=fixed,
     )
-    deployment = hpa = None
-    handover: int | None = None
-    replicas = rollout.replicas
-    # An autoscaled product keeps its Deployment with no GPU left: its pods bring nodes back.
-    if serving is not None and (allotted_gpus > 0 or autoscaled):
-        name = naming.deployment_name(owner.name, pool.product)
-        if autoscaled and current is not None and name not in observed.autoscalers:
-            handover = current.replicas
-        deployment = server_deployment(
-            owner,
-            template_spec,
-            product=pool.product,
-            product_labels=pool.product_labels,
-            engine=serving,
-            replicas=None if autoscaled else replicas,
-            rollout_strategy=rollout.strategy,
-            cache_dir=cache_subdir(template_spec, config, owner.namespace, owner.name),
-            config=config,
-            autoscaled_gpus=claimed,
-        )
-        if autoscaled:
-            published = observed.published.get(serving.key)
-            measured = published.frames_per_second if published is not None else None
-            fps = target_fps(
-                spec.autoscaling,
-                pool.product,
-                measured or verdict.status.frames_per_second,
-                pods_per_gpu(spec),
-            )
-            target = ScaleTarget(name, pool.product, fps, products)
-            hpa = autoscaler(owner, target, spec.autoscaling, config)
-    else:
-        replicas = 0
+    return ReplicaPlan(rollout, claimed)
 
-    rolled_out = deployment is None or (
+
+@dataclass(frozen=True)
+class Servers:
+    """The product's Deployment and autoscaler (None: nothing to serve), and its replicas."""
+
+    deployment: Manifest | None
+    autoscaler: Manifest | None
+    replicas: int
+    handover: int | None  # replicas to hand to a new autoscaler, once
+
+
+def _servers(
+    owner: Owner,
+    spec: LipSyncModelSpec,
+    pool: GpuPool,
+    observed: Observed,
+    config: OperatorConfig,
+    *,
+    choice: ServingChoice,
+    plan: ReplicaPlan,
+    build: BuildStep,
+    allotted_gpus: int,
+    products: int,
+) -> Servers:
+    serving, autoscaling = choice.engine, spec.autoscaling
+    # An autoscaled product keeps its Deployment with no GPU left: its pods bring nodes back.
+    if serving is None or (allotted_gpus == 0 and not autoscaling.enabled):
+        return Servers(None, None, 0, None)
+    current = observed.deployment_for(pool.product)
+    name = naming.deployment_name(owner.name, pool.product)
+    deployment = server_deployment(
+        owner,
+        choice.template_spec,
+        product=pool.product,
+        product_labels=pool.product_labels,
+        engine=serving,
+        replicas=None if autoscaling.enabled else plan.rollout.replicas,
+        rollout_strategy=plan.rollout.strategy,
+        cache_dir=cache_subdir(choice.template_spec, config, owner.namespace, owner.name),
+        config=config,
+        autoscaled_gpus=plan.claimed_gpus,
+    )
+    if not autoscaling.enabled:
+        return Servers(deployment, None, plan.rollout.replicas, None)
+    handover = None
+    if current is not None and name not in observed.autoscalers:
+        handover = current.replicas
+    published = observed.published.get(serving.key)
+    measured = published.frames_per_second if published is not None else None
+    fps = target_fps(
+        autoscaling,
+        pool.product,
+        measured or build.verdict.status.frames_per_second,
+        pods_per_gpu(spec),
+    )
+    target = ScaleTarget(name, pool.product, fps, products)
+    hpa = autoscaler(owner, target, autoscaling, config)
+    return Servers(deployment, hpa, plan.rollout.replicas, handover)
+
+
+def _plan_product(
+    owner: Owner,
+    spec: LipSyncModelSpec,
+    pool: GpuPool,
+    observed: Observed,
+    config: OperatorConfig,
+    *,
+    products: int,
+    allotted_gpus: int,
+) -> ProductPlan:
+    """``products``: how many of the model's products serve (their autoscalers share its
+    demand); ``allotted_gpus``: how many of the pool's GPUs the model's limit leaves this one."""
+    build = _build_step(owner, spec, pool, observed, config)
+    current = observed.deployment_for(pool.product)
+    choice = _serving_choice(spec, build.verdict, current)
+    building = build.verdict.status.state == "Building"
+    plan = _replica_plan(
+        spec, pool, observed, current, allotted_gpus=allotted_gpus, building=building
+    )
+    servers = _servers(
+        owner, spec, pool, observed, config, choice=choice, plan=plan,
+        build=build, allotted_gpus=allotted_gpus, products=products,
+    )  # fmt: skip
+    serving = choice.engine if servers.deployment is not None else None
+    rolled_out = servers.deployment is None or (
         current is not None
         and current.engine_key == serving_key(serving)
         and current.rolled_out
-        and (spec.autoscaling.enabled or current.replicas == replicas)
+        and (spec.autoscaling.enabled or current.replicas == servers.replicas)
     )
-    engine = verdict.status.model_copy(
+    engine = build.verdict.status.model_copy(
         update={
-            "serving_key": serving_key(serving) if deployment is not None else "",
+            "serving_key": serving_key(serving),
             "gpus": allotted_gpus,
-            "replicas": replicas,
+            "replicas": servers.replicas,
             "ready_replicas": current.ready_replicas if current is not None else 0,
         }
     )
     summary = ProductSummary(
         engine=engine,
-        has_nodes=pool.present or deployment is not None,
+        has_nodes=pool.present or servers.deployment is not None,
         unfit_nodes=tuple(node.name for node in pool.unfit),
-        rolled_out=rolled_out and (serving is None or serving.key == key),
-        scaled_to_zero=autoscaled and deployment is not None and replicas == 0,
+        rolled_out=rolled_out and (choice.engine is None or choice.engine.key == build.key),
+        scaled_to_zero=spec.autoscaling.enabled
+        and servers.deployment is not None
+        and servers.replicas == 0,
     )
-    return ProductPlan(pool, summary, key, job, deployment, hpa, handover)
+    return ProductPlan(
+        pool, summary, build.key, build.job, servers.deployment, servers.autoscaler,
+        servers.handover,
+    )  # fmt: skip
 
 
 def remembered_products(
@@ -342,7 +424,12 @@ def desired_state(
         for pool in pools
     )
     status = compute_status(
-        [plan.summary for plan in plans], owner.generation, endpoint(owner), previous, now
+        [plan.summary for plan in plans],
+        owner.generation,
+        endpoint(owner),
+        previous,
+        now,
+        pod_problems=observed.pod_problems,
     )
     return DesiredState(
         plans=plans,

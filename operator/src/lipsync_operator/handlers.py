@@ -13,6 +13,7 @@ nothing else happens at import time.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -25,9 +26,10 @@ from lipsync_contract.api import GROUP, PLURAL, VERSION
 from lipsync_operator import indexes, naming
 from lipsync_operator.clusterview import ClusterView, owner_uids
 from lipsync_operator.config import OperatorConfig
-from lipsync_operator.kube import Kube, api_message
+from lipsync_operator.kube import API_TIMEOUT_SECONDS, Kube, api_message
 from lipsync_operator.marks import Marks, NodeFacts, node_facts, products_touched
 from lipsync_operator.observed import gpu_node
+from lipsync_operator.podhealth import PodProblem, pod_problem
 from lipsync_operator.reconcile import (
     ChildrenRefusedError,
     InvalidSpecError,
@@ -35,6 +37,7 @@ from lipsync_operator.reconcile import (
     invalid_spec_events,
     parse_status,
 )
+from lipsync_operator.signing import BuildSigner
 from lipsync_operator.status import EventNote
 
 log = logging.getLogger(__name__)
@@ -48,15 +51,27 @@ DEBOUNCE_SECONDS = 0.2  # marks closer than this converge once
 def on_operator_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # Keep kopf's bookkeeping in annotations: the status schema is ours and prunes unknown fields.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    # kopf's own calls (status patches, events, its bookkeeping) are bounded like the operator's.
+    settings.networking.request_timeout = API_TIMEOUT_SECONDS
+    settings.networking.connect_timeout = API_TIMEOUT_SECONDS / 3
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.posting.level = logging.INFO
     config = OperatorConfig.from_env()
     memo["config"] = config
-    memo["reconciler"] = Reconciler(Kube.connect(), config)
+    memo["signer"] = signer = BuildSigner.from_file(config.build_signing_key_file)
+    memo["reconciler"] = Reconciler(Kube.connect(), config, signer)
     memo["marks"] = Marks()
     memo["node_facts"] = {}
+    memo["pod_problems"] = {}
+
+
+def snapshot(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a model's body, taken on the event loop: kopf swaps a live body's contents on
+    every event, so a reconcile in a thread could otherwise pair one generation's metadata with
+    the next one's spec."""
+    return copy.deepcopy(dict(body))
 
 
 def _post(body: Mapping[str, Any], events: list[EventNote]) -> None:
@@ -93,7 +108,7 @@ def _converge(
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 async def on_lipsyncmodel_change(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     view = indexes.view(kwargs).snapshot()
-    await asyncio.to_thread(_converge, memo["reconciler"], body, view, permanent=True)
+    await asyncio.to_thread(_converge, memo["reconciler"], snapshot(body), view, permanent=True)
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0)
@@ -117,7 +132,11 @@ async def lipsyncmodel_worker(
             marks.clear(uid)
             try:
                 await asyncio.to_thread(
-                    _converge, memo["reconciler"], body, view.snapshot(), permanent=False
+                    _converge,
+                    memo["reconciler"],
+                    snapshot(body),
+                    view.snapshot(),
+                    permanent=False,
                 )
             except kopf.TemporaryError:
                 marks.mark(uid)
@@ -160,6 +179,26 @@ async def on_owned_child_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> N
     marks: Marks = memo["marks"]
     for uid in owner_uids(body, "LipSyncModel"):
         marks.mark(uid)
+
+
+@kopf.on.event("", "v1", "pods", labels=indexes.OWNED)
+async def on_owned_pod_change(
+    body: kopf.Body, event: Mapping[str, Any], memo: kopf.Memo, **kwargs: Any
+) -> None:
+    """One of a model's pods started or stopped failing to start: its model's status follows."""
+    known: dict[str, PodProblem | None] = memo["pod_problems"]
+    meta = body["metadata"]
+    deleted = event.get("type") == "DELETED"
+    problem = None if deleted else pod_problem(body)
+    before = known.pop(meta["uid"], None) if deleted else known.get(meta["uid"])
+    if not deleted:
+        known[meta["uid"]] = problem
+    if before == problem:
+        return  # most pod updates: probes, readiness, restarts of a pod that stays healthy
+    label = (meta.get("labels") or {}).get(naming.LABEL_MODEL, "")
+    marks: Marks = memo["marks"]
+    for model in indexes.view(kwargs).models_labelled(meta.get("namespace", ""), label):
+        marks.mark(model.uid)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=indexes.OWNED)

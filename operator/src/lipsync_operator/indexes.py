@@ -33,11 +33,13 @@ from lipsync_operator.clusterview import (
     model_entry,
     node_entry,
     pod_entry,
+    pod_problem_entry,
     published_entry,
     waiting_entry,
 )
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.observed import BuildJob, GpuNode, ServerDeployment
+from lipsync_operator.podhealth import PodProblem
 
 OWNED = {naming.LABEL_MANAGED_BY: naming.MANAGER}
 BUILD_PODS: dict[str, Any] = {
@@ -75,9 +77,14 @@ def lipsync_build_pods(body: kopf.Body, **_: Any) -> dict[tuple[str, str], Build
     return build_pod_entry(body) or {}
 
 
+@kopf.index("", "v1", "pods", labels=OWNED)
+def lipsync_pod_problems(body: kopf.Body, **_: Any) -> dict[tuple[str, str], PodProblem]:
+    return pod_problem_entry(body) or {}
+
+
 @kopf.index("batch", "v1", "jobs", labels=OWNED)
-def lipsync_jobs(body: kopf.Body, **_: Any) -> dict[str, BuildJob]:
-    return job_entry(body) or {}
+def lipsync_jobs(body: kopf.Body, memo: kopf.Memo, **_: Any) -> dict[str, BuildJob]:
+    return job_entry(body, memo["signer"]) or {}
 
 
 @kopf.index("apps", "v1", "deployments", labels=OWNED)
@@ -107,8 +114,8 @@ def register_optional(config: OperatorConfig, registry: kopf.OperatorRegistry) -
 
 
 @kopf.index("batch", "v1", "jobs", labels=OWNED)
-def lipsync_builds(body: kopf.Body, **_: Any) -> dict[str, BuildJob]:
-    return build_key_entry(body) or {}
+def lipsync_builds(body: kopf.Body, memo: kopf.Memo, **_: Any) -> dict[str, BuildJob]:
+    return build_key_entry(body, memo["signer"]) or {}
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
@@ -132,6 +139,7 @@ def view(kwargs: dict[str, Any]) -> ClusterView:
         nodes=kwargs["lipsync_nodes"],
         pods=kwargs["lipsync_pods"],
         build_pods=kwargs["lipsync_build_pods"],
+        pod_problems=kwargs["lipsync_pod_problems"],
         jobs=kwargs["lipsync_jobs"],
         deployments=kwargs["lipsync_deployments"],
         hpas=kwargs["lipsync_hpas"],

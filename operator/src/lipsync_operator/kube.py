@@ -28,6 +28,9 @@ config: Any = kube_config
 DynamicClient: Any = _DynamicClient
 
 HANDOVER_MANAGER = f"{naming.MANAGER}-handover"
+# No call may wait longer than this: a reconcile runs under its model's lock, so one hung call
+# would hold that model for good (and enough of them, every worker thread).
+API_TIMEOUT_SECONDS = 30.0
 
 
 def api_message(exc: ApiException) -> str:
@@ -49,6 +52,35 @@ def load_kube_config() -> None:
         config.load_kube_config()
 
 
+class BoundedApiClient(client.ApiClient):
+    """An ApiClient whose calls time out (the client's default is to wait forever) unless a call
+    sets its own timeout, over connections with TCP keepalive (a dead API server is noticed),
+    and are not retried underneath (urllib3 would try a GET four times)."""
+
+    def __init__(
+        self, timeout: float = API_TIMEOUT_SECONDS, configuration: Any | None = None
+    ) -> None:
+        settings = configuration or client.Configuration.get_default_copy()
+        settings.keep_alive = True
+        # No silent retries below the timeout: the callers retry (a reconcile, the election).
+        settings.retries = 0
+        super().__init__(settings)
+        self.timeout = timeout
+
+    def call_api(
+        self,
+        method: str,
+        url: str,
+        header_params: Any = None,
+        body: Any = None,
+        post_params: Any = None,
+        _request_timeout: Any = None,
+    ) -> Any:
+        return super().call_api(
+            method, url, header_params, body, post_params, _request_timeout or self.timeout
+        )
+
+
 @dataclass
 class Kube:
     """One API connection and the resource handles the operator uses."""
@@ -58,7 +90,7 @@ class Kube:
     @classmethod
     def connect(cls) -> Kube:
         load_kube_config()
-        return cls(DynamicClient(client.ApiClient()))
+        return cls(DynamicClient(BoundedApiClient()))
 
     def _resource(self, api_version: str, kind: str) -> Any:
         return self.dynamic.resources.get(api_version=api_version, kind=kind)

@@ -13,6 +13,7 @@ import contextlib
 import datetime
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,9 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.leaderelection import electionconfig as _electionconfig
 from kubernetes.leaderelection import leaderelection as _leaderelection
 from kubernetes.leaderelection.resourcelock import leaselock as _leaselock
+from urllib3.exceptions import HTTPError
+
+from lipsync_operator.kube import BoundedApiClient
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +51,13 @@ class ElectionSettings:
     lease_duration: int = 15
     renew_deadline: int = 10
     retry_period: int = 2
+
+    @property
+    def call_timeout(self) -> float:
+        """How long one Lease call may take. A renewal (a read and a write) that starts just
+        before the renew deadline must end before a waiting replica may take the Lease over
+        (lease duration after the last renewal it saw)."""
+        return max(1.0, (self.lease_duration - self.renew_deadline - self.retry_period) / 2)
 
     def __post_init__(self) -> None:
         # The same rules the client's election config enforces (it calls sys.exit on them).
@@ -92,17 +103,8 @@ class LeaseEvents:
             self._api.create_namespaced_event(self._settings.namespace, event)
         except ApiException as exc:  # an Event is a courtesy: never stop the operator for it
             log.warning("could not post the %s event: %s", reason, exc.reason)
-
-
-def _read_holder(coordination: client.CoordinationV1Api, settings: ElectionSettings) -> str:
-    try:
-        return holder_of(
-            coordination.read_namespaced_lease(settings.lease_name, settings.namespace)
-        )
-    except ApiException as exc:
-        if exc.status == 404:
-            return ""
-        raise
+        except (HTTPError, OSError) as exc:
+            log.warning("could not post the %s event: %s", reason, exc)
 
 
 def release(coordination: client.CoordinationV1Api, settings: ElectionSettings) -> None:
@@ -117,32 +119,67 @@ def release(coordination: client.CoordinationV1Api, settings: ElectionSettings) 
         log.info("released lease %s/%s", settings.namespace, settings.lease_name)
     except ApiException as exc:
         log.warning("could not release lease %s: %s", settings.lease_name, exc.reason)
+    except (HTTPError, OSError) as exc:  # it expires on its own
+        log.warning("could not release lease %s: %s", settings.lease_name, exc)
+
+
+class Election(leaderelection.LeaderElection):  # type: ignore[misc]  # the client is untyped
+    """The client's election, where an API server out of reach (refused, timed out) is a failed
+    try, as in client-go: a candidate tries again, a leader keeps trying until its renew deadline
+    and then steps down, instead of the exception ending the thread that renews."""
+
+    def try_acquire_or_renew(self) -> bool:
+        try:
+            return bool(super().try_acquire_or_renew())
+        except (HTTPError, OSError) as exc:
+            lock = self.election_config.lock
+            log.warning(
+                "cannot reach the API server for lease %s/%s: %s", lock.namespace, lock.name, exc
+            )
+            return False
+
+
+def _acquire(election: Any, settings: ElectionSettings, events: LeaseEvents) -> str:
+    """Try for the Lease every retry period until this replica holds it, saying once per holder
+    who holds it meanwhile. Returns the last other holder seen ('' when none).
+
+    The holder is read from each try, not once up front: replicas that start together may find
+    no Lease at first and lose it a moment later to the other.
+    """
+    where = f"{settings.namespace}/{settings.lease_name}"
+    announced = ""
+    while not election.try_acquire_or_renew():
+        holder = str(getattr(election.observed_record, "holder_identity", None) or "")
+        if holder and holder not in (settings.identity, announced):
+            log.warning(
+                "lease %s is held by %s: %s waits to take over", where, holder, settings.identity
+            )
+            events.post("StandingBy", f"{settings.identity} waits: {holder} holds the lease")
+            announced = holder
+        time.sleep(settings.retry_period)
+    return announced
 
 
 def lead(
     settings: ElectionSettings,
     operate: Callable[[threading.Event], None],
     waiting: contextlib.AbstractContextManager[None] | None = None,
+    api: client.ApiClient | None = None,
 ) -> None:
     """Wait for the Lease (inside ``waiting``), then run ``operate(stop)`` while renewing it.
 
     ``operate`` must return soon after ``stop`` is set. Raises LostLeadershipError when renewal
     fails (after ``operate`` has returned), so the process exits non-zero and restarts.
     """
-    coordination = client.CoordinationV1Api()
-    events = LeaseEvents(client.CoreV1Api(), settings)
+    api = api or BoundedApiClient(timeout=settings.call_timeout)
+    coordination = client.CoordinationV1Api(api)
+    events = LeaseEvents(client.CoreV1Api(api), settings)
     # The client logs every retry of a waiting replica; this module says what matters once.
     logging.getLogger("leaderelection").setLevel(logging.WARNING)
 
     where = f"{settings.namespace}/{settings.lease_name}"
-    holder = _read_holder(coordination, settings)
-    if holder and holder != settings.identity:
-        log.warning(
-            "lease %s is held by %s: %s waits to take over", where, holder, settings.identity
-        )
-        events.post("StandingBy", f"{settings.identity} waits: {holder} holds the lease")
-
     lock = leaselock.LeaseLock(settings.lease_name, settings.namespace, settings.identity)
+    lock.api_instance = coordination  # the lock builds a client on the default configuration
     stop = threading.Event()
     lost = threading.Event()
 
@@ -158,10 +195,10 @@ def lead(
         onstarted_leading=lambda: None,
         onstopped_leading=on_stopped_leading,
     )
-    election = leaderelection.LeaderElection(config)
+    election = Election(config)
     with waiting or contextlib.nullcontext():
-        election.acquire()
-    previous = f" (after {holder})" if holder and holder != settings.identity else ""
+        holder = _acquire(election, settings, events)
+    previous = f" (after {holder})" if holder else ""
     log.info("%s acquired lease %s%s: this replica acts", settings.identity, where, previous)
     events.post("LeaderElection", f"{settings.identity} became leader{previous}")
 

@@ -7,40 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
+from dataclasses import replace
 
 from lipsync_operator.observed import GpuNode
 
-
-@dataclass(frozen=True)
-class NodeFacts:
-    """What a reconcile reads from a node; any other change (heartbeats) marks nothing."""
-
-    product: str
-    product_label: str
-    gpus: int
-    compute_capability: str
-    allocatable: int
-    sharing_strategy: str
-    sharing_replicas: int
-    ready: bool
-    cordoned: bool
+# What a reconcile reads from a node: a GpuNode without the fields that change with heartbeats
+# and relabels that move nothing (its name, memory, autoscaler label, NotReady time).
+NodeFacts = GpuNode
 
 
 def node_facts(node: GpuNode | None) -> NodeFacts | None:
     if node is None:
         return None
-    return NodeFacts(
-        product=node.product,
-        product_label=node.product_label,
-        gpus=node.gpus,
-        compute_capability=node.compute_capability,
-        allocatable=node.allocatable,
-        sharing_strategy=node.sharing_strategy,
-        sharing_replicas=node.sharing_replicas,
-        ready=node.ready,
-        cordoned=node.cordoned,
-    )
+    return replace(node, name="", memory_mib=0, not_ready_since=None, autoscaled=False)
 
 
 def products_touched(before: NodeFacts | None, after: NodeFacts | None) -> frozenset[str]:

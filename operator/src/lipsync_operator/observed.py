@@ -17,6 +17,7 @@ from lipsync_operator.naming import (
     ANNOTATION_SERVING_SPEC,
     LABEL_PRODUCT,
 )
+from lipsync_operator.podhealth import PodProblem
 
 Obj = Mapping[str, Any]
 
@@ -159,6 +160,8 @@ class BuildJob:
     namespace: str = ""
     created: str = ""  # creationTimestamp, RFC 3339 (sorts in time order)
     deleting: bool = False  # its owner was deleted, or someone deleted it
+    # False: the operator's signature does not verify (signing.py); such a Job is never followed.
+    signed: bool = True
 
     @property
     def ref(self) -> str:
@@ -337,6 +340,8 @@ class Observed:
     gpu_used_by_others: Mapping[str, int] = field(default_factory=dict)
     # This model's server pods per node (bound, not being deleted): what a cordoned node keeps.
     serving_pods_by_node: Mapping[str, int] = field(default_factory=dict)
+    # This model's server and build pods that cannot start, and why.
+    pod_problems: tuple[PodProblem, ...] = ()
 
     @property
     def autoscalers(self) -> frozenset[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -42,6 +43,9 @@ class GpuPool:
     # An autoscaled product with no node left keeps the compute capability its engine was
     # built for, so its Deployment stays (at zero) and its pods bring nodes back.
     remembered_capability: str = ""
+    # Nodes a node autoscaler added for the product whose GPUs have not registered yet (a
+    # kubelet reports extended resources only once the device plugin has): not in `nodes`.
+    arriving: int = 0
 
     @property
     def present(self) -> bool:
@@ -90,7 +94,9 @@ def gpu_pools(
     ``remembered``: products (with their compute capability) that keep their pool with no node.
     """
     remembered = remembered or {}
+    nodes = list(nodes)
     counted = [node for node in nodes if node.gpus > 0 and node.counts(now, grace)]
+    arriving = Counter(node.product for node in nodes if _arriving(node, now, grace))
     present = {node.product for node in counted}
     targets = set(spec.gpus.products) if spec.gpus.products else present | set(remembered)
     pools = []
@@ -98,5 +104,20 @@ def gpu_pools(
         members = sorted((n for n in counted if n.product == product), key=lambda n: n.name)
         fits = [n for n in members if node_fits_sharing(n, spec.sharing, spec.replicas_per_gpu)]
         unfit = [n for n in members if n not in fits]
-        pools.append(GpuPool(product, tuple(fits), tuple(unfit), remembered.get(product, "")))
+        pools.append(
+            GpuPool(
+                product,
+                tuple(fits),
+                tuple(unfit),
+                remembered.get(product, ""),
+                arriving=arriving[product],
+            )
+        )
     return pools
+
+
+def _arriving(node: GpuNode, now: datetime, grace: timedelta) -> bool:
+    """A node autoscaler's node whose GPUs have not registered yet; not one NotReady past
+    ``grace`` (a dead node must not hold a product's claim back for good)."""
+    dead = node.not_ready_since is not None and now - node.not_ready_since >= grace
+    return node.autoscaled and node.gpus == 0 and not dead

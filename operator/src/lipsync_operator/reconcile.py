@@ -23,6 +23,7 @@ from lipsync_operator.engines import published_engines, published_results
 from lipsync_operator.kube import Kube, api_message
 from lipsync_operator.manifests.common import Owner
 from lipsync_operator.observed import Observed
+from lipsync_operator.signing import BuildSigner
 from lipsync_operator.status import (
     CHILD_FAILED,
     EventNote,
@@ -118,6 +119,7 @@ class Reconciler:
 
     kube: Kube
     config: OperatorConfig
+    signer: BuildSigner
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
     _refused: dict[str, int] = field(default_factory=dict)  # refused reconciles in a row
@@ -208,7 +210,8 @@ class Reconciler:
         early = [ref for ref in desired.stale if ref.kind in AUTOSCALER_KINDS]
         for ref in early:
             self._delete(owner, ref, attempt)
-        for manifest in desired.applies():
+        for unsigned in desired.applies():
+            manifest = self.signer.signed(unsigned) if unsigned["kind"] == "Job" else unsigned
             kind, name = manifest["kind"], manifest["metadata"]["name"]
             gone = kind in INDEXED_KINDS and (kind, name) not in present
             if self._recent.fresh(manifest) and not gone:

@@ -9,6 +9,7 @@ from typing import Literal
 
 from lipsync_contract.api import Condition, ConditionStatus, EngineStatus, LipSyncModelStatus, Phase
 from lipsync_operator.conditions import condition
+from lipsync_operator.podhealth import PodProblem, summary
 
 CHILD_FAILED = "ChildApplyFailed"  # the Degraded reason when the API server refuses a child
 
@@ -43,6 +44,8 @@ def compute_status(
     endpoint: str,
     previous: LipSyncModelStatus | None,
     now: datetime,
+    *,
+    pod_problems: Sequence[PodProblem] = (),
 ) -> LipSyncModelStatus:
     old = previous.conditions if previous is not None else []
     engines = [p.engine for p in products]
@@ -110,6 +113,11 @@ def compute_status(
     else:
         degraded = cond("Degraded", False, "AsExpected", "")
 
+    if pod_problems:
+        pods_healthy = cond("PodsHealthy", False, *summary(pod_problems))
+    else:
+        pods_healthy = cond("PodsHealthy", True, "AsExpected", "")
+
     phase: Phase
     if failed and not serving and not building:
         phase = "Failed"
@@ -127,7 +135,7 @@ def compute_status(
     return LipSyncModelStatus(
         observed_generation=generation,
         phase=phase,
-        conditions=[engines_ready, available, progressing, degraded],
+        conditions=[engines_ready, available, progressing, degraded, pods_healthy],
         engines=engines,
         gpu_products=",".join(e.gpu_product for e in engines if e.state != "Pending"),
         replicas=replicas,
@@ -212,6 +220,7 @@ def transition_events(
             events.append(
                 EventNote("Normal", "EngineBuilding", f"{engine.gpu_product}: job {engine.job}")
             )
+    events += _pod_events(previous, current)
     old_phase = previous.phase if previous is not None else None
     if old_phase != current.phase:
         kind: Literal["Normal", "Warning"] = (
@@ -221,3 +230,22 @@ def transition_events(
             EventNote(kind, f"Phase{current.phase}", f"phase {old_phase} -> {current.phase}")
         )
     return events
+
+
+# Reasons the kubelet alternates between for one cause (it retries the pull with a back-off).
+_SAME_CAUSE = {"ErrImagePull": "ImagePullBackOff"}
+
+
+def _pod_events(
+    previous: LipSyncModelStatus | None, current: LipSyncModelStatus
+) -> list[EventNote]:
+    """A Warning when pods stop being able to start, or start failing for another cause."""
+    now = current.condition("PodsHealthy")
+    if now is None or now.status != "False":
+        return []
+    before = previous.condition("PodsHealthy") if previous is not None else None
+    if before is not None and before.status == "False":
+        cause = _SAME_CAUSE.get(now.reason, now.reason)
+        if _SAME_CAUSE.get(before.reason, before.reason) == cause:
+            return []
+    return [EventNote("Warning", now.reason, now.message)]

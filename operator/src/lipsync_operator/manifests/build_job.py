@@ -36,6 +36,21 @@ def build_job_labels(owner: Owner, product: str, key: str) -> dict[str, str]:
     }
 
 
+def private_cache_init(config: OperatorConfig, cache_dir: str) -> Manifest:
+    """Creates the model's private cache directory as the pods' user, before the builder mounts
+    it as a subPath: the kubelet creates a missing subPath as root, which the non-root builder
+    could not write. Runs the operator's own runtime image, never the model's builder."""
+    return {
+        "name": "cache-dir",
+        "image": config.runtime_image,
+        "imagePullPolicy": config.image_pull_policy,
+        "command": ["mkdir", "-p", f"{config.cache.mount_path}/{cache_dir}"],
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
+        "securityContext": container_security_context(),
+        "volumeMounts": [cache_mount(config.cache.mount_path, "", read_only=False)],
+    }
+
+
 def build_job(
     owner: Owner,
     request: BuildRequest,
@@ -82,6 +97,7 @@ def build_job(
         "enableServiceLinks": False,
         "containers": [container],
         "volumes": [cache_volume(config, read_only=False), tmp_volume(), *source_volumes],
+        **({"initContainers": [private_cache_init(config, cache_dir)]} if cache_dir else {}),
         **pod_identity(config),
     }
     return {
