@@ -1,5 +1,6 @@
-# The runtime: server and engine builder in one image, on one TensorRT version, because an engine
-# only loads under the TensorRT that built it. The operator puts this image's reference in every
+# The runtime: server, engine builder and load generator (`lipsync bench`, to measure from inside
+# a cluster) in one image, on one TensorRT version, because an engine only loads under the
+# TensorRT that built it. The operator puts this image's reference in every
 # engine key, so a new runtime image means new engines.
 #
 # Two flavours share every step after FROM (what is tested on CPU is what GPU users build):
@@ -40,8 +41,9 @@ RUN case "${FLAVOR}" in gpu|cpu) ;; *) echo "FLAVOR must be gpu or cpu, not ${FL
  && /opt/uv/bin/uv export --frozen --no-dev --no-emit-workspace --package lipsync-server -o server.txt \
  && /opt/uv/bin/uv export --frozen --no-dev --no-emit-workspace --package lipsync-engine-builder \
       -o builder.txt \
+ && /opt/uv/bin/uv export --frozen --no-dev --no-emit-workspace --package lipsync-bench -o bench.txt \
  && python3 -m venv --system-site-packages /opt/lipsync \
- && /opt/lipsync/bin/pip install --no-cache-dir -r server.txt -r builder.txt \
+ && /opt/lipsync/bin/pip install --no-cache-dir -r server.txt -r builder.txt -r bench.txt \
  && if [ "${FLAVOR}" = gpu ]; then \
       /opt/lipsync/bin/pip uninstall --yes onnxruntime \
       && /opt/lipsync/bin/pip install --no-cache-dir "${CUDA_PYTHON}" "${ORT_GPU}" ${TENSORRT} ${TORCH}; \
@@ -52,11 +54,12 @@ COPY contract contract
 COPY core core
 COPY engine_builder engine_builder
 COPY server server
+COPY bench bench
 COPY protos protos
 COPY images/check_runtime.py images/check_runtime.py
 # Build-time check: every backend's libraries import here (no GPU is needed for that), so a
 # missing or mismatched wheel fails the image build, not the first request.
-RUN /opt/lipsync/bin/pip install --no-cache-dir --no-deps ./contract ./core ./engine_builder ./server \
+RUN /opt/lipsync/bin/pip install --no-cache-dir --no-deps ./contract ./core ./engine_builder ./server ./bench \
  && /opt/lipsync/bin/python images/check_runtime.py "${FLAVOR}" \
  && /opt/lipsync/bin/lipsync --version
 

@@ -405,11 +405,12 @@ if [[ ${#components[@]} -eq 0 ]]; then
 fi
 total_start=${SECONDS}
 # What real nodes run from Debian: runc, the CNI plugins, and the tools kube-proxy and
-# kube-router call (iptables, ipset, conntrack); buildah packs the node's own images.
+# kube-router call (iptables, ipset, conntrack); buildah packs the node's own images; nft lets
+# the clean-host check read the nftables rule set the iptables-nft rules live in.
 if [[ " ${components[*]} " =~ \ (containerd|kube-router|coredns|pause)\  ]]; then
     # shellcheck source=../host-packages.sh
     source "${HERE}/../host-packages.sh"
-    ensure_host_packages runc containernetworking-plugins iptables ipset conntrack buildah
+    ensure_host_packages runc containernetworking-plugins iptables ipset conntrack buildah nftables
 fi
 for c in "${components[@]}"; do
     case "${c}" in

@@ -1,4 +1,6 @@
-"""Cluster tier: a real control plane with KWOK fake GPU nodes, started once per session."""
+"""Cluster tier: real control planes started once per session; the project's pods run as
+containers on real nodes (kubelet + containerd) with fake GPUs, KWOK nodes stand in where no
+pod needs to run."""
 
 from __future__ import annotations
 
@@ -8,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from lipsync_testbed import LocalCluster
-from lipsync_testbed.operatorchart import OperatorBed, operator_bed
+from lipsync_testbed.nodebed import node_operator_bed
+from lipsync_testbed.operatorchart import OperatorBed
 
 # pytest honours `pytest_plugins` only in the top-level conftest, so the test bed's
 # fixtures and hooks are imported here and apply to this directory.
@@ -39,8 +42,8 @@ __all__ = [
 
 @pytest.fixture(scope="module")
 def bed(
-    kube_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory, reference_model: Path
+    node_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory, reference_model: Path
 ) -> Iterator[OperatorBed]:
-    """The chart installed with the test bed's values and its pods run by a local kubelet, for
-    one test module (a module may override it with values of its own)."""
-    yield from operator_bed(kube_cluster, tmp_path_factory.mktemp("bed"), reference_model)
+    """The chart installed with the documented test-bed values onto the real nodes, for one
+    test module (a module may override it with values of its own)."""
+    yield from node_operator_bed(node_cluster, tmp_path_factory.mktemp("bed"), reference_model)

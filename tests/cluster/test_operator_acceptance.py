@@ -1,6 +1,6 @@
-"""The operator as the chart installs it, against the local control plane: its own replicas
-(leader election), build Jobs running the builder CLI (ORT CPU standing in for TensorRT) and real
-server pods, on fake GPU nodes the tests add and remove like a cluster autoscaler.
+"""The operator as the chart installs it: its own replicas (leader election), build Jobs running
+the builder CLI (ORT CPU standing in for TensorRT) and server pods, all containers of the
+project's images on real nodes (fake GPUs) that the tests add and remove like a node autoscaler.
 
 The tests share one install and run in file order: a model on a product whose nodes come and go,
 then a small time-sliced model through an operator crash, a spec change, a failed build and
@@ -18,14 +18,7 @@ import yaml
 from kubernetes import client
 
 from lipsync_contract.enginekey import short_key
-from lipsync_testbed import (
-    GpuSpec,
-    NodeSpec,
-    add_node,
-    operatorchart,
-    remove_node,
-    wait_for,
-)
+from lipsync_testbed import GpuSpec, NodeSpec, operatorchart, wait_for
 from lipsync_testbed.lsm import (
     BUILD_SELECTOR,
     apply,
@@ -45,6 +38,7 @@ from lipsync_testbed.lsm import (
     wait_phase,
     wait_serving,
 )
+from lipsync_testbed.nodebed import added_real_nodes
 from lipsync_testbed.operatorchart import OperatorBed
 from lipsync_testbed.versions import repo_root
 
@@ -108,10 +102,9 @@ def _a100(index: int) -> NodeSpec:
 
 
 @pytest.fixture(scope="module")
-def t4_node(kube_api: client.ApiClient) -> Iterator[str]:
-    add_node(kube_api, T4_NODE)
-    yield T4_NODE.name
-    remove_node(kube_api, T4_NODE.name)
+def t4_node(bed: OperatorBed) -> Iterator[str]:
+    with added_real_nodes(bed.cluster, T4_NODE):
+        yield T4_NODE.name
 
 
 def _build_pods(bed: OperatorBed, name: str) -> list[dict[str, Any]]:
@@ -172,16 +165,14 @@ def test_operator_runs_with_the_charts_service_account_and_least_privilege(
 
 
 def test_a_new_gpu_product_gets_a_build_then_servers_and_replicas_follow_its_nodes(
-    bed: OperatorBed, kube_api: client.ApiClient
+    bed: OperatorBed,
 ) -> None:
     cluster, namespace = bed.cluster, bed.namespace
     bed.avatar("lena")
     apply(cluster, namespace, LENA)
     pending = wait_phase(cluster, namespace, "lena", "Pending", timeout=60)
     assert "no schedulable node" in engines(pending)[A100]["reason"]
-    try:
-        for index in (0, 1):
-            add_node(kube_api, _a100(index))
+    with added_real_nodes(bed.cluster, _a100(0), _a100(1)):
         ready = wait_phase(cluster, namespace, "lena", "Ready", timeout=BUILD_TIMEOUT)
         pods = wait_serving(cluster, namespace, "lena", A100, 2)
         assert nodes_of(pods) == {"a100-0": 1, "a100-1": 1}
@@ -195,7 +186,7 @@ def test_a_new_gpu_product_gets_a_build_then_servers_and_replicas_follow_its_nod
         assert f'"key":"{key}"' in terminated["message"].replace(" ", "")
         assert (bed.cache_dir() / "engines" / key.removeprefix("sha256:")).is_dir()
 
-        remove_node(kube_api, "a100-1")
+        cluster.remove_real_node("a100-1")
         # The Deployment shrinks at once; the pod on the deleted node goes when the pod garbage
         # collector reaps it.
         wait_for(
@@ -204,9 +195,6 @@ def test_a_new_gpu_product_gets_a_build_then_servers_and_replicas_follow_its_nod
             interval=1.0,
             description="1 ready A100 pod of lena, on a100-0",
         )
-    finally:
-        for index in (0, 1):
-            remove_node(kube_api, f"a100-{index}")
     wait_for(
         lambda: A100 not in deployments(cluster, namespace, "lena"),
         timeout=60,
@@ -214,10 +202,24 @@ def test_a_new_gpu_product_gets_a_build_then_servers_and_replicas_follow_its_nod
     )
 
 
-def test_deleting_the_model_garbage_collects_every_child(bed: OperatorBed) -> None:
-    cluster, namespace = bed.cluster, bed.namespace
-    kinds = "jobs,deployments,replicasets,pods,services,poddisruptionbudgets"
-    assert items(cluster, kinds, namespace, model_selector("lena"))
+CHILD_KINDS = "jobs,deployments,replicasets,pods,services,poddisruptionbudgets"
+
+
+@pytest.fixture
+def lena(bed: OperatorBed) -> str:
+    """lena applied (again, if the test before did) with children of its own."""
+    bed.avatar("lena")
+    apply(bed.cluster, bed.namespace, LENA)
+    wait_for(
+        lambda: items(bed.cluster, CHILD_KINDS, bed.namespace, model_selector("lena")) or None,
+        timeout=60,
+        description="lena's first children",
+    )
+    return "lena"
+
+
+def test_deleting_the_model_garbage_collects_every_child(bed: OperatorBed, lena: str) -> None:
+    cluster, namespace, kinds = bed.cluster, bed.namespace, CHILD_KINDS
     cluster.kubectl("delete", "lsm", "lena", "-n", namespace, "--wait=true")
 
     def children() -> list[str]:
@@ -245,18 +247,16 @@ def test_deleting_the_model_garbage_collects_every_child(bed: OperatorBed) -> No
 def test_invalid_specs_are_rejected_by_the_api_server_with_a_readable_message(
     bed: OperatorBed, tmp_path: Path, change: dict[str, Any], message: str
 ) -> None:
-    kube_cluster, namespace = bed.cluster, bed.namespace
+    cluster, namespace = bed.cluster, bed.namespace
     document = yaml.safe_load((EXAMPLES / "lipsyncmodel.yaml").read_text(encoding="utf-8"))
     document["metadata"]["name"] = "invalid"
     document["spec"].update(change)
     path = tmp_path / "invalid.yaml"
     path.write_text(yaml.safe_dump(document), encoding="utf-8")
-    result = kube_cluster.kubectl("apply", "-n", namespace, "-f", str(path), check=False)
+    result = cluster.kubectl("apply", "-n", namespace, "-f", str(path), check=False)
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
-    assert (
-        kube_cluster.kubectl("get", "lsm", "invalid", "-n", namespace, check=False).returncode != 0
-    )
+    assert cluster.kubectl("get", "lsm", "invalid", "-n", namespace, check=False).returncode != 0
 
 
 @pytest.fixture
@@ -277,12 +277,12 @@ def mira(bed: OperatorBed, t4_node: str) -> str:
 def test_operator_killed_mid_build_makes_no_twin_job_and_converges(
     bed: OperatorBed, t4_node: str
 ) -> None:
-    kube_cluster, namespace, api = bed.cluster, bed.namespace, bed.cluster.api_client
+    cluster, namespace, api = bed.cluster, bed.namespace, bed.cluster.api_client
     bed.avatar("mira")
-    apply(kube_cluster, namespace, MIRA)
+    apply(cluster, namespace, MIRA)
 
     def build_running() -> dict[str, Any] | None:
-        found = jobs(kube_cluster, namespace, "mira")
+        found = jobs(cluster, namespace, "mira")
         return found[0] if len(found) == 1 and ready_pods(_build_pods(bed, "mira")) else None
 
     job = wait_for(build_running, timeout=120, interval=0.5, description="mira's build pod running")
@@ -291,24 +291,24 @@ def test_operator_killed_mid_build_makes_no_twin_job_and_converges(
     client.CoreV1Api(api).delete_namespaced_pod(
         acting, operatorchart.RELEASE_NAMESPACE, grace_period_seconds=0
     )
-    assert status(kube_cluster, namespace, "mira")["phase"] == "Building"
+    assert status(cluster, namespace, "mira")["phase"] == "Building"
     operatorchart.wait_leader(api, other_than=acting, timeout=60)
 
-    ready = wait_phase(kube_cluster, namespace, "mira", "Ready", timeout=BUILD_TIMEOUT)
-    (after,) = jobs(kube_cluster, namespace, "mira")
+    ready = wait_phase(cluster, namespace, "mira", "Ready", timeout=BUILD_TIMEOUT)
+    (after,) = jobs(cluster, namespace, "mira")
     assert after["metadata"]["uid"] == job["metadata"]["uid"]
     assert len(_build_pods(bed, "mira")) == 1
     assert engines(ready)[T4]["key"] == job["metadata"]["annotations"]["lipsync.dev/engine-key"]
-    pods = wait_serving(kube_cluster, namespace, "mira", T4, 2)
+    pods = wait_serving(cluster, namespace, "mira", T4, 2)
     assert nodes_of(pods) == {t4_node: 2}
 
 
 def test_spec_change_builds_the_new_key_first_then_rolls_with_old_podsserving(
     bed: OperatorBed, mira: str
 ) -> None:
-    kube_cluster, namespace = bed.cluster, bed.namespace
-    old_key = engines(status(kube_cluster, namespace, "mira"))[T4]["key"]
-    patch_spec(kube_cluster, namespace, "mira", {"precision": "fp16"})
+    cluster, namespace = bed.cluster, bed.namespace
+    old_key = engines(status(cluster, namespace, "mira"))[T4]["key"]
+    patch_spec(cluster, namespace, "mira", {"precision": "fp16"})
     building_seen = False
 
     def built(job: dict[str, Any]) -> bool:
@@ -324,9 +324,9 @@ def test_spec_change_builds_the_new_key_first_then_rolls_with_old_podsserving(
         # Each check reads the cluster in the order that makes it race-free: whatever a later
         # read shows happened no earlier than what an earlier read shows.
         nonlocal building_seen
-        new_jobs = [j for j in jobs(kube_cluster, namespace, "mira") if key_of(j) != old_key]
-        pods = server_pods(kube_cluster, namespace, "mira", T4)
-        serving = key_of(deployments(kube_cluster, namespace, "mira")[T4])
+        new_jobs = [j for j in jobs(cluster, namespace, "mira") if key_of(j) != old_key]
+        pods = server_pods(cluster, namespace, "mira", T4)
+        serving = key_of(deployments(cluster, namespace, "mira")[T4])
         if serving == old_key:
             if new_jobs and not any(built(j) for j in new_jobs):
                 building_seen = True
@@ -335,49 +335,49 @@ def test_spec_change_builds_the_new_key_first_then_rolls_with_old_podsserving(
                 assert labels(pods) == {short_key(old_key)}
             return None
         # The Deployment serves a new engine: its build Job had finished before the roll.
-        jobs_now = jobs(kube_cluster, namespace, "mira")
+        jobs_now = jobs(cluster, namespace, "mira")
         assert any(key_of(j) == serving and built(j) for j in jobs_now), (
             f"rolled to {serving} before its build finished"
         )
-        pods = server_pods(kube_cluster, namespace, "mira", T4)
+        pods = server_pods(cluster, namespace, "mira", T4)
         return pods if labels(pods) == {short_key(serving)} and len(pods) == 2 else None
 
     wait_for(
         rolled, timeout=BUILD_TIMEOUT, interval=0.5, description="mira rolled to the fp16 engine"
     )
     assert building_seen, "the new engine was never seen building before the roll"
-    ready = wait_phase(kube_cluster, namespace, "mira", "Ready", timeout=60)
+    ready = wait_phase(cluster, namespace, "mira", "Ready", timeout=60)
     new_key = engines(ready)[T4]["key"]
     assert new_key != old_key
-    built_jobs = jobs(kube_cluster, namespace, "mira")
+    built_jobs = jobs(cluster, namespace, "mira")
     assert [j["metadata"]["annotations"]["lipsync.dev/engine-key"] for j in built_jobs] == [new_key]
 
 
 def test_failed_build_reports_the_builders_reason_and_the_previous_engine_keepsserving(
     bed: OperatorBed, mira: str
 ) -> None:
-    kube_cluster, namespace = bed.cluster, bed.namespace
-    serving_key = engines(status(kube_cluster, namespace, "mira"))[T4]["key"]
+    cluster, namespace = bed.cluster, bed.namespace
+    serving_key = engines(status(cluster, namespace, "mira"))[T4]["key"]
     good_uri = MIRA["spec"]["model"]["uri"]  # type: ignore[index]
     patch_spec(
-        kube_cluster,
+        cluster,
         namespace,
         "mira",
         {"model": {"uri": "pvc://lipsync-models/unet328/missing.onnx"}},
     )
 
-    degraded = wait_phase(kube_cluster, namespace, "mira", "Degraded", timeout=120)
+    degraded = wait_phase(cluster, namespace, "mira", "Degraded", timeout=120)
     engines_ready = condition(degraded, "EnginesReady")
     assert engines_ready["status"] == "False"
     assert engines_ready["reason"] == "BuildFailed"
     assert "missing.onnx: not found" in engines_ready["message"]
     assert engines(degraded)[T4]["state"] == "Failed"
-    deployment = deployments(kube_cluster, namespace, "mira")[T4]
+    deployment = deployments(cluster, namespace, "mira")[T4]
     assert deployment["metadata"]["annotations"]["lipsync.dev/engine-key"] == serving_key
-    assert len(serving(kube_cluster, namespace, "mira", T4, 2)) == 2
+    assert len(serving(cluster, namespace, "mira", T4, 2)) == 2
     assert condition(degraded, "Available")["status"] == "True"
     events = kubectl_json(
-        kube_cluster,
+        cluster,
         "get",
         "events",
         "-n",
@@ -387,29 +387,29 @@ def test_failed_build_reports_the_builders_reason_and_the_previous_engine_keepss
     )["items"]
     assert any(e["reason"] == "EngineFailed" and "not found" in e["message"] for e in events)
 
-    patch_spec(kube_cluster, namespace, "mira", {"model": {"uri": good_uri}})
-    restored = wait_phase(kube_cluster, namespace, "mira", "Ready", timeout=60)
+    patch_spec(cluster, namespace, "mira", {"model": {"uri": good_uri}})
+    restored = wait_phase(cluster, namespace, "mira", "Ready", timeout=60)
     assert engines(restored)[T4]["key"] == serving_key
 
 
 def test_hand_scaling_within_autoscaling_bounds_is_not_undone(bed: OperatorBed, mira: str) -> None:
-    kube_cluster, namespace = bed.cluster, bed.namespace
+    cluster, namespace = bed.cluster, bed.namespace
     patch_spec(
-        kube_cluster,
+        cluster,
         namespace,
         "mira",
         {"autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 4}},
     )
-    wait_phase(kube_cluster, namespace, "mira", "Ready", timeout=60)
-    (hpa,) = items(kube_cluster, "horizontalpodautoscalers", namespace, model_selector("mira"))
-    deployment = deployments(kube_cluster, namespace, "mira")[T4]["metadata"]["name"]
+    wait_phase(cluster, namespace, "mira", "Ready", timeout=60)
+    (hpa,) = items(cluster, "horizontalpodautoscalers", namespace, model_selector("mira"))
+    deployment = deployments(cluster, namespace, "mira")[T4]["metadata"]["name"]
     assert hpa["spec"]["scaleTargetRef"]["name"] == deployment
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 4)
 
-    kube_cluster.kubectl("scale", "deployment", deployment, "-n", namespace, "--replicas=3")
-    wait_serving(kube_cluster, namespace, "mira", T4, 3)
+    cluster.kubectl("scale", "deployment", deployment, "-n", namespace, "--replicas=3")
+    wait_serving(cluster, namespace, "mira", T4, 3)
     # Any spec change makes the operator reconcile; one that leaves the engine key alone.
-    patch_spec(kube_cluster, namespace, "mira", {"batching": {"maxQueueDelayMicroseconds": 2000}})
-    wait_phase(kube_cluster, namespace, "mira", "Ready", timeout=60)
-    pods = wait_serving(kube_cluster, namespace, "mira", T4, 3)
+    patch_spec(cluster, namespace, "mira", {"batching": {"maxQueueDelayMicroseconds": 2000}})
+    wait_phase(cluster, namespace, "mira", "Ready", timeout=60)
+    pods = wait_serving(cluster, namespace, "mira", T4, 3)
     assert len(pods) == 3

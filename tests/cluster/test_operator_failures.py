@@ -1,20 +1,25 @@
-"""What the API server refuses shows on the LipSyncModel's status, and names never collide.
+"""What the API server, the scheduler and the kubelet refuse shows on the LipSyncModel's status,
+and names never collide.
 
-The operator as the chart installs it, on the local control plane: a model whose name cannot
-name a Service, a namespace whose ResourceQuota forbids Services, and two models whose names
-differ only in a dot and a dash, both served side by side.
+The operator as the chart installs it (image overrides allowed), on real nodes: a model whose
+name cannot name a Service, a namespace whose ResourceQuota forbids Services, a model whose
+avatar claim does not exist and one whose server image cannot be pulled, and two models whose
+names differ only in a dot and a dash, both served side by side.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
-from lipsync_testbed import GpuSpec, NodeSpec, add_node, create_namespace, remove_node, wait_for
+from lipsync_testbed import GpuSpec, LocalCluster, NodeSpec, create_namespace, wait_for
 from lipsync_testbed.lsm import (
     apply,
     condition,
@@ -25,12 +30,15 @@ from lipsync_testbed.lsm import (
     status,
     wait_phase,
 )
+from lipsync_testbed.nodebed import REAL_NODE_PRODUCT, added_real_nodes, node_operator_bed
 from lipsync_testbed.operatorchart import OperatorBed, small_model
 
 pytestmark = pytest.mark.cluster
 
 T4 = "Tesla-T4"
 BUILD_TIMEOUT = 600.0  # two ORT CPU builds side by side on a shared 2-core machine
+REPORTED_WITHIN_S = 60.0
+ABSENT_IMAGE = "localhost:1/lipsync/absent:1"  # nothing listens there: the pull fails at once
 NODE = NodeSpec(
     name="t4-names",
     pool="t4",
@@ -54,6 +62,19 @@ def events_for(bed: OperatorBed, namespace: str, name: str, reason: str) -> list
 def children(bed: OperatorBed, namespace: str, name: str) -> list[dict[str, Any]]:
     kinds = "services,deployments,jobs,poddisruptionbudgets"
     return items(bed.cluster, kinds, namespace, model_selector(name))
+
+
+@pytest.fixture(scope="module")
+def bed(
+    node_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory, reference_model: Path
+) -> Iterator[OperatorBed]:
+    """The documented test-bed values, with image overrides allowed."""
+    yield from node_operator_bed(
+        node_cluster,
+        tmp_path_factory.mktemp("bed"),
+        reference_model,
+        {"images.allowOverrides": "true"},
+    )
 
 
 @pytest.fixture
@@ -121,31 +142,95 @@ def test_a_service_the_quota_refuses_is_on_status_within_30_seconds_then_recover
 
 
 def test_models_named_with_a_dot_and_a_dash_are_both_ready_on_children_of_their_own(
-    bed: OperatorBed, kube_api: client.ApiClient
+    bed: OperatorBed,
 ) -> None:
     namespace = bed.namespace
     avatar = bed.avatar("anna")
-    add_node(kube_api, NODE)
+    with added_real_nodes(bed.cluster, NODE):
+        try:
+            for name in ("anna.v2", "anna-v2"):
+                apply(bed.cluster, namespace, model(name, avatar))
+            ready = {
+                name: wait_phase(bed.cluster, namespace, name, "Ready", timeout=BUILD_TIMEOUT)
+                for name in ("anna.v2", "anna-v2")
+            }
+            for name in ready:
+                assert engines(ready[name])[T4]["state"] == "Ready"
+            owned = {name: children(bed, namespace, name) for name in ready}
+            names = {name: {c["metadata"]["name"] for c in owned[name]} for name in ready}
+            assert names["anna.v2"].isdisjoint(names["anna-v2"])
+            assert "anna-v2" in names["anna-v2"]  # a DNS-1035 name keeps its Service name
+            for name, objects in owned.items():
+                uid = bed.model(name)["metadata"]["uid"]
+                for obj in objects:
+                    assert [ref["uid"] for ref in obj["metadata"]["ownerReferences"]] == [uid]
+            endpoints = {ready[name]["endpoint"] for name in ready}
+            assert len(endpoints) == 2
+        finally:
+            for name in ("anna.v2", "anna-v2"):
+                bed.cluster.kubectl("delete", "lsm", name, "-n", namespace, "--wait=false")
+
+
+def _time(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp)
+
+
+@dataclass(frozen=True)
+class Unstartable:
+    """A model whose server pod cannot start, and what its status must say."""
+
+    name: str
+    avatar: str  # "" for the bed's demo avatar
+    change: dict[str, Any]
+    reasons: frozenset[str]
+    words: str
+
+
+UNSTARTABLE = [
+    Unstartable(
+        "no-claim", "pvc://no-such-claim/anna", {},
+        frozenset({"Unschedulable"}), 'persistentvolumeclaim "no-such-claim" not found',
+    ),
+    Unstartable(
+        "no-image", "", {"images": {"server": ABSENT_IMAGE}},
+        frozenset({"ErrImagePull", "ImagePullBackOff"}), ABSENT_IMAGE,
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", UNSTARTABLE, ids=[case.name for case in UNSTARTABLE])
+def test_a_pod_that_cannot_start_shows_the_schedulers_or_kubelets_reason_within_60_seconds(
+    bed: OperatorBed, case: Unstartable
+) -> None:
+    namespace, name = bed.namespace, case.name
+    avatar = case.avatar or bed.avatar("anna")
+    apply(bed.cluster, namespace, small_model(name, avatar, REAL_NODE_PRODUCT, **case.change))
     try:
-        for name in ("anna.v2", "anna-v2"):
-            apply(bed.cluster, namespace, model(name, avatar))
-        ready = {
-            name: wait_phase(bed.cluster, namespace, name, "Ready", timeout=BUILD_TIMEOUT)
-            for name in ("anna.v2", "anna-v2")
-        }
-        for name in ready:
-            assert engines(ready[name])[T4]["state"] == "Ready"
-        owned = {name: children(bed, namespace, name) for name in ready}
-        names = {name: {c["metadata"]["name"] for c in owned[name]} for name in ready}
-        assert names["anna.v2"].isdisjoint(names["anna-v2"])
-        assert "anna-v2" in names["anna-v2"]  # a DNS-1035 name keeps its Service name
-        for name, objects in owned.items():
-            uid = bed.model(name)["metadata"]["uid"]
-            for obj in objects:
-                assert [ref["uid"] for ref in obj["metadata"]["ownerReferences"]] == [uid]
-        endpoints = {ready[name]["endpoint"] for name in ready}
-        assert len(endpoints) == 2
+        # The build runs first (its pod needs neither the avatar nor the server image).
+        def reported() -> dict[str, Any] | None:
+            found = condition(status(bed.cluster, namespace, name), "PodsHealthy")
+            return found if found.get("reason") in case.reasons else None
+
+        pods_healthy = wait_for(
+            reported, timeout=BUILD_TIMEOUT, interval=1.0, description=f"{name}: PodsHealthy"
+        )
+        assert pods_healthy["status"] == "False"
+        assert case.words in pods_healthy["message"]
+        selector = f"{model_selector(name)},app.kubernetes.io/component=server"
+        [pod] = items(bed.cluster, "pods", namespace, selector)
+        assert pod["metadata"]["name"] in pods_healthy["message"]
+        created = _time(pod["metadata"]["creationTimestamp"])
+        reported_after = _time(pods_healthy["lastTransitionTime"]) - created
+        assert reported_after.total_seconds() <= REPORTED_WITHIN_S
+        warnings = events_for(bed, namespace, name, pods_healthy["reason"])
+        assert warnings, f"no {pods_healthy['reason']} event"
+        assert {event["type"] for event in warnings} == {"Warning"}
+        assert case.words in warnings[0]["message"]
     finally:
-        for name in ("anna.v2", "anna-v2"):
-            bed.cluster.kubectl("delete", "lsm", name, "-n", namespace, "--wait=false")
-        remove_node(kube_api, NODE.name)
+        # The next case needs the node's one GPU.
+        bed.cluster.kubectl("delete", "lsm", name, "-n", namespace)
+        wait_for(
+            lambda: not items(bed.cluster, "pods", namespace, model_selector(name)),
+            timeout=120,
+            description=f"{name}'s pods gone",
+        )

@@ -1,18 +1,15 @@
-"""Capacity and node churn with the chart's operator pods and real server pods: a rollout on a
-full cluster while a client streams frames, a short NotReady blip, a drain, a node deleted.
+"""Capacity and node churn with the chart's operator and server containers on real nodes: a
+rollout on a full cluster while a client pod streams frames through the Service, a short
+NotReady blip (a hung kubelet), a drain, a node taken away.
 
 One model and one chart install for the module; the tests run in file order, each from the
-state the previous one left: the model's product (two H100 nodes cut to one GPU each) is full.
+state the previous one left: the model's product (two real H100 nodes, one GPU each) is full.
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +17,21 @@ import pytest
 from kubernetes import client
 
 from lipsync_operator import naming
-from lipsync_testbed import (
-    LocalCluster,
-    add_node,
-    remove_node,
-    set_node_gpus,
-    set_node_ready,
-    wait_for,
+from lipsync_testbed import GpuSpec, LocalCluster, NodeSpec, wait_for
+from lipsync_testbed.clientpods import (
+    bench_command,
+    bench_result,
+    finished_client_pod,
+    start_client_pod,
 )
+from lipsync_testbed.lsm import apply
+from lipsync_testbed.nodebed import added_real_nodes, node_operator_bed
 from lipsync_testbed.operatorchart import (
     MODEL_URI,
     OperatorBed,
     ServingSampler,
     disruption_floor,
-    operator_bed,
 )
-from lipsync_testbed.serviceproxy import ServiceProxy
 
 pytestmark = pytest.mark.cluster
 
@@ -45,39 +41,27 @@ GRACE_S = 25  # nodes.notReadyGraceSeconds for this module
 RESYNC_S = 60  # the operator's resync timer
 NAME = "cora"
 GPUS = len(NODES)
-LIPSYNC = str(Path(sys.executable).parent / "lipsync")
 BUILD_TIMEOUT = 600.0  # an ORT CPU build and two server starts on a shared 2-core machine
 
 
 @pytest.fixture(scope="module")
-def h100_nodes(kube_cluster: LocalCluster) -> Iterator[tuple[str, ...]]:
-    """The pool's H100 nodes with one GPU each (one small server per GPU); restored after."""
-    api = kube_cluster.api_client
-    specs = {spec.name: spec for spec in kube_cluster.nodes if spec.name in NODES}
-    assert set(specs) == set(NODES), f"the test bed pool has no {NODES}: {sorted(specs)}"
-    for name, spec in specs.items():
-        assert spec.gpu is not None
-        set_node_gpus(api, name, replace(spec.gpu, count=1))
-    yield NODES
-    core = client.CoreV1Api(api)
-    present = {node.metadata.name for node in core.list_node().items if node.metadata}
-    for name, spec in specs.items():
-        if name not in present:
-            add_node(api, spec)
-        set_node_ready(api, name, True)
-        core.patch_node(name, {"spec": {"unschedulable": None}})
-        set_node_gpus(api, name, spec.gpu)
+def h100_nodes(node_cluster: LocalCluster) -> Iterator[tuple[str, ...]]:
+    """Two real nodes with one H100 each (one small server per GPU)."""
+    gpu = GpuSpec(product=H100, count=1, memory_mib=81559, compute_major=9, compute_minor=0)
+    specs = [NodeSpec(name=name, pool="h100", gpu=gpu) for name in NODES]
+    with added_real_nodes(node_cluster, *specs) as names:
+        yield names
 
 
 @pytest.fixture(scope="module")
 def bed(
-    kube_cluster: LocalCluster,
+    node_cluster: LocalCluster,
     h100_nodes: tuple[str, ...],
     tmp_path_factory: pytest.TempPathFactory,
     reference_model: Path,
 ) -> Iterator[OperatorBed]:
-    yield from operator_bed(
-        kube_cluster,
+    yield from node_operator_bed(
+        node_cluster,
         tmp_path_factory.mktemp("capacity"),
         reference_model,
         {"nodes.notReadyGraceSeconds": str(GRACE_S)},
@@ -116,59 +100,72 @@ def _replicas(bed: OperatorBed) -> int | None:
 
 
 class Stream:
-    """`lipsync bench run --retry-unavailable` against the Service (through a kube-proxy
-    stand-in), one closed-loop stream (the next frame when the last arrived: a CPU server
-    makes about one a second here) for `duration_s`, as its own process."""
+    """`lipsync bench run --retry-unavailable` in a client pod of the model's namespace, against
+    the Service's DNS name (CoreDNS, kube-proxy): one closed-loop stream (the next frame when the
+    last arrived: a CPU server makes about one a second here) for `duration_s`."""
 
-    def __init__(self, target: str, duration_s: float, work_dir: Path) -> None:
-        self.output = work_dir / "stream.json"
-        self.log = work_dir / "stream.log"
-        argv = [
-            LIPSYNC, "bench", "run", "--target", target, "--streams", "1", "--mode", "closed",
-            "--duration", str(duration_s), "--warmup-frames", "0", "--retry-unavailable",
-            "--no-metrics", "--drain-timeout", "120", "-o", str(self.output),
-        ]  # fmt: skip
-        with self.log.open("wb") as out:
-            self._proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    def __init__(self, bed: OperatorBed, name: str, duration_s: float) -> None:
+        self.bed, self.name = bed, name
+        target = f"{naming.service_name(NAME)}.{bed.namespace}.svc:8001"
+        start_client_pod(
+            bed.cluster,
+            bed.namespace,
+            name,
+            bench_command(
+                [
+                    "--target", target, "--streams", "1", "--mode", "closed",
+                    "--duration", str(duration_s), "--warmup-frames", "0",
+                    "--retry-unavailable", "--no-metrics", "--drain-timeout", "120",
+                ]
+            ),
+        )  # fmt: skip
 
     def __enter__(self) -> Stream:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait(timeout=30)
+        self.bed.cluster.kubectl(
+            "delete", "pod", self.name, "-n", self.bed.namespace, "--wait=false", check=False
+        )
+
+    def connected(self) -> bool:
+        pod = client.CoreV1Api(self.bed.api).read_namespaced_pod(self.name, self.bed.namespace)
+        return pod.status is not None and pod.status.phase == "Running"
 
     def result(self, timeout: float) -> dict[str, Any]:
         """The measured level of the finished run."""
-        try:
-            code = self._proc.wait(timeout=timeout)
-        finally:
-            if self._proc.poll() is None:
-                self._proc.kill()
-        log_tail = self.log.read_text(encoding="utf-8", errors="replace")[-3000:]
-        assert code == 0, f"bench run exited {code}:\n{log_tail}"
-        (level,) = json.loads(self.output.read_text(encoding="utf-8"))["levels"]
+        phase, log = finished_client_pod(self.bed.cluster, self.bed.namespace, self.name, timeout)
+        assert phase == "Succeeded", f"bench run in {self.name}: {phase}\n{log[-3000:]}"
+        (level,) = bench_result(log)["levels"]
         return dict(level)
 
 
-ROLLOUT: dict[str, float] = {}  # measured in the first test, used to size the stream
+ROLLOUT: dict[str, float] = {}  # measured when the model is first applied, sizes the stream
 
 
-def test_model_takes_every_gpu_of_its_product(bed: OperatorBed) -> None:
-    started = time.monotonic()
-    bed.apply_model(_document(bed))
+@pytest.fixture
+def cora(bed: OperatorBed) -> list[client.V1Pod]:
+    """The model applied (once per module) and serving on every GPU of its product."""
+    if not ROLLOUT:
+        started = time.monotonic()
+        apply(bed.cluster, bed.namespace, _document(bed))
+        bed.wait_phase(NAME, "Ready", timeout=BUILD_TIMEOUT)
+        pods = bed.wait_serving(NAME, H100, GPUS, timeout=300)
+        ROLLOUT["first_ready_s"] = time.monotonic() - started
+        print(f"\nfirst Ready with {GPUS} servers after {ROLLOUT['first_ready_s']:.0f} s")
+        return pods
     bed.wait_phase(NAME, "Ready", timeout=BUILD_TIMEOUT)
-    pods = bed.wait_serving(NAME, H100, GPUS, timeout=300)
-    ROLLOUT["first_ready_s"] = time.monotonic() - started
-    assert sorted(str(p.spec.node_name) for p in pods if p.spec) == sorted(NODES)
+    return bed.wait_serving(NAME, H100, GPUS, timeout=300)
+
+
+def test_model_takes_every_gpu_of_its_product(bed: OperatorBed, cora: list[client.V1Pod]) -> None:
+    assert sorted(str(p.spec.node_name) for p in cora if p.spec) == sorted(NODES)
     leader = bed.leader()
     assert leader in bed.operator_pods()
-    print(f"\nfirst Ready with {GPUS} servers after {ROLLOUT['first_ready_s']:.0f} s")
 
 
 def test_full_cluster_rollout_borrows_a_gpu_and_streams_every_frame(
-    bed: OperatorBed, tmp_path: Path
+    bed: OperatorBed, cora: list[client.V1Pod]
 ) -> None:
     old_key = _engine_key(bed.wait_phase(NAME, "Ready", timeout=60))
     nodes_before = _node_count(bed.api)
@@ -176,11 +173,10 @@ def test_full_cluster_rollout_borrows_a_gpu_and_streams_every_frame(
     # Long enough to cover the rollout: twice the first build-and-serve, bounded.
     duration = min(480.0, max(180.0, 2 * ROLLOUT.get("first_ready_s", 120.0) + 60))
     with (
-        ServiceProxy(bed.api, bed.namespace, naming.service_name(NAME), "grpc") as proxy,
         ServingSampler(bed, NAME, H100) as sampler,
-        Stream(proxy.target, duration, tmp_path) as stream,
+        Stream(bed, "stream", duration) as stream,
     ):
-        wait_for(lambda: proxy.forwarded >= 1, timeout=60, description="the stream connected")
+        wait_for(stream.connected, timeout=120, description="the stream's pod running")
         streaming_since = time.monotonic()
         bed.patch_model(NAME, {"batching": {"maxBatch": 2}})
 
@@ -212,10 +208,11 @@ def test_full_cluster_rollout_borrows_a_gpu_and_streams_every_frame(
     assert sampler.min_ready() >= floor, f"ready servers fell below the budget's {floor}"
 
 
-def test_a_short_not_ready_blip_keeps_the_replicas(bed: OperatorBed) -> None:
-    bed.wait_serving(NAME, H100, GPUS, timeout=120)
+def test_a_short_not_ready_blip_keeps_the_replicas(
+    bed: OperatorBed, cora: list[client.V1Pod]
+) -> None:
     node = NODES[1]
-    set_node_ready(bed.api, node, False)
+    bed.cluster.set_real_node_ready(node, False)
     went_not_ready = time.monotonic()
     try:
         # Within the grace period the node's GPU still counts: the count holds throughout.
@@ -237,12 +234,13 @@ def test_a_short_not_ready_blip_keeps_the_replicas(bed: OperatorBed) -> None:
             f"\nNotReady past the grace period ({GRACE_S} s): replicas followed at {follow_s:.0f} s"
         )
     finally:
-        set_node_ready(bed.api, node, True)
+        bed.cluster.set_real_node_ready(node, True)
     bed.wait_serving(NAME, H100, GPUS, timeout=300)
 
 
-def test_drain_keeps_the_disruption_budget_and_uncordon_restores(bed: OperatorBed) -> None:
-    bed.wait_serving(NAME, H100, GPUS, timeout=120)
+def test_drain_keeps_the_disruption_budget_and_uncordon_restores(
+    bed: OperatorBed, cora: list[client.V1Pod]
+) -> None:
     node = NODES[0]
     floor = disruption_floor(bed, NAME, GPUS)
     started = time.monotonic()
@@ -264,9 +262,8 @@ def test_drain_keeps_the_disruption_budget_and_uncordon_restores(bed: OperatorBe
     assert sorted(str(p.spec.node_name) for p in pods if p.spec) == sorted(NODES)
 
 
-def test_a_deleted_node_stops_counting(bed: OperatorBed) -> None:
-    bed.wait_serving(NAME, H100, GPUS, timeout=120)
-    remove_node(bed.api, NODES[1])
+def test_a_deleted_node_stops_counting(bed: OperatorBed, cora: list[client.V1Pod]) -> None:
+    bed.cluster.remove_real_node(NODES[1])
 
     def on_the_remaining_node() -> list[client.V1Pod] | None:
         # The ReplicaSet may first scale down the pod on the live node; the pod garbage

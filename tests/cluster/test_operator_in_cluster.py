@@ -1,9 +1,10 @@
 """The operator as users install it: the chart's two replicas with leader election, and the
-example model served by real `lipsync serve` pods behind its Service."""
+example model served by `lipsync serve` containers on two real nodes of two GPU products."""
 
 from __future__ import annotations
 
-from typing import TypeVar
+from collections.abc import Iterator
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
@@ -12,18 +13,20 @@ import tritonclient.grpc as triton
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kubernetes import client
 
-from lipsync_testbed import operatorchart, wait_for
+from lipsync_testbed import GpuSpec, LocalCluster, NodeSpec, operatorchart, wait_for
 from lipsync_testbed.lsm import (
     engines,
     jobs,
     nodes_of,
     patch_spec,
+    server_pods,
     status,
     wait_phase,
     wait_serving,
 )
+from lipsync_testbed.nodebed import REAL_NODE, REAL_NODE_PRODUCT, added_real_nodes
 from lipsync_testbed.operatorchart import OperatorBed
-from lipsync_testbed.serviceproxy import ready_endpoints
+from lipsync_testbed.portforward import port_forward
 from lipsync_testbed.versions import repo_root
 
 pytestmark = pytest.mark.cluster
@@ -31,14 +34,33 @@ pytestmark = pytest.mark.cluster
 EXAMPLE = repo_root() / "examples" / "lipsyncmodel.yaml"
 BUILD_TIMEOUT = 600.0  # two ORT CPU builds at once on a shared 2-core machine
 HANDOVER_S = 30.0
+H100 = "NVIDIA-H100-80GB-HBM3"
+H100_NODE = NodeSpec(
+    name="h100-0",
+    pool="h100",
+    gpu=GpuSpec(product=H100, count=1, memory_mib=81559, compute_major=9, compute_minor=0),
+)
 T = TypeVar("T")
 
 
-def _addresses(bed: OperatorBed, service: str) -> list[tuple[str, int]]:
+@pytest.fixture(scope="module", autouse=True)
+def h100_node(node_cluster: LocalCluster) -> Iterator[str]:
+    """A second real node, of another product than the test bed's own."""
+    with added_real_nodes(node_cluster, H100_NODE):
+        yield H100_NODE.name
+
+
+def _ready_endpoints(bed: OperatorBed, service: str) -> list[str]:
     slices = client.DiscoveryV1Api(bed.cluster.api_client).list_namespaced_endpoint_slice(
         bed.namespace, label_selector=f"kubernetes.io/service-name={service}"
     )
-    return ready_endpoints(slices.items, "grpc")
+    return [
+        address
+        for item in slices.items
+        for endpoint in item.endpoints or []
+        if endpoint.conditions and endpoint.conditions.ready
+        for address in endpoint.addresses
+    ]
 
 
 def _health(host: str, port: int) -> int:
@@ -89,15 +111,21 @@ def test_the_default_install_elects_one_acting_replica_and_the_other_waits(
     )
 
 
-def test_the_example_is_ready_and_its_real_servers_answer_behind_the_service(
-    bed: OperatorBed,
-) -> None:
+@pytest.fixture
+def anna(bed: OperatorBed) -> dict[str, Any]:
+    """The example applied as a user does (again, if an earlier test did) and Ready."""
     bed.avatar("anna")
     bed.cluster.kubectl("apply", "-n", bed.namespace, "-f", str(EXAMPLE))
-    ready = wait_phase(bed.cluster, bed.namespace, "anna", "Ready", BUILD_TIMEOUT)
-    assert ready["replicas"] == ready["readyReplicas"] == 3  # 2 H100 + 1 RTX, one GPU each
+    return wait_phase(bed.cluster, bed.namespace, "anna", "Ready", BUILD_TIMEOUT)
+
+
+def test_the_example_is_ready_and_its_real_servers_answer_behind_the_service(
+    bed: OperatorBed, anna: dict[str, Any]
+) -> None:
+    ready = anna
+    assert ready["replicas"] == ready["readyReplicas"] == 2  # one GPU on each real node
     built_engines = engines(ready)
-    assert set(built_engines) == {"NVIDIA-H100-80GB-HBM3", "NVIDIA-RTX-6000-Ada-Generation"}
+    assert set(built_engines) == {H100, REAL_NODE_PRODUCT}
     for engine in built_engines.values():
         assert engine["state"] == "Ready"
         assert engine["framesPerSecond"] > 0
@@ -108,36 +136,44 @@ def test_the_example_is_ready_and_its_real_servers_answer_behind_the_service(
         for j in jobs(bed.cluster, bed.namespace, "anna")
     }
     assert built == set(built_engines)
-    h100 = wait_serving(bed.cluster, bed.namespace, "anna", "NVIDIA-H100-80GB-HBM3", 2)
-    assert nodes_of(h100) == {"h100-0": 1, "h100-1": 1}
+    h100 = wait_serving(bed.cluster, bed.namespace, "anna", H100, 1)
+    assert nodes_of(h100) == {H100_NODE.name: 1}
     args = h100[0]["spec"]["containers"][0]["args"]
     assert args[args.index("--instances") + 1] == "6"
     table = bed.cluster.kubectl("get", "lsm", "-n", bed.namespace).stdout.splitlines()
     assert table[1].split()[:2] == ["anna", "Ready"]
 
-    addresses = wait_for(
-        lambda: _count(_addresses(bed, "anna"), 3),
+    wait_for(
+        lambda: _count(_ready_endpoints(bed, "anna"), 2),
         timeout=60,
-        description="three ready addresses in the EndpointSlice",
+        description="two ready addresses in the EndpointSlice",
     )
-    for host, port in addresses:
-        assert _health(host, port) == health_pb2.HealthCheckResponse.SERVING
-    host, port = addresses[0]
-    infer = triton.InferenceServerClient(f"{host}:{port}")
-    try:
-        assert infer.is_model_ready("anna")
-        rng = np.random.default_rng(0)
-        image = rng.random((1, 6, 320, 320), dtype=np.float32)
-        audio = rng.standard_normal((1, 32, 16, 16)).astype(np.float32)
-        inputs = [
-            triton.InferInput("input", list(image.shape), "FP32"),
-            triton.InferInput("audio", list(audio.shape), "FP32"),
-        ]
-        inputs[0].set_data_from_numpy(image)
-        inputs[1].set_data_from_numpy(audio)
-        result = infer.infer("anna", inputs, outputs=[triton.InferRequestedOutput("output")])
-    finally:
-        infer.close()
+    servers = [
+        pod
+        for product in (H100, REAL_NODE_PRODUCT)
+        for pod in server_pods(bed.cluster, bed.namespace, "anna", product)
+    ]
+    assert {pod["spec"]["nodeName"] for pod in servers} == {H100_NODE.name, REAL_NODE.name}
+    for pod in servers:
+        target = f"pod/{pod['metadata']['name']}"
+        with port_forward(bed.cluster, bed.namespace, target, 8001) as port:
+            assert _health("127.0.0.1", port) == health_pb2.HealthCheckResponse.SERVING
+    with port_forward(bed.cluster, bed.namespace, "svc/anna", 8001) as port:
+        infer = triton.InferenceServerClient(f"127.0.0.1:{port}")
+        try:
+            assert infer.is_model_ready("anna")
+            rng = np.random.default_rng(0)
+            image = rng.random((1, 6, 320, 320), dtype=np.float32)
+            audio = rng.standard_normal((1, 32, 16, 16)).astype(np.float32)
+            inputs = [
+                triton.InferInput("input", list(image.shape), "FP32"),
+                triton.InferInput("audio", list(audio.shape), "FP32"),
+            ]
+            inputs[0].set_data_from_numpy(image)
+            inputs[1].set_data_from_numpy(audio)
+            result = infer.infer("anna", inputs, outputs=[triton.InferRequestedOutput("output")])
+        finally:
+            infer.close()
     output = result.as_numpy("output")
     assert output is not None
     assert output.shape == (1, 3, 320, 320)
@@ -145,11 +181,13 @@ def test_the_example_is_ready_and_its_real_servers_answer_behind_the_service(
 
 
 def test_killing_the_acting_replica_hands_over_and_the_other_rolls_a_spec_change(
-    bed: OperatorBed,
+    bed: OperatorBed, anna: dict[str, Any]
 ) -> None:
     api = bed.cluster.api_client
     before = operatorchart.wait_leader(api)
     keys = {p: e["key"] for p, e in engines(status(bed.cluster, bed.namespace, "anna")).items()}
+    # Its log goes with its pod.
+    assert "this replica acts" in bed.operator_log(before)
     # Like a node dying under it: no SIGTERM, no clean-up, no release of the Lease.
     client.CoreV1Api(api).delete_namespaced_pod(
         before, operatorchart.RELEASE_NAMESPACE, grace_period_seconds=0
@@ -167,9 +205,8 @@ def test_killing_the_acting_replica_hands_over_and_the_other_rolls_a_spec_change
     for product, engine in engines(rolled).items():
         assert engine["key"] != keys[product], "the batch profile is part of the engine key"
         assert engine["servingKey"] == engine["key"]
-    # Who acted: the old leader's log says it acted first, the new one's that it took over
-    # from it and then handled the change.
-    assert "this replica acts" in bed.operator_log(before)
+    # Who acted: the new leader's log says it took over from the old one, then handled the
+    # change.
 
     def handled_after_taking_over() -> bool:
         took_over = bed.operator_log(after).split(f"(after {before}): this replica acts", 1)

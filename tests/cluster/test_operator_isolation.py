@@ -7,13 +7,11 @@ One install; the tests run in file order.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kubernetes import client
 
-from lipsync_testbed import GpuSpec, NodeSpec, add_node, operatorchart, remove_node
+from lipsync_testbed import operatorchart
 from lipsync_testbed.lsm import (
     BUILD_SELECTOR,
     apply,
@@ -24,29 +22,17 @@ from lipsync_testbed.lsm import (
     wait_phase,
     wait_serving,
 )
+from lipsync_testbed.nodebed import REAL_NODE_PRODUCT
 from lipsync_testbed.operatorchart import OperatorBed, small_model
 
 pytestmark = pytest.mark.cluster
 
-A100 = "NVIDIA-A100-SXM4-80GB"
-NODE = NodeSpec(
-    name="iso-a100-0",
-    pool="iso-a100",
-    gpu=GpuSpec(product=A100, count=1, memory_mib=81920, compute_major=8, compute_minor=0),
-)
 BUILD_TIMEOUT = 420.0  # an ORT CPU build on a shared 2-core machine
 CHILD_KINDS = "jobs,deployments,pods,services,poddisruptionbudgets,networkpolicies"
 
 
 def document(name: str, avatar: str, **spec: Any) -> dict[str, Any]:
-    return small_model(name, avatar, A100, **spec)
-
-
-@pytest.fixture(scope="module")
-def a100_node(kube_api: client.ApiClient) -> Iterator[str]:
-    add_node(kube_api, NODE)
-    yield NODE.name
-    remove_node(kube_api, NODE.name)
+    return small_model(name, avatar, REAL_NODE_PRODUCT, **spec)
 
 
 def _refused(bed: OperatorBed, name: str) -> dict[str, Any]:
@@ -84,7 +70,7 @@ def _refused(bed: OperatorBed, name: str) -> dict[str, Any]:
     ],
 )
 def test_a_spec_the_policy_refuses_is_failed_on_status_and_creates_nothing(
-    bed: OperatorBed, a100_node: str, name: str, change: dict[str, Any], message: str
+    bed: OperatorBed, name: str, change: dict[str, Any], message: str
 ) -> None:
     doc = document(name, "pvc://lipsync-avatars/x")
     doc["spec"].update(change)
@@ -101,12 +87,12 @@ def _pod_specs(bed: OperatorBed, selector: str) -> list[dict[str, Any]]:
 
 
 def test_server_and_build_pods_carry_no_token_and_servers_get_a_network_policy(
-    bed: OperatorBed, a100_node: str
+    bed: OperatorBed,
 ) -> None:
     cluster, namespace = bed.cluster, bed.namespace
     apply(cluster, namespace, document("tessa", bed.avatar("tessa")))
     wait_phase(cluster, namespace, "tessa", "Ready", timeout=BUILD_TIMEOUT)
-    wait_serving(cluster, namespace, "tessa", A100, 1)
+    wait_serving(cluster, namespace, "tessa", REAL_NODE_PRODUCT, 1)
     builds = _pod_specs(bed, f"{model_selector('tessa')},{BUILD_SELECTOR}")
     servers = _pod_specs(bed, f"{model_selector('tessa')},{operatorchart.SERVER_SELECTOR}")
     assert builds

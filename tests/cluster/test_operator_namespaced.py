@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from lipsync_testbed import GpuSpec, LocalCluster, NodeSpec, add_node, operatorchart, remove_node
+from lipsync_testbed import LocalCluster, operatorchart
 from lipsync_testbed.lsm import (
     apply,
     engines,
@@ -29,54 +29,56 @@ from lipsync_testbed.lsm import (
     wait_phase,
     wait_serving,
 )
-from lipsync_testbed.operatorchart import OperatorBed, operator_bed, small_model
+from lipsync_testbed.nodebed import REAL_NODE_PRODUCT, app_version, node_operator_bed
+from lipsync_testbed.operatorchart import OperatorBed, small_model
 from lipsync_testbed.resources import create_namespace
 from lipsync_testbed.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 
-A100 = "NVIDIA-A100-SXM4-80GB"
-NODE = NodeSpec(
-    name="ns-a100-0",
-    pool="ns-a100",
-    gpu=GpuSpec(product=A100, count=1, memory_mib=81920, compute_major=8, compute_minor=0),
-)
+PRODUCT = REAL_NODE_PRODUCT
 BUILD_TIMEOUT = 420.0  # an ORT CPU build on a shared 2-core machine
-# Another tag of the runtime image: the test bed runs it like the default one.
+# A tenant's own builder: another tag of the runtime image, on every node.
 OWN_BUILDER = "ghcr.io/lipsync/runtime:tenant-build"
-# The avatars claim's node directory (the test bed's kubelet maps it to the claim's files).
-AVATARS_HOST_PATH = f"{operatorchart.CLAIM_HOST_ROOT}/lipsync-avatars"
+# Pods that mount node paths (file:// sources) are refused where PodSecurity enforces
+# `restricted` or `baseline`: this models namespace enforces nothing.
+PRIVILEGED = {"pod-security.kubernetes.io/enforce": "privileged"}
 
 
 @pytest.fixture(scope="module")
 def bed(
-    kube_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory, reference_model: Path
+    node_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory, reference_model: Path
 ) -> Iterator[OperatorBed]:
-    yield from operator_bed(
-        kube_cluster,
-        tmp_path_factory.mktemp("namespaced"),
+    for node in node_cluster.real_nodes:
+        node.tag_image(f"ghcr.io/lipsync/runtime:{app_version()}-cpu", OWN_BUILDER)
+    work_dir = tmp_path_factory.mktemp("namespaced")
+    yield from node_operator_bed(
+        node_cluster,
+        work_dir,
         reference_model,
-        {"images.allowOverrides": "true", "sources.allowedHostPaths": f"{{{AVATARS_HOST_PATH}}}"},
+        {
+            "images.allowOverrides": "true",
+            "sources.allowedHostPaths": f"{{{_avatars_path(work_dir)}}}",
+        },
         namespaced=True,
+        namespace_labels=PRIVILEGED,
     )
 
 
+def _avatars_path(work_dir: Path) -> Path:
+    """The avatars claim's directory on the nodes (what a file:// URI names)."""
+    return work_dir / "claims" / "lipsync-avatars"
+
+
 @pytest.fixture(scope="module")
-def other_namespace(kube_api: client.ApiClient) -> Iterator[str]:
-    name = create_namespace(kube_api, "unwatched")
+def other_namespace(bed: OperatorBed) -> Iterator[str]:
+    name = create_namespace(bed.api, "unwatched")
     yield name
-    client.CoreV1Api(kube_api).delete_namespace(name)
-
-
-@pytest.fixture(scope="module")
-def a100_node(kube_api: client.ApiClient) -> Iterator[str]:
-    add_node(kube_api, NODE)
-    yield NODE.name
-    remove_node(kube_api, NODE.name)
+    client.CoreV1Api(bed.api).delete_namespace(name)
 
 
 def document(name: str, avatar: str, **spec: Any) -> dict[str, Any]:
-    return small_model(name, avatar, A100, **spec)
+    return small_model(name, avatar, PRODUCT, **spec)
 
 
 def test_namespaced_rbac_ends_at_the_watched_namespace(
@@ -112,33 +114,32 @@ def test_namespaced_rbac_ends_at_the_watched_namespace(
 
 
 def test_a_file_uri_outside_the_allowed_prefix_is_refused(bed: OperatorBed) -> None:
-    outside = f"file://{operatorchart.CLAIM_HOST_ROOT}/lipsync-models"
+    outside = f"file://{bed.work_dir / 'claims' / 'lipsync-models'}"
     apply(bed.cluster, bed.namespace, document("nosy", outside))
     failed = wait_phase(bed.cluster, bed.namespace, "nosy", "Failed", timeout=90)
     degraded = next(c for c in failed["conditions"] if c["type"] == "Degraded")
     assert degraded["reason"] == "InvalidSpec"
-    assert f"file:// paths must be under {AVATARS_HOST_PATH}" in degraded["message"]
+    assert f"file:// paths must be under {_avatars_path(bed.work_dir)}" in degraded["message"]
     assert (
         items(bed.cluster, "jobs,deployments,services", bed.namespace, "lipsync.dev/model=nosy")
         == []
     )
 
 
-def test_an_allowed_builder_override_gets_its_own_key_and_a_private_cache(
-    bed: OperatorBed, a100_node: str
-) -> None:
+def test_an_allowed_builder_override_gets_its_own_key_and_a_private_cache(bed: OperatorBed) -> None:
     """...served from a file:// avatar under the allowed prefix (a hostPath volume)."""
     cluster, namespace = bed.cluster, bed.namespace
     bed.avatar("olga")
-    apply(cluster, namespace, document("olga", f"file://{AVATARS_HOST_PATH}/olga"))
+    avatars = _avatars_path(bed.work_dir)
+    apply(cluster, namespace, document("olga", f"file://{avatars}/olga"))
     default_key = wait_for(
-        lambda: engines(status(cluster, namespace, "olga")).get(A100, {}).get("key"),
+        lambda: engines(status(cluster, namespace, "olga")).get(PRODUCT, {}).get("key"),
         timeout=90,
         description="olga's engine key",
     )
     patch_spec(cluster, namespace, "olga", {"images": {"builder": OWN_BUILDER}})
     ready = wait_phase(cluster, namespace, "olga", "Ready", timeout=BUILD_TIMEOUT)
-    key = engines(ready)[A100]["key"]
+    key = engines(ready)[PRODUCT]["key"]
     assert key != default_key
     [job] = [
         j
@@ -154,13 +155,13 @@ def test_an_allowed_builder_override_gets_its_own_key_and_a_private_cache(
     assert (bed.cache_dir() / "private" / namespace / "olga" / "engines" / entry).is_dir()
     assert not (bed.cache_dir() / "engines" / entry).exists()
     # ...and the servers load it from there.
-    [pod] = wait_serving(cluster, namespace, "olga", A100, 1)
+    [pod] = wait_serving(cluster, namespace, "olga", PRODUCT, 1)
     [engine] = [
         m for m in pod["spec"]["containers"][0]["volumeMounts"] if m["mountPath"] == "/engine"
     ]
     assert engine["subPath"] == f"private/{namespace}/olga/engines/{entry}"
     [avatar] = [v for v in pod["spec"]["volumes"] if v["name"] == "avatar"]
-    assert avatar["hostPath"] == {"path": f"{AVATARS_HOST_PATH}/olga", "type": "Directory"}
+    assert avatar["hostPath"] == {"path": f"{avatars}/olga", "type": "Directory"}
 
 
 def test_a_model_outside_the_watched_namespaces_is_never_touched(

@@ -9,25 +9,25 @@ node, then clients of it from the host (kubectl port-forward) and from pods.
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client
 
 from lipsync_testbed import LocalCluster, create_namespace, wait_for
-from lipsync_testbed.lsm import items, kubectl_json, ready_pods, server_pods
+from lipsync_testbed.clientpods import run_client_pod
+from lipsync_testbed.lsm import apply, items, kubectl_json, ready_pods, server_pods
 from lipsync_testbed.nodebed import (
     IMAGE_UID,
     REAL_NODE,
     REAL_NODE_PRODUCT,
     RESTRICTED,
-    app_version,
     node_operator_bed,
 )
 from lipsync_testbed.operatorchart import (
@@ -35,7 +35,7 @@ from lipsync_testbed.operatorchart import (
     OperatorBed,
     small_model,
 )
-from lipsync_testbed.processes import free_port
+from lipsync_testbed.portforward import port_forward
 
 pytestmark = pytest.mark.cluster
 
@@ -102,45 +102,7 @@ def _exec(
 
 def _run_pod(bed: OperatorBed, namespace: str, name: str, args: list[str]) -> str:
     """A pod of the runtime image that runs `python -c SCRIPT ARGS...`; returns its log."""
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {
-            "restartPolicy": "Never",
-            "automountServiceAccountToken": False,
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": IMAGE_UID,
-                "runAsGroup": IMAGE_UID,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
-            "containers": [
-                {
-                    "name": "client",
-                    "image": f"ghcr.io/lipsync/runtime:{app_version()}-cpu",
-                    "imagePullPolicy": "Never",
-                    "command": ["python", "-c", *args],
-                    "securityContext": {
-                        "allowPrivilegeEscalation": False,
-                        "readOnlyRootFilesystem": True,
-                        "capabilities": {"drop": ["ALL"]},
-                    },
-                }
-            ],
-        },
-    }
-    core = client.CoreV1Api(bed.api)
-    bed.cluster.kubectl("apply", "-n", namespace, "-f", "-", input_text=json.dumps(pod))
-
-    def finished() -> str | None:
-        phase = kubectl_json(bed.cluster, "get", "pod", name, "-n", namespace)["status"]["phase"]
-        return str(phase) if phase in ("Succeeded", "Failed") else None
-
-    phase = wait_for(finished, timeout=240, interval=1.0, description=f"pod {namespace}/{name}")
-    log = str(core.read_namespaced_pod_log(name, namespace))
-    assert phase == "Succeeded", log
-    return log
+    return run_client_pod(bed.cluster, namespace, name, ["python", "-c", *args])
 
 
 def test_the_operator_runs_as_its_image_user_with_one_leader(bed: OperatorBed) -> None:
@@ -166,16 +128,23 @@ def test_the_operator_runs_as_its_image_user_with_one_leader(bed: OperatorBed) -
     assert wait_for(lambda: waiting in standby_log(), timeout=60, description="standby log")
 
 
-def test_a_model_becomes_ready_on_the_real_node(bed: OperatorBed) -> None:
-    bed.apply_model(small_model(MODEL, bed.avatar(MODEL), REAL_NODE_PRODUCT))
-    status = bed.wait_phase(MODEL, "Ready", timeout=BUILD_TIMEOUT)
-    assert status["phase"] == "Ready"
+@pytest.fixture
+def anna(bed: OperatorBed) -> dict[str, Any]:
+    """The model applied (again, if an earlier test did) and Ready; its status."""
+    apply(bed.cluster, bed.namespace, small_model(MODEL, bed.avatar(MODEL), REAL_NODE_PRODUCT))
+    return bed.wait_phase(MODEL, "Ready", timeout=BUILD_TIMEOUT)
+
+
+def test_a_model_becomes_ready_on_the_real_node(bed: OperatorBed, anna: dict[str, Any]) -> None:
+    assert anna["phase"] == "Ready"
     servers = server_pods(bed.cluster, bed.namespace, MODEL, REAL_NODE_PRODUCT)
     assert servers
     assert {p["spec"]["nodeName"] for p in servers} == {REAL_NODE.name}
 
 
-def test_a_server_container_is_non_root_on_a_read_only_root(bed: OperatorBed) -> None:
+def test_a_server_container_is_non_root_on_a_read_only_root(
+    bed: OperatorBed, anna: dict[str, Any]
+) -> None:
     pod = _server_pod(bed)
     assert _exec(bed, bed.namespace, pod, "id", "-u").stdout.strip() == str(IMAGE_UID)
     write = _exec(bed, bed.namespace, pod, "python", "-c", "open('/probe', 'w')")
@@ -183,24 +152,13 @@ def test_a_server_container_is_non_root_on_a_read_only_root(bed: OperatorBed) ->
     assert "Read-only file system" in write.stderr, write
 
 
-def test_frames_stream_through_kubectl_port_forward(bed: OperatorBed) -> None:
-    port = free_port()
-    forward = subprocess.Popen(
-        [str(bed.cluster.binaries.kubectl), f"--kubeconfig={bed.cluster.kubeconfig}",
-         "port-forward", "-n", bed.namespace, f"svc/{MODEL}", f"{port}:8001"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    try:
-        assert forward.stdout is not None
-        assert "Forwarding from" in forward.stdout.readline()
+def test_frames_stream_through_kubectl_port_forward(bed: OperatorBed, anna: dict[str, Any]) -> None:
+    with port_forward(bed.cluster, bed.namespace, f"svc/{MODEL}", 8001) as port:
         run = subprocess.run(
             [LIPSYNC, "bench", "run", "--target", f"127.0.0.1:{port}", "--streams", "1",
              "--frames", "12", "--no-metrics"],
             capture_output=True, text=True, timeout=300, check=False,
         )  # fmt: skip
-    finally:
-        forward.terminate()
-        forward.wait(timeout=10)
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-3000:]
     streamed = re.search(r"(\d+)/(\d+) frames, errors 0", output)
@@ -208,7 +166,9 @@ def test_frames_stream_through_kubectl_port_forward(bed: OperatorBed) -> None:
     assert int(streamed.group(1)) == int(streamed.group(2)) > 0, output[-3000:]
 
 
-def test_a_pod_finds_the_model_through_coredns_and_gets_frames(bed: OperatorBed) -> None:
+def test_a_pod_finds_the_model_through_coredns_and_gets_frames(
+    bed: OperatorBed, anna: dict[str, Any]
+) -> None:
     target = f"{MODEL}.{bed.namespace}.svc:8001"
     log = _run_pod(bed, bed.namespace, "dns-client", [CLIENT_SCRIPT, target])
     frames = re.search(r"frames (\d+) bytes (\d+)", log)
@@ -217,7 +177,9 @@ def test_a_pod_finds_the_model_through_coredns_and_gets_frames(bed: OperatorBed)
     assert int(frames.group(2)) > 0, log
 
 
-def test_the_network_policy_admits_only_the_model_namespace(bed: OperatorBed) -> None:
+def test_the_network_policy_admits_only_the_model_namespace(
+    bed: OperatorBed, anna: dict[str, Any]
+) -> None:
     other = create_namespace(bed.api, "outsider", labels=RESTRICTED)
     try:
         service = kubectl_json(bed.cluster, "get", "service", MODEL, "-n", bed.namespace)

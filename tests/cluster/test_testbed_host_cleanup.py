@@ -16,6 +16,7 @@ import pytest
 
 from lipsync_testbed import hostclean, wait_for
 from lipsync_testbed.hostclean import HostRecord
+from lipsync_testbed.nodeconfig import CONTAINER_STORE
 from lipsync_testbed.versions import Binaries
 
 pytestmark = pytest.mark.cluster
@@ -91,6 +92,9 @@ def test_cluster_down_leaves_the_host_as_it_was(tmp_path: Path) -> None:
         )  # fmt: skip
     assert down.returncode == 0, down.stderr[-3000:]
     assert _differences(before, host_state()) == {}
+    # Configs and logs stay to read; the node's images and containers (1.5 GB) do not.
+    assert list((state / "nodes").iterdir()), "the node's directory is gone"
+    assert not list((state / "nodes").glob(f"*/{CONTAINER_STORE}"))
 
 
 def test_the_next_start_cleans_up_after_a_killed_test_bed(tmp_path: Path) -> None:

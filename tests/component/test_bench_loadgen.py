@@ -107,4 +107,4 @@ def test_rejected_requests_are_counted_as_errors_by_status_code(server: ServerPr
 def test_targets_off_this_machine_are_refused(server: ServerProcess) -> None:
     run = CliRunner().invoke(bench, ["run", "--target", "192.0.2.1:8001", "--frames", "1"])
     assert run.exit_code == 2
-    assert "not a loopback address" in run.output
+    assert "is neither loopback nor in the benchmark range 198.18.0.0/15" in run.output

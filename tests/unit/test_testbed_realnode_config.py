@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lipsync_testbed import coredns
+from lipsync_testbed import coredns, hostclean
 from lipsync_testbed.hostnet import (
     DNS_SERVICE_IP,
     KUBERNETES_SERVICE_IP,
@@ -127,10 +127,13 @@ def test_kubelet_authenticates_clients_and_hands_pods_the_cluster_dns() -> None:
     assert config["containerRuntimeEndpoint"] == f"unix://{LAYOUT.containerd_socket}"
 
 
-def test_kube_proxy_masquerades_service_traffic_and_leaves_host_sysctls_alone() -> None:
+def test_kube_proxy_keeps_pod_sources_and_leaves_host_sysctls_alone() -> None:
     config = yaml.safe_load(kube_proxy_config(LAYOUT, "node-0", NET.cluster_cidr))
     assert config["mode"] == "iptables"
-    assert config["iptables"]["masqueradeAll"] is True
+    # A masqueraded pod would reach a pod on another node with its node's address, which no
+    # NetworkPolicy namespace rule admits.
+    assert config["iptables"]["masqueradeAll"] is False
+    assert config["clusterCIDR"] == NET.cluster_cidr
     assert config["conntrack"]["maxPerCore"] == 0
     assert config["hostnameOverride"] == "node-0"
 
@@ -143,3 +146,20 @@ def test_coredns_serves_the_cluster_domain_as_kube_dns() -> None:
     pod = objects["Deployment"]["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"real": "true"}
     assert pod["securityContext"]["runAsNonRoot"] is True
+
+
+def test_a_host_record_keeps_its_network_slot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cleaning up after a test bed works on its own slot's addresses, never on slot 0's (which
+    another test bed may be using)."""
+    monkeypatch.setattr(hostclean, "RECORD_DIR", tmp_path)
+    record = hostclean.HostRecord(tag="abc123", owner_pid=1, nodes=2, slot=3)
+    record.save()
+    loaded = hostclean.HostRecord.load(record.path)
+    assert loaded.network == HostNetwork("abc123", 3)
+    assert loaded.network.node(0).pod_cidr == "198.18.49.0/24"
+    # A record written before slots were recorded reads as slot 0.
+    old = tmp_path / "old.json"
+    old.write_text('{"tag": "abc123", "owner_pid": 1, "node_roots": [], "cgroup_roots": []}')
+    assert hostclean.HostRecord.load(old).network.slot == 0

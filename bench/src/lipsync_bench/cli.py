@@ -214,7 +214,7 @@ def _fail(message: str) -> None:
 
 @click.group()
 def bench() -> None:
-    """Load benchmarks of LipSync servers (loopback only)."""
+    """Load benchmarks of LipSync servers (loopback and the benchmark range 198.18.0.0/15 only)."""
 
 
 @bench.command("run")
@@ -254,7 +254,13 @@ def bench() -> None:
 @click.option(
     "--demand-port",
     type=click.IntRange(min=1, max=65535),
-    help="Port (on 127.0.0.1) of the wanted-streams metrics, with --demand-model.",
+    help="Port of the wanted-streams metrics, with --demand-model.",
+)
+@click.option(
+    "--demand-address",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address the wanted-streams metrics listen on (0.0.0.0 in a pod, for Prometheus).",
 )
 @click.option(
     "--connect-timeout",

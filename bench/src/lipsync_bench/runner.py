@@ -42,15 +42,28 @@ class BenchError(ValueError):
     """Bad bench input; ``str()`` is a one-line reason."""
 
 
-def require_loopback(host: str) -> None:
-    """The load generator only talks to this machine: every address of ``host`` is loopback."""
+# RFC 2544's range for benchmarking, where the local test bed puts its nodes, pods and Services.
+BENCHMARK_NETWORK = ipaddress.ip_network("198.18.0.0/15")
+
+
+def _benchmark_address(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", maxsplit=1)[0])
+    return ip.is_loopback or ip in BENCHMARK_NETWORK
+
+
+def require_benchmark_address(host: str) -> None:
+    """The load generator talks to this machine (loopback) and the benchmark range only: every
+    address of ``host`` must be one of those."""
     try:
         addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
     except socket.gaierror as exc:
         raise BenchError(f"cannot resolve {host!r}: {exc}") from exc
-    outside = sorted(a for a in addresses if not ipaddress.ip_address(a.split("%")[0]).is_loopback)
+    outside = sorted(a for a in addresses if not _benchmark_address(a))
     if outside:
-        raise BenchError(f"{host!r} is not a loopback address ({', '.join(outside)})")
+        raise BenchError(
+            f"{host!r} is neither loopback nor in the benchmark range {BENCHMARK_NETWORK} "
+            f"({', '.join(outside)})"
+        )
 
 
 def split_target(target: str) -> tuple[str, int]:
@@ -79,9 +92,10 @@ class RunOptions:
     drain_timeout_s: float = 60.0
     retry_unavailable: bool = False
     notes: list[str] = field(default_factory=list)
-    # Export lipsync_wanted_streams for this LipSyncModel (NAMESPACE/NAME) on this port.
+    # Export lipsync_wanted_streams for this LipSyncModel (NAMESPACE/NAME) on this address.
     demand_model: str = ""
     demand_port: int | None = None
+    demand_address: str = "127.0.0.1"
     connect_timeout_s: float = 30.0
 
     def config(self) -> LoadConfig:
@@ -101,13 +115,13 @@ class RunOptions:
         )
 
     def validate(self) -> LoadConfig:
-        """Check bounds and loopback; the load config as recorded in the result."""
+        """Check bounds and addresses; the load config as recorded in the result."""
         if not self.targets:
             raise BenchError("give at least one --target host:port")
         for target in self.targets:
-            require_loopback(split_target(target)[0])
+            require_benchmark_address(split_target(target)[0])
         for url in self.metrics_urls:
-            require_loopback(urlsplit(url).hostname or "")
+            require_benchmark_address(urlsplit(url).hostname or "")
         if not self.streams or min(self.streams) < 1 or max(self.streams) > MAX_STREAMS:
             raise BenchError(f"streams must be between 1 and {MAX_STREAMS}, got {self.streams}")
         if self.duration_s is not None and not 0 < self.duration_s <= MAX_DURATION_S:
@@ -240,7 +254,9 @@ async def run_bench(
     with ExitStack() as stack:
         demand = None
         if options.demand_port is not None:
-            demand = stack.enter_context(DemandExporter(options.demand_model, options.demand_port))
+            demand = stack.enter_context(
+                DemandExporter(options.demand_model, options.demand_port, options.demand_address)
+            )
             demand.want(options.streams[0])
         try:
             info, waited = await _first_answer(channels[0], options.connect_timeout_s)

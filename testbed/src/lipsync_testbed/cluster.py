@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
@@ -30,8 +31,11 @@ from lipsync_testbed.hostnet import (
     KWOK_POD_CIDR,
     SERVICE_CIDR,
     HostNetwork,
+    NodeAddresses,
     create_bridge,
+    delete_node_netns,
     free_slot,
+    route_to_peer,
 )
 from lipsync_testbed.kubeconfig import write_kubeconfig
 from lipsync_testbed.localpods import LocalPodRule, kwok_stages
@@ -42,6 +46,9 @@ from lipsync_testbed.nodes import (
     NodeSpec,
     add_nodes,
     load_node_pool,
+    mark_node_not_ready,
+    remove_node,
+    wait_node_ready,
 )
 from lipsync_testbed.pki import ClusterPKI, generate_pki
 from lipsync_testbed.processes import ManagedProcess
@@ -309,6 +316,7 @@ class LocalCluster:
             node_roots=[str(p) for layout in layouts for p in (layout.root, layout.socket_dir)],
             cgroup_roots=[layout.cgroup_root for layout in layouts],
             nodes=len(layouts),
+            slot=self.host_network.slot,
         )
 
     def _saved_host_record(self) -> HostRecord | None:
@@ -332,7 +340,6 @@ class LocalCluster:
         create_bridge(self.host_network)
 
     def _start_real_nodes(self) -> None:
-        assert self._pki is not None
         assert self._host_record is not None
         # The host's leftovers belong to the test bed as long as its API server lives (the
         # CLI's `up` returns; a killed test run takes the API server with it).
@@ -342,14 +349,7 @@ class LocalCluster:
         net = self.host_network
         addresses = [net.node(i) for i in range(len(self.real_node_specs))]
         for spec, node in zip(self.real_node_specs, addresses, strict=True):
-            real = RealNode(
-                spec, node, self._node_layout(spec), self.binaries, self._pki, self.server
-            )
-            real.prepare(net, addresses)
-            real.start_runtime(self.spawn)
-            real.import_images([*image_archives(self.binaries), *self.images])
-            real.start_node_agents(self.spawn)
-            self.real_nodes.append(real)
+            self.real_nodes.append(self._launch_real_node(spec, node, addresses))
         for real in self.real_nodes:
             real.register(self.api_client, timeout=self.startup_timeout)
             real.start_firewall(self.spawn, SERVICE_CIDR)
@@ -365,6 +365,81 @@ class LocalCluster:
             interval=0.5,
             description="CoreDNS available",
         )
+
+    def _launch_real_node(
+        self, spec: NodeSpec, node: NodeAddresses, peers: Sequence[NodeAddresses]
+    ) -> RealNode:
+        """A real node's namespace, containerd with the images, kubelet and kube-proxy."""
+        assert self._pki is not None
+        real = RealNode(spec, node, self._node_layout(spec), self.binaries, self._pki, self.server)
+        real.prepare(self.host_network, peers)
+        real.start_runtime(self.spawn)
+        real.import_images([*image_archives(self.binaries), *self.images])
+        real.start_node_agents(self.spawn)
+        return real
+
+    def add_real_node(self, spec: NodeSpec) -> RealNode:
+        """Start one more real node while the test bed runs, as a node autoscaler adds one;
+        returns when it is Ready (with its GPUs) and its firewall runs."""
+        record = self._host_record
+        if record is None:
+            raise ClusterSetupError("add_real_node needs a test bed started with real nodes")
+        if any(real.name == spec.name for real in self.real_nodes):
+            raise ClusterSetupError(f"real node {spec.name} already runs")
+        used = {real.addresses.index for real in self.real_nodes}
+        node = self.host_network.node(next(i for i in range(len(used) + 1) if i not in used))
+        layout = self._node_layout(spec)
+        record.nodes = max(record.nodes, node.index + 1)
+        record.node_roots += [str(layout.root), str(layout.socket_dir)]
+        record.cgroup_roots.append(layout.cgroup_root)
+        record.save()  # before anything exists, so a killed run still cleans it
+        peers = [real.addresses for real in self.real_nodes]
+        real = self._launch_real_node(spec, node, [*peers, node])
+        for peer in peers:
+            route_to_peer(peer, node)
+        self.real_nodes.append(real)
+        real.register(self.api_client, timeout=self.startup_timeout)
+        real.start_firewall(self.spawn, SERVICE_CIDR)
+        log.info("real node %s added", spec.name)
+        return real
+
+    def set_real_node_ready(self, name: str, ready: bool, *, timeout: float = 120.0) -> None:
+        """NotReady: the node's kubelet hangs (SIGSTOP; its containers run on) and its Ready
+        condition goes False as the node controller would set it; Ready: the kubelet goes on
+        and reports the node Ready again."""
+        [kubelet] = [p for p in self.state.processes if p.name == f"{name}-kubelet"]
+        if ready:
+            os.kill(kubelet.pid, signal.SIGCONT)
+            wait_node_ready(self.api_client, name, timeout=timeout)
+        else:
+            os.kill(kubelet.pid, signal.SIGSTOP)
+            mark_node_not_ready(self.api_client, name, timeout=timeout)
+
+    def remove_real_node(
+        self, name: str, *, missing_ok: bool = False, timeout: float = 120.0
+    ) -> None:
+        """Take a real node away as a node autoscaler (or a dead machine) does: its processes
+        and containers stop at once, then its Node object is deleted; the pod garbage
+        collector removes its pods."""
+        real = next((r for r in self.real_nodes if r.name == name), None)
+        if real is None:
+            if missing_ok:
+                return
+            raise ClusterSetupError(f"no real node {name} in this test bed")
+        mine = [p for p in self.state.processes if p.name.startswith(f"{name}-")]
+        for proc in reversed(mine):
+            processes.stop(proc)
+        self.state.processes = [p for p in self.state.processes if p not in mine]
+        self.state.save()
+        hostclean.clean_node_processes(
+            [real.layout.cgroup_root], [str(real.layout.root), str(real.layout.socket_dir)]
+        )
+        self.real_nodes.remove(real)
+        for peer in self.real_nodes:
+            route_to_peer(peer.addresses, real.addresses, add=False)
+        delete_node_netns(self.host_network, real.addresses)
+        remove_node(self.api_client, name, timeout=timeout)
+        log.info("real node %s removed", name)
 
     @property
     def autoscaling_endpoints(self) -> AutoscalingEndpoints:

@@ -16,10 +16,12 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lipsync_testbed.hostnet import HostNetwork, delete_bridge, delete_node_netns, leftovers
+from lipsync_testbed.nodeconfig import CONTAINER_STORE
 from lipsync_testbed.processes import is_running
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,11 @@ class HostRecord:
     node_roots: list[str] = field(default_factory=list)
     cgroup_roots: list[str] = field(default_factory=list)
     nodes: int = 0
+    slot: int = 0  # the test bed's network slot (hostnet)
+
+    @property
+    def network(self) -> HostNetwork:
+        return HostNetwork(self.tag, self.slot)
 
     @property
     def path(self) -> Path:
@@ -137,26 +144,35 @@ def _remove_cgroups(cgroup_root: str) -> None:
             top.rmdir()
 
 
-def clean(record: HostRecord) -> list[str]:
-    """Remove what `record` lists; returns what is still there afterwards (empty: clean)."""
-    for cgroup_root in record.cgroup_roots:
+def clean_node_processes(cgroup_roots: Sequence[str], node_roots: Sequence[str]) -> None:
+    """Kill the containers (by cgroup) and shims (by path) of some nodes, unmount what they
+    mounted, remove their cgroups, the kubelet's log links to them and their container store."""
+    for cgroup_root in cgroup_roots:
         _kill(cgroup_pids(cgroup_root))
-    for root in record.node_roots:
+    for root in node_roots:
         _kill(processes_under(Path(root)))
-    for root in record.node_roots:
+    for root in node_roots:
         for point in mounts_under(Path(root)):
             subprocess.run(["umount", "--lazy", point], capture_output=True, check=False)
-    for cgroup_root in record.cgroup_roots:
+    for cgroup_root in cgroup_roots:
         _remove_cgroups(cgroup_root)
-    net = HostNetwork(record.tag)
-    for index in range(record.nodes):
-        delete_node_netns(net.node(index))
-    delete_bridge(net)
-    for root in record.node_roots:
+    for root in node_roots:
         for link in container_log_links(Path(root)):
             link.unlink(missing_ok=True)
         if Path(root).is_relative_to(RECORD_DIR):
             shutil.rmtree(root, ignore_errors=True)
+        else:
+            # The image and container store is 1.6 GB a node; configs and logs stay to read.
+            shutil.rmtree(Path(root) / CONTAINER_STORE, ignore_errors=True)
+
+
+def clean(record: HostRecord) -> list[str]:
+    """Remove what `record` lists; returns what is still there afterwards (empty: clean)."""
+    clean_node_processes(record.cgroup_roots, record.node_roots)
+    net = record.network
+    for index in range(record.nodes):
+        delete_node_netns(net, net.node(index))
+    delete_bridge(net)
     left = remaining(record)
     if not left:
         shutil.rmtree(RECORD_DIR / record.tag, ignore_errors=True)
@@ -165,8 +181,9 @@ def clean(record: HostRecord) -> list[str]:
 
 
 def remaining(record: HostRecord) -> list[str]:
-    """What of `record` is still on the host: processes, mounts, cgroups, links, namespaces."""
-    left = leftovers(HostNetwork(record.tag), max(record.nodes, 1))
+    """What of `record` is still on the host: processes, mounts, cgroups, links, namespaces,
+    container stores."""
+    left = leftovers(record.network, max(record.nodes, 1))
     for cgroup_root in record.cgroup_roots:
         left += [f"cgroup {d}" for d in cgroup_dirs(cgroup_root)]
         left += [f"process {p} in {cgroup_root}" for p in cgroup_pids(cgroup_root)]
@@ -174,6 +191,8 @@ def remaining(record: HostRecord) -> list[str]:
         left += [f"mount {m}" for m in mounts_under(Path(root))]
         left += [f"process {p} of {root}" for p in processes_under(Path(root))]
         left += [f"log link {link}" for link in container_log_links(Path(root))]
+        if (Path(root) / CONTAINER_STORE).exists():
+            left.append(f"container store {Path(root) / CONTAINER_STORE}")
     return left
 
 

@@ -9,8 +9,10 @@ an outside network. Each test bed with real nodes takes a free slot s (0-7), a /
     198.19.0.0/16        Services (198.19.0.1 the API server, 198.19.0.10 cluster DNS); they
                          exist only as kube-proxy rules inside the nodes' namespaces
 
-Nothing here routes outside the range: nodes get no default route, and every interface and
-rule lives on the bridge or inside the namespaces, so deleting them leaves the host as it was.
+Nothing here routes outside the range: nodes get no default route, and every interface, route
+and rule lives on the bridge (the host's routes to each node's pods, so the API server can
+answer them) or inside the namespaces, so deleting them leaves the host as it was. Pods keep
+their own source addresses everywhere (no masquerading), as NetworkPolicy needs.
 """
 
 from __future__ import annotations
@@ -168,6 +170,8 @@ def create_node_netns(
         ]
     )
     _run(["ip", "link", "set", node.veth, "master", net.bridge, "up"])
+    # The host reaches the node's pods (the API server answers them) through the node.
+    _run(["ip", "route", "replace", node.pod_cidr, "via", node.address, "dev", net.bridge])
     commands = [
         ["ip", "link", "set", "lo", "up"],
         ["ip", "addr", "add", f"{node.address}/{net.prefix_length}", "dev", "eth0"],
@@ -185,8 +189,20 @@ def create_node_netns(
         _run(in_netns(node.netns, argv))
 
 
-def delete_node_netns(node: NodeAddresses) -> None:
-    """Remove the namespace (its interfaces, routes and iptables rules go with it)."""
+def route_to_peer(node: NodeAddresses, peer: NodeAddresses, *, add: bool = True) -> None:
+    """Add (or delete) `node`'s route to the pods of `peer`, a node that joined (or left)."""
+    verb = "replace" if add else "del"
+    _run(in_netns(node.netns, ["ip", "route", verb, peer.pod_cidr, "via", peer.address]), check=add)
+
+
+def delete_node_netns(net: HostNetwork, node: NodeAddresses) -> None:
+    """Remove the namespace (its interfaces, routes and iptables rules go with it) and the
+    host's route to its pods (on this test bed's bridge only)."""
+    if link_exists(net.bridge):
+        _run(
+            ["ip", "route", "del", node.pod_cidr, "via", node.address, "dev", net.bridge],
+            check=False,
+        )
     if link_exists(node.veth):
         _run(["ip", "link", "del", node.veth], check=False)
     if node.netns_path.exists():

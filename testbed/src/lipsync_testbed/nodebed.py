@@ -11,6 +11,7 @@ resource settings (`NODE_VALUES`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -19,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from lipsync_testbed.cluster import LocalCluster
@@ -32,7 +32,7 @@ from lipsync_testbed.operatorchart import (
     OperatorBed,
     installed_bed,
 )
-from lipsync_testbed.resources import create_namespace
+from lipsync_testbed.resources import create_namespace, delete_namespace
 from lipsync_testbed.versions import ClusterSetupError, repo_root
 
 RESTRICTED = {
@@ -102,8 +102,15 @@ def node_operator_bed(
     work_dir: Path,
     reference_model: Path,
     values: Mapping[str, str] | None = None,
+    *,
+    namespaced: bool = False,
+    namespace_labels: Mapping[str, str] = RESTRICTED,
 ) -> Iterator[OperatorBed]:
-    """`helm install` onto the real nodes with the claims the examples name; all removed after."""
+    """`helm install` onto the real nodes with the claims the examples name; all removed after.
+
+    ``namespaced``: the chart watches only the models namespace. ``namespace_labels``: that
+    namespace's (PodSecurity `restricted` unless a test needs what it forbids).
+    """
     claims = work_dir / "claims"
     model = claims / "lipsync-models" / MODEL_PATH
     model.parent.mkdir(parents=True)
@@ -124,11 +131,24 @@ def node_operator_bed(
             None,
             work_dir,
             {**node_values(), **(values or {})},
-            namespaced=False,
+            namespaced=namespaced,
             base_values={},
             claim_root=str(claims),
-            namespace_labels=RESTRICTED,
+            namespace_labels=namespace_labels,
             cache_claim=str(cache),
         )
     finally:
-        client.CoreV1Api(api).delete_namespace(RELEASE_NAMESPACE)
+        delete_namespace(api, RELEASE_NAMESPACE)
+
+
+@contextlib.contextmanager
+def added_real_nodes(cluster: LocalCluster, *specs: NodeSpec) -> Iterator[tuple[str, ...]]:
+    """Real nodes for `specs` while in the block (a node autoscaler adding machines); those
+    a test has not taken away itself are removed on exit."""
+    try:
+        for spec in specs:
+            cluster.add_real_node(spec)
+        yield tuple(spec.name for spec in specs)
+    finally:
+        for spec in specs:
+            cluster.remove_real_node(spec.name, missing_ok=True)

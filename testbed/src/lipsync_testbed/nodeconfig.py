@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+import tomli_w
 import yaml
 
 from lipsync_testbed.hostnet import DNS_SERVICE_IP, NodeAddresses
+
+# Under a node's directory: containerd's image and container store (removed with the node).
+CONTAINER_STORE = "containerd"
 
 CNI_BIN_DIR = Path("/usr/lib/cni")
 RUNC = Path("/usr/sbin/runc")
@@ -28,11 +31,11 @@ class NodeLayout:
 
     @property
     def containerd_root(self) -> Path:
-        return self.root / "containerd" / "root"
+        return self.root / CONTAINER_STORE / "root"
 
     @property
     def containerd_state(self) -> Path:
-        return self.root / "containerd" / "state"
+        return self.root / CONTAINER_STORE / "state"
 
     @property
     def containerd_socket(self) -> Path:
@@ -94,65 +97,45 @@ class NodeLayout:
         return f"/lipsync-{self.socket_dir.parent.name}-{self.name}"
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"no TOML for {value!r}")
-
-
-def _toml(tables: dict[str, dict[str, Any]], top: dict[str, Any]) -> str:
-    lines = [f"{key} = {_toml_value(value)}" for key, value in top.items()]
-    for table, values in tables.items():
-        lines.append(f"\n[{table}]")
-        lines.extend(f"  {key} = {_toml_value(value)}" for key, value in values.items())
-    return "\n".join(lines) + "\n"
-
-
 def containerd_config(layout: NodeLayout, sandbox_image: str) -> str:
     """containerd 2.x (config version 3): CRI with runc on cgroupfs, CNI from Debian's plugins,
     every path under the node's directory, no OOM-score lowering (the host forbids it)."""
-    cri = "plugins.'io.containerd.cri.v1.runtime'"
-    return _toml(
-        {
-            "grpc": {"address": str(layout.containerd_socket)},
-            "ttrpc": {"address": ""},
-            cri: {
+    config = {
+        "version": 3,
+        "root": str(layout.containerd_root),
+        "state": str(layout.containerd_state),
+        # Not used here, and each would otherwise claim a fixed host path.
+        "disabled_plugins": [
+            "io.containerd.nri.v1.nri",
+            "io.containerd.internal.v1.opt",
+            "io.containerd.grpc.v1.tasks-service-tracing",
+        ],
+        "grpc": {"address": str(layout.containerd_socket)},
+        "ttrpc": {"address": ""},
+        "plugins": {
+            "io.containerd.cri.v1.runtime": {
                 "restrict_oom_score_adj": True,
                 "netns_mounts_under_state_dir": True,
                 "enable_unprivileged_ports": True,
                 "enable_unprivileged_icmp": True,
+                "containerd": {
+                    "default_runtime_name": "runc",
+                    "runtimes": {
+                        "runc": {
+                            "runtime_type": "io.containerd.runc.v2",
+                            "options": {"BinaryName": str(RUNC), "SystemdCgroup": False},
+                        }
+                    },
+                },
+                "cni": {"bin_dirs": [str(CNI_BIN_DIR)], "conf_dir": str(layout.cni_conf_dir)},
             },
-            f"{cri}.containerd": {"default_runtime_name": "runc"},
-            f"{cri}.containerd.runtimes.runc": {"runtime_type": "io.containerd.runc.v2"},
-            f"{cri}.containerd.runtimes.runc.options": {
-                "BinaryName": str(RUNC),
-                "SystemdCgroup": False,
+            "io.containerd.cri.v1.images": {
+                "snapshotter": "overlayfs",
+                "pinned_images": {"sandbox": sandbox_image},
             },
-            f"{cri}.cni": {
-                "bin_dirs": [str(CNI_BIN_DIR)],
-                "conf_dir": str(layout.cni_conf_dir),
-            },
-            "plugins.'io.containerd.cri.v1.images'": {"snapshotter": "overlayfs"},
-            "plugins.'io.containerd.cri.v1.images'.pinned_images": {"sandbox": sandbox_image},
         },
-        {
-            "version": 3,
-            "root": str(layout.containerd_root),
-            "state": str(layout.containerd_state),
-            # Not used here, and each would otherwise claim a fixed host path.
-            "disabled_plugins": [
-                "io.containerd.nri.v1.nri",
-                "io.containerd.internal.v1.opt",
-                "io.containerd.grpc.v1.tasks-service-tracing",
-            ],
-        },
-    )
+    }
+    return tomli_w.dumps(config)
 
 
 def cni_config(layout: NodeLayout, node: NodeAddresses) -> str:
@@ -227,9 +210,12 @@ def kubelet_config(layout: NodeLayout, node: NodeAddresses, client_ca: Path) -> 
 
 
 def kube_proxy_config(layout: NodeLayout, node_name: str, cluster_cidr: str) -> str:
-    """KubeProxyConfiguration: iptables mode in the node's namespace; masquerade all Service
-    traffic (replies to a pod on the same bridge come back through the node) and no conntrack
-    sysctl changes (they are host-wide)."""
+    """KubeProxyConfiguration: iptables mode in the node's namespace; Service traffic keeps the
+    pod's source address (as NetworkPolicy needs: only traffic from outside `cluster_cidr` and a
+    pod reaching itself through its Service are masqueraded) and no conntrack sysctl changes
+    (they are host-wide). A failed sync is retried after `syncPeriod`: 5 s, not the default
+    30 s, so a first sync that races the kubelet's own iptables set-up at boot does not leave the
+    node's pods without Service routes (the API server's included) for half a minute."""
     config = {
         "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
         "kind": "KubeProxyConfiguration",
@@ -237,7 +223,7 @@ def kube_proxy_config(layout: NodeLayout, node_name: str, cluster_cidr: str) -> 
         "hostnameOverride": node_name,
         "mode": "iptables",
         "clusterCIDR": cluster_cidr,
-        "iptables": {"masqueradeAll": True},
+        "iptables": {"masqueradeAll": False, "syncPeriod": "5s"},
         "conntrack": {"maxPerCore": 0, "min": 0},
         "bindAddress": "0.0.0.0",
         "healthzBindAddress": "127.0.0.1:10256",

@@ -14,6 +14,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from lipsync_testbed.resources import delete_and_wait, delete_if_present
 from lipsync_testbed.waiting import wait_for
 
 log = logging.getLogger(__name__)
@@ -196,26 +197,19 @@ def add_nodes(api: client.ApiClient, specs: list[NodeSpec], *, timeout: float = 
 def remove_node(
     api: client.ApiClient, name: str, *, wait: bool = True, timeout: float = 60.0
 ) -> None:
-    """Delete a node, like a cluster autoscaler scaling down (its pods are garbage collected)."""
+    """Delete a node, like a cluster autoscaler scaling down (its pods are garbage collected);
+    without `wait`, return once the deletion is asked for."""
     core = client.CoreV1Api(api)
-    try:
-        core.delete_node(name)
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
-    log.info("removed node %s", name)
-    if wait:
-
-        def gone() -> bool:
-            try:
-                core.read_node(name)
-            except ApiException as exc:
-                if exc.status == 404:
-                    return True
-                raise
-            return False
-
-        wait_for(gone, timeout=timeout, description=f"node {name} deleted")
+    log.info("removing node %s", name)
+    if not wait:
+        delete_if_present(lambda: core.delete_node(name))
+        return
+    delete_and_wait(
+        lambda: core.delete_node(name),
+        lambda: core.read_node(name),
+        description=f"node {name}",
+        timeout=timeout,
+    )
 
 
 def relabel_node(api: client.ApiClient, name: str, labels: Mapping[str, str | None]) -> None:
@@ -271,21 +265,32 @@ def set_node_ready(api: client.ApiClient, name: str, ready: bool, *, timeout: fl
     to True, so NotReady first takes the node out of KWOK's management (its annotation is
     removed: no more heartbeats or lease renewals, as with a dead kubelet) and then sets the
     Ready condition False. Ready gives the node back to KWOK, which initialises it Ready.
-    Pods already running on the node through the local kubelet keep running.
     """
     core = client.CoreV1Api(api)
     if ready:
         core.patch_node(
             name, {"metadata": {"annotations": {KWOK_NODE_ANNOTATION: KWOK_NODE_ANNOTATION_VALUE}}}
         )
-        wait_for(
-            functools.partial(_node_ready_by_name, core, name),
-            timeout=timeout,
-            description=f"node {name} Ready",
-        )
-        log.info("node %s Ready again", name)
+        wait_node_ready(api, name, timeout=timeout)
         return
     core.patch_node(name, {"metadata": {"annotations": {KWOK_NODE_ANNOTATION: None}}})
+    mark_node_not_ready(api, name, timeout=timeout)
+
+
+def wait_node_ready(api: client.ApiClient, name: str, *, timeout: float = 60.0) -> None:
+    core = client.CoreV1Api(api)
+    wait_for(
+        functools.partial(_node_ready_by_name, core, name),
+        timeout=timeout,
+        description=f"node {name} Ready",
+    )
+    log.info("node %s Ready again", name)
+
+
+def mark_node_not_ready(api: client.ApiClient, name: str, *, timeout: float = 60.0) -> None:
+    """Set the node's Ready condition False, as the node controller does when its kubelet
+    stops reporting (whoever heartbeats the node must have stopped first)."""
+    core = client.CoreV1Api(api)
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     condition = {
         "type": "Ready",

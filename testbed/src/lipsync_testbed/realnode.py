@@ -32,7 +32,7 @@ from lipsync_testbed.nodeconfig import (
 from lipsync_testbed.nodes import GPU_RESOURCE, NodeSpec, set_node_gpus
 from lipsync_testbed.pki import ClusterPKI, issue_node_certificates
 from lipsync_testbed.processes import ManagedProcess
-from lipsync_testbed.versions import Binaries, ClusterSetupError, parse_env_file, repo_root
+from lipsync_testbed.versions import Binaries, ClusterSetupError, Versions
 from lipsync_testbed.waiting import WaitTimeoutError, wait_for
 
 log = logging.getLogger(__name__)
@@ -68,16 +68,12 @@ def image_archives(binaries: Binaries) -> list[Path]:
     return [directory / "pause.oci.tar", directory / "coredns.oci.tar"]
 
 
-def _pinned(key: str) -> str:
-    return parse_env_file(repo_root() / "hack" / "cluster" / "versions.env")[key]
-
-
 def sandbox_image() -> str:
-    return _pinned("PAUSE_IMAGE")
+    return Versions.load().pause_image
 
 
 def coredns_image() -> str:
-    return _pinned("COREDNS_IMAGE")
+    return Versions.load().coredns_image
 
 
 @dataclass
@@ -176,27 +172,36 @@ class RealNode:
         except WaitTimeoutError as exc:
             raise ClusterSetupError(f"{exc}; see {proc.log_path}") from exc
 
+    def _ctr(self, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        """`ctr` against the node's containerd, in the namespace the kubelet's pods use."""
+        address = str(self.layout.containerd_socket)
+        return subprocess.run(
+            [str(self.binaries.path("ctr")), "--address", address, "--namespace", "k8s.io", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=timeout,
+        )
+
     def import_images(self, archives: Sequence[Path]) -> None:
-        """`ctr images import` into the namespace the kubelet's pods use (no registry here)."""
+        """`ctr images import` (no registry here)."""
         for archive in archives:
             if not archive.is_file():
                 raise ClusterSetupError(
                     f"image archive {archive} missing; run `make cluster-build` / `make images`"
                 )
-            result = subprocess.run(
-                [
-                    str(self.binaries.path("ctr")),
-                    "--address", str(self.layout.containerd_socket),
-                    "--namespace", "k8s.io",
-                    "images", "import", str(archive),
-                ],
-                capture_output=True, text=True, check=False, timeout=600,
-            )  # fmt: skip
+            result = self._ctr("images", "import", str(archive), timeout=600)
             if result.returncode != 0:
                 raise ClusterSetupError(
                     f"importing {archive} on {self.name}: {result.stderr.strip()}"
                 )
             log.info("%s: imported %s", self.name, archive.name)
+
+    def tag_image(self, source: str, target: str) -> None:
+        """Another name for an image the node has (as if it had been pushed under both)."""
+        result = self._ctr("images", "tag", "--force", source, target, timeout=60)
+        if result.returncode != 0:
+            raise ClusterSetupError(f"tagging {source} as {target} on {self.name}: {result.stderr}")
 
     def start_node_agents(self, spawn: Spawn) -> None:
         """kubelet and kube-proxy."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubernetes import client
@@ -40,6 +40,49 @@ def create_namespace(
 
     wait_for(has_default_sa, timeout=timeout, description=f"default service account in {name}")
     return name
+
+
+def delete_if_present(delete: Callable[[], object]) -> None:
+    """Call an API delete; an object already gone is fine."""
+    try:
+        delete()
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
+def delete_and_wait(
+    delete: Callable[[], object],
+    read: Callable[[], object],
+    *,
+    description: str,
+    timeout: float,
+) -> None:
+    """Delete an object (already gone is fine) and wait until reading it answers 404."""
+    delete_if_present(delete)
+
+    def gone() -> bool:
+        try:
+            read()
+        except ApiException as exc:
+            if exc.status == 404:
+                return True
+            raise
+        return False
+
+    wait_for(gone, timeout=timeout, interval=0.5, description=f"{description} deleted")
+
+
+def delete_namespace(api: client.ApiClient, name: str, timeout: float = 120.0) -> None:
+    """Delete a namespace and wait until it is gone (a namespace of the same name can be
+    created again only then)."""
+    core = client.CoreV1Api(api)
+    delete_and_wait(
+        lambda: core.delete_namespace(name),
+        lambda: core.read_namespace(name),
+        description=f"namespace {name}",
+        timeout=timeout,
+    )
 
 
 def apply_custom_object(

@@ -56,6 +56,8 @@ class Versions:
     etcd: str
     kwok: str
     helm: str
+    pause_image: str  # the real nodes' sandbox image (built from the release's pause.c)
+    coredns_image: str
 
     @classmethod
     def load(cls, path: Path | None = None) -> Versions:
@@ -67,6 +69,8 @@ class Versions:
                 etcd=values["ETCD_VERSION"],
                 kwok=values["KWOK_VERSION"],
                 helm=values["HELM_VERSION"],
+                pause_image=values["PAUSE_IMAGE"],
+                coredns_image=values["COREDNS_IMAGE"],
             )
         except KeyError as exc:
             raise ClusterSetupError(f"{env_path}: missing {exc.args[0]}") from exc
