@@ -57,6 +57,7 @@ def server(
         max_queue_size=16,
         max_frames_per_request=8,
         intra_op_threads=2,
+        extra_args=["--reflection"],
     )
     with process:
         yield process

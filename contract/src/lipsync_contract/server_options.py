@@ -78,6 +78,30 @@ class ServerOptions(BaseModel):
         description="A connection this old takes no new calls and the client reconnects, so "
         "load spreads to new pods after a scale-out (0: never); calls in progress finish.",
     )
+    # Who may call: plaintext and open unless these are set (see server/CONFIG.md, "Security").
+    tls_cert_file: Path | None = Field(
+        None,
+        description="PEM certificate chain: the gRPC port speaks TLS (files re-read on change).",
+    )
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file.")
+    tls_client_ca_file: Path | None = Field(
+        None,
+        description="PEM CAs a client certificate must chain to (mutual TLS): a client "
+        "without one is refused.",
+    )
+    auth_token_file: Path | None = Field(
+        None,
+        description="File holding a token every call but health checks must carry as "
+        "'authorization: Bearer <token>' (re-read on change).",
+    )
+    health_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Plaintext port serving only grpc.health.v1, for kubelet probes when the "
+        "gRPC port needs TLS or a token (unset: none).",
+    )
+    reflection: bool = Field(False, description="Serve gRPC server reflection.")
     shutdown_grace_seconds: float = Field(
         30.0, ge=0, description="How long in-flight streams may finish after SIGTERM."
     )
@@ -116,6 +140,14 @@ class ServerOptions(BaseModel):
                 f"preferred_batch_size {bad[0]} is outside 1..max_batch_size "
                 f"({self.max_batch_size})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> Self:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file")
         return self
 
     @property

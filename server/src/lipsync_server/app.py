@@ -24,6 +24,7 @@ from lipsync_server.audio import check_window_shape
 from lipsync_server.avatar.store import AvatarStore
 from lipsync_server.config import ServerSettings
 from lipsync_server.dataplane import DataPlane
+from lipsync_server.security import BearerTokenInterceptor, server_credentials
 from lipsync_server.services.kserve import InferenceService
 from lipsync_server.services.lipsync import LipSyncService
 
@@ -99,6 +100,12 @@ def grpc_options(settings: ServerSettings) -> list[tuple[str, int]]:
     return options
 
 
+def _transport(settings: ServerSettings) -> str:
+    if settings.tls_client_ca_file is not None:
+        return "mutual TLS"
+    return "TLS" if settings.tls_cert_file is not None else "plaintext"
+
+
 class LipSyncServer:
     """The running server. ``start()``, then ``wait_for_termination()`` or ``shutdown()``."""
 
@@ -106,26 +113,49 @@ class LipSyncServer:
         self.settings = settings
         self.plane = plane
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        interceptors = []
+        if settings.auth_token_file is not None:
+            interceptors.append(BearerTokenInterceptor(settings.auth_token_file))
         self._server = grpc.aio.server(
-            options=grpc_options(settings), maximum_concurrent_rpcs=settings.max_concurrent_rpcs
+            options=grpc_options(settings),
+            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+            interceptors=interceptors,
         )
         lipsync_pb2_grpc.add_LipSyncServicer_to_server(LipSyncService(plane), self._server)
         inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
             InferenceService(plane), self._server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
-        reflection.enable_server_reflection(
-            [LIPSYNC_SERVICE, INFERENCE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME],
-            self._server,
-            pool=_reflection_pool(),
-        )
-        self.port = self._server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+        if settings.reflection:
+            reflection.enable_server_reflection(
+                [LIPSYNC_SERVICE, INFERENCE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME],
+                self._server,
+                pool=_reflection_pool(),
+            )
+        address = f"{settings.host}:{settings.grpc_port}"
+        credentials = server_credentials(settings)
+        if credentials is None:
+            self.port = self._server.add_insecure_port(address)
+        else:
+            self.port = self._server.add_secure_port(address, credentials)
+        self._health_server, self.health_port = self._health_only_server()
         self._stopped = asyncio.Event()
         self._metrics_http: object | None = None
+
+    def _health_only_server(self) -> tuple[grpc.aio.Server | None, int | None]:
+        """Plaintext grpc.health.v1 alone, for probes that speak neither TLS nor tokens."""
+        if self.settings.health_port is None:
+            return None, None
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        port = server.add_insecure_port(f"{self.settings.host}:{self.settings.health_port}")
+        return server, port
 
     async def start(self) -> None:
         await self.plane.start()
         await self._server.start()
+        if self._health_server is not None:
+            await self._health_server.start()
         if self.settings.metrics_port:
             server, _thread = start_http_server(
                 self.settings.metrics_port, self.settings.host, registry=self.plane.metrics.registry
@@ -134,9 +164,12 @@ class LipSyncServer:
         for service in HEALTH_SERVICES:
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         log.info(
-            "serving model %r on gRPC port %d (metrics port %s)",
+            "serving model %r on gRPC port %d (%s%s; health-only port %s, metrics port %s)",
             self.settings.model_name,
             self.port,
+            _transport(self.settings),
+            ", bearer token" if self.settings.auth_token_file else "",
+            self.health_port if self.health_port is not None else "off",
             self.settings.metrics_port or "off",
         )
 
@@ -147,6 +180,8 @@ class LipSyncServer:
         await self.health.enter_graceful_shutdown()
         drained = await self.plane.drain(self.settings.shutdown_grace_seconds)
         await self._server.stop(grace=1.0)
+        if self._health_server is not None:
+            await self._health_server.stop(grace=None)
         await self.plane.close()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()  # type: ignore[attr-defined]

@@ -31,7 +31,9 @@ def free_port() -> int:
 class ServerProcess:
     """``with ServerProcess(model, avatar, log, max_batch_size=2) as server: server.target``.
 
-    ``grpc_port`` 0 picks a free port; ``metrics`` serves metrics on another free port. Keyword
+    ``grpc_port`` 0 picks a free port; ``metrics`` serves metrics on another free port; health
+    is also served alone on a third, plaintext (``health_target``), so a server that needs TLS
+    or a token can be awaited the way a kubelet probes it. Keyword
     settings become flags (``max_batch_size=2`` -> ``--max-batch-size 2``), ``extra_args`` are
     passed as they are. Ready when grpc.health reports SERVING (after the warm-up).
     """
@@ -51,6 +53,7 @@ class ServerProcess:
         self.grpc_port = grpc_port or free_port()
         self.metrics_port = free_port() if metrics else 0
         self.target = f"{LOOPBACK}:{self.grpc_port}"
+        self.health_target = f"{LOOPBACK}:{free_port()}"
         self.metrics_url = f"http://{LOOPBACK}:{self.metrics_port}/metrics"
         self.log_path = log_path
         self._startup_timeout = startup_timeout
@@ -68,6 +71,8 @@ class ServerProcess:
             str(self.grpc_port),
             "--metrics-port",
             str(self.metrics_port),
+            "--health-port",
+            self.health_target.rpartition(":")[2],
         ]
         for name, value in settings.items():
             self._command += [f"--{name.replace('_', '-')}", str(value)]
@@ -91,7 +96,7 @@ class ServerProcess:
         self._log = self.log_path.open("w")
         self._process = subprocess.Popen(self._command, stdout=self._log, stderr=subprocess.STDOUT)
         try:
-            asyncio.run(wait_until_serving(self.target, self._startup_timeout, self._exited))
+            asyncio.run(wait_until_serving(self.health_target, self._startup_timeout, self._exited))
         except TimeoutError:
             self.stop()
             raise LipSyncError(f"the server did not start; see {self.log_path}") from None

@@ -268,3 +268,23 @@ def issue_node_certificates(
         client=_write(out_dir, "kubelet-client", client_cert, client_key),
         serving=_write(out_dir, "kubelet-serving", serving_cert, serving_key),
     )
+
+
+class CertificateAuthority:
+    """A throw-away CA for TLS tests of our own servers: ``ca.crt`` in ``directory``, then
+    ``issue(...)`` server or client certificates next to it."""
+
+    def __init__(self, common_name: str, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self._cert, self._key = _new_ca(common_name)
+        self.pair = _write(directory, f"{common_name}-ca", self._cert, self._key)
+
+    def issue(
+        self, common_name: str, *, dns: tuple[str, ...] = (), ips: tuple[str, ...] = ()
+    ) -> KeyPair:
+        """A server certificate for ``dns`` and ``ips``, or a client one when both are empty."""
+        cert, key = _issue(
+            self._cert, self._key, _name(common_name), server_names=dns, server_ips=ips
+        )
+        return _write(self.directory, common_name, cert, key)

@@ -1,0 +1,248 @@
+"""Who may call a real server process: TLS, mutual TLS and a bearer token on LipSync and KServe
+v2 calls; health alone on a plaintext port; reflection off by default; certificates and tokens
+rotated on disk take effect without a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import tritonclient.grpc as triton
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from lipsync_server._generated.inference import grpc_service_pb2 as inference_pb2
+from lipsync_server._generated.inference import grpc_service_pb2_grpc as inference_pb2_grpc
+from lipsync_server._generated.lipsync.v1 import lipsync_pb2 as pb
+from lipsync_server.audio import synthetic_features
+from lipsync_server.channels import ChannelSecurity, open_channel
+from lipsync_server.client import LipSyncStub, features_message, stream_frames
+from lipsync_server.process import ServerProcess
+from lipsync_testbed.pki import CertificateAuthority, KeyPair
+
+pytestmark = pytest.mark.component
+
+OK = grpc.StatusCode.OK
+CALLS = ("Generate", "StreamGenerate", "ModelInfer")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    ca: Path
+    server: KeyPair
+    client: KeyPair
+    stranger: KeyPair  # a client certificate of another CA
+    token: Path
+
+
+def _write_token(path: Path, token: str) -> Path:
+    path.write_text(token + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def creds(tmp_path_factory: pytest.TempPathFactory) -> Credentials:
+    root = tmp_path_factory.mktemp("pki")
+    ca = CertificateAuthority("lipsync-test", root / "ca")
+    other = CertificateAuthority("other", root / "other")
+    return Credentials(
+        ca=ca.pair.cert_path,
+        server=ca.issue("server", dns=("localhost",), ips=("127.0.0.1",)),
+        client=ca.issue("client"),
+        stranger=other.issue("stranger"),
+        token=_write_token(root / "token", "s3cret-token"),
+    )
+
+
+@pytest.fixture(scope="module")
+def server(
+    reference_model: Path,
+    small_avatar: Path,
+    creds: Credentials,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ServerProcess]:
+    with ServerProcess(
+        reference_model,
+        small_avatar,
+        tmp_path_factory.mktemp("logs") / "server.log",
+        tls_cert_file=creds.server.cert_path,
+        tls_key_file=creds.server.key_path,
+        tls_client_ca_file=creds.ca,
+        auth_token_file=creds.token,
+        max_batch_size=2,
+    ) as process:
+        yield process
+
+
+def _infer_request() -> inference_pb2.ModelInferRequest:
+    rng = np.random.default_rng(1)
+    request = inference_pb2.ModelInferRequest(model_name="lipsync")
+    for name, shape in (("input", [1, 6, 320, 320]), ("audio", [1, 32, 16, 16])):
+        request.inputs.add(name=name, datatype="FP32", shape=shape)
+        request.raw_input_contents.append(rng.random(shape, dtype=np.float32).tobytes())
+    return request
+
+
+async def _outcomes(target: str, security: ChannelSecurity) -> dict[str, grpc.StatusCode]:
+    """Each data-plane call once: its status code (OK when it returned its frames/outputs)."""
+    features = synthetic_features(2, 512, seed=1)
+    async with open_channel(target, security) as channel:
+        stub = LipSyncStub(channel)
+        inference = inference_pb2_grpc.GRPCInferenceServiceStub(channel)
+
+        async def generate() -> None:
+            request = pb.GenerateRequest(frame_indices=[0, 1], features=features_message(features))
+            assert len((await stub.Generate(request, timeout=60)).frames) == 2
+
+        async def stream() -> None:
+            assert len([f async for f in stream_frames(stub, features, timeout=60)]) == 2
+
+        async def infer() -> None:
+            reply = await inference.ModelInfer(_infer_request(), timeout=60)
+            assert reply.outputs[0].shape == [1, 3, 320, 320]
+
+        outcomes = {}
+        for name, call in zip(CALLS, (generate, stream, infer), strict=True):
+            try:
+                await call()
+                outcomes[name] = OK
+            except grpc.aio.AioRpcError as error:
+                outcomes[name] = error.code()
+        return outcomes
+
+
+def _all(code: grpc.StatusCode) -> dict[str, grpc.StatusCode]:
+    return dict.fromkeys(CALLS, code)
+
+
+def test_only_a_client_with_a_trusted_certificate_and_the_token_is_served(
+    server: ServerProcess, creds: Credentials, tmp_path: Path
+) -> None:
+    def mtls(token: Path | None) -> ChannelSecurity:
+        return ChannelSecurity(
+            ca_file=creds.ca,
+            cert_file=creds.client.cert_path,
+            key_file=creds.client.key_path,
+            token_file=token,
+        )
+
+    wrong_token = _write_token(tmp_path / "wrong", "not-the-token")
+    refused = {
+        "plaintext": ChannelSecurity(token_file=creds.token),
+        "TLS without a client certificate": ChannelSecurity(
+            ca_file=creds.ca, token_file=creds.token
+        ),
+        "a certificate of another CA": ChannelSecurity(
+            ca_file=creds.ca,
+            cert_file=creds.stranger.cert_path,
+            key_file=creds.stranger.key_path,
+            token_file=creds.token,
+        ),
+    }
+    for what, security in refused.items():
+        assert asyncio.run(_outcomes(server.target, security)) == _all(
+            grpc.StatusCode.UNAVAILABLE
+        ), what
+    for token in (None, wrong_token):
+        assert asyncio.run(_outcomes(server.target, mtls(token))) == _all(
+            grpc.StatusCode.UNAUTHENTICATED
+        )
+    assert asyncio.run(_outcomes(server.target, mtls(creds.token))) == _all(OK)
+
+
+def test_tritonclient_infers_over_mutual_tls_with_the_token(
+    server: ServerProcess, creds: Credentials
+) -> None:
+    client = triton.InferenceServerClient(
+        server.target,
+        ssl=True,
+        root_certificates=str(creds.ca),
+        private_key=str(creds.client.key_path),
+        certificate_chain=str(creds.client.cert_path),
+    )
+    headers = {"authorization": "Bearer s3cret-token"}
+    assert client.is_model_ready("lipsync", headers=headers)
+    request = _infer_request()
+    inputs = []
+    for tensor, raw in zip(request.inputs, request.raw_input_contents, strict=True):
+        data = np.frombuffer(raw, np.float32).reshape(list(tensor.shape))
+        inputs.append(triton.InferInput(tensor.name, list(tensor.shape), "FP32"))
+        inputs[-1].set_data_from_numpy(data)
+    result = client.infer("lipsync", inputs, headers=headers)
+    assert result.as_numpy("output").shape == (1, 3, 320, 320)
+    with pytest.raises(triton.InferenceServerException, match="UNAUTHENTICATED"):
+        client.infer("lipsync", inputs)
+    client.close()
+
+
+def test_health_answers_in_plaintext_on_its_own_port_and_reflection_is_off(
+    server: ServerProcess, creds: Credentials
+) -> None:
+    mtls = ChannelSecurity(
+        ca_file=creds.ca,
+        cert_file=creds.client.cert_path,
+        key_file=creds.client.key_path,
+        token_file=creds.token,
+    )
+
+    async def check() -> tuple[int, grpc.StatusCode]:
+        async with open_channel(server.health_target) as channel:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service="lipsync.v1.LipSync"), timeout=10
+            )
+        async with open_channel(server.target, mtls) as channel:
+
+            async def one() -> AsyncIterator[reflection_pb2.ServerReflectionRequest]:
+                yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+            call = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(one())
+            try:
+                async for _ in call:
+                    pass
+            except grpc.aio.AioRpcError as error:
+                return reply.status, error.code()
+        return reply.status, OK
+
+    status, reflection = asyncio.run(check())
+    assert status == health_pb2.HealthCheckResponse.SERVING
+    assert reflection == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_rotated_certificate_and_token_files_take_effect_without_a_restart(
+    reference_model: Path, small_avatar: Path, tmp_path: Path
+) -> None:
+    first = CertificateAuthority("first", tmp_path / "first")
+    second = CertificateAuthority("second", tmp_path / "second")
+    served = tmp_path / "served"
+    served.mkdir()
+    cert, key, token = served / "tls.crt", served / "tls.key", served / "token"
+
+    def install(pair: KeyPair) -> None:
+        shutil.copyfile(pair.key_path, key)
+        shutil.copyfile(pair.cert_path, cert)
+
+    install(first.issue("server-1", ips=("127.0.0.1",)))
+    _write_token(token, "first-token")
+    old = ChannelSecurity(ca_file=first.pair.cert_path, token_file=tmp_path / "old-token")
+    new = ChannelSecurity(ca_file=second.pair.cert_path, token_file=tmp_path / "new-token")
+    _write_token(tmp_path / "old-token", "first-token")
+    _write_token(tmp_path / "new-token", "second-token")
+    with ServerProcess(
+        reference_model, small_avatar, tmp_path / "server.log",
+        tls_cert_file=cert, tls_key_file=key, auth_token_file=token, max_batch_size=2,
+    ) as server:  # fmt: skip
+        assert asyncio.run(_outcomes(server.target, old)) == _all(OK)
+        install(second.issue("server-2", ips=("127.0.0.1",)))
+        _write_token(token, "second-token")
+        assert asyncio.run(_outcomes(server.target, old)) == _all(grpc.StatusCode.UNAVAILABLE)
+        assert asyncio.run(_outcomes(server.target, new)) == _all(OK)
+        stale_token = ChannelSecurity(ca_file=second.pair.cert_path, token_file=old.token_file)
+        assert asyncio.run(_outcomes(server.target, stale_token)) == _all(
+            grpc.StatusCode.UNAUTHENTICATED
+        )
