@@ -5,6 +5,7 @@ rotated on disk take effect without a restart."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -14,8 +15,11 @@ import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
+from click.testing import CliRunner
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from lipsync_bench.cli import bench
+from lipsync_bench.result import BenchResult
 
 from lipsync_server._generated.inference import grpc_service_pb2 as inference_pb2
 from lipsync_server._generated.inference import grpc_service_pb2_grpc as inference_pb2_grpc
@@ -246,3 +250,21 @@ def test_rotated_certificate_and_token_files_take_effect_without_a_restart(
         assert asyncio.run(_outcomes(server.target, stale_token)) == _all(
             grpc.StatusCode.UNAUTHENTICATED
         )
+
+
+def test_the_bench_client_speaks_mutual_tls_with_the_token(
+    server: ServerProcess, creds: Credentials, tmp_path: Path
+) -> None:
+    output = tmp_path / "result.json"
+    args = ["run", "--target", server.target, "--no-metrics", "--frames", "3"]
+    args += ["--warmup-frames", "1", "--tls-ca-file", str(creds.ca)]
+    args += ["--tls-cert-file", str(creds.client.cert_path)]
+    args += ["--tls-key-file", str(creds.client.key_path)]
+    args += ["--auth-token-file", str(creds.token), "-o", str(output)]
+    run = CliRunner().invoke(bench, args)
+    assert run.exit_code == 0, run.output
+    level = BenchResult.model_validate(json.loads(output.read_text())).levels[0]
+    assert (level.frames_received, level.errors) == (3, {})
+    missing_key = CliRunner().invoke(bench, [*args[:-6], "--tls-cert-file", str(creds.ca)])
+    assert missing_key.exit_code == 2
+    assert "needs both its file and its key file" in missing_key.output

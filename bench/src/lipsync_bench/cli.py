@@ -15,6 +15,7 @@ from lipsync_bench import costs
 from lipsync_bench.loadgen import ENCODINGS, LevelPlan
 from lipsync_bench.runner import BenchError, RunOptions
 from lipsync_bench.summary import CostOptions
+from lipsync_server.channels import security_options
 
 OnLevel = Callable[[LevelPlan], Callable[[int], None]]
 
@@ -270,6 +271,7 @@ def bench() -> None:
     type=click.FloatRange(min=0, min_open=True),
     help="Seconds to wait for a server to answer (a model at zero starts one meanwhile).",
 )
+@security_options
 @click.option(
     "-o",
     "--output",

@@ -25,6 +25,7 @@ import numpy as np
 from lipsync_bench.result import Api, Mode
 from lipsync_server._generated.lipsync.v1 import lipsync_pb2 as pb
 from lipsync_server._generated.lipsync.v1 import lipsync_pb2_grpc as pb_grpc
+from lipsync_server.channels import ChannelSecurity, open_channel
 
 log = logging.getLogger(__name__)
 
@@ -344,8 +345,10 @@ async def run_level(
     return tally
 
 
-def open_channels(targets: Sequence[str]) -> list[grpc.aio.Channel]:
-    return [grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) for target in targets]
+def open_channels(
+    targets: Sequence[str], security: ChannelSecurity | None = None
+) -> list[grpc.aio.Channel]:
+    return [open_channel(target, security, CHANNEL_OPTIONS) for target in targets]
 
 
 async def get_info(channel: grpc.aio.Channel, timeout_s: float = 30.0) -> pb.GetInfoResponse:

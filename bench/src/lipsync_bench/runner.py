@@ -30,6 +30,7 @@ from lipsync_bench.result import (
     StageTimes,
 )
 from lipsync_server._generated.lipsync.v1 import lipsync_pb2 as pb
+from lipsync_server.channels import ChannelSecurity
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ class RunOptions:
     demand_port: int | None = None
     demand_address: str = "127.0.0.1"
     connect_timeout_s: float = 30.0
+    security: ChannelSecurity = field(default_factory=ChannelSecurity)
 
     def config(self) -> LoadConfig:
         return LoadConfig.model_validate(
@@ -249,7 +251,7 @@ async def run_bench(
     config = options.validate()
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     machine = machine_info()
-    channels = open_channels(options.targets)
+    channels = open_channels(options.targets, options.security)
     notes = list(options.notes)
     with ExitStack() as stack:
         demand = None

@@ -3,6 +3,7 @@ token: one set of flags for every client command (bench, demo, the gateway)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +123,7 @@ def security_options(func: Command) -> Command:
         click.option("--auth-token-file", type=_FILE, help="Send this file's bearer token."),
     ]
 
+    @functools.wraps(func)  # keeps the options decorated before this one
     def wrapper(**kwargs: Any) -> Any:
         try:
             security = ChannelSecurity(
@@ -135,8 +137,6 @@ def security_options(func: Command) -> Command:
             raise click.UsageError(str(exc)) from None
         return func(security=security, **kwargs)
 
-    wrapper.__name__ = func.__name__
-    wrapper.__doc__ = func.__doc__
     command: Any = wrapper
     for flag in reversed(flags):
         command = flag(command)
