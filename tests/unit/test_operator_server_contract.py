@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from lipsync_contract.api import LipSyncModelSpec
 from lipsync_operator.config import OperatorConfig
-from lipsync_operator.manifests.server import server_args, server_options
+from lipsync_operator.manifests.common import Owner
+from lipsync_operator.manifests.server import server_args, server_deployment, server_options
 from lipsync_operator.observed import ServedEngine
 from lipsync_server.cli import serve
 from lipsync_server.config import ServerSettings, load_settings
@@ -84,3 +86,48 @@ def test_every_kind_of_setting_round_trips() -> None:
     )
     parsed = parse_serve_args(["serve", *options.to_args()])
     assert parsed.model_dump() == options.model_dump()
+
+
+def _deployment(access: dict[str, object]) -> dict[str, Any]:
+    spec = LipSyncModelSpec.model_validate(
+        {"model": {"uri": "s3://m/unet.onnx"}, "avatar": {"uri": "pvc://a/anna"}, "access": access}
+    )
+    owner = Owner("anna", "team-a", "uid-1")
+    return server_deployment(
+        owner, spec, product="L4", product_labels=["L4"], engine=ServedEngine("sha256:1", "e.plan"),
+        replicas=1, rollout_strategy={}, config=OperatorConfig(),
+    )  # fmt: skip
+
+
+def test_mutual_tls_and_a_token_mount_their_secrets_and_probes_use_the_health_port() -> None:
+    deployment = _deployment(
+        {"tls": {"secretName": "anna-tls", "clientAuth": True}, "tokenSecret": "anna-token"}
+    )
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    parsed = parse_serve_args(container["args"])
+    assert parsed.tls_cert_file == Path("/etc/lipsync/tls/tls.crt")
+    assert parsed.tls_key_file == Path("/etc/lipsync/tls/tls.key")
+    assert parsed.tls_client_ca_file == Path("/etc/lipsync/tls/ca.crt")
+    assert parsed.auth_token_file == Path("/etc/lipsync/token/token")
+    assert parsed.health_port == 8003
+    volumes = {v["name"]: v.get("secret") for v in pod["volumes"]}
+    assert volumes["tls"]["secretName"] == "anna-tls"
+    assert [item["key"] for item in volumes["tls"]["items"]] == ["tls.crt", "tls.key", "ca.crt"]
+    assert volumes["auth-token"]["secretName"] == "anna-token"
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["tls"]["readOnly"] and mounts["auth-token"]["readOnly"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["grpc"]["port"] == 8003
+
+
+def test_plain_tls_mounts_no_ca_and_no_access_mounts_nothing() -> None:
+    tls_only = _deployment({"tls": {"secretName": "anna-tls"}})["spec"]["template"]["spec"]
+    [volume] = [v for v in tls_only["volumes"] if v["name"] == "tls"]
+    assert [item["key"] for item in volume["secret"]["items"]] == ["tls.crt", "tls.key"]
+    parsed = parse_serve_args(tls_only["containers"][0]["args"])
+    assert parsed.tls_client_ca_file is None and parsed.auth_token_file is None
+    open_pod = _deployment({})["spec"]["template"]["spec"]
+    assert not [v for v in open_pod["volumes"] if "secret" in v]
+    parsed = parse_serve_args(open_pod["containers"][0]["args"])
+    assert parsed.tls_cert_file is None and parsed.health_port == 8003

@@ -10,6 +10,7 @@ from lipsync_contract.api.meta import (
     api_version,
 )
 from lipsync_contract.api.spec import (
+    Access,
     Accuracy,
     Autoscaling,
     AvatarSource,
@@ -21,6 +22,7 @@ from lipsync_contract.api.spec import (
     LipSyncModelSpec,
     ModelSource,
     Sharing,
+    Tls,
 )
 from lipsync_contract.api.status import (
     CONDITION_TYPES,
@@ -40,6 +42,7 @@ __all__ = [
     "SHORT_NAME",
     "SINGULAR",
     "VERSION",
+    "Access",
     "Accuracy",
     "Autoscaling",
     "AvatarSource",
@@ -57,5 +60,6 @@ __all__ = [
     "ModelSource",
     "Phase",
     "Sharing",
+    "Tls",
     "api_version",
 ]

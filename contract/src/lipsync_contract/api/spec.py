@@ -217,6 +217,40 @@ class Images(ApiModel):
     )
 
 
+# A Secret's name (a DNS subdomain).
+SecretName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"),
+]
+
+
+class Tls(ApiModel):
+    """TLS on the servers' gRPC port, from a Secret in the model's namespace."""
+
+    secret_name: SecretName = Field(
+        alias="secretName",
+        description="A kubernetes.io/tls Secret (tls.crt, tls.key; ca.crt for clientAuth), "
+        "such as the one cert-manager writes for a Certificate. Rotations reach running pods.",
+    )
+    client_auth: bool = Field(
+        False,
+        alias="clientAuth",
+        description="Mutual TLS: clients must present a certificate signed by the Secret's ca.crt.",
+    )
+
+
+class Access(ApiModel):
+    """Who may call the servers; unset: plaintext, open to what the NetworkPolicy admits."""
+
+    tls: Tls | None = None
+    token_secret: SecretName | None = Field(
+        None,
+        alias="tokenSecret",
+        description="A Secret whose key 'token' every call but health checks must carry as "
+        "'authorization: Bearer <token>'.",
+    )
+
+
 class LipSyncModelSpec(ApiModel):
     """A lip-sync model to build for every GPU product and serve with N replicas per GPU."""
 
@@ -269,6 +303,7 @@ class LipSyncModelSpec(ApiModel):
         default_factory=Autoscaling, json_schema_extra=_EMPTY_OBJECT_DEFAULT
     )
     images: Images = Field(default_factory=Images, json_schema_extra=_EMPTY_OBJECT_DEFAULT)
+    access: Access = Field(default_factory=Access, json_schema_extra=_EMPTY_OBJECT_DEFAULT)
 
     @model_validator(mode="after")
     def _int8_needs_calibration(self) -> LipSyncModelSpec:

@@ -11,6 +11,7 @@ from lipsync_contract.enginekey import short_key
 from lipsync_contract.server_options import ServerOptions
 from lipsync_operator import naming
 from lipsync_operator.config import OperatorConfig
+from lipsync_operator.manifests.access import server_access
 from lipsync_operator.manifests.common import (
     Manifest,
     Owner,
@@ -31,6 +32,7 @@ from lipsync_operator.pools import STRATEGY_LABELS, instances_per_pod
 
 GRPC_PORT = 8001
 METRICS_PORT = 8002
+HEALTH_PORT = 8003  # plaintext health alone: probes speak neither TLS nor tokens
 ENGINE_DIR = "/engine"
 ENCODER_DIR = "/audio-encoder"
 AVATAR_DIR = "/avatar"
@@ -56,10 +58,12 @@ def server_options(
         host=config.server_listen_address,
         grpc_port=GRPC_PORT,
         metrics_port=METRICS_PORT,
+        health_port=HEALTH_PORT,
         instances=instances_per_pod(spec),
         max_batch_size=spec.batching.max_batch,
         max_queue_delay_microseconds=spec.batching.max_queue_delay_microseconds,
         **speech,
+        **server_access(spec.access).options,
     )
 
 
@@ -80,7 +84,7 @@ def _engine_mounts(engine: ServedEngine, cache_dir: str) -> list[Manifest]:
 
 
 def _probes() -> Manifest:
-    grpc = {"port": GRPC_PORT}
+    grpc = {"port": HEALTH_PORT}
     return {
         # Loading an engine and decoding an avatar can take minutes; liveness waits for it.
         "startupProbe": {"grpc": grpc, "periodSeconds": 5, "failureThreshold": 120},
@@ -123,6 +127,7 @@ def server_deployment(
     strategies = sorted(STRATEGY_LABELS.values())
     strategy = STRATEGY_LABELS.get(spec.sharing) if spec.sharing != "exclusive" else None
     avatar_vol, avatar_mount = avatar_volume(spec.avatar.uri, AVATAR_DIR)
+    access = server_access(spec.access)
     container: Manifest = {
         "name": "server",
         "image": spec.images.server or config.default_server_image,
@@ -134,6 +139,7 @@ def server_deployment(
         "ports": [
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
             {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+            {"name": "health", "containerPort": HEALTH_PORT, "protocol": "TCP"},
         ],
         **_probes(),
         "resources": config.server_resources.manifest(config.gpu_resource),
@@ -142,6 +148,7 @@ def server_deployment(
             *_engine_mounts(engine, cache_dir),
             avatar_mount,
             {"name": "tmp", "mountPath": "/tmp"},
+            *access.mounts,
         ],
     }
     pod_spec: Manifest = {
@@ -162,7 +169,12 @@ def server_deployment(
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": 45,
         "containers": [container],
-        "volumes": [cache_volume(config, read_only=True), avatar_vol, tmp_volume()],
+        "volumes": [
+            cache_volume(config, read_only=True),
+            avatar_vol,
+            tmp_volume(),
+            *access.volumes,
+        ],
         **pod_identity(config),
     }
     deployment_spec: Manifest = {
