@@ -3,7 +3,11 @@ example model served by `lipsync serve` containers on two real nodes of two GPU 
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import dataclasses
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -13,6 +17,10 @@ import tritonclient.grpc as triton
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kubernetes import client
 
+from lipsync_server._generated.lipsync.v1 import lipsync_pb2
+from lipsync_server.audio import synthetic_features
+from lipsync_server.channels import ChannelSecurity, open_channel
+from lipsync_server.client import LipSyncStub, features_message
 from lipsync_testbed import GpuSpec, LocalCluster, NodeSpec, operatorchart, wait_for
 from lipsync_testbed.lsm import (
     engines,
@@ -26,6 +34,7 @@ from lipsync_testbed.lsm import (
 )
 from lipsync_testbed.nodebed import REAL_NODE, REAL_NODE_PRODUCT, added_real_nodes
 from lipsync_testbed.operatorchart import OperatorBed
+from lipsync_testbed.pki import CertificateAuthority, KeyPair
 from lipsync_testbed.portforward import port_forward
 from lipsync_testbed.versions import repo_root
 
@@ -40,6 +49,7 @@ H100_NODE = NodeSpec(
     pool="h100",
     gpu=GpuSpec(product=H100, count=1, memory_mib=81559, compute_major=9, compute_minor=0),
 )
+TOKEN = "anna-bearer-token"
 T = TypeVar("T")
 
 
@@ -213,3 +223,89 @@ def test_killing_the_acting_replica_hands_over_and_the_other_rolls_a_spec_change
         return len(took_over) == 2 and "Handler 'on_lipsyncmodel_change'" in took_over[1]
 
     assert wait_for(handled_after_taking_over, timeout=120, description="the new leader acted")
+
+
+def _tls_secrets(bed: OperatorBed, directory: Path) -> tuple[CertificateAuthority, KeyPair]:
+    """anna's serving certificate (for its Service's names) with the CA in ca.crt, and a token;
+    returns the CA and a client certificate it signed."""
+    ca = CertificateAuthority("anna", directory)
+    service = f"anna.{bed.namespace}.svc"
+    served = ca.issue("anna-server", dns=(service, f"{service}.cluster.local"))
+    core = client.CoreV1Api(bed.cluster.api_client)
+    tls = {
+        "tls.crt": served.cert_pem,
+        "tls.key": served.key_pem,
+        "ca.crt": ca.pair.cert_pem,
+    }
+    core.create_namespaced_secret(
+        bed.namespace,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="anna-tls"),
+            type="kubernetes.io/tls",
+            data={k: base64.b64encode(v).decode() for k, v in tls.items()},
+        ),
+    )
+    core.create_namespaced_secret(
+        bed.namespace,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="anna-token"), string_data={"token": TOKEN}
+        ),
+    )
+    return ca, ca.issue("a-client")
+
+
+def _served_over(bed: OperatorBed, security: ChannelSecurity) -> grpc.StatusCode:
+    """One Generate through the Service, as a workstation reaches it."""
+
+    async def generate(port: int) -> grpc.StatusCode:
+        features = features_message(synthetic_features(1, 512, seed=2))
+        request = lipsync_pb2.GenerateRequest(frame_indices=[0], features=features)
+        async with open_channel(f"127.0.0.1:{port}", security) as channel:
+            try:
+                reply = await LipSyncStub(channel).Generate(request, timeout=60)
+            except grpc.aio.AioRpcError as error:
+                return error.code()
+        assert len(reply.frames) == 1
+        return grpc.StatusCode.OK
+
+    with port_forward(bed.cluster, bed.namespace, "svc/anna", 8001) as port:
+        return asyncio.run(generate(port))
+
+
+def test_mutual_tls_and_a_token_from_secrets_guard_the_servers_and_probes_still_pass(
+    bed: OperatorBed, anna: dict[str, Any], tmp_path: Path
+) -> None:
+    ca, client_pair = _tls_secrets(bed, tmp_path)
+    access = {"tls": {"secretName": "anna-tls", "clientAuth": True}, "tokenSecret": "anna-token"}
+    patch_spec(bed.cluster, bed.namespace, "anna", {"access": access})
+
+    def guarded_and_ready() -> bool:
+        pods = [
+            pod
+            for product in (H100, REAL_NODE_PRODUCT)
+            for pod in server_pods(bed.cluster, bed.namespace, "anna", product)
+        ]
+        guarded = [p for p in pods if "--tls-client-ca-file" in p["spec"]["containers"][0]["args"]]
+        # Ready means the kubelet's probes passed, on the plaintext health port.
+        return len(guarded) == len(pods) == 2 and len(_ready_endpoints(bed, "anna")) == 2
+
+    wait_for(guarded_and_ready, timeout=300, interval=2.0, description="guarded pods Ready")
+    name = f"anna.{bed.namespace}.svc"
+    token = tmp_path / "token"
+    token.write_text(TOKEN)
+    mtls = ChannelSecurity(
+        ca_file=ca.pair.cert_path,
+        cert_file=client_pair.cert_path,
+        key_file=client_pair.key_path,
+        token_file=token,
+        server_name=name,
+    )
+    assert _served_over(bed, ChannelSecurity()) == grpc.StatusCode.UNAVAILABLE
+    no_cert = ChannelSecurity(ca_file=ca.pair.cert_path, token_file=token, server_name=name)
+    assert _served_over(bed, no_cert) == grpc.StatusCode.UNAVAILABLE
+    no_token = dataclasses.replace(mtls, token_file=None)
+    assert _served_over(bed, no_token) == grpc.StatusCode.UNAUTHENTICATED
+    assert _served_over(bed, mtls) == grpc.StatusCode.OK
+    # Nothing secret lands in what `kubectl get -o yaml` shows of the model and its servers.
+    shown = bed.cluster.kubectl("get", "deploy,lsm", "-n", bed.namespace, "-o", "yaml").stdout
+    assert TOKEN not in shown
