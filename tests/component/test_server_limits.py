@@ -151,3 +151,34 @@ def test_a_generate_whose_raw_frames_cannot_be_sent_is_refused_before_rendering(
     assert f"{fits + 1} raw frames of 320x240 are {(fits + 1) * frame} bytes" in (
         refused.value.details() or ""
     )
+
+
+def test_a_stream_that_goes_quiet_ends_after_the_idle_limit(
+    reference_model: Path, small_avatar: Path, tmp_path: Path
+) -> None:
+    features = synthetic_features(2, 512, seed=4)
+
+    async def quiet_after_one_chunk(target: str) -> tuple[int, grpc.StatusCode, str]:
+        async def requests() -> AsyncIterator[pb.StreamGenerateRequest]:
+            yield pb.StreamGenerateRequest(config=pb.StreamConfig())
+            yield pb.StreamGenerateRequest(features=features_message(features))
+            await asyncio.sleep(600)  # never sends again, never half-closes
+
+        frames = 0
+        async with grpc.aio.insecure_channel(target) as channel:
+            try:
+                async for _ in LipSyncStub(channel).StreamGenerate(requests(), timeout=120):
+                    frames += 1
+            except grpc.aio.AioRpcError as error:
+                return frames, error.code(), error.details() or ""
+        raise AssertionError("the stream ended without an error")
+
+    with ServerProcess(
+        reference_model, small_avatar, tmp_path / "server.log", stream_idle_seconds=1
+    ) as server:
+        frames, code, details = asyncio.run(quiet_after_one_chunk(server.target))
+    # Its two frames wait for the audio after them (the window's look-ahead) or the stream's
+    # end, neither of which comes.
+    assert frames == 0
+    assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "the stream was idle (stream_idle_seconds)" in details

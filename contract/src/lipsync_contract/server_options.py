@@ -78,6 +78,19 @@ class ServerOptions(BaseModel):
         description="A connection this old takes no new calls and the client reconnects, so "
         "load spreads to new pods after a scale-out (0: never); calls in progress finish.",
     )
+    max_calls_per_client: int = Field(
+        256,
+        ge=0,
+        description="Inference calls (streams included) one client may have in progress; more: "
+        "RESOURCE_EXHAUSTED (0: no limit). A client is its mTLS certificate's subject, else its "
+        "address.",
+    )
+    stream_idle_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="A stream that sends no message and gets no frame this long ends with "
+        "DEADLINE_EXCEEDED (0: never).",
+    )
     # Who may call: plaintext and open unless these are set (see server/CONFIG.md, "Security").
     tls_cert_file: Path | None = Field(
         None,

@@ -55,17 +55,17 @@ class ChannelSecurity:
             return [("grpc.ssl_target_name_override", self.server_name)]
         return []
 
-    def metadata(self) -> list[tuple[str, str]]:
+    def metadata(self) -> tuple[tuple[str, str], ...]:
         if self.token_file is None:
-            return []
-        return [("authorization", f"Bearer {self.token_file.read_text().strip()}")]
+            return ()
+        return (("authorization", f"Bearer {self.token_file.read_text().strip()}"),)
 
 
 class _BearerToken:
     """Adds the token to a call's metadata (call credentials would need TLS). gRPC files an
     interceptor under one kind of call only, hence one subclass per kind."""
 
-    def __init__(self, metadata: list[tuple[str, str]]) -> None:
+    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
         self._metadata = metadata
 
     async def _call(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -28,6 +29,7 @@ from lipsync_server.errors import (
     InvalidRequestError,
     NotConfiguredError,
     QueueFullError,
+    QuotaExceededError,
     ShuttingDownError,
 )
 from lipsync_server.metrics import ServerMetrics
@@ -125,6 +127,7 @@ class DataPlane:
         self._closed_mouth: dict[int, asyncio.Future[np.ndarray]] = {}
         self.draining = False
         self._active = 0
+        self._calls_of: Counter[str] = Counter()
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -200,16 +203,27 @@ class DataPlane:
             backend.close()
 
     @contextlib.asynccontextmanager
-    async def call(self) -> AsyncIterator[None]:
-        """Scope of one inference call: refused while draining, awaited by :meth:`drain`."""
+    async def call(self, client: str) -> AsyncIterator[None]:
+        """Scope of one inference call of ``client``: refused while draining or when the client
+        has ``max_calls_per_client`` calls in progress; awaited by :meth:`drain`."""
         if self.draining:
             raise ShuttingDownError("server is shutting down")
+        limit = self.settings.max_calls_per_client
+        if limit and self._calls_of[client] >= limit:
+            raise QuotaExceededError(
+                f"{client} has {limit} calls in progress, the most one client may have "
+                "(max_calls_per_client)"
+            )
+        self._calls_of[client] += 1
         self._active += 1
         self._idle.clear()
         try:
             yield
         finally:
             self._active -= 1
+            self._calls_of[client] -= 1
+            if not self._calls_of[client]:
+                del self._calls_of[client]
             if self._active == 0:
                 self._idle.set()
 

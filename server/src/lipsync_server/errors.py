@@ -23,3 +23,11 @@ class QueueFullError(LipSyncError):
 
 class DeadlineExceededError(LipSyncError):
     """A request's deadline passed while it was queued (DEADLINE_EXCEEDED)."""
+
+
+class StreamIdleError(DeadlineExceededError):
+    """A stream sent no message and got no frame for the idle limit (DEADLINE_EXCEEDED)."""
+
+
+class QuotaExceededError(LipSyncError):
+    """One client has as many calls in progress as it may (RESOURCE_EXHAUSTED)."""

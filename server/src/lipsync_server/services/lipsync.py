@@ -15,7 +15,14 @@ from lipsync_server._generated.lipsync.v1 import lipsync_pb2_grpc as pb_grpc
 from lipsync_server.compositor import FrameEncoding
 from lipsync_server.dataplane import DataPlane, OutputOptions, RenderedFrame
 from lipsync_server.errors import InvalidRequestError
-from lipsync_server.services.status import check_size, deadline_of, rpc_status, unary_rpc
+from lipsync_server.services.idle import IdleLimit
+from lipsync_server.services.status import (
+    check_size,
+    client_identity,
+    deadline_of,
+    rpc_status,
+    unary_rpc,
+)
 from lipsync_server.session import (
     AudioInput,
     FeaturesInput,
@@ -134,10 +141,13 @@ class LipSyncService(pb_grpc.LipSyncServicer):
         self, request_iterator: AsyncIterator[pb.StreamGenerateRequest], context: Context
     ) -> AsyncIterator[pb.StreamGenerateResponse]:
         plane = self.plane
-        async with rpc_status(plane.metrics, "StreamGenerate", context), plane.call():
+        idle = IdleLimit(plane.settings.stream_idle_seconds)
+        client = client_identity(context)
+        async with rpc_status(plane.metrics, "StreamGenerate", context), plane.call(client):
             plane.metrics.active_streams.inc()
             try:
-                first = await anext(aiter(request_iterator), None)
+                messages = aiter(request_iterator)
+                first = await idle.next(messages)
                 config = SessionConfig(OutputOptions("jpeg", plane.settings.jpeg_quality))
                 if first is not None and first.HasField("config"):
                     plane.check_model(first.config.model)
@@ -146,8 +156,9 @@ class LipSyncService(pb_grpc.LipSyncServicer):
                         first.config.first_frame_index,
                     )
                 config = SessionConfig(config.options, config.first_index, deadline_of(context))
-                inputs = self._inputs(first, request_iterator)
+                inputs = self._inputs(first, messages, idle)
                 async for frame in Session(plane, config).run(inputs):
+                    idle.touch()
                     yield pb.StreamGenerateResponse(frame=frame_message(frame))
             finally:
                 plane.metrics.active_streams.dec()
@@ -156,6 +167,7 @@ class LipSyncService(pb_grpc.LipSyncServicer):
         self,
         first: pb.StreamGenerateRequest | None,
         rest: AsyncIterator[pb.StreamGenerateRequest],
+        idle: IdleLimit,
     ) -> AsyncIterator[AudioInput]:
         """The stream's messages as data-plane inputs (the first one's config already read)."""
         plane = self.plane
@@ -171,7 +183,7 @@ class LipSyncService(pb_grpc.LipSyncServicer):
                 yield audio
             elif not message.HasField("config"):
                 raise InvalidRequestError("message carries neither config nor audio")
-            message = await anext(rest, None)
+            message = await idle.next(rest)
 
     @unary_rpc()
     async def GetInfo(self, request: pb.GetInfoRequest, context: Context) -> pb.GetInfoResponse:

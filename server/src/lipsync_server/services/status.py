@@ -20,6 +20,7 @@ from lipsync_server.errors import (
     InvalidRequestError,
     NotConfiguredError,
     QueueFullError,
+    QuotaExceededError,
     ShuttingDownError,
 )
 from lipsync_server.metrics import ServerMetrics
@@ -30,6 +31,7 @@ _CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (InvalidRequestError, grpc.StatusCode.INVALID_ARGUMENT),
     (ContractError, grpc.StatusCode.INVALID_ARGUMENT),
     (QueueFullError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (QuotaExceededError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (ShuttingDownError, grpc.StatusCode.UNAVAILABLE),
     (NotConfiguredError, grpc.StatusCode.FAILED_PRECONDITION),
     (DeadlineExceededError, grpc.StatusCode.DEADLINE_EXCEEDED),
@@ -54,6 +56,18 @@ def deadline_of(context: grpc.aio.ServicerContext[object, object]) -> float | No
     """The client's deadline as ``time.monotonic()`` seconds, or None."""
     remaining = context.time_remaining()
     return None if remaining is None else time.monotonic() + remaining
+
+
+def client_identity(context: grpc.aio.ServicerContext[object, object]) -> str:
+    """Whom a call counts against: the subject of a verified client certificate (mutual TLS),
+    else the peer's address without its port."""
+    names = list(context.auth_context().get("x509_common_name", ()))
+    if names:
+        return "cn:" + bytes(names[0]).decode(errors="replace")
+    peer = context.peer() or ""  # "ipv4:10.0.0.7:51234", "ipv6:[::1]:51234", "unix:..."
+    kind, _, address = peer.partition(":")
+    host = address.rpartition(":")[0] if kind in ("ipv4", "ipv6") else address
+    return f"{kind}:{host}"
 
 
 def check_size(message: Message, limit: int) -> None:
@@ -113,7 +127,7 @@ def unary_rpc(
         @functools.wraps(handler)
         async def run(self: Servicer, request: Request, context: Context) -> Response:
             plane = self.plane
-            scope = plane.call() if inference else contextlib.nullcontext()
+            scope = plane.call(client_identity(context)) if inference else contextlib.nullcontext()
             async with rpc_status(plane.metrics, handler.__name__, context), scope:
                 return await handler(self, request, context)
             raise AssertionError("unreachable")  # rpc_status aborts on every error
