@@ -116,7 +116,8 @@ def test_mutual_tls_and_a_token_mount_their_secrets_and_probes_use_the_health_po
     assert [item["key"] for item in volumes["tls"]["items"]] == ["tls.crt", "tls.key", "ca.crt"]
     assert volumes["auth-token"]["secretName"] == "anna-token"
     mounts = {m["name"]: m for m in container["volumeMounts"]}
-    assert mounts["tls"]["readOnly"] and mounts["auth-token"]["readOnly"]
+    assert mounts["tls"]["readOnly"]
+    assert mounts["auth-token"]["readOnly"]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["grpc"]["port"] == 8003
 
@@ -126,8 +127,10 @@ def test_plain_tls_mounts_no_ca_and_no_access_mounts_nothing() -> None:
     [volume] = [v for v in tls_only["volumes"] if v["name"] == "tls"]
     assert [item["key"] for item in volume["secret"]["items"]] == ["tls.crt", "tls.key"]
     parsed = parse_serve_args(tls_only["containers"][0]["args"])
-    assert parsed.tls_client_ca_file is None and parsed.auth_token_file is None
+    assert parsed.tls_client_ca_file is None
+    assert parsed.auth_token_file is None
     open_pod = _deployment({})["spec"]["template"]["spec"]
     assert not [v for v in open_pod["volumes"] if "secret" in v]
     parsed = parse_serve_args(open_pod["containers"][0]["args"])
-    assert parsed.tls_cert_file is None and parsed.health_port == 8003
+    assert parsed.tls_cert_file is None
+    assert parsed.health_port == 8003
