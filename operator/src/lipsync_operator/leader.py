@@ -3,8 +3,10 @@
 Kopf's peering freezes every replica when priorities are equal, so replicas elect a leader
 through a ``coordination.k8s.io`` Lease (the kubernetes client's ``leaderelection``, the same
 record client-go controllers write) and only the leader runs kopf, standalone. A leader that
-cannot renew within the deadline stops kopf and exits; its pod restarts as a candidate. A leader
-that shuts down releases the Lease so a waiting replica takes over at its next retry.
+cannot renew within the deadline ends its process at once, before the Lease can expire and
+another replica act, so no reconcile still running writes after that (client-go's controllers
+exit the same way); its pod restarts as a candidate. A leader that shuts down releases the Lease
+so a waiting replica takes over at its next retry.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +38,12 @@ leaderelection: Any = _leaderelection
 leaselock: Any = _leaselock
 
 EVENT_SOURCE = "lipsync-operator"
+
+
+def exit_at_once() -> None:
+    """End the process now: no handler, thread or ``finally`` runs after this."""
+    logging.shutdown()  # flush what was logged
+    os._exit(1)
 
 
 class LostLeadershipError(RuntimeError):
@@ -165,11 +174,13 @@ def lead(
     operate: Callable[[threading.Event], None],
     waiting: contextlib.AbstractContextManager[None] | None = None,
     api: client.ApiClient | None = None,
+    on_lost: Callable[[], None] = exit_at_once,
 ) -> None:
     """Wait for the Lease (inside ``waiting``), then run ``operate(stop)`` while renewing it.
 
-    ``operate`` must return soon after ``stop`` is set. Raises LostLeadershipError when renewal
-    fails (after ``operate`` has returned), so the process exits non-zero and restarts.
+    ``operate`` must return soon after ``stop`` is set. When renewal fails within the renew
+    deadline, ``on_lost`` runs on the renewing thread (by default: the process exits at once);
+    an ``on_lost`` that returns makes this raise LostLeadershipError once ``operate`` has.
     """
     api = api or BoundedApiClient(timeout=settings.call_timeout)
     coordination = client.CoordinationV1Api(api)
@@ -183,9 +194,21 @@ def lead(
     stop = threading.Event()
     lost = threading.Event()
 
-    def on_stopped_leading() -> None:
+    def lose() -> None:
         lost.set()
         stop.set()
+        log.error(
+            "%s could not renew lease %s within %d s: exiting",
+            settings.identity,
+            where,
+            settings.renew_deadline,
+        )
+        # Said if the API server answers at once; the exit does not wait for it to answer.
+        message = f"{settings.identity} could not renew the lease and exits"
+        notice = threading.Thread(target=events.post, args=("LeaderLost", message), daemon=True)
+        notice.start()
+        notice.join(timeout=0.5)
+        on_lost()
 
     config = electionconfig.Config(
         lock,
@@ -193,7 +216,7 @@ def lead(
         settings.renew_deadline,
         settings.retry_period,
         onstarted_leading=lambda: None,
-        onstopped_leading=on_stopped_leading,
+        onstopped_leading=lambda: None,  # renew() below handles a failed renewal
     )
     election = Election(config)
     with waiting or contextlib.nullcontext():
@@ -205,7 +228,7 @@ def lead(
     def renew() -> None:
         election.renew_loop(stop)
         if not stop.is_set():
-            on_stopped_leading()
+            lose()
 
     renewer = threading.Thread(target=renew, name="lease-renewal", daemon=True)
     renewer.start()
@@ -217,5 +240,4 @@ def lead(
         if not lost.is_set():
             release(coordination, settings)
     if lost.is_set():
-        events.post("LeaderLost", f"{settings.identity} could not renew the lease and stops")
         raise LostLeadershipError(f"{settings.identity} lost lease {where}: exiting")
