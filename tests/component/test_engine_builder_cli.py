@@ -15,6 +15,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from lipsync_contract.digest import sha256_file
 from lipsync_contract.modelio import preset
 from lipsync_core.samples import random_inputs
 
@@ -69,6 +70,8 @@ def test_fp32_build_publishes_artifact_and_manifest(
     assert entry.name == fp32_build["key"].removeprefix("sha256:")
     manifest = json.loads((entry / "manifest.json").read_text())
     assert (entry / manifest["artifact"]).stat().st_size == manifest["artifact_bytes"]
+    artifact = entry / manifest["artifact"]
+    assert fp32_build["artifactSha256"] == manifest["artifact_sha256"] == sha256_file(artifact)
     assert manifest["precision"] == "fp32"
     assert manifest["accuracy"]["psnr_db"] >= 60.0
     assert [t["batch"] for t in manifest["throughput"]] == [1, 2]

@@ -13,6 +13,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from lipsync_contract.digest import sha256_file
+from lipsync_contract.errors import LipSyncError
 from lipsync_server._generated.lipsync.v1 import lipsync_pb2 as pb
 from lipsync_server.audio import synthetic_features
 from lipsync_server.client import LipSyncStub, features_message, stream_frames
@@ -244,3 +246,21 @@ def test_cancelled_streams_free_their_queue_slots(
         assert _metric(server, "lipsync_active_streams") == 0
     assert served == queue
     assert server.process.returncode == 0
+
+
+def test_a_model_file_changed_after_its_build_is_refused_with_the_reason(
+    reference_model: Path, small_avatar: Path, tmp_path: Path
+) -> None:
+    built = sha256_file(reference_model)
+    tampered = tmp_path / "engine.onnx"
+    tampered.write_bytes(reference_model.read_bytes() + b"\0")
+    log = tmp_path / "server.log"
+    server = ServerProcess(tampered, small_avatar, log, model_sha256=built)
+    with pytest.raises(LipSyncError, match="did not start"):
+        server.start()
+    assert server.process.returncode == 2
+    last_line = log.read_text().strip().splitlines()[-1]
+    assert last_line.startswith(f"error: model artifact {tampered} has sha256 ")
+    assert "the file changed after its build, refusing to load it" in last_line
+    with ServerProcess(reference_model, small_avatar, tmp_path / "ok.log", model_sha256=built):
+        pass  # the built file itself loads

@@ -14,8 +14,8 @@ pytestmark = pytest.mark.unit
 def test_result_uses_the_documented_camel_case_fields() -> None:
     result = BuildResult(key="sha256:ab", state="Ready", psnr_db=31.5, cache_hit=True)
     document = json.loads(result.to_json())
-    assert {"key", "state", "reason", "psnrDb", "maxAbsError", "framesPerSecond",
-            "buildSeconds", "artifact", "cacheHit", "exitCode"} == set(document)  # fmt: skip
+    assert {"key", "state", "reason", "psnrDb", "maxAbsError", "framesPerSecond", "buildSeconds",
+            "artifact", "artifactSha256", "cacheHit", "exitCode"} == set(document)  # fmt: skip
     assert document["psnrDb"] == 31.5
     assert document["cacheHit"] is True
 

@@ -81,6 +81,20 @@ def test_the_kubelets_failures_are_problems_with_its_reason_and_message() -> Non
     assert config == PodProblem("anna-l4-7d9f-x2x", "CreateContainerConfigError", "container fetch")
 
 
+def test_a_crash_loop_carries_the_containers_last_words() -> None:
+    last_words = "loading...\nerror: model artifact /engine/e.plan has sha256 0f..., not 9a...\n"
+    crashed = waiting(
+        "CrashLoopBackOff",
+        "back-off 10s",
+        lastState={"terminated": {"exitCode": 2, "reason": "Error", "message": last_words}},
+    )
+    problem = pod_problem(pod(containers=[crashed], phase="Running"))
+    assert problem is not None
+    assert problem.message.endswith(
+        "last exit code 2 (Error): error: model artifact /engine/e.plan has sha256 0f..., not 9a..."
+    )
+
+
 def test_the_schedulers_unschedulable_is_a_problem_with_its_message() -> None:
     assert pod_problem(pod(conditions=[UNSCHEDULABLE])) == PodProblem(
         "anna-l4-7d9f-x2x", "Unschedulable", NO_CLAIM

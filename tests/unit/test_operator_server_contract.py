@@ -134,3 +134,29 @@ def test_plain_tls_mounts_no_ca_and_no_access_mounts_nothing() -> None:
     parsed = parse_serve_args(open_pod["containers"][0]["args"])
     assert parsed.tls_cert_file is None
     assert parsed.health_port == 8003
+
+
+def test_the_artifacts_digests_reach_the_server_and_survive_the_deployments_annotations() -> None:
+    from lipsync_operator.observed import server_deployment as observed_deployment
+
+    spec = LipSyncModelSpec.model_validate(
+        {
+            "model": {"uri": "s3://m/unet.onnx"},
+            "audioEncoder": {"uri": "s3://m/ave.onnx"},
+            "avatar": {"uri": "pvc://a/anna"},
+        }
+    )
+    engine = ServedEngine(
+        "sha256:" + "1" * 64, "unet.plan", "sha256:" + "2" * 64, "ave.plan", "a" * 64, "b" * 64
+    )
+    owner = Owner("anna", "team-a", "uid-1")
+    deployment = server_deployment(
+        owner, spec, product="L4", product_labels=["L4"], engine=engine,
+        replicas=1, rollout_strategy={}, config=OperatorConfig(),
+    )  # fmt: skip
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    parsed = parse_serve_args(container["args"])
+    assert (parsed.model_sha256, parsed.audio_encoder_sha256) == ("a" * 64, "b" * 64)
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    # The Deployment remembers what it serves, digests included (kept while a new key builds).
+    assert observed_deployment(deployment).engine == engine

@@ -44,5 +44,6 @@ def result_from_manifest(
         frames_per_second=manifest.best_frames_per_second(),
         build_seconds=round(seconds, 2),
         artifact=entry_uri(root, manifest.key, manifest.artifact),
+        artifact_sha256=manifest.artifact_sha256,
         cache_hit=cache_hit,
     )

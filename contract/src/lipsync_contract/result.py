@@ -33,6 +33,9 @@ class BuildResult(BaseModel):
     frames_per_second: float | None = Field(None, alias="framesPerSecond")
     build_seconds: float = Field(0.0, alias="buildSeconds")
     artifact: str = Field("", description="URI of the artifact in the cache.")
+    artifact_sha256: str = Field(
+        "", alias="artifactSha256", description="Hex sha256 of the artifact file."
+    )
     cache_hit: bool = Field(False, alias="cacheHit")
     exit_code: int = Field(0, alias="exitCode")
     audio_encoder: BuildResult | None = Field(

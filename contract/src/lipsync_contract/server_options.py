@@ -24,6 +24,12 @@ class ServerOptions(BaseModel):
         description="Model artifact: ONNX file, TensorRT engine or PyTorch .pt2 (program or "
         "AOTInductor package)."
     )
+    model_sha256: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="Hex sha256 the model artifact must have; another refuses to load (unset: "
+        "not checked).",
+    )
     avatar: Path = Field(description="Avatar package directory (see AVATAR_FORMAT.md).")
     model_name: str = Field("lipsync", min_length=1, description="Name clients address.")
     io_preset: str = Field("unet328-ave", description="Model I/O contract preset.")
@@ -121,6 +127,11 @@ class ServerOptions(BaseModel):
     warmup: bool = Field(True, description="Run one batch per instance before serving.")
     audio_encoder: Path | None = Field(
         None, description="Audio encoder artifact (ONNX or engine); enables pcm (speech) input."
+    )
+    audio_encoder_sha256: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="Hex sha256 the audio encoder artifact must have (unset: not checked).",
     )
     encoder_io_preset: str = Field("ave", description="Audio encoder I/O contract preset.")
     encoder_backend: BackendKind = Field("auto", description="Backend kind of the audio encoder.")

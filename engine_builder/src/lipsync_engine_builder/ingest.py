@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from lipsync_contract.digest import sha256_file
 from lipsync_contract.modelio import IOContract
 from lipsync_core.contract_checks import check_onnx
 from lipsync_core.onnxfile import check_model
 from lipsync_engine_builder.errors import BadInputError
-from lipsync_engine_builder.sources import fetch, sha256_file
+from lipsync_engine_builder.sources import fetch
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from lipsync_contract.cache import result_from_manifest
+from lipsync_contract.digest import sha256_file
 from lipsync_contract.errors import LipSyncError
 from lipsync_contract.kinds import Precision
 from lipsync_contract.manifest import Accuracy, Manifest
@@ -32,7 +33,7 @@ from lipsync_engine_builder.errors import (
     one_line,
 )
 from lipsync_engine_builder.progress import Progress
-from lipsync_engine_builder.sources import fetch, sha256_file
+from lipsync_engine_builder.sources import fetch
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,6 @@ mount, goes into the engine key. Remote files are copied into the build's work d
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -24,8 +23,6 @@ from lipsync_contract.pvc import (
 )
 from lipsync_engine_builder.errors import BadInputError, one_line
 
-_CHUNK = 1 << 20
-
 
 def pvc_path(uri: str) -> Path:
     """The mounted path of ``pvc://<claim>/<path>``: the claim's own mount path when
@@ -36,14 +33,6 @@ def pvc_path(uri: str) -> Path:
     mounted = parse_pvc_mounts(os.environ.get(PVC_MOUNTS_ENV, "")).get(ref.claim)
     base = Path(mounted) if mounted else Path(os.environ.get(PVC_ROOT_ENV) or DEFAULT_PVC_ROOT)
     return (base if mounted else base / ref.claim) / ref.path
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def fetch(uri: str, workdir: Path, what: str = "model") -> Path:

@@ -92,6 +92,7 @@ def published_results(engines: Iterable[EngineStatus], cache_root: str) -> dict[
             frames_per_second=engine.frames_per_second,
             build_seconds=engine.build_seconds or 0.0,
             artifact=entry_uri(cache_root, engine.key, engine.artifact),
+            artifact_sha256=engine.artifact_sha256,
             cache_hit=True,
             audio_encoder=_published_encoder(engine, cache_root),
         )
@@ -104,7 +105,13 @@ def _published_encoder(engine: EngineStatus, cache_root: str) -> BuildResult | N
     if not engine.encoder_key:
         return None
     artifact = entry_uri(cache_root, engine.encoder_key, engine.encoder_artifact)
-    return BuildResult(key=engine.encoder_key, state="Ready", artifact=artifact, cache_hit=True)
+    return BuildResult(
+        key=engine.encoder_key,
+        state="Ready",
+        artifact=artifact,
+        artifact_sha256=engine.encoder_artifact_sha256,
+        cache_hit=True,
+    )
 
 
 def artifact_name(result: BuildResult) -> str:
@@ -133,6 +140,8 @@ def served_engine(key: str, result: BuildResult) -> ServedEngine:
         artifact=artifact_name(result),
         encoder_key=encoder.key if encoder is not None else "",
         encoder_artifact=artifact_name(encoder) if encoder is not None else "",
+        artifact_sha256=result.artifact_sha256,
+        encoder_artifact_sha256=encoder.artifact_sha256 if encoder is not None else "",
     )
 
 
@@ -190,7 +199,9 @@ def _status(
         }
         if state == "Ready":
             measured["artifact"] = artifact_name(result)
+            measured["artifact_sha256"] = result.artifact_sha256
             if result.audio_encoder is not None:
                 measured["encoder_key"] = result.audio_encoder.key
                 measured["encoder_artifact"] = artifact_name(result.audio_encoder)
+                measured["encoder_artifact_sha256"] = result.audio_encoder.artifact_sha256
     return EngineStatus.model_validate({**base, "state": state, "reason": reason, **measured})

@@ -21,6 +21,8 @@ ANNOTATION_ENGINE_KEY = "lipsync.dev/engine-key"
 ANNOTATION_ARTIFACT = "lipsync.dev/engine-artifact"
 ANNOTATION_ENCODER_KEY = "lipsync.dev/audio-encoder-key"
 ANNOTATION_ENCODER_ARTIFACT = "lipsync.dev/audio-encoder-artifact"
+ANNOTATION_ARTIFACT_SHA256 = "lipsync.dev/engine-artifact-sha256"
+ANNOTATION_ENCODER_ARTIFACT_SHA256 = "lipsync.dev/audio-encoder-artifact-sha256"
 # The spec the pod template was rendered from: the template keeps it while a new engine builds.
 ANNOTATION_SERVING_SPEC = "lipsync.dev/serving-spec"
 # GPUs on node-autoscaled nodes a Deployment without an autoscaler may serve on.

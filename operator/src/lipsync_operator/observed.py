@@ -10,8 +10,10 @@ from typing import Any, Literal
 from lipsync_contract.result import BuildResult, parse_build_result
 from lipsync_operator.naming import (
     ANNOTATION_ARTIFACT,
+    ANNOTATION_ARTIFACT_SHA256,
     ANNOTATION_AUTOSCALED_GPUS,
     ANNOTATION_ENCODER_ARTIFACT,
+    ANNOTATION_ENCODER_ARTIFACT_SHA256,
     ANNOTATION_ENCODER_KEY,
     ANNOTATION_ENGINE_KEY,
     ANNOTATION_SERVING_SPEC,
@@ -230,6 +232,9 @@ class ServedEngine:
     artifact: str
     encoder_key: str = ""
     encoder_artifact: str = ""
+    # As built: the servers refuse an artifact with another digest ("": not checked).
+    artifact_sha256: str = ""
+    encoder_artifact_sha256: str = ""
 
 
 @dataclass(frozen=True)
@@ -246,13 +251,22 @@ class ServerDeployment:
     rolled_out: bool  # the controller has seen the latest spec and every pod is updated
     encoder_key: str = ""
     encoder_artifact: str = ""
+    artifact_sha256: str = ""
+    encoder_artifact_sha256: str = ""
     serving_spec: str = ""  # JSON of the spec its pod template was rendered from
     # GPUs on node-autoscaled nodes it may serve on without an autoscaler (None: not recorded).
     autoscaled_gpus: int | None = None
 
     @property
     def engine(self) -> ServedEngine:
-        return ServedEngine(self.engine_key, self.artifact, self.encoder_key, self.encoder_artifact)
+        return ServedEngine(
+            self.engine_key,
+            self.artifact,
+            self.encoder_key,
+            self.encoder_artifact,
+            self.artifact_sha256,
+            self.encoder_artifact_sha256,
+        )
 
 
 def server_deployment(obj: Obj) -> ServerDeployment:
@@ -276,6 +290,8 @@ def server_deployment(obj: Obj) -> ServerDeployment:
         rolled_out=observed >= generation and updated >= replicas and total <= replicas,
         encoder_key=annotations.get(ANNOTATION_ENCODER_KEY, ""),
         encoder_artifact=annotations.get(ANNOTATION_ENCODER_ARTIFACT, ""),
+        artifact_sha256=annotations.get(ANNOTATION_ARTIFACT_SHA256, ""),
+        encoder_artifact_sha256=annotations.get(ANNOTATION_ENCODER_ARTIFACT_SHA256, ""),
         autoscaled_gpus=_optional_int(annotations.get(ANNOTATION_AUTOSCALED_GPUS)),
     )
 

@@ -30,6 +30,7 @@ KUBELET_FAILURES = frozenset(
     }
 )
 UNSCHEDULABLE = "Unschedulable"
+MESSAGE_LINE = 300  # characters of a container's last words kept in a condition
 SHOWN = 3  # problems a condition message spells out; the rest are counted
 
 
@@ -49,7 +50,13 @@ def _last_exit(container: Obj) -> str:
     if "exitCode" not in terminated:
         return ""
     reason = terminated.get("reason")
-    return f"last exit code {terminated['exitCode']}" + (f" ({reason})" if reason else "")
+    said = f" ({reason})" if reason else ""
+    # The container's termination message, or its last log lines (FallbackToLogsOnError):
+    # the line that says why.
+    lines = [line for line in str(terminated.get("message") or "").splitlines() if line.strip()]
+    if lines:
+        said += f": {lines[-1].strip()[:MESSAGE_LINE]}"
+    return f"last exit code {terminated['exitCode']}{said}"
 
 
 def _container_problem(containers: Iterable[Obj]) -> tuple[str, str] | None:

@@ -14,6 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from prometheus_client import start_http_server
 
+from lipsync_contract.digest import verify_sha256
 from lipsync_contract.modelio import preset
 from lipsync_core.backends import BackendConfig, load_backend
 from lipsync_core.contract_checks import check_onnx
@@ -39,6 +40,11 @@ def load_data_plane(settings: ServerSettings) -> DataPlane:
     """Load the model instances and the avatar (slow: seconds)."""
     contract = preset(settings.io_preset)
     check_window_shape(contract)
+    verify_sha256(settings.model, settings.model_sha256, "model artifact")
+    if settings.audio_encoder is not None:
+        verify_sha256(
+            settings.audio_encoder, settings.audio_encoder_sha256, "audio encoder artifact"
+        )
     if settings.model.suffix == ".onnx":
         check_onnx(contract, settings.model)
     started = time.monotonic()

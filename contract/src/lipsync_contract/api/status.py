@@ -50,6 +50,10 @@ class EngineStatus(_StatusModel):
     artifact: str = Field("", description="File name of the Ready engine in its cache entry.")
     encoder_key: str = Field("", description="Engine key of the audio encoder, when there is one.")
     encoder_artifact: str = Field("", description="File name of the Ready audio encoder engine.")
+    artifact_sha256: str = Field("", description="Hex sha256 of the engine file, as built.")
+    encoder_artifact_sha256: str = Field(
+        "", description="Hex sha256 of the audio encoder engine file, as built."
+    )
     serving_key: str = Field("", description="Engine key the product's servers run now.")
     gpus: int = Field(0, ge=0, description="GPUs of this product the servers may use.")
     replicas: int = Field(0, ge=0, description="Server pods of this product.")

@@ -49,6 +49,9 @@ def server_options(
             "encoder_io_preset": spec.audio_encoder.io,
             "encoder_backend": config.backend,
         }
+        if engine.encoder_artifact_sha256:
+            speech["audio_encoder_sha256"] = engine.encoder_artifact_sha256
+    digest = {"model_sha256": engine.artifact_sha256} if engine.artifact_sha256 else {}
     return ServerOptions(
         model=Path(ENGINE_DIR) / engine.artifact,
         avatar=Path(AVATAR_DIR),
@@ -63,6 +66,7 @@ def server_options(
         max_batch_size=spec.batching.max_batch,
         max_queue_delay_microseconds=spec.batching.max_queue_delay_microseconds,
         **speech,
+        **digest,
         **server_access(spec.access).options,
     )
 
@@ -120,9 +124,13 @@ def server_deployment(
         naming.ANNOTATION_ENGINE_KEY: engine.key,
         naming.ANNOTATION_ARTIFACT: engine.artifact,
     }
+    if engine.artifact_sha256:
+        annotations[naming.ANNOTATION_ARTIFACT_SHA256] = engine.artifact_sha256
     if engine.encoder_key:
         annotations[naming.ANNOTATION_ENCODER_KEY] = engine.encoder_key
         annotations[naming.ANNOTATION_ENCODER_ARTIFACT] = engine.encoder_artifact
+    if engine.encoder_artifact_sha256:
+        annotations[naming.ANNOTATION_ENCODER_ARTIFACT_SHA256] = engine.encoder_artifact_sha256
     pod_labels = {**labels, naming.LABEL_ENGINE: short_key(engine.key)}
     strategies = sorted(STRATEGY_LABELS.values())
     strategy = STRATEGY_LABELS.get(spec.sharing) if spec.sharing != "exclusive" else None
@@ -134,6 +142,8 @@ def server_deployment(
         "imagePullPolicy": config.image_pull_policy,
         "command": ["lipsync"],
         "args": server_args(spec, owner.name, engine, config),
+        # A server that exits at start says why on its last log line (PodsHealthy shows it).
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         # For "$(POD_IP)" in the listen address (expanded by the kubelet).
         "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
         "ports": [
