@@ -9,6 +9,7 @@ names differ only in a dot and a dash, both served side by side.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -228,6 +229,43 @@ def test_a_pod_that_cannot_start_shows_the_schedulers_or_kubelets_reason_within_
         assert case.words in warnings[0]["message"]
     finally:
         # The next case needs the node's one GPU.
+        bed.cluster.kubectl("delete", "lsm", name, "-n", namespace)
+        wait_for(
+            lambda: not items(bed.cluster, "pods", namespace, model_selector(name)),
+            timeout=120,
+            description=f"{name}'s pods gone",
+        )
+
+
+def test_an_engine_file_changed_after_its_build_is_refused_and_the_status_says_why(
+    bed: OperatorBed,
+) -> None:
+    namespace, name = bed.namespace, "tampered"
+    apply(bed.cluster, namespace, small_model(name, bed.avatar("anna"), REAL_NODE_PRODUCT))
+    selector = f"{model_selector(name)},app.kubernetes.io/component=server"
+    try:
+        ready = wait_phase(bed.cluster, namespace, name, "Ready", timeout=BUILD_TIMEOUT)
+        engine = engines(ready)[REAL_NODE_PRODUCT]
+        entry = bed.cache_dir() / "engines" / engine["key"].removeprefix("sha256:")
+        artifact = entry / engine["artifact"]
+        built = artifact.read_bytes()
+        assert engine["artifactSha256"] == hashlib.sha256(built).hexdigest()
+        try:
+            artifact.write_bytes(built + b"\0")  # what a writer of the cache could do
+            [pod] = items(bed.cluster, "pods", namespace, selector)
+            bed.cluster.kubectl("delete", "pod", pod["metadata"]["name"], "-n", namespace)
+
+            def refused() -> dict[str, Any] | None:
+                found = condition(status(bed.cluster, namespace, name), "PodsHealthy")
+                return found if "changed after its build" in found.get("message", "") else None
+
+            pods_healthy = wait_for(refused, timeout=180, interval=1.0, description="refusal")
+        finally:
+            artifact.write_bytes(built)
+        assert pods_healthy["status"] == "False"
+        assert pods_healthy["reason"] == "CrashLoopBackOff"
+        assert f"model artifact /engine/{engine['artifact']} has sha256" in pods_healthy["message"]
+    finally:
         bed.cluster.kubectl("delete", "lsm", name, "-n", namespace)
         wait_for(
             lambda: not items(bed.cluster, "pods", namespace, model_selector(name)),
