@@ -91,6 +91,11 @@ class OperatorConfig(BaseModel):
     # What the servers bind: "0.0.0.0", or "$(POD_IP)" (expanded by the kubelet) on hosts
     # where every pod shares one network namespace.
     server_listen_address: str = Field("0.0.0.0", min_length=1)
+    # Every model converges this often even when nothing marks it.
+    resync_seconds: float = Field(60.0, gt=0)
+    # Liveness fails when a reconcile runs this long, or reconciles cannot reach the API server
+    # for this long (three resync periods by default).
+    reconcile_stall_seconds: float = Field(180.0, gt=0)
     # A NotReady node's GPUs still count this long (kube-controller-manager's eviction default).
     node_grace_seconds: int = Field(300, ge=0)
     # What scales a model's Deployments when spec.autoscaling.enabled (docs/operator.md,

@@ -3,7 +3,7 @@
 Creates, spec updates and operator starts converge the model in the handler (kopf retries it).
 Everything else only marks models for reconcile: a node event marks the models on the GPU
 products it touches, a child's event marks its owner, and each model's worker daemon converges
-it once per burst of marks (debounced), at least every RESYNC_SECONDS, with kopf's retries.
+it once per burst of marks (debounced), at least every resync period, with kopf's retries.
 Reads come from the watch-fed indexes (``indexes``); nothing here lists the API.
 
 Importing this module registers the handlers with kopf's default registry (kopf's convention);
@@ -27,6 +27,7 @@ from lipsync_operator import indexes, naming
 from lipsync_operator.clusterview import ClusterView, owner_uids
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.kube import API_TIMEOUT_SECONDS, Kube, api_message
+from lipsync_operator.liveness import ReconcileHealth
 from lipsync_operator.marks import Marks, NodeFacts, node_facts, products_touched
 from lipsync_operator.observed import gpu_node
 from lipsync_operator.podhealth import PodProblem, pod_problem
@@ -42,7 +43,6 @@ from lipsync_operator.status import EventNote
 
 log = logging.getLogger(__name__)
 
-RESYNC_SECONDS = 60.0
 RETRY_SECONDS = 15.0
 DEBOUNCE_SECONDS = 0.2  # marks closer than this converge once
 
@@ -65,6 +65,17 @@ def on_operator_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: A
     memo["marks"] = Marks()
     memo["node_facts"] = {}
     memo["pod_problems"] = {}
+    memo["reconcile_health"] = ReconcileHealth(config.reconcile_stall_seconds)
+
+
+@kopf.on.probe(id="reconciles")
+def reconciles_are_live(memo: kopf.Memo, **_: Any) -> str:
+    """Fails /healthz (HTTP 500) while reconciles hang or cannot reach the API server."""
+    problem = memo["reconcile_health"].problem()
+    if problem is not None:
+        # Permanent: kopf would retry a temporary failure inside the probe request.
+        raise kopf.PermanentError(problem)
+    return "ok"
 
 
 def snapshot(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -81,12 +92,15 @@ def _post(body: Mapping[str, Any], events: list[EventNote]) -> None:
 
 
 def _converge(
-    reconciler: Reconciler, body: Mapping[str, Any], view: ClusterView, *, permanent: bool
+    memo: kopf.Memo, body: Mapping[str, Any], view: ClusterView, *, permanent: bool
 ) -> None:
     """Reconcile; an invalid spec is recorded once and never retried; a refused child is on
     the status and retried with a growing delay; other API trouble is retried."""
+    reconciler: Reconciler = memo["reconciler"]
     try:
-        _post(body, reconciler.reconcile(body, view))
+        with memo["reconcile_health"].reconciling():
+            events = reconciler.reconcile(body, view)
+        _post(body, events)
     except InvalidSpecError as exc:
         _post(body, invalid_spec_events(parse_status(body.get("status")), str(exc)))
         if permanent:
@@ -108,14 +122,14 @@ def _converge(
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 async def on_lipsyncmodel_change(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     view = indexes.view(kwargs).snapshot()
-    await asyncio.to_thread(_converge, memo["reconciler"], snapshot(body), view, permanent=True)
+    await asyncio.to_thread(_converge, memo, snapshot(body), view, permanent=True)
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0)
 async def lipsyncmodel_worker(
     body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **kwargs: Any
 ) -> None:
-    """Converge the model when it is marked (debounced), and every RESYNC_SECONDS anyway.
+    """Converge the model when it is marked (debounced), and every resync period anyway.
 
     A failed converge raises out of the daemon with its mark kept, so kopf calls it again after
     the error's delay and it converges at once.
@@ -125,7 +139,7 @@ async def lipsyncmodel_worker(
     view = indexes.view(kwargs)  # live: each converge reads a snapshot of it
     try:
         while not stopped:  # kopf cancels the wait when the model goes away
-            if await marks.wait(uid, RESYNC_SECONDS):
+            if await marks.wait(uid, memo["config"].resync_seconds):
                 await asyncio.sleep(DEBOUNCE_SECONDS)
             if body["metadata"].get("deletionTimestamp"):
                 break
@@ -133,7 +147,7 @@ async def lipsyncmodel_worker(
             try:
                 await asyncio.to_thread(
                     _converge,
-                    memo["reconciler"],
+                    memo,
                     snapshot(body),
                     view.snapshot(),
                     permanent=False,
