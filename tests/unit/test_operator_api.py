@@ -15,7 +15,7 @@ from lipsync_contract.api.crd import CRD_NAME, crd_manifest, crd_yaml
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
-MINIMAL = {"model": {"uri": "s3://models/unet.onnx"}, "avatar": {"uri": "pvc://avatars/anna"}}
+MINIMAL = {"model": {"uri": "https://store.example/models/unet.onnx"}, "avatar": {"uri": "pvc://avatars/anna"}}
 
 
 def _schema() -> dict[str, Any]:
@@ -161,6 +161,10 @@ def test_spec_round_trips_camel_case() -> None:
         ({"sharing": "sometimes"}, "sharing"),
         ({"replicasPerGPU": 0}, "replicasPerGPU"),
         ({"model": {"uri": "ftp://x"}}, "pattern"),
+        ({"model": {"uri": "s3://models/unet.onnx"}}, "pattern"),  # no client in the images
+        ({"model": {"uri": "https://user:secret@models.example/unet.onnx"}}, "pattern"),
+        ({"model": {"uri": "https://models.example/unet.onnx?X-Amz-Signature=ab"}}, "pattern"),
+        ({"calibration": {"uri": "https://models.example/cal/#token=ab"}}, "pattern"),
         ({"gpus": {"products": ["bad product"]}}, "pattern"),
         ({"unknownField": 1}, "unknownField"),
     ],
@@ -174,7 +178,7 @@ def test_invalid_specs_are_rejected_with_a_readable_reason(
 
 def test_int8_with_calibration_is_valid() -> None:
     spec = LipSyncModelSpec.model_validate(
-        {**MINIMAL, "precision": "int8", "calibration": {"uri": "s3://cal/set/"}}
+        {**MINIMAL, "precision": "int8", "calibration": {"uri": "https://store.example/cal/set/"}}
     )
     assert spec.calibration is not None
     assert spec.calibration.samples == 512

@@ -38,7 +38,7 @@ def rendered() -> dict[str, Any]:
     )
     return build_job(
         owner, request, key=KEY, product_labels=["NVIDIA-L4"], image=config.runtime_image,
-        config=config,
+        config=config, credentials_secret="anna-source",
     )  # fmt: skip
 
 
@@ -96,8 +96,12 @@ POD = ("spec", "template", "spec")
         ((*POD, "containers", 0, "args", 1), "https://attacker.example/unet.onnx"),
         ((*POD, "containers", 0, "command"), ["sh", "-c", "echo forged"]),
         ((*POD, "volumes", 0, "persistentVolumeClaim", "claimName"), "someone-elses-cache"),
+        (
+            (*POD, "containers", 0, "env", -1, "valueFrom", "secretKeyRef", "name"),
+            "someone-elses-credentials",
+        ),
     ],
-    ids=["namespace", "name", "key", "image", "args", "command", "volume"],
+    ids=["namespace", "name", "key", "image", "args", "command", "volume", "credentials"],
 )
 def test_a_job_changed_after_signing_does_not_verify(path: tuple[Any, ...], value: Any) -> None:
     assert not SIGNER.verified(_changed(path, value))
@@ -120,3 +124,13 @@ def test_an_unsigned_job_is_never_the_build_a_model_follows_even_its_own() -> No
     look_alike = replace(signed, name="anna-build-forged", created="0", signed=False)
     assert shared_build([look_alike], KEY) is None
     assert shared_build([look_alike, signed], KEY) == signed
+
+
+def test_the_source_token_reaches_the_builder_only_from_its_secret() -> None:
+    [container] = rendered()["spec"]["template"]["spec"]["containers"]
+    token = next(e for e in container["env"] if e["name"] == "LIPSYNC_SOURCE_TOKEN")
+    assert token == {
+        "name": "LIPSYNC_SOURCE_TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": "anna-source", "key": "token"}},
+    }
+    assert not any("anna-source" in arg for arg in container["args"])

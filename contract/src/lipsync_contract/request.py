@@ -23,6 +23,10 @@ TORCH_BACKENDS: tuple[BuildBackend, ...] = ("torch", "torch-aoti")  # from a tor
 
 RANDOM_CALIBRATION_DIGEST = "random"
 DEFAULT_CALIBRATION_SAMPLES = 16
+# A bearer token for https:// sources reaches the builder in this variable (from the key
+# SOURCE_TOKEN_KEY of the model's credentials Secret), never on its command line.
+SOURCE_TOKEN_ENV = "LIPSYNC_SOURCE_TOKEN"
+SOURCE_TOKEN_KEY = "token"
 
 # Distributions that provide each backend, first installed one wins; the label goes in the key.
 _BACKEND_LIBRARIES: dict[BuildBackend, tuple[str, tuple[str, ...]]] = {
@@ -60,7 +64,7 @@ class BuildRequest(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    model: str = Field(min_length=1, description="Model URI: path, file://, https://, s3://, ...")
+    model: str = Field(min_length=1, description="Model URI: path, file://, https://, pvc://.")
     sha256: str = Field("", pattern=r"^([0-9a-f]{64})?$", description="Pinned model digest.")
     io: str = Field("unet328-ave", description="Model I/O contract preset.")
     precision: Precision = "fp32"

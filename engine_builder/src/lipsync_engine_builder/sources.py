@@ -21,6 +21,7 @@ from lipsync_contract.pvc import (
     parse_pvc_mounts,
     parse_pvc_uri,
 )
+from lipsync_contract.request import SOURCE_TOKEN_ENV
 from lipsync_engine_builder.errors import BadInputError, one_line
 
 
@@ -42,8 +43,12 @@ def fetch(uri: str, workdir: Path, what: str = "model") -> Path:
         if not mounted.exists():
             raise BadInputError(f"{what} {uri}: not found (looked in {mounted})")
         return mounted
+    options: dict[str, object] = {}
+    token = os.environ.get(SOURCE_TOKEN_ENV)
+    if token and uri.startswith("https://"):  # never in the clear
+        options["headers"] = {"Authorization": f"Bearer {token}"}
     try:
-        fs, path = fsspec.core.url_to_fs(uri)
+        fs, path = fsspec.core.url_to_fs(uri, **options)
     except (ImportError, ValueError) as exc:
         raise BadInputError(f"{what} {uri}: unsupported URI: {one_line(exc)}") from None
     if isinstance(fs, LocalFileSystem):

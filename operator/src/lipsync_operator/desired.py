@@ -169,6 +169,7 @@ def _build_step(
             image=builder_image(spec, config),
             cache_dir=cache_subdir(spec, config, owner.namespace, owner.name),
             config=config,
+            credentials_secret=spec.credentials_secret,
         )
     return BuildStep(key, verdict, job)
 

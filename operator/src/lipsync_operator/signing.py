@@ -33,7 +33,7 @@ ANNOTATION_SIGNATURE = "lipsync.dev/build-signature"
 
 
 def _container(container: Obj) -> list[Any]:
-    env = [[e.get("name"), e.get("value")] for e in container.get("env") or []]
+    env = [[e.get("name"), e.get("value"), e.get("valueFrom")] for e in container.get("env") or []]
     mounts = [
         [m.get("name"), m.get("mountPath"), m.get("subPath", "")]
         for m in container.get("volumeMounts") or []

@@ -277,7 +277,7 @@ class CertificateAuthority:
     def __init__(self, common_name: str, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
-        self._cert, self._key = _new_ca(common_name)
+        self._cert, self._key = _new_ca(f"{common_name}-ca")  # never a leaf's name
         self.pair = _write(directory, f"{common_name}-ca", self._cert, self._key)
 
     def issue(

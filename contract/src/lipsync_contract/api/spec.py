@@ -27,7 +27,9 @@ GpuProduct = Annotated[
     ),
 ]
 
-URI_PATTERN = r"^(file|pvc|s3|gs|https?)://.+"
+# No user info, query or fragment: credentials there would be copied into Job arguments,
+# annotations and status (spec.credentialsSecret carries them instead).
+URI_PATTERN = r"^(file|pvc|https?)://[^/@?#]*(/[^?#]*)?$"
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 DEFAULT_PRESET = "unet328-ave"
 # On an optional object field: the API server fills it in (and its fields' defaults) when absent.
@@ -40,7 +42,7 @@ class ModelSource(ApiModel):
     uri: str = Field(
         max_length=2048,
         pattern=URI_PATTERN,
-        description="Where the ONNX file is: file://, pvc://<claim>/<path>, s3://, gs://, https://.",
+        description="Where the ONNX file is: pvc://<claim>/<path>, https://, file://.",
     )
     sha256: str | None = Field(
         None,
@@ -304,6 +306,12 @@ class LipSyncModelSpec(ApiModel):
     )
     images: Images = Field(default_factory=Images, json_schema_extra=_EMPTY_OBJECT_DEFAULT)
     access: Access = Field(default_factory=Access, json_schema_extra=_EMPTY_OBJECT_DEFAULT)
+    credentials_secret: SecretName | None = Field(
+        None,
+        alias="credentialsSecret",
+        description="A Secret whose key 'token' the build Job sends as 'Authorization: Bearer' "
+        "to https:// sources (model, audio encoder, calibration); only build Jobs mount it.",
+    )
 
     @model_validator(mode="after")
     def _int8_needs_calibration(self) -> LipSyncModelSpec:

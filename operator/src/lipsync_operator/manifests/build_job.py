@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lipsync_contract.enginekey import short_key
-from lipsync_contract.request import BuildRequest
+from lipsync_contract.request import SOURCE_TOKEN_ENV, SOURCE_TOKEN_KEY, BuildRequest
 from lipsync_operator import naming
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.engines import TERMINATION_LOG
@@ -60,11 +60,14 @@ def build_job(
     image: str,
     config: OperatorConfig,
     cache_dir: str = "",
+    credentials_secret: str | None = None,
 ) -> Manifest:
     """One Job per engine key; its name is derived from the key, so it is never created twice.
 
     ``cache_dir``: the part of the engine cache the builder sees as its cache root ("" for all
     of it; a model's own directory for a builder image the operator does not trust).
+    ``credentials_secret``: its key ``token`` reaches the builder as an environment variable
+    (never in arguments or annotations) for https:// sources.
     """
     labels = build_job_labels(owner, request.gpu_product, key)
     annotations = {naming.ANNOTATION_ENGINE_KEY: key}
@@ -87,6 +90,9 @@ def build_job(
             *source_mounts,
         ],
     }
+    if credentials_secret:
+        token = {"secretKeyRef": {"name": credentials_secret, "key": SOURCE_TOKEN_KEY}}
+        source_env = [*source_env, {"name": SOURCE_TOKEN_ENV, "valueFrom": token}]
     if source_env:
         container["env"] = source_env
     pod_spec: Manifest = {
