@@ -18,7 +18,7 @@ def test_claim_and_path_are_parsed_and_other_uris_are_not_pvc() -> None:
     assert parse_pvc_uri("pvc://avatars/anna/") == PvcRef("avatars", "anna")
     assert parse_pvc_uri("pvc://avatars") == PvcRef("avatars", "")
     assert parse_pvc_uri("pvc:///no-claim") is None
-    assert parse_pvc_uri("https://store.example/models/unet.onnx") is None
+    assert parse_pvc_uri("https://m.example/models/unet.onnx") is None
 
 
 def test_builder_reads_a_pvc_uri_under_the_mount_root(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,16 +14,16 @@ from lipsync_engine_builder.cli import build, request_from_params
 pytestmark = pytest.mark.unit
 
 BASE: dict[str, Any] = {
-    "model": "https://store.example/models/unet_328.onnx",
+    "model": "https://m.example/models/unet_328.onnx",
     "precision": "int8",
-    "calibration": "https://store.example/calibration/anna/",
+    "calibration": "https://m.example/calibration/anna/",
     "runtime": "onnxruntime 1.32.0",
     "cache": "/var/cache/lipsync",
 }
 
 # Each change touches exactly one key field (calibration ones only matter for int8).
 KEY_CHANGES: dict[str, dict[str, Any]] = {
-    "model": {"model": "https://store.example/models/other.onnx"},
+    "model": {"model": "https://m.example/models/other.onnx"},
     "sha256": {"sha256": "a" * 64},
     "io": {"io": "unet328-export"},
     "precision": {"precision": "fp16"},
@@ -34,7 +34,7 @@ KEY_CHANGES: dict[str, dict[str, Any]] = {
     "batch_min": {"batch": {"min": 2, "opt": 4, "max": 8}},
     "batch_opt": {"batch": {"min": 1, "opt": 2, "max": 8}},
     "batch_max": {"batch": {"min": 1, "opt": 4, "max": 16}},
-    "calibration": {"calibration": "https://store.example/calibration/bob/"},
+    "calibration": {"calibration": "https://m.example/calibration/bob/"},
     "calibration_sha256": {"calibration_sha256": "b" * 64},
     "calibration_samples": {"calibration_samples": 512},
 }
@@ -46,7 +46,7 @@ NON_KEY_CHANGES: dict[str, dict[str, Any]] = {
     "measure_frames": {"measure_frames": 3},
     "allow_random_calibration": {"allow_random_calibration": True},
     # The UNet's key does not depend on the encoder built beside it (the encoder has its own).
-    "audio_encoder": {"audio_encoder": "https://store.example/models/ave.onnx"},
+    "audio_encoder": {"audio_encoder": "https://m.example/models/ave.onnx"},
     "audio_encoder_sha256": {"audio_encoder_sha256": "e" * 64},
     "audio_encoder_batch_max": {"audio_encoder_batch_max": 64},
 }
@@ -69,7 +69,7 @@ def test_fields_outside_the_key_leave_it_alone(field: str) -> None:
 def test_calibration_is_not_in_the_key_without_int8() -> None:
     fp16 = request(precision="fp16")
     assert fp16.key_inputs().calibration_digest == ""
-    assert fp16.key() == request(precision="fp16", calibration="https://store.example/elsewhere/").key()
+    assert fp16.key() == request(precision="fp16", calibration="https://m.example/elsewhere/").key()
 
 
 def test_pinned_digest_replaces_the_uri_in_the_key() -> None:
@@ -115,18 +115,24 @@ def test_batch_profile_must_be_ordered() -> None:
 
 def test_the_audio_encoder_is_a_second_request_with_its_own_key() -> None:
     assert request().encoder_request() is None
-    pair = request(audio_encoder="https://store.example/models/ave.onnx", audio_encoder_batch_max=16)
+    pair = request(audio_encoder="https://m.example/models/ave.onnx", audio_encoder_batch_max=16)
     encoder = pair.encoder_request()
     assert encoder is not None
-    assert (encoder.model, encoder.io, encoder.precision) == ("https://store.example/models/ave.onnx", "ave", "fp32")
+    assert (encoder.model, encoder.io, encoder.precision) == (
+        "https://m.example/models/ave.onnx",
+        "ave",
+        "fp32",
+    )
     assert (encoder.batch.min, encoder.batch.opt, encoder.batch.max) == (1, 8, 16)
     assert encoder.calibration_digest() == ""
     assert encoder.key() != pair.key()
     assert encoder.key_inputs().contract.inputs[0].name == "mel"
-    other = request(audio_encoder="https://store.example/models/ave-2.onnx", audio_encoder_batch_max=16)
+    other = request(audio_encoder="https://m.example/models/ave-2.onnx", audio_encoder_batch_max=16)
     assert other.encoder_request() is not None
     assert other.encoder_request().key() != encoder.key()  # type: ignore[union-attr]
-    fp16 = request(precision="fp16", audio_encoder="https://store.example/models/ave.onnx").encoder_request()
+    fp16 = request(
+        precision="fp16", audio_encoder="https://m.example/models/ave.onnx"
+    ).encoder_request()
     assert fp16 is not None
     assert fp16.precision == "fp16"
     with pytest.raises(ValueError, match="'unet328-ave' is not an audio encoder preset"):

@@ -22,7 +22,10 @@ def test_result_uses_the_documented_camel_case_fields() -> None:
 
 def test_result_stays_under_the_termination_message_limit() -> None:
     result = BuildResult(
-        key="sha256:" + "a" * 64, state="Failed", reason="x" * 10_000, artifact="https://store.example/" + "b" * 5000
+        key="sha256:" + "a" * 64,
+        state="Failed",
+        reason="x" * 10_000,
+        artifact="https://m.example/" + "b" * 5000,
     )
     text = result.to_json()
     assert len(text.encode()) <= TERMINATION_MESSAGE_LIMIT

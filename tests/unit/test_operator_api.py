@@ -15,7 +15,10 @@ from lipsync_contract.api.crd import CRD_NAME, crd_manifest, crd_yaml
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
-MINIMAL = {"model": {"uri": "https://store.example/models/unet.onnx"}, "avatar": {"uri": "pvc://avatars/anna"}}
+MINIMAL = {
+    "model": {"uri": "https://m.example/models/unet.onnx"},
+    "avatar": {"uri": "pvc://avatars/anna"},
+}
 
 
 def _schema() -> dict[str, Any]:
@@ -178,7 +181,7 @@ def test_invalid_specs_are_rejected_with_a_readable_reason(
 
 def test_int8_with_calibration_is_valid() -> None:
     spec = LipSyncModelSpec.model_validate(
-        {**MINIMAL, "precision": "int8", "calibration": {"uri": "https://store.example/cal/set/"}}
+        {**MINIMAL, "precision": "int8", "calibration": {"uri": "https://m.example/cal/set/"}}
     )
     assert spec.calibration is not None
     assert spec.calibration.samples == 512

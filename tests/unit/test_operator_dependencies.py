@@ -23,7 +23,10 @@ HEAVY = ("numpy", "onnx", "onnxruntime", "onnxslim", "sympy", "torch")
 # The packages that bring those in: the operator must not need them either.
 ML_COMPONENTS = ("lipsync_core", "lipsync_engine_builder", "lipsync_server")
 
-SPEC = {"model": {"uri": "https://store.example/models/unet.onnx", "sha256": "a" * 64}, "avatar": {"uri": "https://store.example/a/"}}
+SPEC = {
+    "model": {"uri": "https://m.example/models/unet.onnx", "sha256": "a" * 64},
+    "avatar": {"uri": "https://m.example/a/"},
+}
 
 
 def runtime_closure(lock: Mapping[str, Any], root: str) -> set[str]:

@@ -27,7 +27,10 @@ H100 = "NVIDIA-H100-80GB-HBM3"
 
 
 def spec(**changes: object) -> LipSyncModelSpec:
-    base = {"model": {"uri": "https://store.example/m/unet.onnx"}, "avatar": {"uri": "pvc://avatars/anna"}}
+    base = {
+        "model": {"uri": "https://m.example/m/unet.onnx"},
+        "avatar": {"uri": "pvc://avatars/anna"},
+    }
     return LipSyncModelSpec.model_validate({**base, **changes})
 
 

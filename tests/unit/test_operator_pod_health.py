@@ -159,7 +159,10 @@ def _pods_healthy(state: DesiredState) -> Condition:
 
 def test_status_says_why_pods_cannot_start_with_one_warning_per_cause() -> None:
     model = LipSyncModelSpec.model_validate(
-        {"model": {"uri": "https://store.example/m/unet.onnx"}, "avatar": {"uri": "pvc://no-such-claim/anna"}}
+        {
+            "model": {"uri": "https://m.example/m/unet.onnx"},
+            "avatar": {"uri": "pvc://no-such-claim/anna"},
+        }
     )
     owner = Owner(name="anna", namespace="default", uid="uid-1", generation=1)
     now = datetime(2025, 1, 1, tzinfo=UTC)

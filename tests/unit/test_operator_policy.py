@@ -41,7 +41,7 @@ def spec(**changes: Any) -> LipSyncModelSpec:
         "pvc://c/a/../../x",
         "pvc://c/./x",
         "pvc://c/a/%2e%2e/x",  # percent-encoded '..'
-        "https://store.example/bucket/../x",
+        "https://m.example/bucket/../x",
     ],
 )
 def test_dot_segments_are_refused_in_every_scheme(uri: str) -> None:

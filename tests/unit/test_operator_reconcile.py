@@ -74,7 +74,10 @@ def node(name: str, **kwargs: Any) -> GpuNode:
 
 
 def spec(**changes: Any) -> LipSyncModelSpec:
-    base = {"model": {"uri": "https://store.example/m/unet.onnx"}, "avatar": {"uri": "pvc://avatars/anna"}}
+    base = {
+        "model": {"uri": "https://m.example/m/unet.onnx"},
+        "avatar": {"uri": "pvc://avatars/anna"},
+    }
     return LipSyncModelSpec.model_validate({**base, **changes})
 
 
@@ -243,7 +246,8 @@ def test_build_job_args_reproduce_the_operators_key() -> None:
     from lipsync_contract.request import BuildRequest
 
     state = plan(
-        spec(precision="int8", calibration={"uri": "https://store.example/cal/"}), Observed(nodes=(node("a"),))
+        spec(precision="int8", calibration={"uri": "https://m.example/cal/"}),
+        Observed(nodes=(node("a"),)),
     )
     args = state.jobs[0]["spec"]["template"]["spec"]["containers"][0]["args"]
     flags = dict(zip(args[1::2], args[2::2], strict=False))

@@ -37,7 +37,7 @@ def _no_server_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_generated_arguments_parse_back_into_the_same_settings() -> None:
     spec = LipSyncModelSpec.model_validate(
         {
-            "model": {"uri": "https://store.example/m/unet.onnx"},
+            "model": {"uri": "https://m.example/m/unet.onnx"},
             "avatar": {"uri": "pvc://avatars/anna"},
             "sharing": "exclusive",
             "replicasPerGPU": 3,
@@ -61,8 +61,8 @@ def test_generated_arguments_parse_back_into_the_same_settings() -> None:
 def test_speech_servers_get_the_audio_encoder_engine_and_its_preset() -> None:
     spec = LipSyncModelSpec.model_validate(
         {
-            "model": {"uri": "https://store.example/m/unet.onnx"},
-            "audioEncoder": {"uri": "https://store.example/m/ave.onnx"},
+            "model": {"uri": "https://m.example/m/unet.onnx"},
+            "audioEncoder": {"uri": "https://m.example/m/ave.onnx"},
             "avatar": {"uri": "pvc://avatars/anna"},
         }
     )
@@ -90,7 +90,11 @@ def test_every_kind_of_setting_round_trips() -> None:
 
 def _deployment(access: dict[str, object]) -> dict[str, Any]:
     spec = LipSyncModelSpec.model_validate(
-        {"model": {"uri": "https://store.example/m/unet.onnx"}, "avatar": {"uri": "pvc://a/anna"}, "access": access}
+        {
+            "model": {"uri": "https://m.example/m/unet.onnx"},
+            "avatar": {"uri": "pvc://a/anna"},
+            "access": access,
+        }
     )
     owner = Owner("anna", "team-a", "uid-1")
     return server_deployment(
@@ -141,8 +145,8 @@ def test_the_artifacts_digests_reach_the_server_and_survive_the_deployments_anno
 
     spec = LipSyncModelSpec.model_validate(
         {
-            "model": {"uri": "https://store.example/m/unet.onnx"},
-            "audioEncoder": {"uri": "https://store.example/m/ave.onnx"},
+            "model": {"uri": "https://m.example/m/unet.onnx"},
+            "audioEncoder": {"uri": "https://m.example/m/ave.onnx"},
             "avatar": {"uri": "pvc://a/anna"},
         }
     )
