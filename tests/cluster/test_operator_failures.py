@@ -172,6 +172,16 @@ def test_models_named_with_a_dot_and_a_dash_are_both_ready_on_children_of_their_
                 bed.cluster.kubectl("delete", "lsm", name, "-n", namespace, "--wait=false")
 
 
+def _delete_model(bed: OperatorBed, namespace: str, name: str) -> None:
+    """Delete the model and wait for its pods to go (they hold the node's GPUs)."""
+    bed.cluster.kubectl("delete", "lsm", name, "-n", namespace)
+    wait_for(
+        lambda: not items(bed.cluster, "pods", namespace, model_selector(name)),
+        timeout=120,
+        description=f"{name}'s pods gone",
+    )
+
+
 def _time(stamp: str) -> datetime:
     return datetime.fromisoformat(stamp)
 
@@ -228,13 +238,7 @@ def test_a_pod_that_cannot_start_shows_the_schedulers_or_kubelets_reason_within_
         assert {event["type"] for event in warnings} == {"Warning"}
         assert case.words in warnings[0]["message"]
     finally:
-        # The next case needs the node's one GPU.
-        bed.cluster.kubectl("delete", "lsm", name, "-n", namespace)
-        wait_for(
-            lambda: not items(bed.cluster, "pods", namespace, model_selector(name)),
-            timeout=120,
-            description=f"{name}'s pods gone",
-        )
+        _delete_model(bed, namespace, name)  # the next case needs the node's one GPU
 
 
 def test_an_engine_file_changed_after_its_build_is_refused_and_the_status_says_why(
@@ -266,9 +270,4 @@ def test_an_engine_file_changed_after_its_build_is_refused_and_the_status_says_w
         assert pods_healthy["reason"] == "CrashLoopBackOff"
         assert f"model artifact /engine/{engine['artifact']} has sha256" in pods_healthy["message"]
     finally:
-        bed.cluster.kubectl("delete", "lsm", name, "-n", namespace)
-        wait_for(
-            lambda: not items(bed.cluster, "pods", namespace, model_selector(name)),
-            timeout=120,
-            description=f"{name}'s pods gone",
-        )
+        _delete_model(bed, namespace, name)
