@@ -180,7 +180,7 @@ def main(seconds: float, idle_count: int, flood_concurrency: int, width: int, he
         with ServerProcess(
             model, avatar, root / "server.log", metrics=False,
             tls_cert_file=server_pair.cert_path, tls_key_file=server_pair.key_path,
-            tls_client_ca_file=ca.pair.cert_path, max_batch_size=4,
+            tls_client_ca_file=ca.pair.cert_path,
         ) as server:  # fmt: skip
             target = server.target
 

@@ -286,7 +286,7 @@ def test_a_snapshot_does_not_follow_later_index_changes() -> None:
     assert [node.name for node in snapshot.gpu_nodes()] == ["h-0"]
 
 
-def test_any_models_ready_engine_is_found_by_key() -> None:
+def test_a_models_ready_engine_is_found_by_key_from_its_own_namespace_only() -> None:
     def model(name: str, engines: list[dict[str, Any]]) -> dict[str, Any]:
         return {"metadata": {"name": name, "namespace": "default", "uid": name},
                 "status": {"engines": engines}}  # fmt: skip
@@ -295,6 +295,8 @@ def test_any_models_ready_engine_is_found_by_key() -> None:
     building = {"gpuProduct": H100, "key": "sha256:def", "state": "Building"}
     models = [model("anna", [ready, building]), model("mira", []), {"metadata": {}}]
     view = ClusterView(published=index(published_entry, models))
-    [found] = view.published_engines(["sha256:abc", "sha256:def", "sha256:abc"])
+    [found] = view.published_engines(["sha256:abc", "sha256:def", "sha256:abc"], "default")
     assert (found.key, found.artifact, found.gpu_product) == ("sha256:abc", "e.onnx", L4)
+    # Another tenant's status is not trusted: its model builds the key itself.
+    assert view.published_engines(["sha256:abc"], "tenant-b") == []
     assert published_entry({"status": {"engines": "not a list"}}) is None

@@ -181,14 +181,29 @@ def waiting_entry(obj: Obj) -> dict[str, ModelRef] | None:
     return {key: _ref(obj) for key in keys} or None
 
 
-def published_entry(obj: Obj) -> dict[str, EngineStatus] | None:
-    """Models' Ready engines by key, from their status: any model's engine of a key is every
-    model's (its build's pod, and so the Job's result, may be gone with its node)."""
+@dataclass(frozen=True)
+class PublishedEngine:
+    """A Ready engine a model's status publishes, and the namespace of that model."""
+
+    namespace: str
+    engine: EngineStatus
+
+
+def published_entry(obj: Obj) -> dict[str, PublishedEngine] | None:
+    """Models' Ready engines by key, from their status: another model's engine of a key serves
+    a model of the same namespace (its build's pod, and so the Job's result, may be gone with its
+    node). Only the same namespace: whoever may write a model's status there may already write
+    the model's own."""
     try:
         status = LipSyncModelStatus.model_validate(dict(obj.get("status") or {}))
     except ValidationError:
         return None
-    ready = {e.key: e for e in status.engines if e.state == "Ready" and e.key and e.artifact}
+    namespace = str((obj.get("metadata") or {}).get("namespace") or "")
+    ready = {
+        e.key: PublishedEngine(namespace, e)
+        for e in status.engines
+        if e.state == "Ready" and e.key and e.artifact
+    }
     return ready or None
 
 
@@ -221,7 +236,7 @@ class ClusterView:
     models: IndexView[str, ModelRef] = field(default_factory=dict)
     builds: IndexView[str, BuildJob] = field(default_factory=dict)  # by engine key
     waiting: IndexView[str, ModelRef] = field(default_factory=dict)  # by engine key
-    published: IndexView[str, EngineStatus] = field(default_factory=dict)  # by engine key
+    published: IndexView[str, PublishedEngine] = field(default_factory=dict)  # by engine key
     # by (namespace, model label)
     pod_problems: IndexView[tuple[str, str], PodProblem] = field(default_factory=dict)
 
@@ -281,9 +296,13 @@ class ClusterView:
         }
         return {key: jobs for key, jobs in found.items() if jobs}
 
-    def published_engines(self, keys: Iterable[str]) -> list[EngineStatus]:
-        """One Ready engine per key of ``keys`` that some model's status publishes."""
-        found = (_values(self.published, key) for key in sorted(set(keys)))
+    def published_engines(self, keys: Iterable[str], namespace: str) -> list[EngineStatus]:
+        """One Ready engine per key of ``keys`` that the status of a model in ``namespace``
+        publishes."""
+        found = (
+            [p.engine for p in _values(self.published, key) if p.namespace == namespace]
+            for key in sorted(set(keys))
+        )
         return [engines[0] for engines in found if engines]
 
     def waiting_for(self, key: str) -> list[ModelRef]:

@@ -18,13 +18,14 @@ from typing import Any
 
 import kopf
 
-from lipsync_contract.api import GROUP, PLURAL, VERSION, EngineStatus
+from lipsync_contract.api import GROUP, PLURAL, VERSION
 from lipsync_operator import naming
 from lipsync_operator.clusterview import (
     BuildPod,
     ClusterView,
     ModelRef,
     PodUse,
+    PublishedEngine,
     build_key_entry,
     build_pod_entry,
     deployment_entry,
@@ -124,7 +125,7 @@ def lipsync_waiting(body: kopf.Body, **_: Any) -> dict[str, ModelRef]:
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
-def lipsync_published(body: kopf.Body, **_: Any) -> dict[str, EngineStatus]:
+def lipsync_published(body: kopf.Body, **_: Any) -> dict[str, PublishedEngine]:
     return published_entry(body) or {}
 
 

@@ -155,7 +155,7 @@ class Reconciler:
                 observed = replace(
                     observed,
                     published={
-                        **published_results(view.published_engines(keys), mount),
+                        **published_results(view.published_engines(keys, owner.namespace), mount),
                         **published_engines(previous, mount),
                     },
                     builds=view.builds_by_key(keys),
