@@ -128,7 +128,10 @@ async def model_infer_flood(
 ) -> Counter[str]:
     request = flood_request()
     outcomes: Counter[str] = Counter()
-    options = [("grpc.max_send_message_length", 64 << 20)]
+    options = [
+        ("grpc.max_send_message_length", 64 << 20),
+        ("grpc.max_receive_message_length", 64 << 20),
+    ]
     async with open_channel(target, security, options) as channel:
         stub = inference_pb2_grpc.GRPCInferenceServiceStub(channel)
 
