@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from lipsync_server.batching import BatchingPolicy, BatchTimings, Decision, DynamicBatcher
+from lipsync_server.batching import CALLER, BatchingPolicy, BatchTimings, Decision, DynamicBatcher
 from lipsync_server.errors import DeadlineExceededError, QueueFullError
 
 pytestmark = pytest.mark.unit
@@ -207,5 +207,32 @@ def test_instances_run_batches_in_parallel() -> None:
         await batcher.close()
         assert sorted(len(batch) for batch in model.batches) == [2, 2]
         assert model.most_running == 2
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_takes_each_callers_requests_in_turn() -> None:
+    async def scenario() -> None:
+        model = _GatedModel(gated=True)
+        batcher = _batcher(model, max_batch=4, delay_us=0)
+        batcher.start()
+
+        async def submit(caller: str, value: int) -> tuple[int, float, BatchTimings]:
+            CALLER.set(caller)  # this task's own context
+            return await batcher.submit(value)
+
+        first = asyncio.create_task(submit("flood", 0))
+        await model.wait_running(1)  # the queue fills while the first batch runs
+        # Queued together, before the collector forms the next batch.
+        flood = [asyncio.create_task(submit("flood", value)) for value in range(1, 9)]
+        victim = asyncio.create_task(submit("victim", 100))
+        await _settle()
+        model.release(4)
+        await asyncio.gather(first, *flood, victim)
+        await batcher.close()
+        # The victim's one request rides in the next batch, not behind the flood's eight; one
+        # caller's requests keep their order.
+        assert model.batches[1] == [1, 100, 2, 3]
+        assert model.batches[2:] == [[4, 5, 6, 7], [8]]
 
     asyncio.run(scenario())

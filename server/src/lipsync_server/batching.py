@@ -7,7 +7,9 @@ oldest queued request has waited ``max_queue_delay_microseconds`` and dispatch w
 ``DynamicBatcher`` applies it on an asyncio event loop: one bounded queue shared by every model
 instance, one collector per instance that forms batches while that instance runs the previous one.
 A full queue rejects at once (:class:`QueueFullError`); cancelled or expired requests are dropped
-before they reach the model.
+before they reach the model. A batch takes the queued requests of its callers in turn (each
+caller's oldest first, ``CALLER`` names the caller), so one caller's burst cannot keep another's
+request waiting behind all of it.
 """
 
 from __future__ import annotations
@@ -19,12 +21,16 @@ import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from lipsync_server.errors import DeadlineExceededError, QueueFullError
 
 log = logging.getLogger(__name__)
+
+# Who the current task works for (the server sets it per call: see DataPlane.call).
+CALLER: ContextVar[str] = ContextVar("lipsync_caller", default="")
 
 P = TypeVar("P")
 Prepared = TypeVar("Prepared")
@@ -73,6 +79,7 @@ class _Item(Generic[P, R]):
     future: asyncio.Future[tuple[R, float, BatchTimings]]
     enqueued: float
     deadline: float | None
+    caller: str = ""
 
 
 @dataclass
@@ -154,7 +161,7 @@ class DynamicBatcher(Generic[P, Prepared, R]):
         future: asyncio.Future[tuple[R, float, BatchTimings]] = (
             asyncio.get_running_loop().create_future()
         )
-        self._queue.append(_Item(payload, future, self._clock(), deadline))
+        self._queue.append(_Item(payload, future, self._clock(), deadline, CALLER.get()))
         self._wakeup.set()
         return await future
 
@@ -199,11 +206,27 @@ class DynamicBatcher(Generic[P, Prepared, R]):
                 decision = Decision(min(len(self._queue), self._policy.max_batch_size))
             if decision.size and not self._defer(instance):
                 self._load[instance] += 1
-                return [self._queue.popleft() for _ in range(decision.size)]
+                return self._take(decision.size)
             self._wakeup.clear()
             timeout = None if math.isinf(decision.wait_us) else decision.wait_us / 1e6
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
+
+    def _take(self, size: int) -> list[_Item[P, R]]:
+        """``size`` queued items, one per caller in turn, each caller's oldest first."""
+        lanes: dict[str, deque[_Item[P, R]]] = {}
+        for item in self._queue:
+            lanes.setdefault(item.caller, deque()).append(item)
+        if len(lanes) == 1:
+            return [self._queue.popleft() for _ in range(size)]
+        taken: list[_Item[P, R]] = []
+        while len(taken) < size:
+            for lane in lanes.values():
+                if lane and len(taken) < size:
+                    taken.append(lane.popleft())
+        chosen = {id(item) for item in taken}
+        self._queue = deque(item for item in self._queue if id(item) not in chosen)
+        return taken
 
     async def _collect(
         self, instance: int, handoff: asyncio.Queue[_Batch[P, Prepared, R] | None]

@@ -21,7 +21,7 @@ import numpy as np
 from lipsync_contract.modelio import ENCODER_PRESETS, EncoderContract, ModelContract
 from lipsync_core.backends import Backend, BackendInfo
 from lipsync_server.avatar.store import AvatarStore, ping_pong
-from lipsync_server.batching import BatchingPolicy, BatchTimings, DynamicBatcher
+from lipsync_server.batching import CALLER, BatchingPolicy, BatchTimings, DynamicBatcher
 from lipsync_server.compositor import FrameEncoding, composite, encode
 from lipsync_server.config import ServerSettings
 from lipsync_server.encoder import EncoderStage
@@ -217,9 +217,11 @@ class DataPlane:
         self._calls_of[client] += 1
         self._active += 1
         self._idle.clear()
+        caller = CALLER.set(client)  # the batchers take callers' frames in turn
         try:
             yield
         finally:
+            CALLER.reset(caller)
             self._active -= 1
             self._calls_of[client] -= 1
             if not self._calls_of[client]:
