@@ -8,6 +8,9 @@ One install; the tests run in file order.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,11 +20,14 @@ import pytest
 from kubernetes import client
 
 from lipsync_testbed import LocalCluster, operatorchart
+from lipsync_testbed.clientpods import client_pod
 from lipsync_testbed.lsm import (
     apply,
+    deployments,
     engines,
     items,
     jobs,
+    kubectl_json,
     model,
     model_selector,
     patch_spec,
@@ -29,7 +35,9 @@ from lipsync_testbed.lsm import (
     wait_phase,
     wait_serving,
 )
-from lipsync_testbed.nodebed import REAL_NODE_PRODUCT, app_version, node_operator_bed
+from lipsync_testbed.modelstore import private_model_store
+from lipsync_testbed.nodebed import REAL_NODE, REAL_NODE_PRODUCT, app_version, node_operator_bed
+from lipsync_testbed.nodes import GPU_RESOURCE, set_node_gpus
 from lipsync_testbed.operatorchart import OperatorBed, small_model
 from lipsync_testbed.resources import create_namespace
 from lipsync_testbed.waiting import wait_for
@@ -126,6 +134,51 @@ def test_a_file_uri_outside_the_allowed_prefix_is_refused(bed: OperatorBed) -> N
     )
 
 
+def _delete_model(bed: OperatorBed, name: str) -> None:
+    """Delete a model and wait for its pods to go (their GPU is free again)."""
+    bed.cluster.kubectl("delete", "lsm", name, "-n", bed.namespace, "--wait=false")
+    wait_for(
+        lambda: items(bed.cluster, "pods", bed.namespace, model_selector(name)) == [],
+        timeout=120,
+        description=f"{name}'s pods gone",
+    )
+
+
+def test_a_private_model_builds_with_its_credentials_and_they_appear_nowhere(
+    bed: OperatorBed, reference_model: Path, tmp_path: Path
+) -> None:
+    """A model on an HTTPS store behind a private CA and a bearer token: the build Job gets
+    both from the model's credentials Secret, and neither the children, the model, nor the
+    Events carry the token."""
+    cluster, namespace = bed.cluster, bed.namespace
+    token = "priya-store-token-1f3a9c"
+    files = {"models/unet.onnx": reference_model.read_bytes()}
+    host = cluster.host_network.host_address  # the host side of the nodes' network
+    with private_model_store(files, token, host, tmp_path) as store:
+        secret = client.V1Secret(
+            metadata=client.V1ObjectMeta(name="priya-source"),
+            string_data={"token": token, "ca.crt": store.ca_file.read_text()},
+        )
+        client.CoreV1Api(bed.api).create_namespaced_secret(namespace, secret)
+        uri = store.url("models/unet.onnx")
+        spec = {"model": {"uri": uri}, "credentialsSecret": "priya-source"}
+        apply(cluster, namespace, document("priya", bed.avatar("priya"), **spec))
+        try:
+            wait_phase(cluster, namespace, "priya", "Ready", timeout=BUILD_TIMEOUT)
+            assert "/models/unet.onnx" in store.authorized_gets
+            assert store.refused == 0
+            kinds = "deployments,jobs,lipsyncmodels,events"
+            listed = cluster.kubectl("get", kinds, "-n", namespace, "-o", "yaml").stdout
+            assert uri in listed
+            assert token not in listed
+            [job] = jobs(cluster, namespace, "priya")
+            env = job["spec"]["template"]["spec"]["containers"][0]["env"]
+            refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in env if "valueFrom" in e}
+            assert {ref["name"] for ref in refs.values()} == {"priya-source"}
+        finally:
+            _delete_model(bed, "priya")
+
+
 def test_an_allowed_builder_override_gets_its_own_key_and_a_private_cache(bed: OperatorBed) -> None:
     """...served from a file:// avatar under the allowed prefix (a hostPath volume)."""
     cluster, namespace = bed.cluster, bed.namespace
@@ -162,6 +215,76 @@ def test_an_allowed_builder_override_gets_its_own_key_and_a_private_cache(bed: O
     assert engine["subPath"] == f"private/{namespace}/olga/engines/{entry}"
     [avatar] = [v for v in pod["spec"]["volumes"] if v["name"] == "avatar"]
     assert avatar["hostPath"] == {"path": f"{avatars}/olga", "type": "Directory"}
+
+
+def _judged(bed: OperatorBed, name: str) -> dict[str, Any] | None:
+    """The model once its status reflects its current spec."""
+    found = model(bed.cluster, bed.namespace, name)
+    judged = (found.get("status") or {}).get("observedGeneration")
+    return found if judged == found["metadata"]["generation"] else None
+
+
+def _patch_gpus(bed: OperatorBed, name: str, most: int | None) -> None:
+    patch_spec(bed.cluster, bed.namespace, name, {"gpus": {"products": [PRODUCT], "max": most}})
+    wait_for(lambda: _judged(bed, name), timeout=60, description=f"{name}'s new spec judged")
+
+
+def _gpu_tenant(name: str) -> dict[str, Any]:
+    """Another team's pod holding one GPU of the real node."""
+    pod = client_pod(name, ["sleep", "3600"])
+    pod["spec"]["nodeSelector"] = {"kubernetes.io/hostname": REAL_NODE.name}
+    pod["spec"]["containers"][0]["resources"] = {"limits": {GPU_RESOURCE: "1"}}
+    return pod
+
+
+def _replicas(bed: OperatorBed, name: str) -> int | None:
+    deployment = deployments(bed.cluster, bed.namespace, name).get(PRODUCT)
+    return None if deployment is None else int(deployment["spec"]["replicas"])
+
+
+def test_a_gpu_another_namespace_holds_is_left_to_it(
+    bed: OperatorBed, other_namespace: str
+) -> None:
+    """The operator watches pods of every namespace (read only) for GPU accounting: a model
+    that may grow onto a node never plans a server for the GPU another team's pod holds there
+    (a server that would wait Pending), and takes the GPU once that pod is gone."""
+    cluster, core = bed.cluster, client.CoreV1Api(bed.api)
+    tenant, gpu = "gpu-tenant", REAL_NODE.gpu
+    assert gpu is not None
+    _patch_gpus(bed, "olga", 1)  # olga keeps one server while the node gains a GPU
+    set_node_gpus(bed.api, REAL_NODE.name, dataclasses.replace(gpu, count=2))
+    try:
+        cluster.kubectl("apply", "-n", other_namespace, "-f", "-",
+                        input_text=json.dumps(_gpu_tenant(tenant)))  # fmt: skip
+        wait_for(
+            lambda: (
+                kubectl_json(cluster, "get", "pod", tenant, "-n", other_namespace)["status"].get(
+                    "phase"
+                )
+                == "Running"
+            ),
+            timeout=120,
+            description="the other team's GPU pod running",
+        )
+        _patch_gpus(bed, "olga", None)  # may now take both of the node's GPUs
+        for _ in range(10):  # and keeps planning one: the other is held
+            assert _replicas(bed, "olga") == 1
+            time.sleep(1)
+        pending = [
+            p["metadata"]["name"]
+            for p in items(cluster, "pods", bed.namespace, model_selector("olga"))
+            if p["status"].get("phase") == "Pending"
+        ]
+        assert pending == []
+        core.delete_namespaced_pod(tenant, other_namespace, grace_period_seconds=0)
+        # The next resync (60 s) plans the freed GPU.
+        wait_serving(cluster, bed.namespace, "olga", PRODUCT, 2, timeout=180)
+    finally:
+        with contextlib.suppress(client.ApiException):
+            core.delete_namespaced_pod(tenant, other_namespace, grace_period_seconds=0)
+        _patch_gpus(bed, "olga", 1)
+        wait_serving(cluster, bed.namespace, "olga", PRODUCT, 1, timeout=120)
+        set_node_gpus(bed.api, REAL_NODE.name, gpu)
 
 
 def test_a_model_outside_the_watched_namespaces_is_never_touched(

@@ -1,23 +1,21 @@
 """A model behind an https:// server that wants a bearer token: ``lipsync build`` fetches it
-with the token from the environment (as a build Job gets it from the model's credentials
-Secret) and fails clearly without it; the token never reaches the result or the logs."""
+with the token and the server's CA from the environment (as a build Job gets them from the
+model's credentials Secret) and fails clearly without it; the token never reaches the result
+or the logs."""
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
-import ssl
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from lipsync_contract.request import SOURCE_TOKEN_ENV
-from lipsync_testbed.pki import CertificateAuthority
+from lipsync_contract.request import SOURCE_CA_ENV, SOURCE_TOKEN_ENV
+from lipsync_testbed.modelstore import private_model_store
 
 pytestmark = pytest.mark.component
 
@@ -32,41 +30,13 @@ def private_server(
 ) -> Iterator[tuple[str, Path]]:
     """``https://127.0.0.1:PORT/unet.onnx`` for requests with the token (401 otherwise), and
     the CA file that trusts it."""
-    body = reference_model.read_bytes()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.headers.get("Authorization") != f"Bearer {TOKEN}":
-                self.send_error(401, "a bearer token is required")
-                return
-            if self.path != "/unet.onnx":
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        do_HEAD = do_GET  # noqa: N815 (the stdlib's name); fsspec asks for the size first
-
-        def log_message(self, *_: object) -> None:
-            pass
-
-    ca = CertificateAuthority("models", tmp_path_factory.mktemp("pki"))
-    pair = ca.issue("models", ips=("127.0.0.1",))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(pair.cert_path, pair.key_path)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"https://127.0.0.1:{server.server_address[1]}/unet.onnx", ca.pair.cert_path
-    server.shutdown()
-    thread.join()
+    files = {"unet.onnx": reference_model.read_bytes()}
+    with private_model_store(files, TOKEN, "127.0.0.1", tmp_path_factory.mktemp("pki")) as store:
+        yield store.url("unet.onnx"), store.ca_file
 
 
 def _build(uri: str, ca: Path, cache: Path, token: str | None) -> tuple[int, str, str]:
-    env = {**os.environ, "SSL_CERT_FILE": str(ca)}
+    env = {**os.environ, SOURCE_CA_ENV: ca.read_text()}  # trusted beside the system's CAs
     env.pop(SOURCE_TOKEN_ENV, None)
     if token is not None:
         env[SOURCE_TOKEN_ENV] = token

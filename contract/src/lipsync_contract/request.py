@@ -27,6 +27,10 @@ DEFAULT_CALIBRATION_SAMPLES = 16
 # SOURCE_TOKEN_KEY of the model's credentials Secret), never on its command line.
 SOURCE_TOKEN_ENV = "LIPSYNC_SOURCE_TOKEN"
 SOURCE_TOKEN_KEY = "token"
+# The Secret's optional key SOURCE_CA_KEY: PEM certificates the builder trusts for https://
+# sources besides the system's (a model store behind a private CA), in this variable.
+SOURCE_CA_ENV = "LIPSYNC_SOURCE_CA"
+SOURCE_CA_KEY = "ca.crt"
 
 # Distributions that provide each backend, first installed one wins; the label goes in the key.
 _BACKEND_LIBRARIES: dict[BuildBackend, tuple[str, tuple[str, ...]]] = {

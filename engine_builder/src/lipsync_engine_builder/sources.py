@@ -8,6 +8,7 @@ mount, goes into the engine key. Remote files are copied into the build's work d
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
 
 import fsspec
@@ -21,7 +22,7 @@ from lipsync_contract.pvc import (
     parse_pvc_mounts,
     parse_pvc_uri,
 )
-from lipsync_contract.request import SOURCE_TOKEN_ENV
+from lipsync_contract.request import SOURCE_CA_ENV, SOURCE_TOKEN_ENV
 from lipsync_engine_builder.errors import BadInputError, one_line
 
 
@@ -36,6 +37,26 @@ def pvc_path(uri: str) -> Path:
     return (base if mounted else base / ref.claim) / ref.path
 
 
+def _https_options(uri: str, what: str) -> dict[str, object]:
+    """fsspec's HTTP options for an https:// source: the bearer token (never sent in the clear)
+    and the extra CAs to trust, from the build's credentials."""
+    options: dict[str, object] = {}
+    token = os.environ.get(SOURCE_TOKEN_ENV)
+    if token:
+        options["headers"] = {"Authorization": f"Bearer {token}"}
+    authorities = os.environ.get(SOURCE_CA_ENV)
+    if authorities:
+        context = ssl.create_default_context()
+        try:
+            context.load_verify_locations(cadata=authorities)
+        except (ssl.SSLError, ValueError) as exc:
+            raise BadInputError(
+                f"{what} {uri}: the credentials' CA certificates are not PEM: {one_line(exc)}"
+            ) from None
+        options["ssl"] = context  # aiohttp's per-request TLS context
+    return options
+
+
 def fetch(uri: str, workdir: Path, what: str = "model") -> Path:
     """A local path to the file or directory at ``uri`` (copied into ``workdir`` if remote)."""
     if is_pvc_uri(uri):
@@ -43,10 +64,7 @@ def fetch(uri: str, workdir: Path, what: str = "model") -> Path:
         if not mounted.exists():
             raise BadInputError(f"{what} {uri}: not found (looked in {mounted})")
         return mounted
-    options: dict[str, object] = {}
-    token = os.environ.get(SOURCE_TOKEN_ENV)
-    if token and uri.startswith("https://"):  # never in the clear
-        options["headers"] = {"Authorization": f"Bearer {token}"}
+    options = _https_options(uri, what) if uri.startswith("https://") else {}
     try:
         fs, path = fsspec.core.url_to_fs(uri, **options)
     except (ImportError, ValueError) as exc:

@@ -121,7 +121,7 @@ def _converge(
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 async def on_lipsyncmodel_change(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-    view = indexes.view(kwargs).snapshot()
+    view = indexes.view(kwargs, memo.get("cluster_pods")).snapshot()
     await asyncio.to_thread(_converge, memo, snapshot(body), view, permanent=True)
 
 
@@ -136,7 +136,7 @@ async def lipsyncmodel_worker(
     """
     marks: Marks = memo["marks"]
     uid = body["metadata"]["uid"]
-    view = indexes.view(kwargs)  # live: each converge reads a snapshot of it
+    view = indexes.view(kwargs, memo.get("cluster_pods"))  # live: converges read a snapshot
     try:
         while not stopped:  # kopf cancels the wait when the model goes away
             if await marks.wait(uid, memo["config"].resync_seconds):

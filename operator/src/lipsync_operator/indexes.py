@@ -23,6 +23,7 @@ from lipsync_operator import naming
 from lipsync_operator.clusterview import (
     BuildPod,
     ClusterView,
+    IndexView,
     ModelRef,
     PodUse,
     PublishedEngine,
@@ -134,11 +135,12 @@ def lipsync_models(body: kopf.Body, **_: Any) -> dict[str, ModelRef]:
     return model_entry(body)
 
 
-def view(kwargs: dict[str, Any]) -> ClusterView:
-    """The indexes a handler was given, as a `ClusterView` (they stay live: kopf updates them)."""
+def view(kwargs: dict[str, Any], cluster_pods: IndexView[str, PodUse] | None = None) -> ClusterView:
+    """The indexes a handler was given, as a `ClusterView` (they stay live: kopf updates them).
+    ``cluster_pods``: every namespace's pods (``podwatch``) when kopf watches only some."""
     return ClusterView(
         nodes=kwargs["lipsync_nodes"],
-        pods=kwargs["lipsync_pods"],
+        pods=kwargs["lipsync_pods"] if cluster_pods is None else cluster_pods,
         build_pods=kwargs["lipsync_build_pods"],
         pod_problems=kwargs["lipsync_pod_problems"],
         jobs=kwargs["lipsync_jobs"],

@@ -6,9 +6,13 @@ import asyncio
 import contextlib
 import logging
 import threading
+from typing import TYPE_CHECKING
 
 from lipsync_operator.health import waiting_health
 from lipsync_operator.leader import ElectionSettings, lead
+
+if TYPE_CHECKING:
+    from lipsync_operator.podwatch import ClusterPods
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +31,8 @@ async def _operate(
     from lipsync_operator import handlers, indexes
     from lipsync_operator.config import OperatorConfig
 
-    indexes.register_optional(OperatorConfig.from_env(), kopf.get_default_registry())
+    config = OperatorConfig.from_env()
+    indexes.register_optional(config, kopf.get_default_registry())
 
     log.info(
         "starting kopf (%s, %s)",
@@ -48,15 +53,35 @@ async def _operate(
                 loop.call_soon_threadsafe(flag.set)
 
         threading.Thread(target=forward, name="kopf-stop", daemon=True).start()
+    memo = kopf.Memo()
+    pods_stop = threading.Event()
+    if namespaces:
+        memo["cluster_pods"] = await _cluster_pods(config.gpu_resource, pods_stop)
     # Standalone: exclusivity comes from the Lease (or from running one replica), never from
     # kopf's peering, which freezes every replica of equal priority.
-    await kopf.operator(
-        clusterwide=not namespaces,
-        namespaces=namespaces,
-        standalone=True,
-        liveness_endpoint=liveness,
-        stop_flag=stop_flag,
-    )
+    try:
+        await kopf.operator(
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            standalone=True,
+            liveness_endpoint=liveness,
+            stop_flag=stop_flag,
+            memo=memo,
+        )
+    finally:
+        pods_stop.set()
+
+
+async def _cluster_pods(gpu_resource: str, stop: threading.Event) -> ClusterPods:
+    """Pods of every namespace, listed before kopf starts (its first reconciles plan with them)."""
+    from lipsync_operator import podwatch
+    from lipsync_operator.kube import BoundedApiClient, load_kube_config
+
+    load_kube_config()
+    pods = podwatch.start(BoundedApiClient(), gpu_resource, stop)
+    log.info("listing pods in every namespace: the GPUs other namespaces hold on shared nodes")
+    await asyncio.to_thread(pods.synced.wait)
+    return pods
 
 
 def run_operator(

@@ -310,7 +310,8 @@ class LipSyncModelSpec(ApiModel):
         None,
         alias="credentialsSecret",
         description="A Secret whose key 'token' the build Job sends as 'Authorization: Bearer' "
-        "to https:// sources (model, audio encoder, calibration); only build Jobs mount it.",
+        "to https:// sources (model, audio encoder, calibration), and whose optional key "
+        "'ca.crt' (PEM) it trusts for them besides the system's CAs; only build Jobs read it.",
     )
 
     @model_validator(mode="after")

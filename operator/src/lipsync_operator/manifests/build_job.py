@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from lipsync_contract.enginekey import short_key
-from lipsync_contract.request import SOURCE_TOKEN_ENV, SOURCE_TOKEN_KEY, BuildRequest
+from lipsync_contract.request import (
+    SOURCE_CA_ENV,
+    SOURCE_CA_KEY,
+    SOURCE_TOKEN_ENV,
+    SOURCE_TOKEN_KEY,
+    BuildRequest,
+)
 from lipsync_operator import naming
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.engines import TERMINATION_LOG
@@ -66,8 +72,8 @@ def build_job(
 
     ``cache_dir``: the part of the engine cache the builder sees as its cache root ("" for all
     of it; a model's own directory for a builder image the operator does not trust).
-    ``credentials_secret``: its key ``token`` reaches the builder as an environment variable
-    (never in arguments or annotations) for https:// sources.
+    ``credentials_secret``: its key ``token`` (and ``ca.crt``, if there is one) reaches the
+    builder as an environment variable (never in arguments or annotations) for https:// sources.
     """
     labels = build_job_labels(owner, request.gpu_product, key)
     annotations = {naming.ANNOTATION_ENGINE_KEY: key}
@@ -92,7 +98,12 @@ def build_job(
     }
     if credentials_secret:
         token = {"secretKeyRef": {"name": credentials_secret, "key": SOURCE_TOKEN_KEY}}
-        source_env = [*source_env, {"name": SOURCE_TOKEN_ENV, "valueFrom": token}]
+        ca = {"secretKeyRef": {"name": credentials_secret, "key": SOURCE_CA_KEY, "optional": True}}
+        source_env = [
+            *source_env,
+            {"name": SOURCE_TOKEN_ENV, "valueFrom": token},
+            {"name": SOURCE_CA_ENV, "valueFrom": ca},
+        ]
     if source_env:
         container["env"] = source_env
     pod_spec: Manifest = {
