@@ -26,7 +26,9 @@ from lipsync_server._generated.lipsync.v1 import lipsync_pb2 as pb
 from lipsync_server._generated.lipsync.v1 import lipsync_pb2_grpc
 from lipsync_server.audio import synthetic_features
 from lipsync_server.channels import ChannelSecurity, open_channel
+from lipsync_server.cli import demo
 from lipsync_server.client import LipSyncStub, features_message
+from lipsync_server.mux import probe
 from lipsync_server.process import ServerProcess
 from lipsync_testbed.pki import CertificateAuthority, KeyPair
 
@@ -67,6 +69,7 @@ def creds(tmp_path_factory: pytest.TempPathFactory) -> Credentials:
 @pytest.fixture(scope="module")
 def server(
     reference_model: Path,
+    reference_encoder: Path,
     small_avatar: Path,
     creds: Credentials,
     tmp_path_factory: pytest.TempPathFactory,
@@ -80,6 +83,7 @@ def server(
         tls_client_ca_file=creds.ca,
         auth_token_file=creds.token,
         max_batch_size=2,
+        audio_encoder=reference_encoder,  # the demo streams speech
     ) as process:
         yield process
 
@@ -283,6 +287,27 @@ def test_the_bench_client_speaks_mutual_tls_with_the_token(
     missing_key = CliRunner().invoke(bench, [*args[:-6], "--tls-cert-file", str(creds.ca)])
     assert missing_key.exit_code == 2
     assert "needs both its file and its key file" in missing_key.output
+
+
+def test_the_demo_speaks_to_a_running_server_over_mutual_tls_with_the_token(
+    server: ServerProcess, creds: Credentials, tmp_path: Path
+) -> None:
+    args = ["--out", str(tmp_path), "--seconds", "0.3", "--target", server.target]
+    args += ["--tls-ca-file", str(creds.ca), "--tls-cert-file", str(creds.client.cert_path)]
+    args += ["--tls-key-file", str(creds.client.key_path)]
+    run = CliRunner().invoke(demo, [*args, "--auth-token-file", str(creds.token)])
+    assert run.exit_code == 0, run.output
+    assert f"server at {server.target}" in run.output.splitlines()[-1]
+    video, _ = probe(tmp_path / "demo.mp4")
+    assert video.frames == 8  # ceil(0.3 s * 25)
+    assert not (tmp_path / "cache").exists()  # the running server's model, not the demo's
+
+    refused = CliRunner().invoke(demo, args)
+    assert refused.exit_code == 1
+    assert f"error: {server.target}: UNAUTHENTICATED" in refused.output
+    local_only = CliRunner().invoke(demo, ["--out", str(tmp_path), "--tls-ca-file", str(creds.ca)])
+    assert local_only.exit_code == 2
+    assert "for a server named by --target" in local_only.output
 
 
 def test_one_client_is_held_to_its_quota_while_another_is_served(

@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import click
+import grpc
 from pydantic import ValidationError
 
 from lipsync_contract.errors import LipSyncError
+from lipsync_server.channels import ChannelSecurity, security_options
 from lipsync_server.config import ServerSettings, load_settings
 
 
@@ -152,12 +154,27 @@ def avatar_calibration(
 )
 @click.option("--max-batch-size", default=4, show_default=True, type=click.IntRange(1))
 @click.option("--port", default=0, show_default=True, help="gRPC port (0: a free one).")
+@click.option(
+    "--target",
+    default=None,
+    help="HOST:PORT of a running server (with --audio-encoder) to use instead of the demo's own.",
+)
+@security_options
 def demo(
-    out_dir: Path, audio: Path | None, seconds: float | None, max_batch_size: int, port: int
+    *,
+    out_dir: Path,
+    audio: Path | None,
+    seconds: float | None,
+    max_batch_size: int,
+    port: int,
+    target: str | None,
+    security: ChannelSecurity,
 ) -> None:
     """End to end: speech -> server (audio encoder + UNet) -> out/demo.mp4 with sound."""
     from lipsync_server.demo import run_demo
 
+    if target is None and security != ChannelSecurity():
+        raise click.UsageError("the TLS and token options are for a server named by --target")
     try:
         run_demo(
             out_dir,
@@ -166,7 +183,12 @@ def demo(
             port=port,
             echo=click.echo,
             audio=audio,
+            target=target,
+            security=security,
         )
+    except grpc.aio.AioRpcError as exc:
+        click.echo(f"error: {target}: {exc.code().name}: {exc.details()}", err=True)
+        sys.exit(1)
     except LipSyncError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

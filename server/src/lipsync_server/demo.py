@@ -10,13 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-import grpc
 import numpy as np
 
+from lipsync_contract.errors import LipSyncError
 from lipsync_core.reference.ave_encoder import build_ave_encoder
 from lipsync_core.reference.unet328 import build_unet328
+from lipsync_server._generated.lipsync.v1 import lipsync_pb2 as pb
 from lipsync_server.avatar.demo import write_demo_avatar
 from lipsync_server.avatar.format import MANIFEST_NAME
+from lipsync_server.channels import ChannelSecurity, open_channel
 from lipsync_server.client import LipSyncStub, stream_speech
 from lipsync_server.compositor import decode
 from lipsync_server.mux import probe, write_mp4
@@ -84,14 +86,27 @@ def demo_speech(
 
 
 async def stream_clip(
-    target: str, samples: np.ndarray, rate: int, echo: Callable[[str], None]
+    target: str,
+    samples: np.ndarray,
+    rate: int,
+    echo: Callable[[str], None],
+    security: ChannelSecurity | None = None,
 ) -> StreamResult:
     frames: list[np.ndarray] = []
     latencies: list[float] = []
     silent = 0
     total = int(np.ceil(samples.size * FPS / rate))
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with open_channel(target, security) as channel:
         stub = LipSyncStub(channel)
+        # A unary call first: its refusal (TLS, token) reads clearly, a stream's may not.
+        info = await stub.GetInfo(pb.GetInfoRequest(), timeout=30)
+        if not info.audio_input.pcm:
+            raise LipSyncError(f"{target}: the server takes no speech: start it --audio-encoder")
+        avatar = info.avatar
+        echo(
+            f"server: {info.model} on {info.backend} ({info.device}), avatar {avatar.name} "
+            f"{avatar.width}x{avatar.height}"
+        )
         started = time.perf_counter()
         async for frame in stream_speech(stub, samples, rate, chunk_seconds=CHUNK_SECONDS):
             frames.append(decode(frame.data, "jpeg", frame.width, frame.height))
@@ -118,6 +133,17 @@ def contact_sheet(
     return sheet
 
 
+def _stream(
+    target: str,
+    samples: np.ndarray,
+    rate: int,
+    echo: Callable[[str], None],
+    security: ChannelSecurity | None = None,
+) -> StreamResult:
+    echo(f"streaming {samples.size / rate:.1f} s of PCM in {CHUNK_SECONDS * 1000:.0f} ms chunks")
+    return asyncio.run(stream_clip(target, samples, rate, echo, security))
+
+
 def run_demo(
     out_dir: Path,
     *,
@@ -126,26 +152,33 @@ def run_demo(
     port: int,
     echo: Callable[[str], None],
     audio: Path | None = None,
+    target: str | None = None,
+    security: ChannelSecurity | None = None,
 ) -> None:
-    assets = ensure_assets(out_dir / "cache", echo)
+    """Speech -> a server -> ``out_dir``/demo.mp4. The demo's own server on loopback unless
+    ``target`` names a running one (its model and avatar then; ``security``: how to reach it)."""
     samples, rate = demo_speech(audio, seconds, echo)
-    log_path = out_dir / "server.log"
-    server = ServerProcess(
-        assets.model,
-        assets.avatar,
-        log_path,
-        grpc_port=port,
-        metrics=False,
-        max_batch_size=max_batch_size,
-        audio_encoder=assets.encoder,
-    )
-    echo(f"starting the server on {server.target} (log: {log_path})")
-    with server:
-        echo(
-            f"streaming {samples.size / rate:.1f} s of PCM in {CHUNK_SECONDS * 1000:.0f} ms chunks"
+    if target is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        echo(f"using the server at {target}")
+        result = _stream(target, samples, rate, echo, security)
+        ending = f"server at {target}"
+    else:
+        assets = ensure_assets(out_dir / "cache", echo)
+        log_path = out_dir / "server.log"
+        server = ServerProcess(
+            assets.model,
+            assets.avatar,
+            log_path,
+            grpc_port=port,
+            metrics=False,
+            max_batch_size=max_batch_size,
+            audio_encoder=assets.encoder,
         )
-        result = asyncio.run(stream_clip(server.target, samples, rate, echo))
-    code = server.process.returncode
+        echo(f"starting the server on {server.target} (log: {log_path})")
+        with server:
+            result = _stream(server.target, samples, rate, echo)
+        ending = f"server stopped with exit code {server.process.returncode}"
     video, sheet = out_dir / "demo.mp4", out_dir / "contact_sheet.png"
     write_mp4(video, result.frames, FPS, samples, rate)
     cv2.imwrite(str(sheet), contact_sheet(result.frames))
@@ -155,5 +188,5 @@ def run_demo(
     echo(
         f"{len(result.frames) / result.elapsed_s:.2f} frames/s end to end "
         f"({result.silent} silent frames from the cache); server frame latency "
-        f"p50 {p50:.0f} ms, p99 {p99:.0f} ms; server stopped with exit code {code}"
+        f"p50 {p50:.0f} ms, p99 {p99:.0f} ms; {ending}"
     )
