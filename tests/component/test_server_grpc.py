@@ -421,7 +421,7 @@ def _malformed_stream(rng: np.random.Generator) -> tuple[list[pb.StreamGenerateR
             [pb.StreamGenerateRequest(config=pb.StreamConfig(model="nobody"))],
             "unknown model 'nobody'",
         ),
-        ([pb.StreamGenerateRequest()], "message carries neither config nor audio"),
+        ([pb.StreamGenerateRequest()], "message carries neither config, audio nor keyframe"),
         (mixed, "got features after pcm" if pcm_first else "got pcm after features"),
         (
             [speech, pb.StreamGenerateRequest(pcm=_pcm(bytes(640), rate))],

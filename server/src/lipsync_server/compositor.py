@@ -10,7 +10,8 @@ import simplejpeg
 
 from lipsync_server.avatar.store import BORDER, INNER, AvatarStore
 
-FrameEncoding = Literal["jpeg", "raw-bgr"]
+FrameEncoding = Literal["jpeg", "raw-bgr", "h264"]
+JpegSubsampling = Literal["444", "420"]
 
 
 def face_to_uint8(output: np.ndarray) -> np.ndarray:
@@ -32,14 +33,28 @@ def composite(store: AvatarStore, avatar_index: int, output: np.ndarray) -> np.n
     return frame
 
 
-def encode(frame: np.ndarray, encoding: FrameEncoding, jpeg_quality: int) -> bytes:
-    if encoding == "raw-bgr":
+def encode(
+    frame: np.ndarray,
+    encoding: FrameEncoding,
+    jpeg_quality: int,
+    jpeg_subsampling: JpegSubsampling = "444",
+) -> bytes:
+    """One frame on its own: JPEG, else raw BGR (also what a stream's H.264 encoder takes:
+    ``videoframes`` encodes each stream's frames in order)."""
+    if encoding != "jpeg":
         return frame.tobytes()
-    return bytes(simplejpeg.encode_jpeg(frame, quality=jpeg_quality, colorspace="BGR"))
+    return bytes(
+        simplejpeg.encode_jpeg(
+            frame, quality=jpeg_quality, colorspace="BGR", colorsubsampling=jpeg_subsampling
+        )
+    )
 
 
 def decode(data: bytes, encoding: FrameEncoding, width: int, height: int) -> np.ndarray:
-    """Inverse of :func:`encode` (clients, tests): a BGR uint8 ``[height, width, 3]`` image."""
+    """Inverse of :func:`encode` (clients, tests): a BGR uint8 ``[height, width, 3]`` image;
+    H.264 frames need a stream's decoder (``video.H264Decoder``)."""
+    if encoding == "h264":
+        raise ValueError("an H.264 frame decodes only in its stream: use video.H264Decoder")
     if encoding == "raw-bgr":
         return np.frombuffer(data, np.uint8).reshape(height, width, 3)
     return np.asarray(simplejpeg.decode_jpeg(data, colorspace="BGR"))

@@ -22,7 +22,7 @@ from lipsync_contract.modelio import ENCODER_PRESETS, EncoderContract, ModelCont
 from lipsync_core.backends import Backend, BackendInfo
 from lipsync_server.avatar.store import AvatarStore, ping_pong
 from lipsync_server.batching import CALLER, BatchingPolicy, BatchTimings, DynamicBatcher
-from lipsync_server.compositor import FrameEncoding, composite, encode
+from lipsync_server.compositor import FrameEncoding, JpegSubsampling, composite, encode
 from lipsync_server.config import ServerSettings
 from lipsync_server.encoder import EncoderStage
 from lipsync_server.errors import (
@@ -34,6 +34,7 @@ from lipsync_server.errors import (
 )
 from lipsync_server.metrics import ServerMetrics
 from lipsync_server.speech.frames import MelWindow
+from lipsync_server.video import DEFAULT_BITRATE_KBPS, check_bitrate
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class RenderedFrame:
     pts_seconds: float = 0.0
     audio_samples: tuple[int, int] = (0, 0)
     silent: bool = False
+    keyframe: bool = True  # decodes alone (H.264: an IDR)
 
     def placed(self, pts_seconds: float, audio_samples: tuple[int, int]) -> RenderedFrame:
         """This frame with its presentation time and the audio samples it shows."""
@@ -79,6 +81,13 @@ class RenderedFrame:
 class OutputOptions:
     encoding: FrameEncoding
     jpeg_quality: int
+    jpeg_subsampling: JpegSubsampling = "444"
+    bitrate_kbps: int = DEFAULT_BITRATE_KBPS
+
+    @property
+    def rendered(self) -> FrameEncoding:
+        """What the data plane renders: H.264 is encoded later, per stream, from raw frames."""
+        return "raw-bgr" if self.encoding == "h264" else self.encoding
 
 
 class DataPlane:
@@ -237,10 +246,21 @@ class DataPlane:
                 f"unknown model {name!r}; this server serves {self.model_name!r}"
             )
 
-    def output_options(self, encoding: FrameEncoding, jpeg_quality: int) -> OutputOptions:
+    def output_options(
+        self,
+        encoding: FrameEncoding,
+        jpeg_quality: int,
+        jpeg_subsampling: JpegSubsampling = "444",
+        bitrate_kbps: int = 0,
+    ) -> OutputOptions:
         if jpeg_quality > 100:
             raise InvalidRequestError(f"jpeg_quality {jpeg_quality} is outside 1..100")
-        return OutputOptions(encoding, jpeg_quality or self.settings.jpeg_quality)
+        return OutputOptions(
+            encoding,
+            jpeg_quality or self.settings.jpeg_quality,
+            jpeg_subsampling,
+            check_bitrate(bitrate_kbps),
+        )
 
     def admit(self, frames: int) -> None:
         """Reject at once (RESOURCE_EXHAUSTED) when ``frames`` more would overflow the queue."""
@@ -299,7 +319,7 @@ class DataPlane:
             avatar_frame,
             manifest.width,
             manifest.height,
-            options.encoding,
+            options.rendered,
             data,
             timings,
             silent=silent,
@@ -387,7 +407,7 @@ class DataPlane:
         started = time.perf_counter()
         frame = composite(self.store, avatar_frame, output)
         composed = time.perf_counter()
-        data = encode(frame, options.encoding, options.jpeg_quality)
+        data = encode(frame, options.rendered, options.jpeg_quality, options.jpeg_subsampling)
         return data, composed - started, time.perf_counter() - composed
 
     async def _prepare(self, rows: list[Row]) -> dict[str, np.ndarray]:

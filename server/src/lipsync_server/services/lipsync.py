@@ -12,7 +12,7 @@ from lipsync_contract.modelio import TensorSpec
 from lipsync_server import server_version
 from lipsync_server._generated.lipsync.v1 import lipsync_pb2 as pb
 from lipsync_server._generated.lipsync.v1 import lipsync_pb2_grpc as pb_grpc
-from lipsync_server.compositor import FrameEncoding
+from lipsync_server.compositor import FrameEncoding, JpegSubsampling
 from lipsync_server.dataplane import DataPlane, OutputOptions, RenderedFrame
 from lipsync_server.errors import InvalidRequestError
 from lipsync_server.services.idle import IdleLimit
@@ -33,6 +33,8 @@ from lipsync_server.session import (
 )
 from lipsync_server.speech.pcm import PcmChunk, PcmFormat, decode_pcm
 from lipsync_server.validation import decode_features, decode_windows
+from lipsync_server.video import h264_codec
+from lipsync_server.videoframes import H264Frames, KeyframeRequests
 
 Context = grpc.aio.ServicerContext[object, object]
 
@@ -40,8 +42,18 @@ _ENCODINGS: dict[int, FrameEncoding] = {
     pb.ENCODING_UNSPECIFIED: "jpeg",
     pb.ENCODING_JPEG: "jpeg",
     pb.ENCODING_RAW_BGR: "raw-bgr",
+    pb.ENCODING_H264: "h264",
 }
-_ENCODING_ENUMS = {"jpeg": pb.ENCODING_JPEG, "raw-bgr": pb.ENCODING_RAW_BGR}
+_ENCODING_ENUMS = {
+    "jpeg": pb.ENCODING_JPEG,
+    "raw-bgr": pb.ENCODING_RAW_BGR,
+    "h264": pb.ENCODING_H264,
+}
+_SUBSAMPLINGS: dict[int, JpegSubsampling] = {
+    pb.JPEG_SUBSAMPLING_UNSPECIFIED: "444",
+    pb.JPEG_SUBSAMPLING_444: "444",
+    pb.JPEG_SUBSAMPLING_420: "420",
+}
 _PCM_FORMATS: dict[int, PcmFormat] = {
     pb.PCM_FORMAT_UNSPECIFIED: "s16le",
     pb.PCM_FORMAT_S16LE: "s16le",
@@ -71,6 +83,7 @@ def frame_message(frame: RenderedFrame) -> pb.Frame:
         audio_sample_start=frame.audio_samples[0],
         audio_sample_end=frame.audio_samples[1],
         silent=frame.silent,
+        keyframe=frame.keyframe,
     )
 
 
@@ -115,7 +128,18 @@ def output_options(plane: DataPlane, output: pb.OutputOptions) -> OutputOptions:
     encoding = _ENCODINGS.get(output.encoding)
     if encoding is None:
         raise InvalidRequestError(f"unknown encoding {output.encoding}")
-    return plane.output_options(encoding, output.jpeg_quality)
+    subsampling = _SUBSAMPLINGS.get(output.jpeg_subsampling)
+    if subsampling is None:
+        raise InvalidRequestError(f"unknown jpeg_subsampling {output.jpeg_subsampling}")
+    return plane.output_options(encoding, output.jpeg_quality, subsampling, output.bitrate_kbps)
+
+
+def h264_frames(plane: DataPlane, options: OutputOptions) -> H264Frames | None:
+    """A sequence's H.264 encoder when the client asked for H.264 (refused for odd sizes)."""
+    if options.encoding != "h264":
+        return None
+    manifest = plane.store.manifest
+    return H264Frames(manifest.width, manifest.height, plane.fps, options)
 
 
 class LipSyncService(pb_grpc.LipSyncServicer):
@@ -132,9 +156,12 @@ class LipSyncService(pb_grpc.LipSyncServicer):
         if audio is None:
             raise InvalidRequestError("no audio: set features, windows or pcm")
         check_reply_size(plane, len(request.frame_indices), options)
+        video = h264_frames(plane, options)
         frames = await render_clip(
             plane, list(request.frame_indices), audio, options, deadline_of(context)
         )
+        if video is not None:
+            frames = [await video.encode(frame) for frame in frames]
         return pb.GenerateResponse(frames=[frame_message(frame) for frame in frames])
 
     async def StreamGenerate(
@@ -156,9 +183,13 @@ class LipSyncService(pb_grpc.LipSyncServicer):
                         first.config.first_frame_index,
                     )
                 config = SessionConfig(config.options, config.first_index, deadline_of(context))
-                inputs = self._inputs(first, messages, idle)
-                async for frame in Session(plane, config).run(inputs):
+                video, keyframes = h264_frames(plane, config.options), KeyframeRequests()
+                inputs = self._inputs(first, messages, idle, keyframes)
+                async for rendered in Session(plane, config).run(inputs):
                     idle.touch()
+                    frame = rendered
+                    if video is not None:
+                        frame = await video.encode(rendered, keyframes.take())
                     yield pb.StreamGenerateResponse(frame=frame_message(frame))
             finally:
                 plane.metrics.active_streams.dec()
@@ -168,6 +199,7 @@ class LipSyncService(pb_grpc.LipSyncServicer):
         first: pb.StreamGenerateRequest | None,
         rest: AsyncIterator[pb.StreamGenerateRequest],
         idle: IdleLimit,
+        keyframes: KeyframeRequests,
     ) -> AsyncIterator[AudioInput]:
         """The stream's messages as data-plane inputs (the first one's config already read)."""
         plane = self.plane
@@ -178,11 +210,13 @@ class LipSyncService(pb_grpc.LipSyncServicer):
             check_size(message, plane.settings.max_message_bytes)
             if message.HasField("config") and message is not first:
                 raise InvalidRequestError("config is only allowed in the first message")
+            if message.keyframe:
+                keyframes.ask()
             audio = audio_input(plane, message)
             if audio is not None:
                 yield audio
-            elif not message.HasField("config"):
-                raise InvalidRequestError("message carries neither config nor audio")
+            elif not (message.HasField("config") or message.keyframe):
+                raise InvalidRequestError("message carries neither config, audio nor keyframe")
             message = await idle.next(rest)
 
     @unary_rpc()
@@ -216,6 +250,7 @@ class LipSyncService(pb_grpc.LipSyncServicer):
             instances=settings.instances,
             server_version=server_version(),
             audio_input=_audio_input_info(plane),
+            h264_encoder=h264_codec(),
         )
 
 

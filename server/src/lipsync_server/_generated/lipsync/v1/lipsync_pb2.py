@@ -24,49 +24,51 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18lipsync/v1/lipsync.proto\x12\nlipsync.v1\"\x1d\n\rAudioFeatures\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"O\n\x03Pcm\x12\x13\n\x0bsample_rate\x18\x01 \x01(\r\x12%\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x15.lipsync.v1.PcmFormat\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x1c\n\x0c\x41udioWindows\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"M\n\rOutputOptions\x12&\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x14.lipsync.v1.Encoding\x12\x14\n\x0cjpeg_quality\x18\x02 \x01(\r\"\xe7\x01\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rframe_indices\x18\x02 \x03(\r\x12-\n\x08\x66\x65\x61tures\x18\x03 \x01(\x0b\x32\x19.lipsync.v1.AudioFeaturesH\x00\x12+\n\x07windows\x18\x04 \x01(\x0b\x32\x18.lipsync.v1.AudioWindowsH\x00\x12\x1e\n\x03pcm\x18\x06 \x01(\x0b\x32\x0f.lipsync.v1.PcmH\x00\x12)\n\x06output\x18\x05 \x01(\x0b\x32\x19.lipsync.v1.OutputOptionsB\x07\n\x05\x61udio\"5\n\x10GenerateResponse\x12!\n\x06\x66rames\x18\x01 \x03(\x0b\x32\x11.lipsync.v1.Frame\"\xc6\x01\n\x15StreamGenerateRequest\x12(\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x18.lipsync.v1.StreamConfig\x12-\n\x08\x66\x65\x61tures\x18\x02 \x01(\x0b\x32\x19.lipsync.v1.AudioFeaturesH\x00\x12+\n\x07windows\x18\x03 \x01(\x0b\x32\x18.lipsync.v1.AudioWindowsH\x00\x12\x1e\n\x03pcm\x18\x04 \x01(\x0b\x32\x0f.lipsync.v1.PcmH\x00\x42\x07\n\x05\x61udio\"c\n\x0cStreamConfig\x12\r\n\x05model\x18\x01 \x01(\t\x12)\n\x06output\x18\x02 \x01(\x0b\x32\x19.lipsync.v1.OutputOptions\x12\x19\n\x11\x66irst_frame_index\x18\x03 \x01(\r\":\n\x16StreamGenerateResponse\x12 \n\x05\x66rame\x18\x01 \x01(\x0b\x32\x11.lipsync.v1.Frame\"\x87\x02\n\x05\x46rame\x12\r\n\x05index\x18\x01 \x01(\r\x12\x14\n\x0c\x61vatar_frame\x18\x02 \x01(\r\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\x12&\n\x08\x65ncoding\x18\x05 \x01(\x0e\x32\x14.lipsync.v1.Encoding\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0c\x12)\n\x07timings\x18\x07 \x01(\x0b\x32\x18.lipsync.v1.FrameTimings\x12\x13\n\x0bpts_seconds\x18\x08 \x01(\x01\x12\x1a\n\x12\x61udio_sample_start\x18\t \x01(\x04\x12\x18\n\x10\x61udio_sample_end\x18\n \x01(\x04\x12\x0e\n\x06silent\x18\x0b \x01(\x08\"\x9a\x01\n\x0c\x46rameTimings\x12\x10\n\x08queue_ms\x18\x01 \x01(\x01\x12\x15\n\rpreprocess_ms\x18\x02 \x01(\x01\x12\x10\n\x08infer_ms\x18\x03 \x01(\x01\x12\x16\n\x0epostprocess_ms\x18\x04 \x01(\x01\x12\x11\n\tencode_ms\x18\x05 \x01(\x01\x12\x10\n\x08total_ms\x18\x06 \x01(\x01\x12\x12\n\nbatch_size\x18\x07 \x01(\r\"\x10\n\x0eGetInfoRequest\"8\n\nTensorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"V\n\nAvatarInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x66rames\x18\x02 \x01(\r\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\x12\x0b\n\x03\x66ps\x18\x05 \x01(\x01\"\xae\x02\n\x0e\x41udioInputInfo\x12\x0b\n\x03pcm\x18\x01 \x01(\x08\x12\x13\n\x0bsample_rate\x18\x02 \x01(\r\x12&\n\x07\x66ormats\x18\x03 \x03(\x0e\x32\x15.lipsync.v1.PcmFormat\x12\x0b\n\x03\x66ps\x18\x04 \x01(\x01\x12\x1b\n\x13max_pcm_chunk_bytes\x18\x05 \x01(\r\x12\x14\n\x0clookahead_ms\x18\x06 \x01(\x01\x12\x19\n\x11silence_fast_path\x18\x07 \x01(\x08\x12\x1e\n\x16silence_threshold_dbfs\x18\x08 \x01(\x01\x12\x0f\n\x07\x65ncoder\x18\t \x01(\t\x12-\n\rencoder_input\x18\n \x01(\x0b\x32\x16.lipsync.v1.TensorInfo\x12\x17\n\x0f\x65ncoder_backend\x18\x0b \x01(\t\"\x9d\x04\n\x0fGetInfoResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x11\n\tprecision\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\x17\n\x0f\x62\x61\x63kend_version\x18\x06 \x01(\t\x12&\n\x06\x61vatar\x18\x07 \x01(\x0b\x32\x16.lipsync.v1.AvatarInfo\x12%\n\x05image\x18\x08 \x01(\x0b\x32\x16.lipsync.v1.TensorInfo\x12%\n\x05\x61udio\x18\t \x01(\x0b\x32\x16.lipsync.v1.TensorInfo\x12&\n\x06output\x18\n \x01(\x0b\x32\x16.lipsync.v1.TensorInfo\x12\x19\n\x11\x61udio_feature_dim\x18\x0b \x01(\r\x12\x14\n\x0c\x61udio_window\x18\x0c \x01(\r\x12\x1b\n\x13\x61udio_window_before\x18\r \x01(\r\x12\x16\n\x0emax_batch_size\x18\x0e \x01(\r\x12$\n\x1cmax_queue_delay_microseconds\x18\x0f \x01(\x04\x12\x16\n\x0emax_queue_size\x18\x10 \x01(\r\x12\x11\n\tinstances\x18\x11 \x01(\r\x12\x16\n\x0eserver_version\x18\x12 \x01(\t\x12/\n\x0b\x61udio_input\x18\x13 \x01(\x0b\x32\x1a.lipsync.v1.AudioInputInfo*M\n\x08\x45ncoding\x12\x18\n\x14\x45NCODING_UNSPECIFIED\x10\x00\x12\x11\n\rENCODING_JPEG\x10\x01\x12\x14\n\x10\x45NCODING_RAW_BGR\x10\x02*S\n\tPcmFormat\x12\x1a\n\x16PCM_FORMAT_UNSPECIFIED\x10\x00\x12\x14\n\x10PCM_FORMAT_S16LE\x10\x01\x12\x14\n\x10PCM_FORMAT_F32LE\x10\x02\x32\xf7\x01\n\x07LipSync\x12G\n\x08Generate\x12\x1b.lipsync.v1.GenerateRequest\x1a\x1c.lipsync.v1.GenerateResponse\"\x00\x12]\n\x0eStreamGenerate\x12!.lipsync.v1.StreamGenerateRequest\x1a\".lipsync.v1.StreamGenerateResponse\"\x00(\x01\x30\x01\x12\x44\n\x07GetInfo\x12\x1a.lipsync.v1.GetInfoRequest\x1a\x1b.lipsync.v1.GetInfoResponse\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18lipsync/v1/lipsync.proto\x12\nlipsync.v1\"\x1d\n\rAudioFeatures\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"O\n\x03Pcm\x12\x13\n\x0bsample_rate\x18\x01 \x01(\r\x12%\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x15.lipsync.v1.PcmFormat\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x1c\n\x0c\x41udioWindows\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\x9a\x01\n\rOutputOptions\x12&\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x14.lipsync.v1.Encoding\x12\x14\n\x0cjpeg_quality\x18\x02 \x01(\r\x12\x35\n\x10jpeg_subsampling\x18\x03 \x01(\x0e\x32\x1b.lipsync.v1.JpegSubsampling\x12\x14\n\x0c\x62itrate_kbps\x18\x04 \x01(\r\"\xe7\x01\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rframe_indices\x18\x02 \x03(\r\x12-\n\x08\x66\x65\x61tures\x18\x03 \x01(\x0b\x32\x19.lipsync.v1.AudioFeaturesH\x00\x12+\n\x07windows\x18\x04 \x01(\x0b\x32\x18.lipsync.v1.AudioWindowsH\x00\x12\x1e\n\x03pcm\x18\x06 \x01(\x0b\x32\x0f.lipsync.v1.PcmH\x00\x12)\n\x06output\x18\x05 \x01(\x0b\x32\x19.lipsync.v1.OutputOptionsB\x07\n\x05\x61udio\"5\n\x10GenerateResponse\x12!\n\x06\x66rames\x18\x01 \x03(\x0b\x32\x11.lipsync.v1.Frame\"\xd8\x01\n\x15StreamGenerateRequest\x12(\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x18.lipsync.v1.StreamConfig\x12-\n\x08\x66\x65\x61tures\x18\x02 \x01(\x0b\x32\x19.lipsync.v1.AudioFeaturesH\x00\x12+\n\x07windows\x18\x03 \x01(\x0b\x32\x18.lipsync.v1.AudioWindowsH\x00\x12\x1e\n\x03pcm\x18\x04 \x01(\x0b\x32\x0f.lipsync.v1.PcmH\x00\x12\x10\n\x08keyframe\x18\x05 \x01(\x08\x42\x07\n\x05\x61udio\"c\n\x0cStreamConfig\x12\r\n\x05model\x18\x01 \x01(\t\x12)\n\x06output\x18\x02 \x01(\x0b\x32\x19.lipsync.v1.OutputOptions\x12\x19\n\x11\x66irst_frame_index\x18\x03 \x01(\r\":\n\x16StreamGenerateResponse\x12 \n\x05\x66rame\x18\x01 \x01(\x0b\x32\x11.lipsync.v1.Frame\"\x99\x02\n\x05\x46rame\x12\r\n\x05index\x18\x01 \x01(\r\x12\x14\n\x0c\x61vatar_frame\x18\x02 \x01(\r\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\x12&\n\x08\x65ncoding\x18\x05 \x01(\x0e\x32\x14.lipsync.v1.Encoding\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0c\x12)\n\x07timings\x18\x07 \x01(\x0b\x32\x18.lipsync.v1.FrameTimings\x12\x13\n\x0bpts_seconds\x18\x08 \x01(\x01\x12\x1a\n\x12\x61udio_sample_start\x18\t \x01(\x04\x12\x18\n\x10\x61udio_sample_end\x18\n \x01(\x04\x12\x0e\n\x06silent\x18\x0b \x01(\x08\x12\x10\n\x08keyframe\x18\x0c \x01(\x08\"\x9a\x01\n\x0c\x46rameTimings\x12\x10\n\x08queue_ms\x18\x01 \x01(\x01\x12\x15\n\rpreprocess_ms\x18\x02 \x01(\x01\x12\x10\n\x08infer_ms\x18\x03 \x01(\x01\x12\x16\n\x0epostprocess_ms\x18\x04 \x01(\x01\x12\x11\n\tencode_ms\x18\x05 \x01(\x01\x12\x10\n\x08total_ms\x18\x06 \x01(\x01\x12\x12\n\nbatch_size\x18\x07 \x01(\r\"\x10\n\x0eGetInfoRequest\"8\n\nTensorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"V\n\nAvatarInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x66rames\x18\x02 \x01(\r\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\x12\x0b\n\x03\x66ps\x18\x05 \x01(\x01\"\xae\x02\n\x0e\x41udioInputInfo\x12\x0b\n\x03pcm\x18\x01 \x01(\x08\x12\x13\n\x0bsample_rate\x18\x02 \x01(\r\x12&\n\x07\x66ormats\x18\x03 \x03(\x0e\x32\x15.lipsync.v1.PcmFormat\x12\x0b\n\x03\x66ps\x18\x04 \x01(\x01\x12\x1b\n\x13max_pcm_chunk_bytes\x18\x05 \x01(\r\x12\x14\n\x0clookahead_ms\x18\x06 \x01(\x01\x12\x19\n\x11silence_fast_path\x18\x07 \x01(\x08\x12\x1e\n\x16silence_threshold_dbfs\x18\x08 \x01(\x01\x12\x0f\n\x07\x65ncoder\x18\t \x01(\t\x12-\n\rencoder_input\x18\n \x01(\x0b\x32\x16.lipsync.v1.TensorInfo\x12\x17\n\x0f\x65ncoder_backend\x18\x0b \x01(\t\"\xb3\x04\n\x0fGetInfoResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x11\n\tprecision\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\x17\n\x0f\x62\x61\x63kend_version\x18\x06 \x01(\t\x12&\n\x06\x61vatar\x18\x07 \x01(\x0b\x32\x16.lipsync.v1.AvatarInfo\x12%\n\x05image\x18\x08 \x01(\x0b\x32\x16.lipsync.v1.TensorInfo\x12%\n\x05\x61udio\x18\t \x01(\x0b\x32\x16.lipsync.v1.TensorInfo\x12&\n\x06output\x18\n \x01(\x0b\x32\x16.lipsync.v1.TensorInfo\x12\x19\n\x11\x61udio_feature_dim\x18\x0b \x01(\r\x12\x14\n\x0c\x61udio_window\x18\x0c \x01(\r\x12\x1b\n\x13\x61udio_window_before\x18\r \x01(\r\x12\x16\n\x0emax_batch_size\x18\x0e \x01(\r\x12$\n\x1cmax_queue_delay_microseconds\x18\x0f \x01(\x04\x12\x16\n\x0emax_queue_size\x18\x10 \x01(\r\x12\x11\n\tinstances\x18\x11 \x01(\r\x12\x16\n\x0eserver_version\x18\x12 \x01(\t\x12/\n\x0b\x61udio_input\x18\x13 \x01(\x0b\x32\x1a.lipsync.v1.AudioInputInfo\x12\x14\n\x0ch264_encoder\x18\x14 \x01(\t*`\n\x08\x45ncoding\x12\x18\n\x14\x45NCODING_UNSPECIFIED\x10\x00\x12\x11\n\rENCODING_JPEG\x10\x01\x12\x14\n\x10\x45NCODING_RAW_BGR\x10\x02\x12\x11\n\rENCODING_H264\x10\x03*g\n\x0fJpegSubsampling\x12 \n\x1cJPEG_SUBSAMPLING_UNSPECIFIED\x10\x00\x12\x18\n\x14JPEG_SUBSAMPLING_444\x10\x01\x12\x18\n\x14JPEG_SUBSAMPLING_420\x10\x02*S\n\tPcmFormat\x12\x1a\n\x16PCM_FORMAT_UNSPECIFIED\x10\x00\x12\x14\n\x10PCM_FORMAT_S16LE\x10\x01\x12\x14\n\x10PCM_FORMAT_F32LE\x10\x02\x32\xf7\x01\n\x07LipSync\x12G\n\x08Generate\x12\x1b.lipsync.v1.GenerateRequest\x1a\x1c.lipsync.v1.GenerateResponse\"\x00\x12]\n\x0eStreamGenerate\x12!.lipsync.v1.StreamGenerateRequest\x1a\".lipsync.v1.StreamGenerateResponse\"\x00(\x01\x30\x01\x12\x44\n\x07GetInfo\x12\x1a.lipsync.v1.GetInfoRequest\x1a\x1b.lipsync.v1.GetInfoResponse\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lipsync.v1.lipsync_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENCODING']._serialized_start=2348
-  _globals['_ENCODING']._serialized_end=2425
-  _globals['_PCMFORMAT']._serialized_start=2427
-  _globals['_PCMFORMAT']._serialized_end=2510
+  _globals['_ENCODING']._serialized_start=2484
+  _globals['_ENCODING']._serialized_end=2580
+  _globals['_JPEGSUBSAMPLING']._serialized_start=2582
+  _globals['_JPEGSUBSAMPLING']._serialized_end=2685
+  _globals['_PCMFORMAT']._serialized_start=2687
+  _globals['_PCMFORMAT']._serialized_end=2770
   _globals['_AUDIOFEATURES']._serialized_start=40
   _globals['_AUDIOFEATURES']._serialized_end=69
   _globals['_PCM']._serialized_start=71
   _globals['_PCM']._serialized_end=150
   _globals['_AUDIOWINDOWS']._serialized_start=152
   _globals['_AUDIOWINDOWS']._serialized_end=180
-  _globals['_OUTPUTOPTIONS']._serialized_start=182
-  _globals['_OUTPUTOPTIONS']._serialized_end=259
-  _globals['_GENERATEREQUEST']._serialized_start=262
-  _globals['_GENERATEREQUEST']._serialized_end=493
-  _globals['_GENERATERESPONSE']._serialized_start=495
-  _globals['_GENERATERESPONSE']._serialized_end=548
-  _globals['_STREAMGENERATEREQUEST']._serialized_start=551
-  _globals['_STREAMGENERATEREQUEST']._serialized_end=749
-  _globals['_STREAMCONFIG']._serialized_start=751
-  _globals['_STREAMCONFIG']._serialized_end=850
-  _globals['_STREAMGENERATERESPONSE']._serialized_start=852
-  _globals['_STREAMGENERATERESPONSE']._serialized_end=910
-  _globals['_FRAME']._serialized_start=913
-  _globals['_FRAME']._serialized_end=1176
-  _globals['_FRAMETIMINGS']._serialized_start=1179
-  _globals['_FRAMETIMINGS']._serialized_end=1333
-  _globals['_GETINFOREQUEST']._serialized_start=1335
-  _globals['_GETINFOREQUEST']._serialized_end=1351
-  _globals['_TENSORINFO']._serialized_start=1353
-  _globals['_TENSORINFO']._serialized_end=1409
-  _globals['_AVATARINFO']._serialized_start=1411
-  _globals['_AVATARINFO']._serialized_end=1497
-  _globals['_AUDIOINPUTINFO']._serialized_start=1500
-  _globals['_AUDIOINPUTINFO']._serialized_end=1802
-  _globals['_GETINFORESPONSE']._serialized_start=1805
-  _globals['_GETINFORESPONSE']._serialized_end=2346
-  _globals['_LIPSYNC']._serialized_start=2513
-  _globals['_LIPSYNC']._serialized_end=2760
+  _globals['_OUTPUTOPTIONS']._serialized_start=183
+  _globals['_OUTPUTOPTIONS']._serialized_end=337
+  _globals['_GENERATEREQUEST']._serialized_start=340
+  _globals['_GENERATEREQUEST']._serialized_end=571
+  _globals['_GENERATERESPONSE']._serialized_start=573
+  _globals['_GENERATERESPONSE']._serialized_end=626
+  _globals['_STREAMGENERATEREQUEST']._serialized_start=629
+  _globals['_STREAMGENERATEREQUEST']._serialized_end=845
+  _globals['_STREAMCONFIG']._serialized_start=847
+  _globals['_STREAMCONFIG']._serialized_end=946
+  _globals['_STREAMGENERATERESPONSE']._serialized_start=948
+  _globals['_STREAMGENERATERESPONSE']._serialized_end=1006
+  _globals['_FRAME']._serialized_start=1009
+  _globals['_FRAME']._serialized_end=1290
+  _globals['_FRAMETIMINGS']._serialized_start=1293
+  _globals['_FRAMETIMINGS']._serialized_end=1447
+  _globals['_GETINFOREQUEST']._serialized_start=1449
+  _globals['_GETINFOREQUEST']._serialized_end=1465
+  _globals['_TENSORINFO']._serialized_start=1467
+  _globals['_TENSORINFO']._serialized_end=1523
+  _globals['_AVATARINFO']._serialized_start=1525
+  _globals['_AVATARINFO']._serialized_end=1611
+  _globals['_AUDIOINPUTINFO']._serialized_start=1614
+  _globals['_AUDIOINPUTINFO']._serialized_end=1916
+  _globals['_GETINFORESPONSE']._serialized_start=1919
+  _globals['_GETINFORESPONSE']._serialized_end=2482
+  _globals['_LIPSYNC']._serialized_start=2773
+  _globals['_LIPSYNC']._serialized_end=3020
 # @@protoc_insertion_point(module_scope)

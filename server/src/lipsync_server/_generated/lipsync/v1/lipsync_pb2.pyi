@@ -48,6 +48,11 @@ class _EncodingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Encoding.Val
     """Baseline JPEG, BGR source, quality from `jpeg_quality`."""
     ENCODING_RAW_BGR: _Encoding.ValueType  # 2
     """Raw pixels: height x width x 3 bytes, BGR, row-major."""
+    ENCODING_H264: _Encoding.ValueType  # 3
+    """H.264 (Annex B byte stream), one access unit per frame, no B-frames: a stream's frames are
+    one sequence that starts with an IDR (SPS and PPS in band before every IDR); Generate's
+    frames are a sequence of their own. GetInfoResponse.h264_encoder names the encoder.
+    """
 
 class Encoding(_Encoding, metaclass=_EncodingEnumTypeWrapper): ...
 
@@ -57,7 +62,33 @@ ENCODING_JPEG: Encoding.ValueType  # 1
 """Baseline JPEG, BGR source, quality from `jpeg_quality`."""
 ENCODING_RAW_BGR: Encoding.ValueType  # 2
 """Raw pixels: height x width x 3 bytes, BGR, row-major."""
+ENCODING_H264: Encoding.ValueType  # 3
+"""H.264 (Annex B byte stream), one access unit per frame, no B-frames: a stream's frames are
+one sequence that starts with an IDR (SPS and PPS in band before every IDR); Generate's
+frames are a sequence of their own. GetInfoResponse.h264_encoder names the encoder.
+"""
 Global___Encoding: _TypeAlias = Encoding  # noqa: Y015
+
+class _JpegSubsampling:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _JpegSubsamplingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JpegSubsampling.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    JPEG_SUBSAMPLING_UNSPECIFIED: _JpegSubsampling.ValueType  # 0
+    """4:4:4 (the default)."""
+    JPEG_SUBSAMPLING_444: _JpegSubsampling.ValueType  # 1
+    JPEG_SUBSAMPLING_420: _JpegSubsampling.ValueType  # 2
+    """4:2:0: colour at half resolution each way; smaller and faster to encode and decode."""
+
+class JpegSubsampling(_JpegSubsampling, metaclass=_JpegSubsamplingEnumTypeWrapper): ...
+
+JPEG_SUBSAMPLING_UNSPECIFIED: JpegSubsampling.ValueType  # 0
+"""4:4:4 (the default)."""
+JPEG_SUBSAMPLING_444: JpegSubsampling.ValueType  # 1
+JPEG_SUBSAMPLING_420: JpegSubsampling.ValueType  # 2
+"""4:2:0: colour at half resolution each way; smaller and faster to encode and decode."""
+Global___JpegSubsampling: _TypeAlias = JpegSubsampling  # noqa: Y015
 
 class _PcmFormat:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -167,18 +198,25 @@ class OutputOptions(_message.Message):
 
     ENCODING_FIELD_NUMBER: _builtins.int
     JPEG_QUALITY_FIELD_NUMBER: _builtins.int
+    JPEG_SUBSAMPLING_FIELD_NUMBER: _builtins.int
+    BITRATE_KBPS_FIELD_NUMBER: _builtins.int
     encoding: Global___Encoding.ValueType
     jpeg_quality: _builtins.int
     """1..100; 0 means the server's default."""
+    jpeg_subsampling: Global___JpegSubsampling.ValueType
+    bitrate_kbps: _builtins.int
+    """H.264 target bitrate in kbit/s, 100..50000; 0 means 1500."""
     def __init__(
         self,
         *,
         encoding: Global___Encoding.ValueType = ...,
         jpeg_quality: _builtins.int = ...,
+        jpeg_subsampling: Global___JpegSubsampling.ValueType = ...,
+        bitrate_kbps: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["encoding", b"encoding", "jpeg_quality", b"jpeg_quality"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bitrate_kbps", b"bitrate_kbps", "encoding", b"encoding", "jpeg_quality", b"jpeg_quality", "jpeg_subsampling", b"jpeg_subsampling"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -268,6 +306,11 @@ class StreamGenerateRequest(_message.Message):
     FEATURES_FIELD_NUMBER: _builtins.int
     WINDOWS_FIELD_NUMBER: _builtins.int
     PCM_FIELD_NUMBER: _builtins.int
+    KEYFRAME_FIELD_NUMBER: _builtins.int
+    keyframe: _builtins.bool
+    """The next frame sent is a keyframe (an IDR with H.264): what a WebRTC gateway asks for when
+    a viewer loses packets or joins. A message may carry only this.
+    """
     @_builtins.property
     def config(self) -> Global___StreamConfig:
         """Only allowed in the first message."""
@@ -293,10 +336,11 @@ class StreamGenerateRequest(_message.Message):
         features: Global___AudioFeatures | None = ...,
         windows: Global___AudioWindows | None = ...,
         pcm: Global___Pcm | None = ...,
+        keyframe: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "config", b"config", "features", b"features", "pcm", b"pcm", "windows", b"windows"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "config", b"config", "features", b"features", "pcm", b"pcm", "windows", b"windows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "config", b"config", "features", b"features", "keyframe", b"keyframe", "pcm", b"pcm", "windows", b"windows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_audio: _TypeAlias = _typing.Literal["features", "windows", "pcm"]  # noqa: Y015
     _WhichOneofArgType_audio: _TypeAlias = _typing.Literal["audio", b"audio"]  # noqa: Y015
@@ -367,6 +411,7 @@ class Frame(_message.Message):
     AUDIO_SAMPLE_START_FIELD_NUMBER: _builtins.int
     AUDIO_SAMPLE_END_FIELD_NUMBER: _builtins.int
     SILENT_FIELD_NUMBER: _builtins.int
+    KEYFRAME_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     """The frame's index in its clip (stream: first_frame_index + position)."""
     avatar_frame: _builtins.int
@@ -386,6 +431,8 @@ class Frame(_message.Message):
     """The frame's audio window was silent: it is the avatar's cached closed-mouth frame and
     neither model ran for it (pcm input with the silence fast path on).
     """
+    keyframe: _builtins.bool
+    """The frame decodes alone: always for JPEG and raw frames; an IDR for H.264."""
     @_builtins.property
     def timings(self) -> Global___FrameTimings: ...
     def __init__(
@@ -402,10 +449,11 @@ class Frame(_message.Message):
         audio_sample_start: _builtins.int = ...,
         audio_sample_end: _builtins.int = ...,
         silent: _builtins.bool = ...,
+        keyframe: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["timings", b"timings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_sample_end", b"audio_sample_end", "audio_sample_start", b"audio_sample_start", "avatar_frame", b"avatar_frame", "data", b"data", "encoding", b"encoding", "height", b"height", "index", b"index", "pts_seconds", b"pts_seconds", "silent", b"silent", "timings", b"timings", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_sample_end", b"audio_sample_end", "audio_sample_start", b"audio_sample_start", "avatar_frame", b"avatar_frame", "data", b"data", "encoding", b"encoding", "height", b"height", "index", b"index", "keyframe", b"keyframe", "pts_seconds", b"pts_seconds", "silent", b"silent", "timings", b"timings", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -614,6 +662,7 @@ class GetInfoResponse(_message.Message):
     INSTANCES_FIELD_NUMBER: _builtins.int
     SERVER_VERSION_FIELD_NUMBER: _builtins.int
     AUDIO_INPUT_FIELD_NUMBER: _builtins.int
+    H264_ENCODER_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     backend: _builtins.str
     provider: _builtins.str
@@ -628,6 +677,10 @@ class GetInfoResponse(_message.Message):
     max_queue_size: _builtins.int
     instances: _builtins.int
     server_version: _builtins.str
+    h264_encoder: _builtins.str
+    """The H.264 encoder frames with ENCODING_H264 come from: h264_nvenc (the GPU's NVENC) or
+    libx264 (CPU).
+    """
     @_builtins.property
     def avatar(self) -> Global___AvatarInfo: ...
     @_builtins.property
@@ -660,10 +713,11 @@ class GetInfoResponse(_message.Message):
         instances: _builtins.int = ...,
         server_version: _builtins.str = ...,
         audio_input: Global___AudioInputInfo | None = ...,
+        h264_encoder: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "audio_input", b"audio_input", "avatar", b"avatar", "image", b"image", "output", b"output"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "audio_feature_dim", b"audio_feature_dim", "audio_input", b"audio_input", "audio_window", b"audio_window", "audio_window_before", b"audio_window_before", "avatar", b"avatar", "backend", b"backend", "backend_version", b"backend_version", "device", b"device", "image", b"image", "instances", b"instances", "max_batch_size", b"max_batch_size", "max_queue_delay_microseconds", b"max_queue_delay_microseconds", "max_queue_size", b"max_queue_size", "model", b"model", "output", b"output", "precision", b"precision", "provider", b"provider", "server_version", b"server_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "audio_feature_dim", b"audio_feature_dim", "audio_input", b"audio_input", "audio_window", b"audio_window", "audio_window_before", b"audio_window_before", "avatar", b"avatar", "backend", b"backend", "backend_version", b"backend_version", "device", b"device", "h264_encoder", b"h264_encoder", "image", b"image", "instances", b"instances", "max_batch_size", b"max_batch_size", "max_queue_delay_microseconds", b"max_queue_delay_microseconds", "max_queue_size", b"max_queue_size", "model", b"model", "output", b"output", "precision", b"precision", "provider", b"provider", "server_version", b"server_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
