@@ -134,6 +134,11 @@ def test_a_file_uri_outside_the_allowed_prefix_is_refused(bed: OperatorBed) -> N
     )
 
 
+def _settled(bed: OperatorBed, name: str) -> dict[str, Any] | None:
+    found = status(bed.cluster, bed.namespace, name)
+    return found if found.get("phase") in ("Ready", "Failed") else None
+
+
 def _delete_model(bed: OperatorBed, name: str) -> None:
     """Delete a model and wait for its pods to go (their GPU is free again)."""
     bed.cluster.kubectl("delete", "lsm", name, "-n", bed.namespace, "--wait=false")
@@ -164,7 +169,10 @@ def test_a_private_model_builds_with_its_credentials_and_they_appear_nowhere(
         spec = {"model": {"uri": uri}, "credentialsSecret": "priya-source"}
         apply(cluster, namespace, document("priya", bed.avatar("priya"), **spec))
         try:
-            wait_phase(cluster, namespace, "priya", "Ready", timeout=BUILD_TIMEOUT)
+            settled = wait_for(
+                lambda: _settled(bed, "priya"), timeout=BUILD_TIMEOUT, description="priya built"
+            )
+            assert settled["phase"] == "Ready", settled
             assert "/models/unet.onnx" in store.authorized_gets
             assert store.refused == 0
             kinds = "deployments,jobs,lipsyncmodels,events"

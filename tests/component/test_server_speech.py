@@ -62,10 +62,15 @@ def _metrics(server: ServerProcess) -> dict[str, float]:
     return scrape_values(server.metrics_url)
 
 
-async def _stream(target: str, samples: np.ndarray, rate: int) -> list[pb.Frame]:
+async def _stream(
+    target: str,
+    samples: np.ndarray,
+    rate: int,
+    encoding: pb.Encoding.ValueType = pb.ENCODING_RAW_BGR,
+) -> list[pb.Frame]:
     async with grpc.aio.insecure_channel(target) as channel:
         stub = LipSyncStub(channel)
-        frames = stream_speech(stub, samples, rate, encoding=pb.ENCODING_RAW_BGR, timeout=300)
+        frames = stream_speech(stub, samples, rate, encoding=encoding, timeout=300)
         return [frame async for frame in frames]
 
 
@@ -163,6 +168,20 @@ def test_silent_frames_skip_both_models_and_the_metrics_show_it(server: ServerPr
         pixels = _pixels(frame)
         reference = by_avatar.setdefault(frame.avatar_frame, pixels)
         assert np.array_equal(reference, pixels)
+
+
+def test_a_silent_jpeg_frame_is_encoded_once_per_avatar_frame(server: ServerProcess) -> None:
+    samples = np.zeros(32000, np.float32)  # 2 s of silence: 50 frames over 4 avatar frames
+    frames = asyncio.run(_stream(server.target, samples, 16000, pb.ENCODING_JPEG))
+    assert all(frame.silent for frame in frames)
+    first: dict[int, bytes] = {}
+    for frame in frames:
+        if frame.avatar_frame in first:  # from the cache: neither composited nor encoded
+            assert frame.data == first[frame.avatar_frame]
+            assert frame.timings.encode_ms == frame.timings.postprocess_ms == 0
+        else:
+            first[frame.avatar_frame] = frame.data
+    assert len(first) <= 4
 
 
 async def _stream_error(

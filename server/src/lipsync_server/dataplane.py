@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -90,6 +90,37 @@ class OutputOptions:
         return "raw-bgr" if self.encoding == "h264" else self.encoding
 
 
+class SilentFrames:
+    """Encoded JPEGs of closed-mouth frames by (avatar frame, quality, subsampling), the least
+    recently used dropped beyond ``capacity`` (clients may ask for many qualities)."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._frames: OrderedDict[tuple[int, int, str], bytes] = OrderedDict()
+
+    @staticmethod
+    def _key(avatar_frame: int, options: OutputOptions) -> tuple[int, int, str] | None:
+        if options.rendered != "jpeg":
+            return None  # raw frames are large; H.264 encodes each stream's frames in order
+        return (avatar_frame, options.jpeg_quality, options.jpeg_subsampling)
+
+    def get(self, avatar_frame: int, options: OutputOptions) -> bytes | None:
+        key = self._key(avatar_frame, options)
+        if key is None or key not in self._frames:
+            return None
+        self._frames.move_to_end(key)
+        return self._frames[key]
+
+    def put(self, avatar_frame: int, options: OutputOptions, data: bytes) -> None:
+        key = self._key(avatar_frame, options)
+        if key is None:
+            return
+        self._frames[key] = data
+        self._frames.move_to_end(key)
+        while len(self._frames) > self._capacity:
+            self._frames.popitem(last=False)
+
+
 class DataPlane:
     """Frames and raw tensors through one batcher over ``backends`` (one per instance)."""
 
@@ -132,8 +163,10 @@ class DataPlane:
         self.encoder = (
             None if encoder is None else EncoderStage(settings, *encoder, metrics=self.metrics)
         )
-        # Closed-mouth renders of the silence fast path: model output per avatar frame.
+        # Closed-mouth renders of the silence fast path: model output per avatar frame, and the
+        # encoded JPEGs made from them (a silent frame is then neither run nor encoded again).
         self._closed_mouth: dict[int, asyncio.Future[np.ndarray]] = {}
+        self._silent_jpegs = SilentFrames(max(8, 2 * store.frame_count))
         self.draining = False
         self._active = 0
         self._calls_of: Counter[str] = Counter()
@@ -262,6 +295,10 @@ class DataPlane:
             check_bitrate(bitrate_kbps),
         )
 
+    def skips_model(self, silent: bool) -> bool:
+        """The silence fast path's one rule: a silent window skips the models when it is on."""
+        return silent and self.settings.silence_fast_path
+
     def admit(self, frames: int) -> None:
         """Reject at once (RESOURCE_EXHAUSTED) when ``frames`` more would overflow the queue."""
         if self.batcher.queue_depth + frames > self.settings.max_queue_size:
@@ -288,18 +325,29 @@ class DataPlane:
         one comes from the closed-mouth cache when the silence fast path is on."""
         started = time.monotonic()
         avatar_frame = ping_pong(index, self.store.frame_count)
-        silent = silent and self.settings.silence_fast_path
-        if silent:
-            output = (await self._closed_mouth_output(avatar_frame, deadline)).astype(np.float32)
+        silent = self.skips_model(silent)
+        cached = self._silent_jpegs.get(avatar_frame, options) if silent else None
+        if cached is not None:
+            data, post_s, encode_s = cached, 0.0, 0.0
             waited, batch = 0.0, BatchTimings(batch_size=0)
-            self.metrics.silent_frames.inc()
         else:
-            row = Row(avatar_frame, window)
-            output, waited, batch = await self.batcher.submit(row, self.queue_deadline(deadline))
-        loop = asyncio.get_running_loop()
-        data, post_s, encode_s = await loop.run_in_executor(
-            self._post_pool, self._postprocess, avatar_frame, output, options
-        )
+            if silent:
+                closed = await self._closed_mouth_output(avatar_frame, deadline)
+                output = closed.astype(np.float32)
+                waited, batch = 0.0, BatchTimings(batch_size=0)
+            else:
+                row = Row(avatar_frame, window)
+                output, waited, batch = await self.batcher.submit(
+                    row, self.queue_deadline(deadline)
+                )
+            loop = asyncio.get_running_loop()
+            data, post_s, encode_s = await loop.run_in_executor(
+                self._post_pool, self._postprocess, avatar_frame, output, options
+            )
+            if silent:
+                self._silent_jpegs.put(avatar_frame, options, data)
+        if silent:
+            self.metrics.silent_frames.inc()
         timings = FrameTimings(
             waited,
             batch.preprocess_s,
@@ -340,7 +388,7 @@ class DataPlane:
 
         async def render_one(row: int, index: int) -> RenderedFrame:
             async with slots:
-                if not (quiet[row] and self.settings.silence_fast_path):
+                if not self.skips_model(quiet[row]):
                     self.admit(1)
                 return await self.render(index, windows[row], options, deadline, quiet[row])
 
@@ -354,8 +402,7 @@ class DataPlane:
         """Feature vectors ``[len(windows), dim]`` and silence flags for mel windows; silent
         windows skip the encoder when the silence fast path is on."""
         encoder = self.require_encoder()
-        skip = self.settings.silence_fast_path
-        silent = np.array([window.silent and skip for window in windows], bool)
+        silent = np.array([self.skips_model(window.silent) for window in windows], bool)
         loud = [window.mel for window, quiet in zip(windows, silent, strict=True) if not quiet]
         encoded = await encoder.encode_many(loud, deadline)
         features = np.empty((len(windows), *encoder.contract.output.shape), np.float32)

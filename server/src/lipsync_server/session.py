@@ -137,7 +137,7 @@ class Session:
 
     async def _submit(self, position: int, window: np.ndarray, silent: bool) -> None:
         await self._slots.acquire()
-        if not (silent and self._plane.settings.silence_fast_path):
+        if not self._plane.skips_model(silent):
             self._plane.admit(1)
         index = self._config.first_index + position
         placement = (index / self._plane.fps, self._samples(position))

@@ -27,7 +27,7 @@ NVENC, X264 = "h264_nvenc", "libx264"
 _OPTIONS = {
     # No look-ahead, no frame threads: one frame in, one access unit out.
     X264: {"preset": "ultrafast", "tune": "zerolatency", "forced-idr": "1",
-           "x264-params": "repeat-headers=1"},
+           "x264-params": "repeat-headers=1:scenecut=0"},
     NVENC: {"preset": "p1", "tune": "ull", "zerolatency": "1", "delay": "0", "forced-idr": "1"},
 }  # fmt: skip
 
