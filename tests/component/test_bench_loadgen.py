@@ -87,6 +87,19 @@ def test_bench_run_writes_a_result_whose_counts_add_up(
         assert level.resources.cpu_percent_server is not None
 
 
+@pytest.mark.parametrize("encoding", ["h264", "jpeg-420"])
+def test_bench_run_asks_for_each_encoding(
+    server: ServerProcess, tmp_path: Path, encoding: str
+) -> None:
+    output = tmp_path / "result.json"
+    args = ["run", "--target", server.target, "--no-metrics", "--frames", "4"]
+    args += ["--warmup-frames", "1", "--encoding", encoding, "-o", str(output)]
+    run = CliRunner().invoke(bench, args)
+    assert run.exit_code == 0, run.output
+    [level] = BenchResult.model_validate(json.loads(output.read_text())).levels
+    assert (level.frames_received, level.errors) == (4, {})
+
+
 def test_rejected_requests_are_counted_as_errors_by_status_code(server: ServerProcess) -> None:
     options = RunOptions(
         targets=[server.target],

@@ -41,7 +41,14 @@ CHANNEL_OPTIONS = [
 STREAM_INDEX_STRIDE = 100_000
 DRAIN_CANCELLED = "CANCELLED"
 RETRYABLE = frozenset({"UNAVAILABLE"})
-ENCODINGS = {"jpeg": pb.ENCODING_JPEG, "raw": pb.ENCODING_RAW_BGR}
+ENCODINGS = {
+    "jpeg": pb.OutputOptions(encoding=pb.ENCODING_JPEG),
+    "jpeg-420": pb.OutputOptions(
+        encoding=pb.ENCODING_JPEG, jpeg_subsampling=pb.JPEG_SUBSAMPLING_420
+    ),
+    "raw": pb.OutputOptions(encoding=pb.ENCODING_RAW_BGR),
+    "h264": pb.OutputOptions(encoding=pb.ENCODING_H264),  # each stream one sequence
+}
 
 
 @dataclass(frozen=True)
@@ -167,8 +174,7 @@ async def _stream_call(
     call = stub.StreamGenerate(None, wait_for_ready=plan.retry_unavailable or None)
     in_flight: dict[int, float] = {}
     window = asyncio.Semaphore(1) if plan.mode == "closed" else None
-    output = pb.OutputOptions(encoding=ENCODINGS[plan.encoding])
-    config = pb.StreamConfig(output=output, first_frame_index=first_index)
+    config = pb.StreamConfig(output=ENCODINGS[plan.encoding], first_frame_index=first_index)
     next_index = first_index
 
     async def write() -> None:
@@ -258,7 +264,7 @@ async def _unary_call(
     request = pb.GenerateRequest(
         frame_indices=range(index, index + frames),
         windows=pb.AudioWindows(data=payloads.windows(index, frames)),
-        output=pb.OutputOptions(encoding=ENCODINGS[plan.encoding]),
+        output=ENCODINGS[plan.encoding],
     )
     try:
         response = await stub.Generate(request, timeout=plan.drain_timeout_s)
