@@ -107,6 +107,7 @@ async def stream_clip(
             f"server: {info.model} on {info.backend} ({info.device}), avatar {avatar.name} "
             f"{avatar.width}x{avatar.height}"
         )
+        echo(f"streaming {samples.size / rate:.1f} s of PCM in {CHUNK_SECONDS * 1e3:.0f} ms chunks")
         started = time.perf_counter()
         async for frame in stream_speech(stub, samples, rate, chunk_seconds=CHUNK_SECONDS):
             frames.append(decode(frame.data, "jpeg", frame.width, frame.height))
@@ -133,17 +134,6 @@ def contact_sheet(
     return sheet
 
 
-def _stream(
-    target: str,
-    samples: np.ndarray,
-    rate: int,
-    echo: Callable[[str], None],
-    security: ChannelSecurity | None = None,
-) -> StreamResult:
-    echo(f"streaming {samples.size / rate:.1f} s of PCM in {CHUNK_SECONDS * 1000:.0f} ms chunks")
-    return asyncio.run(stream_clip(target, samples, rate, echo, security))
-
-
 def run_demo(
     out_dir: Path,
     *,
@@ -161,7 +151,7 @@ def run_demo(
     if target is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         echo(f"using the server at {target}")
-        result = _stream(target, samples, rate, echo, security)
+        result = asyncio.run(stream_clip(target, samples, rate, echo, security))
         ending = f"server at {target}"
     else:
         assets = ensure_assets(out_dir / "cache", echo)
@@ -177,7 +167,7 @@ def run_demo(
         )
         echo(f"starting the server on {server.target} (log: {log_path})")
         with server:
-            result = _stream(server.target, samples, rate, echo)
+            result = asyncio.run(stream_clip(server.target, samples, rate, echo))
         ending = f"server stopped with exit code {server.process.returncode}"
     video, sheet = out_dir / "demo.mp4", out_dir / "contact_sheet.png"
     write_mp4(video, result.frames, FPS, samples, rate)
