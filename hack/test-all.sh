@@ -52,6 +52,9 @@ wait_build
 # The real nodes of the cluster tier run the project's images (`make images`).
 start_build 19 bash -c 'hack/cluster/build.sh && images/build.sh'
 stamp "rest of the test bed and the images building in the background"
+# The gateway's page runs in headless Chromium (tests/component/test_gateway_browser.py).
+source hack/host-packages.sh
+ensure_host_packages chromium
 LIPSYNC_REQUIRE_HELM=1 "${uv[@]}" run pytest -m "not cluster" "${pytest_args[@]}"
 stamp "unit, component and gpu tiers passed after $((SECONDS - start))s"
 

@@ -36,14 +36,17 @@ COPY server/pyproject.toml server/pyproject.toml
 COPY operator/pyproject.toml operator/pyproject.toml
 COPY testbed/pyproject.toml testbed/pyproject.toml
 COPY bench/pyproject.toml bench/pyproject.toml
+COPY gateway/pyproject.toml gateway/pyproject.toml
 # TensorRT comes from the gpu base image (system site-packages) unless TENSORRT names a wheel.
 RUN case "${FLAVOR}" in gpu|cpu) ;; *) echo "FLAVOR must be gpu or cpu, not ${FLAVOR}" >&2; exit 1;; esac \
  && /opt/uv/bin/uv export --frozen --no-dev --no-emit-workspace --package lipsync-server -o server.txt \
  && /opt/uv/bin/uv export --frozen --no-dev --no-emit-workspace --package lipsync-engine-builder \
       -o builder.txt \
  && /opt/uv/bin/uv export --frozen --no-dev --no-emit-workspace --package lipsync-bench -o bench.txt \
+ && /opt/uv/bin/uv export --frozen --no-dev --no-emit-workspace --package lipsync-gateway \
+      -o gateway.txt \
  && python3 -m venv --system-site-packages /opt/lipsync \
- && /opt/lipsync/bin/pip install --no-cache-dir -r server.txt -r builder.txt -r bench.txt \
+ && /opt/lipsync/bin/pip install --no-cache-dir -r server.txt -r builder.txt -r bench.txt -r gateway.txt \
  && if [ "${FLAVOR}" = gpu ]; then \
       /opt/lipsync/bin/pip uninstall --yes onnxruntime \
       && /opt/lipsync/bin/pip install --no-cache-dir "${CUDA_PYTHON}" "${ORT_GPU}" ${TENSORRT} ${TORCH}; \
@@ -55,11 +58,12 @@ COPY core core
 COPY engine_builder engine_builder
 COPY server server
 COPY bench bench
+COPY gateway gateway
 COPY protos protos
 COPY images/check_runtime.py images/check_runtime.py
 # Build-time check: every backend's libraries import here (no GPU is needed for that), so a
 # missing or mismatched wheel fails the image build, not the first request.
-RUN /opt/lipsync/bin/pip install --no-cache-dir --no-deps ./contract ./core ./engine_builder ./server ./bench \
+RUN /opt/lipsync/bin/pip install --no-cache-dir --no-deps ./contract ./core ./engine_builder ./server ./bench ./gateway \
  && /opt/lipsync/bin/python images/check_runtime.py "${FLAVOR}" \
  && /opt/lipsync/bin/lipsync --version
 

@@ -278,7 +278,7 @@ def _malformed_generate(rng: np.random.Generator) -> Case:
     name = f"model-{rng.integers(1000)}"
     index = int(rng.integers(4, 2**32))
     quality = int(rng.integers(101, 10_000))
-    encoding = int(rng.integers(3, 100))
+    encoding = int(rng.integers(4, 100))  # 0-3 are JPEG (default), JPEG, raw and H.264
     pcm, pcm_error = _bad_pcm(rng)
     cases: list[Callable[[], Case]] = [
         lambda: (

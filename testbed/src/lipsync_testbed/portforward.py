@@ -9,6 +9,7 @@ import subprocess
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from lipsync_testbed.processes import terminate
 from lipsync_testbed.versions import ClusterSetupError
 
 if TYPE_CHECKING:
@@ -35,9 +36,4 @@ def port_forward(cluster: LocalCluster, namespace: str, target: str, port: int) 
             raise ClusterSetupError(f"kubectl port-forward {namespace}/{target}: {rest.strip()}")
         yield int(found.group(1))
     finally:
-        forward.terminate()
-        try:
-            forward.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            forward.kill()
-            forward.wait()
+        terminate(forward)

@@ -161,6 +161,16 @@ def stop(proc: ManagedProcess, timeout: float = 10.0) -> None:
     raise RuntimeError(f"{proc.name} (pid {proc.pid}) survived SIGKILL")
 
 
+def terminate(process: subprocess.Popen[str], timeout: float = 10.0) -> None:
+    """SIGTERM a child started with Popen, SIGKILL it if it has not exited within ``timeout``."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def _signal(pid: int, sig: signal.Signals) -> None:
     # Each process leads its own session, so its process group id is its pid.
     for send in (os.killpg, os.kill):

@@ -1,0 +1,137 @@
+"""The WebRTC gateway with a real peer on loopback (aiortc as the viewer's browser): a spoken
+microphone in, the avatar's H.264 video (the server's own packets) and audio out; sessions end
+on DELETE; bad offers get 4xx."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from fractions import Fraction
+
+import aiohttp
+import av
+import numpy as np
+import pytest
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+
+from lipsync_gateway.app import SESSIONS, running_gateway
+from lipsync_server.process import ServerProcess
+from lipsync_server.speech.tts import synthetic_speech
+
+pytestmark = pytest.mark.component
+
+MIC_RATE = 48_000  # what a browser's Opus track decodes to
+FRAMES = 25  # one second of video
+
+
+class Microphone(MediaStreamTrack):
+    """Speech in 20 ms frames, paced like a live source, then silence."""
+
+    kind = "audio"
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        speech = synthetic_speech(seconds, MIC_RATE, seed=7)
+        self._samples = np.round(speech * 32767).astype(np.int16)
+        self._sent = 0
+        self._started: float | None = None
+
+    async def recv(self) -> av.AudioFrame:
+        step = MIC_RATE // 50
+        self._started = self._started or time.monotonic()
+        await asyncio.sleep(max(0.0, self._started + self._sent / MIC_RATE - time.monotonic()))
+        chunk = self._samples[self._sent : self._sent + step]
+        chunk = np.pad(chunk, (0, step - chunk.size))
+        frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = MIC_RATE, self._sent, Fraction(1, MIC_RATE)
+        self._sent += step
+        return frame
+
+
+async def _offer(peer: RTCPeerConnection) -> str:
+    await peer.setLocalDescription(await peer.createOffer())
+    return peer.localDescription.sdp
+
+
+def test_a_viewer_speaks_and_receives_the_avatars_h264_video_and_audio(
+    speech_server: ServerProcess,
+) -> None:
+    async def scenario() -> None:
+        async with (
+            running_gateway(speech_server.target) as (base, app),
+            aiohttp.ClientSession() as http,
+        ):
+            peer = RTCPeerConnection()
+            received: dict[str, MediaStreamTrack] = {}
+            peer.on("track", lambda track: received.__setitem__(track.kind, track))
+            peer.addTransceiver(Microphone(3.0), direction="sendrecv")
+            peer.addTransceiver("video", direction="recvonly")
+            headers = {"Content-Type": "application/sdp"}
+            async with http.post(
+                f"{base}/v1/webrtc", data=await _offer(peer), headers=headers
+            ) as reply:
+                assert reply.status == 201, await reply.text()
+                location = reply.headers["Location"]
+                answer = await reply.text()
+            video_section = answer[answer.index("m=video") :]
+            assert "H264/90000" in video_section
+            assert "VP8" not in video_section  # the server's packets go out as they are
+            await peer.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+
+            pictures = [
+                await asyncio.wait_for(received["video"].recv(), 120) for _ in range(FRAMES)
+            ]
+            frames = [p for p in pictures if isinstance(p, av.VideoFrame)]
+            assert {(f.width, f.height) for f in frames} == {(320, 240)}
+            assert len(frames) == FRAMES
+            stamps = [f.pts or 0 for f in frames]
+            assert stamps == sorted(stamps)
+            sound = await asyncio.wait_for(received["audio"].recv(), 30)
+            assert isinstance(sound, av.AudioFrame)
+            assert len(app[SESSIONS]) == 1
+
+            said = f"{base}{location}/say"
+            async with http.post(said, json={"text": "Hello, I am the avatar."}) as spoken:
+                assert spoken.status == 202, await spoken.text()
+                assert (await spoken.json())["seconds"] > 0.5
+            async with http.post(said, json={"text": " "}) as empty:
+                assert empty.status == 400
+            more = [await asyncio.wait_for(received["video"].recv(), 120) for _ in range(FRAMES)]
+            assert len(more) == FRAMES  # the stream goes on while the avatar speaks
+
+            async with http.delete(f"{base}{location}") as ended:
+                assert ended.status == 204
+            assert app[SESSIONS] == {}
+            async with http.delete(f"{base}{location}") as again:
+                assert again.status == 404
+            async with http.post(f"{base}{location}/say", json={"text": "hi"}) as gone:
+                assert gone.status == 404
+            await peer.close()
+
+    asyncio.run(scenario())
+
+
+def test_offers_the_gateway_cannot_serve_are_refused(speech_server: ServerProcess) -> None:
+    async def scenario() -> None:
+        async with (
+            running_gateway(speech_server.target) as (base, app),
+            aiohttp.ClientSession() as http,
+        ):
+            peer = RTCPeerConnection()
+            peer.addTransceiver(Microphone(0.5), direction="sendrecv")  # no video section
+            sdp = await _offer(peer)
+            async with http.post(
+                f"{base}/v1/webrtc", data=sdp, headers={"Content-Type": "text/plain"}
+            ) as wrong:
+                assert wrong.status == 415
+            sdp_type = {"Content-Type": "application/sdp"}
+            async with http.post(f"{base}/v1/webrtc", data=sdp, headers=sdp_type) as no_video:
+                assert no_video.status == 400
+                assert "needs an audio (microphone) and a video section" in await no_video.text()
+            assert app[SESSIONS] == {}
+            async with http.get(f"{base}/") as page:
+                assert page.status == 200
+                assert "RTCPeerConnection" in await page.text()
+            await peer.close()
+
+    asyncio.run(scenario())
