@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import grpc
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from lipsync_bench.cli import bench
 from lipsync_bench.result import BenchResult
 
+from lipsync_gateway.app import running_gateway
 from lipsync_server._generated.inference import grpc_service_pb2 as inference_pb2
 from lipsync_server._generated.inference import grpc_service_pb2_grpc as inference_pb2_grpc
 from lipsync_server._generated.lipsync.v1 import lipsync_pb2 as pb
@@ -154,16 +156,17 @@ def _all(code: grpc.StatusCode) -> dict[str, grpc.StatusCode]:
     return dict.fromkeys(CALLS, code)
 
 
+def _mtls(creds: Credentials, token: Path | None) -> ChannelSecurity:
+    """The trusted client's certificate, with ``token`` or none."""
+    pair = creds.client
+    return ChannelSecurity(creds.ca, pair.cert_path, pair.key_path, token_file=token)
+
+
 def test_only_a_client_with_a_trusted_certificate_and_the_token_is_served(
     server: ServerProcess, creds: Credentials, tmp_path: Path
 ) -> None:
     def mtls(token: Path | None) -> ChannelSecurity:
-        return ChannelSecurity(
-            ca_file=creds.ca,
-            cert_file=creds.client.cert_path,
-            key_file=creds.client.key_path,
-            token_file=token,
-        )
+        return _mtls(creds, token)
 
     wrong_token = _write_token(tmp_path / "wrong", "not-the-token")
     refused = {
@@ -308,6 +311,23 @@ def test_the_demo_speaks_to_a_running_server_over_mutual_tls_with_the_token(
     local_only = CliRunner().invoke(demo, ["--out", str(tmp_path), "--tls-ca-file", str(creds.ca)])
     assert local_only.exit_code == 2
     assert "for a server named by --target" in local_only.output
+
+
+def test_the_gateway_reaches_the_server_over_mutual_tls_with_the_token(
+    server: ServerProcess, creds: Credentials
+) -> None:
+    async def health(security: ChannelSecurity) -> tuple[int, str]:
+        async with (
+            running_gateway(server.target, security) as (base, _),
+            aiohttp.ClientSession() as http,
+            http.get(f"{base}/healthz") as reply,
+        ):
+            return reply.status, await reply.text()
+
+    served = asyncio.run(health(_mtls(creds, creds.token)))
+    assert served == (200, '{"model": "lipsync", "sessions": 0}')
+    status, text = asyncio.run(health(_mtls(creds, None)))
+    assert (status, text.split(":")[:2]) == (503, ["server", " UNAUTHENTICATED"])
 
 
 def test_one_client_is_held_to_its_quota_while_another_is_served(

@@ -10,9 +10,11 @@ from contextlib import asynccontextmanager
 from importlib.resources import files
 from typing import TYPE_CHECKING
 
+import grpc
 from aiohttp import web
 
 from lipsync_gateway.session import ViewerSession
+from lipsync_server._generated.lipsync.v1 import lipsync_pb2 as pb
 from lipsync_server.channels import ChannelSecurity, open_channel
 from lipsync_server.client import LipSyncStub
 from lipsync_server.speech.tts import SpeechSynthesisError
@@ -24,6 +26,7 @@ log = logging.getLogger(__name__)
 
 SDP = "application/sdp"
 MAX_SAY_CHARACTERS = 2000
+HEALTH_TIMEOUT_S = 5.0
 SESSIONS = web.AppKey("sessions", dict[str, ViewerSession])
 STUB: web.AppKey[LipSyncAsyncStub] = web.AppKey("stub")
 
@@ -76,6 +79,18 @@ async def _say(request: web.Request) -> web.Response:
     return web.json_response({"seconds": round(seconds, 3)}, status=202)
 
 
+async def _health(request: web.Request) -> web.Response:
+    """200 while the server answers (GetInfo, within 5 s), else 503 with its status: a probe for
+    the gateway, and a check that the gateway's TLS and token reach the server."""
+    try:
+        info = await request.app[STUB].GetInfo(pb.GetInfoRequest(), timeout=HEALTH_TIMEOUT_S)
+    except grpc.aio.AioRpcError as exc:
+        raise web.HTTPServiceUnavailable(
+            text=f"server: {exc.code().name}: {exc.details()}"
+        ) from None
+    return web.json_response({"model": info.model, "sessions": len(request.app[SESSIONS])})
+
+
 async def _page(_: web.Request) -> web.Response:
     page = files("lipsync_gateway").joinpath("static/index.html").read_text()
     return web.Response(text=page, content_type="text/html")
@@ -95,6 +110,7 @@ def make_app(target: str, security: ChannelSecurity | None = None) -> web.Applic
 
     app.cleanup_ctx.append(channel)
     app.router.add_get("/", _page)
+    app.router.add_get("/healthz", _health)
     app.router.add_post("/v1/webrtc", _offer)
     app.router.add_delete("/v1/webrtc/{session}", _end)
     app.router.add_post("/v1/webrtc/{session}/say", _say)
