@@ -1,36 +1,39 @@
 """The autoscaling test bed: Prometheus scrapes real pods, KEDA scales a Deployment from zero
-and back on a Prometheus query, Karpenter launches a GPU node for a pending GPU pod (labelled
-as GPU Feature Discovery would, the pod run there by the local kubelet) and removes it once
-empty."""
+and back on a Prometheus query, Karpenter launches a GPU node for a pending GPU pod (a real
+node that boots under the name Karpenter gave it, labelled as GPU Feature Discovery would, the
+pod run there as a container) and removes it once empty."""
 
 from __future__ import annotations
 
 import textwrap
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from lipsync_testbed import LocalCluster, apply_custom_object, create_namespace, wait_for
+from lipsync_testbed import (
+    LocalCluster,
+    WaitTimeoutError,
+    apply_custom_object,
+    create_namespace,
+    wait_for,
+)
 from lipsync_testbed.autoscaling import (
-    gpu_pod,
     nodepool_nodes,
     nodes_per_nodepool,
+    scheduling_report,
     wait_keda_ready,
 )
+from lipsync_testbed.clientpods import gpu_holder_pod, runtime_image
 from lipsync_testbed.gpucatalog import INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, node_pool_name
-from lipsync_testbed.kubelet import PodRunner
-from lipsync_testbed.localpods import MANAGED_CONDITION
 from lipsync_testbed.prometheus import PrometheusClient
-from lipsync_testbed.pytest_plugin import local_pod_runner
+from lipsync_testbed.realnode import REAL_NODE_LABEL, sandbox_image
 
 pytestmark = pytest.mark.cluster
 
-RUNTIME_IMAGE = "ghcr.io/lipsync/runtime:test"  # run for real by the local kubelet
 EXPORTER_PORT = 9400
 DEMAND_METRIC = "testbed_demand"
 # A metrics endpoint whose value the test sets: GET /metrics, PUT /demand <number>.
@@ -104,19 +107,8 @@ def namespace(autoscaling_cluster: LocalCluster) -> Iterator[str]:
     client.CoreV1Api(api).delete_namespace(name)
 
 
-@pytest.fixture(scope="module")
-def runner(
-    autoscaling_cluster: LocalCluster, namespace: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[PodRunner]:
-    work_dir: Path = tmp_path_factory.mktemp("kubelet")
-    with local_pod_runner(
-        autoscaling_cluster, namespace=namespace, work_dir=work_dir, restart_backoff=(1.0, 4.0)
-    ) as started:
-        yield started
-
-
 def start_exporter(api: client.ApiClient, namespace: str) -> Exporter:
-    """The exporter pod Running and Ready (a local kubelet must run `namespace`)."""
+    """The exporter pod Running and Ready (on the CPU node)."""
     body = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -134,7 +126,8 @@ def start_exporter(api: client.ApiClient, namespace: str) -> Exporter:
             "containers": [
                 {
                     "name": "exporter",
-                    "image": RUNTIME_IMAGE,
+                    "image": runtime_image(),
+                    "imagePullPolicy": "Never",
                     "command": ["python", "-c", EXPORTER, "$(POD_IP)", str(EXPORTER_PORT)],
                     "env": [_pod_ip_env()],
                     "ports": [{"name": "metrics", "containerPort": EXPORTER_PORT}],
@@ -156,7 +149,7 @@ def start_exporter(api: client.ApiClient, namespace: str) -> Exporter:
 
 
 @pytest.fixture(scope="module")
-def exporter(autoscaling_cluster: LocalCluster, namespace: str, runner: PodRunner) -> Exporter:
+def exporter(autoscaling_cluster: LocalCluster, namespace: str) -> Exporter:
     return start_exporter(autoscaling_cluster.api_client, namespace)
 
 
@@ -198,7 +191,9 @@ def _deployment(name: str) -> dict[str, Any]:
                 "metadata": {"labels": labels},
                 "spec": {
                     "terminationGracePeriodSeconds": 0,
-                    "containers": [{"name": "work", "image": "registry.k8s.io/pause:3.10"}],
+                    "containers": [
+                        {"name": "work", "image": sandbox_image(), "imagePullPolicy": "Never"}
+                    ],
                 },
             },
         },
@@ -324,22 +319,25 @@ def _pod_gone(api: client.ApiClient, namespace: str, name: str) -> bool:
 
 
 def test_karpenter_launches_a_labelled_gpu_node_for_a_pending_pod_and_removes_it_empty(
-    autoscaling_cluster: LocalCluster, namespace: str, runner: PodRunner
+    autoscaling_cluster: LocalCluster, namespace: str
 ) -> None:
     api = autoscaling_cluster.api_client
     core = client.CoreV1Api(api)
     pool = node_pool_name("NVIDIA-L4")
     assert nodes_per_nodepool(api).get(pool, 0) == 0
     core.create_namespaced_pod(
-        namespace, client.V1Pod.model_validate(gpu_pod("l4-job", "NVIDIA-L4", RUNTIME_IMAGE))
+        namespace, client.V1Pod.model_validate(gpu_holder_pod("l4-job", "NVIDIA-L4"))
     )
 
-    pod = wait_for(
-        lambda: _running(api, namespace, "l4-job"),
-        timeout=150,
-        interval=1,
-        description="the L4 pod Running on a node Karpenter launched",
-    )
+    try:
+        pod = wait_for(
+            lambda: _running(api, namespace, "l4-job"),
+            timeout=150,
+            interval=1,
+            description="the L4 pod Running on a node Karpenter launched",
+        )
+    except WaitTimeoutError as exc:
+        raise WaitTimeoutError(f"{exc}\n{scheduling_report(api, namespace)}") from exc
 
     def discovered_node() -> dict[str, Any] | None:
         # The pod may start before GPU Feature Discovery has run, as on a real node.
@@ -358,9 +356,11 @@ def test_karpenter_launches_a_labelled_gpu_node_for_a_pending_pod_and_removes_it
         "9",
     )
     assert node["status"]["allocatable"]["nvidia.com/gpu"] == "1"
-    # The local kubelet, not KWOK, runs it: a real process.
-    managed = [c for c in pod["status"]["conditions"] if c["type"] == MANAGED_CONDITION]
-    assert [c["status"] for c in managed] == ["True"]
+    # A real node under Karpenter's name runs it as a container; its provider ID is Karpenter's.
+    assert labels[REAL_NODE_LABEL] == "true"
+    assert node["spec"]["providerID"] == f"kwok://{node['metadata']['name']}"
+    [container] = pod["status"]["containerStatuses"]
+    assert container["containerID"].startswith("containerd://")
     assert nodes_per_nodepool(api) == {pool: 1}
 
     core.delete_namespaced_pod("l4-job", namespace)

@@ -10,6 +10,7 @@ test's directory (`benchmarks/AUTOSCALING.md` comes from such a run).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import sys
@@ -28,18 +29,24 @@ from lipsync_bench.runner import RunOptions, run_bench
 from lipsync_bench.timeline import Sample, timeline_chart, timeline_table
 
 from lipsync_server.process import free_port
-from lipsync_testbed import LocalCluster, wait_for
-from lipsync_testbed.autoscaling import gpu_pod, nodepool_nodes, scrape_clients, wait_keda_ready
+from lipsync_testbed import LocalCluster, WaitTimeoutError, wait_for
+from lipsync_testbed.autoscaling import (
+    CPU_NODE,
+    nodepool_nodes,
+    scheduling_report,
+    scrape_clients,
+    wait_keda_ready,
+)
+from lipsync_testbed.clientpods import gpu_holder_pod
 from lipsync_testbed.gpucatalog import node_pool_name
-from lipsync_testbed.operatorchart import MODEL_URI, OperatorBed, operator_bed, pod_ready
+from lipsync_testbed.nodebed import node_operator_bed
+from lipsync_testbed.operatorchart import MODEL_URI, OperatorBed, pod_ready
 from lipsync_testbed.prometheus import PrometheusClient, PrometheusQueryError
-from lipsync_testbed.serviceproxy import ServiceProxy
 
 pytestmark = pytest.mark.cluster
 log = logging.getLogger(__name__)
 
 PRODUCT = "NVIDIA-L4"
-RUNTIME_IMAGE = "ghcr.io/lipsync/runtime:test"  # run for real by the local kubelet
 POOL = node_pool_name(PRODUCT)
 MODEL = "anna"
 # Per pod, small enough for a CPU server on a shared machine; one stream per pod (< 25 fps).
@@ -59,12 +66,15 @@ def bed(
 ) -> Iterator[OperatorBed]:
     prometheus = autoscaling_cluster.autoscaling_endpoints.prometheus_url
     values = {
+        # Prometheus and the load generator run on the host, outside every namespace a
+        # NetworkPolicy can name; the policy is tested on its own (test_real_nodes.py).
+        "networkPolicy.enabled": "false",
         "autoscaling.scaler": "keda",
         "autoscaling.keda.prometheusAddress": prometheus,
         "autoscaling.keda.pollingInterval": "1",
         "autoscaling.keda.cooldownPeriod": str(COOLDOWN_S),
     }
-    yield from operator_bed(
+    yield from node_operator_bed(
         autoscaling_cluster, tmp_path_factory.mktemp("autoscaling"), reference_model, values
     )
 
@@ -121,7 +131,32 @@ class Recorder:
 
 def _gpu_placeholder(name: str) -> client.V1Pod:
     """A pod holding one L4 GPU: what brings the product's first node (there is none yet)."""
-    return client.V1Pod.model_validate(gpu_pod(name, PRODUCT, RUNTIME_IMAGE))
+    return client.V1Pod.model_validate(gpu_holder_pod(name, PRODUCT))
+
+
+@contextlib.contextmanager
+def _node_port(bed: OperatorBed, service: str, port: str) -> Iterator[str]:
+    """The model's Service reached from outside the cluster: a NodePort Service with its
+    selector, as a load balancer in front of the nodes would use (kube-proxy on the CPU node
+    forwards to a ready server wherever it runs). Yields HOST:PORT."""
+    core = client.CoreV1Api(bed.api)
+    model_service = core.read_namespaced_service(service, bed.namespace)
+    assert model_service.spec is not None
+    [grpc] = [p for p in model_service.spec.ports or [] if p.name == port]
+    body = client.V1Service(
+        metadata=client.V1ObjectMeta(name=f"{service}-node-port"),
+        spec=client.V1ServiceSpec(
+            type="NodePort",
+            selector=model_service.spec.selector,
+            ports=[client.V1ServicePort(name=port, port=grpc.port, target_port=grpc.target_port)],
+        ),
+    )
+    created = core.create_namespaced_service(bed.namespace, body).to_dict()
+    try:
+        [node] = [n for n in bed.cluster.real_nodes if n.name == CPU_NODE.name]
+        yield f"{node.addresses.address}:{created['spec']['ports'][0]['node_port']}"
+    finally:
+        core.delete_namespaced_service(f"{service}-node-port", bed.namespace)
 
 
 def _model(bed: OperatorBed) -> dict[str, Any]:
@@ -175,13 +210,18 @@ def _bench(
 def _at(
     recorder: Recorder, description: str, test: Callable[[Sample], bool], timeout: float
 ) -> Sample:
-    """The first new sample that passes ``test``."""
+    """The first new sample that passes ``test`` (or a failure that says why pods wait)."""
 
     def passing() -> Sample | None:
         latest = recorder.samples[-1] if recorder.samples else None
         return latest if latest is not None and test(latest) else None
 
-    return wait_for(passing, timeout=timeout, interval=1.0, description=description)
+    try:
+        found: Sample = wait_for(passing, timeout=timeout, interval=1.0, description=description)
+    except WaitTimeoutError as exc:
+        report = scheduling_report(recorder.bed.api, recorder.bed.namespace)
+        raise WaitTimeoutError(f"{exc}\n{report}") from exc
+    return found
 
 
 def _first_answer_s(result: BenchResult) -> float:
@@ -216,8 +256,8 @@ def test_load_scales_pods_and_gpu_nodes_up_and_down_to_zero_and_a_stream_wakes_i
 
         # Load up from zero: the clients' wanted streams wake it; one pod per stream, each on
         # a GPU Karpenter adds.
-        with ServiceProxy(api, bed.namespace, MODEL, "grpc") as proxy:
-            thread, results = _bench(bed, proxy.target, recorder, seconds=90)
+        with _node_port(bed, MODEL, "grpc") as target:
+            thread, results = _bench(bed, target, recorder, seconds=90)
             _at(recorder, "a ready pod after zero", lambda s: s.ready_pods >= 1, SCALE_TIMEOUT)
             peak = _at(
                 recorder,
@@ -291,6 +331,11 @@ def _settled_nodes(bed: OperatorBed, name: str, quiet_s: float = 20.0) -> int:
     return settled
 
 
+def _condition(model: dict[str, Any], kind: str) -> str:
+    conditions = (model.get("status") or {}).get("conditions") or []
+    return next((str(c["status"]) for c in conditions if c["type"] == kind), "")
+
+
 def test_a_static_model_on_a_karpenter_pool_returns_to_its_node_count_after_spec_changes(
     bed: OperatorBed,
 ) -> None:
@@ -304,7 +349,13 @@ def test_a_static_model_on_a_karpenter_pool_returns_to_its_node_count_after_spec
     static["metadata"]["name"] = name
     static["spec"]["autoscaling"] = {"enabled": False}
     bed.apply_model(static)
-    bed.wait_phase(name, "Ready", timeout=BUILD_TIMEOUT)
+    # Its first rollout claims the node's GPU, which the placeholder still holds: no server
+    # runs until the placeholder goes, once the (cached) engine is ready.
+    wait_for(
+        lambda: _condition(bed.model(name), "EnginesReady") == "True",
+        timeout=BUILD_TIMEOUT,
+        description=f"{name}'s engine ready",
+    )
     core.delete_namespaced_pod(name="hold-l4", namespace=bed.namespace)
     before = _settled_nodes(bed, name)
     assert before >= 1

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lipsync_server.avatar.demo import write_demo_avatar
 from lipsync_server.process import ServerProcess, free_port
-from lipsync_testbed.serviceproxy import Endpoint, TcpForwarder
+from lipsync_testbed.tcpforward import Endpoint, TcpForwarder
 
 pytestmark = pytest.mark.component
 

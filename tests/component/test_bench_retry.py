@@ -15,7 +15,7 @@ from lipsync_bench.runner import RunOptions, run_bench
 
 from lipsync_server.avatar.demo import write_demo_avatar
 from lipsync_server.process import ServerProcess
-from lipsync_testbed.serviceproxy import Endpoint, TcpForwarder
+from lipsync_testbed.tcpforward import Endpoint, TcpForwarder
 
 pytestmark = pytest.mark.component
 

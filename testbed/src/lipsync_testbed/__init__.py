@@ -1,9 +1,8 @@
-"""Local Kubernetes test bed: a real control plane with KWOK fake GPU nodes."""
+"""Local Kubernetes test bed: a real control plane with KWOK fake GPU nodes and real nodes
+(kubelet + containerd) that run the project's images."""
 
 from lipsync_testbed.cluster import LocalCluster
 from lipsync_testbed.jobs import finish_pod
-from lipsync_testbed.kubelet import PodRunner, read_pod_log
-from lipsync_testbed.localpods import ImageEntrypoint, LocalPodRule
 from lipsync_testbed.nodes import (
     GpuSpec,
     NodeSpec,
@@ -22,11 +21,8 @@ __all__ = [
     "Binaries",
     "ClusterSetupError",
     "GpuSpec",
-    "ImageEntrypoint",
     "LocalCluster",
-    "LocalPodRule",
     "NodeSpec",
-    "PodRunner",
     "Versions",
     "WaitTimeoutError",
     "add_node",
@@ -34,7 +30,6 @@ __all__ = [
     "create_namespace",
     "finish_pod",
     "load_node_pool",
-    "read_pod_log",
     "relabel_node",
     "remove_node",
     "set_node_gpus",

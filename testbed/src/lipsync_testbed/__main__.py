@@ -1,4 +1,4 @@
-"""Command line: python -m lipsync_testbed up|down|status|logs|kubelet|proxy|gpu-discovery."""
+"""Command line: python -m lipsync_testbed up|down|status|gpu-discovery."""
 
 from __future__ import annotations
 
@@ -8,36 +8,36 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
 
 from lipsync_testbed import hostclean, processes
-from lipsync_testbed.autoscaling import CATALOG_FILE, STATIC_NODES, AutoscalingOptions, read_catalog
-from lipsync_testbed.cluster import KUBELET_DIR, ClusterState, LocalCluster, default_state_dir
+from lipsync_testbed.autoscaling import CATALOG_FILE, CPU_NODE, AutoscalingOptions, read_catalog
+from lipsync_testbed.cluster import ClusterState, LocalCluster, default_state_dir
 from lipsync_testbed.gfd import GpuFeatureDiscovery
 from lipsync_testbed.hostclean import HostRecord
 from lipsync_testbed.hostnet import HostNetwork
-from lipsync_testbed.kubelet import PodRunner, pod_log_path
 from lipsync_testbed.nodebed import REAL_NODE, project_images
+from lipsync_testbed.nodes import NodeSpec
 from lipsync_testbed.versions import Binaries, ClusterSetupError, default_bin_dir
 
 log = logging.getLogger("lipsync_testbed")
 
 
 def _up(args: argparse.Namespace) -> int:
-    node_pool = args.nodepool
-    if node_pool is None and args.autoscaling:
-        node_pool = list(STATIC_NODES)
-    if node_pool is None and args.real_node:
-        node_pool = []
+    if args.autoscaling:
+        node_pool: list[NodeSpec] | Path | None = []
+        real_nodes = [CPU_NODE]
+    elif args.real_node:
+        node_pool, real_nodes = [], [REAL_NODE]
+    else:
+        node_pool, real_nodes = args.nodepool, []
     cluster = LocalCluster(
         args.dir,
         binaries=Binaries(args.bin_dir),
         node_pool=node_pool,
         startup_timeout=args.timeout,
-        run_kubelet=not (args.no_kubelet or args.real_node),
         autoscaling=AutoscalingOptions() if args.autoscaling else None,
-        real_nodes=[REAL_NODE] if args.real_node else (),
-        images=project_images() if args.real_node else (),
+        real_nodes=real_nodes,
+        images=project_images() if real_nodes else (),
     )
     cluster.start()
     sys.stdout.write(
@@ -46,13 +46,18 @@ def _up(args: argparse.Namespace) -> int:
         f"  export KUBECONFIG={cluster.kubeconfig}\n"
         f"  export PATH={cluster.binaries.bin_dir}:$PATH\n"
     )
-    if args.autoscaling:
-        endpoints = cluster.autoscaling_endpoints
-        sys.stdout.write(
-            f"  prometheus: {endpoints.prometheus_url}\n"
-            f"  keda metrics API: {endpoints.keda_metrics_api}\n"
-            f"  karpenter metrics: {endpoints.karpenter_metrics}\n"
-        )
+    if not args.autoscaling:
+        return 0
+    endpoints = cluster.autoscaling_endpoints
+    sys.stdout.write(
+        f"  prometheus: {endpoints.prometheus_url}\n"
+        f"  keda metrics API: {endpoints.keda_metrics_api}\n"
+        f"  karpenter metrics: {endpoints.karpenter_metrics}\n"
+        "Karpenter's nodes boot as real nodes while this runs; Ctrl-C stops the test bed.\n"
+    )
+    sys.stdout.flush()
+    _stop_event().wait()
+    cluster.stop()
     return 0
 
 
@@ -73,35 +78,6 @@ def _gpu_discovery(args: argparse.Namespace) -> int:
     discovery = GpuFeatureDiscovery(cluster.new_api_client(), catalog).start()
     stop.wait()
     discovery.stop()
-    return 0
-
-
-def _kubelet(args: argparse.Namespace) -> int:
-    """The local kubelet of `up`: runs the local pods of every namespace until SIGTERM."""
-    cluster = LocalCluster.attach(args.dir)
-    stop = _stop_event()
-    runner = PodRunner(
-        cluster.new_api_client(), rule=cluster.local_pods, work_dir=args.dir / KUBELET_DIR
-    )
-    runner.start()
-    log.warning(
-        "kubelet: running local pods (addresses: %s, mount namespaces: %s)",
-        runner.address_kind,
-        runner.mount_namespaces,
-    )
-    stop.wait()
-    runner.stop()
-    return 0
-
-
-def _logs(args: argparse.Namespace) -> int:
-    path = pod_log_path(
-        args.dir / KUBELET_DIR, args.namespace, args.pod, args.container, previous=args.previous
-    )
-    if path is None:
-        sys.stderr.write(f"error: no log of pod {args.namespace}/{args.pod} in {args.dir}\n")
-        return 1
-    sys.stdout.write(path.read_text(encoding="utf-8", errors="replace"))
     return 0
 
 
@@ -140,68 +116,23 @@ def _status(args: argparse.Namespace) -> int:
     return 0 if state.processes and running == len(state.processes) else 1
 
 
-def _proxy(args: argparse.Namespace) -> int:
-    """Forward a loopback address to a Service's ready endpoints until interrupted."""
-    import time
-
-    from kubernetes import config
-
-    from lipsync_testbed.serviceproxy import ServiceProxy
-
-    state = ClusterState.load(args.dir)
-    if state is None:
-        sys.stderr.write(f"error: no test bed state in {args.dir} (run `make cluster-up`)\n")
-        return 1
-    namespace, service = args.namespace, args.pod
-    loader: Any = config.new_client_from_config  # untyped in the client
-    api: Any = loader(str(state.kubeconfig))
-    port: str | int = int(args.port) if args.port.isdigit() else args.port
-    proxy = ServiceProxy(api, namespace, service, port, listen_port=args.listen_port)
-    proxy.start()
-    ready = len(proxy.endpoints())
-    sys.stdout.write(f"{proxy.target} -> {namespace}/{service} port {port} ({ready} ready)\n")
-    sys.stdout.flush()
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        proxy.stop()
-        api.close()
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lipsync_testbed", description=__doc__)
     parser.add_argument(
         "command",
-        choices=("up", "down", "status", "logs", "kubelet", "proxy", "gpu-discovery"),
-    )
-    parser.add_argument("namespace", nargs="?", help="logs, proxy: the namespace")
-    parser.add_argument("pod", nargs="?", help="logs: the pod's name; proxy: the Service's name")
-    parser.add_argument("--port", default="grpc", help="proxy: Service port name or number")
-    parser.add_argument(
-        "--listen-port", type=int, default=0, help="proxy: local port (default: a free one)"
-    )
-    parser.add_argument("-c", "--container", default=None, help="logs: container name")
-    parser.add_argument("--previous", action="store_true", help="logs: the run before the last")
-    parser.add_argument(
-        "--no-kubelet",
-        action="store_true",
-        help="up: do not run local pods (KWOK still skips them; pods stay Pending)",
+        choices=("up", "down", "status", "gpu-discovery"),
     )
     parser.add_argument(
         "--real-node",
         action="store_true",
         help="up: one real node (kubelet + containerd) running the images of `make images`, "
-        'instead of KWOK nodes and local pods (hack/cluster/README.md, "Real nodes")',
+        'instead of KWOK nodes, where pods do not run (hack/cluster/README.md, "Real nodes")',
     )
     parser.add_argument(
         "--autoscaling",
         action="store_true",
-        help="up: also run Prometheus, KEDA and Karpenter, starting from one CPU node "
-        "(hack/cluster/README.md)",
+        help="up: also run Prometheus, KEDA and Karpenter, starting from one real CPU node; "
+        "Karpenter's nodes boot as real nodes; stays in the foreground (hack/cluster/README.md)",
     )
     parser.add_argument(
         "--dir",
@@ -229,16 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "up":
         args.bin_dir = args.bin_dir or default_bin_dir()
     try:
-        if args.command in ("logs", "proxy") and not (args.namespace and args.pod):
-            what = "POD" if args.command == "logs" else "SERVICE"
-            parser.error(f"{args.command} needs NAMESPACE and {what}")
         handler = {
             "up": _up,
             "down": _down,
             "status": _status,
-            "logs": _logs,
-            "kubelet": _kubelet,
-            "proxy": _proxy,
             "gpu-discovery": _gpu_discovery,
         }[args.command]
         return handler(args)

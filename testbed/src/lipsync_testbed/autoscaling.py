@@ -19,9 +19,9 @@
 - **Karpenter** (`karpenter-kwok`, the KWOK cloud provider): instance types from the GPU
   catalogue (lipsync_testbed.gpucatalog: H100 and L4 machines with `nvidia.com/gpu` capacity),
   one NodePool per GPU product (`gpu-nvidia-l4`, `gpu-nvidia-h100-80gb-hbm3`) declaring
-  `nvidia.com/gpu.product`, consolidation of empty or underused nodes after 5 s. The nodes it
-  creates carry `kwok.x-k8s.io/node: fake`, so the test bed's KWOK controller makes them
-  Ready and a local kubelet (PodRunner) runs the project's pods bound to them.
+  `nvidia.com/gpu.product`, consolidation of empty or underused nodes after 5 s. Each node
+  it creates boots as a real node of that name (lipsync_testbed.karpenternodes), so the pods
+  bound to it run as containers; once Karpenter has drained and deleted it, the machine goes.
 - **GPU Feature Discovery** (`gpu-feature-discovery`, lipsync_testbed.gfd): labels those
   nodes with the GFD labels of their instance type and sets their GPU capacity.
 
@@ -58,7 +58,7 @@ from lipsync_testbed.gpucatalog import (
     node_pools,
 )
 from lipsync_testbed.kubeconfig import write_kubeconfig
-from lipsync_testbed.nodes import GpuSpec, NodeSpec
+from lipsync_testbed.nodes import GPU_RESOURCE, GpuSpec, NodeSpec
 from lipsync_testbed.pki import KEDA_METRICS_SERVICE, KEDA_NAMESPACE, ClusterPKI
 from lipsync_testbed.prometheus import (
     CLIENTS_FILE,
@@ -78,9 +78,9 @@ BINARIES = ("prometheus", "keda-operator", "keda-adapter", "karpenter-kwok")
 EXTERNAL_METRICS_APISERVICE = "v1beta1.external.metrics.k8s.io"
 GPU_DISCOVERY_PROCESS = "gpu-feature-discovery"
 CATALOG_FILE = "gpu-instance-types.json"
-# The nodes an autoscaling test bed starts with: one CPU node for the pods that need no GPU
-# (the operator, KEDA-scaled CPU workloads); every GPU node comes from Karpenter.
-STATIC_NODES = (NodeSpec(name="cpu-0", cpu="32", memory="128Gi", pool="cpu"),)
+# The real node an autoscaling test bed starts with: a CPU node for the pods that need no GPU
+# (the operator, CoreDNS, KEDA-scaled CPU workloads); every GPU node comes from Karpenter.
+CPU_NODE = NodeSpec(name="cpu-0", pool="cpu")
 
 
 @dataclass(frozen=True)
@@ -407,41 +407,31 @@ def nodepool_nodes(api: client.ApiClient, nodepool: str) -> list[client.V1Node]:
     return list(client.CoreV1Api(api).list_node(label_selector=selector).items)
 
 
-def gpu_pod(name: str, product: str, image: str) -> dict[str, Any]:
-    """A pod that holds one GPU of ``product`` and sleeps: what brings a node of it."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {
-            "terminationGracePeriodSeconds": 1,
-            "affinity": {
-                "nodeAffinity": {
-                    "requiredDuringSchedulingIgnoredDuringExecution": {
-                        "nodeSelectorTerms": [
-                            {
-                                "matchExpressions": [
-                                    {
-                                        "key": "nvidia.com/gpu.product",
-                                        "operator": "In",
-                                        "values": [product],
-                                    }
-                                ]
-                            }
-                        ]
-                    }
-                }
-            },
-            "containers": [
-                {
-                    "name": "gpu",
-                    "image": image,
-                    "command": ["python", "-c", "import time; time.sleep(3600)"],
-                    "resources": {
-                        "requests": {"nvidia.com/gpu": "1", "cpu": "1"},
-                        "limits": {"nvidia.com/gpu": "1"},
-                    },
-                }
-            ],
-        },
-    }
+def scheduling_report(api: client.ApiClient, namespace: str) -> str:
+    """Why pods of `namespace` wait, beside the state of Karpenter's nodes: what a failed wait
+    for a node autoscaler shows (the scheduler's last word on each pending pod, and each node's
+    readiness, taints and GPUs)."""
+    core = client.CoreV1Api(api)
+    lines = []
+    for pod in core.list_namespaced_pod(namespace).items:
+        if pod.spec is None or pod.metadata is None or pod.spec.node_name:
+            continue
+        events = core.list_namespaced_event(
+            namespace, field_selector=f"involvedObject.name={pod.metadata.name}"
+        ).items
+        said = [e for e in events if e.reason in ("FailedScheduling", "Nominated")]
+        said.sort(key=lambda e: str(e.last_timestamp or e.event_time or ""))
+        last = f"{said[-1].reason}: {said[-1].message}" if said else "no scheduling event"
+        lines.append(f"pending pod {pod.metadata.name}: {last}")
+    for node in core.list_node(label_selector=NODEPOOL_LABEL).items:
+        status, spec = node.status, node.spec
+        conditions = (status.conditions if status else None) or []
+        ready = next((c.status for c in conditions if c.type == "Ready"), "none")
+        taints = [f"{t.key}:{t.effect}" for t in (spec.taints if spec else None) or []]
+        gpus = ((status.allocatable if status else None) or {}).get(GPU_RESOURCE, "0")
+        deleting = node.metadata.deletion_timestamp is not None if node.metadata else False
+        lines.append(
+            f"node {node.metadata.name if node.metadata else '?'}: Ready={ready} "
+            f"gpus={gpus} taints={taints} deleting={deleting}"
+        )
+    return "\n".join(lines) or "no pending pod, no Karpenter node"

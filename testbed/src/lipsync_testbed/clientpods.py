@@ -14,6 +14,7 @@ from kubernetes import client
 from lipsync_testbed.cluster import LocalCluster
 from lipsync_testbed.lsm import kubectl_json
 from lipsync_testbed.nodebed import IMAGE_UID, app_version
+from lipsync_testbed.nodes import GPU_PRODUCT_LABEL, GPU_RESOURCE
 from lipsync_testbed.waiting import wait_for
 
 
@@ -23,6 +24,31 @@ def runtime_image() -> str:
 
 SCRATCH = "/tmp"  # an emptyDir: the root file system is read-only
 RESULT_MARKER = "--- bench result ---"
+
+
+def gpu_holder_pod(name: str, product: str) -> dict[str, Any]:
+    """A pod that holds one GPU of `product` and sleeps: what brings a node of it."""
+    pod = client_pod(name, ["python", "-c", "import time; time.sleep(3600)"])
+    spec = pod["spec"]
+    spec["terminationGracePeriodSeconds"] = 1
+    spec["affinity"] = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {
+                        "matchExpressions": [
+                            {"key": GPU_PRODUCT_LABEL, "operator": "In", "values": [product]}
+                        ]
+                    }
+                ]
+            }
+        }
+    }
+    spec["containers"][0]["resources"] = {
+        "requests": {GPU_RESOURCE: "1", "cpu": "100m"},
+        "limits": {GPU_RESOURCE: "1"},
+    }
+    return pod
 
 
 def client_pod(name: str, command: Sequence[str]) -> dict[str, Any]:

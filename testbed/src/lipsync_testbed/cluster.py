@@ -10,7 +10,7 @@ import shutil
 import signal
 import ssl
 import subprocess
-import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -37,8 +37,8 @@ from lipsync_testbed.hostnet import (
     free_slot,
     route_to_peer,
 )
+from lipsync_testbed.karpenternodes import KarpenterMachines
 from lipsync_testbed.kubeconfig import write_kubeconfig
-from lipsync_testbed.localpods import LocalPodRule, kwok_stages
 from lipsync_testbed.nodeconfig import NodeLayout
 from lipsync_testbed.nodes import (
     KWOK_NODE_ANNOTATION,
@@ -65,8 +65,6 @@ from lipsync_testbed.waiting import WaitTimeoutError, wait_for
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
-KUBELET_PROCESS = "kubelet"
-KUBELET_DIR = "kubelet"
 
 
 # Controllers a GPU operator exercises; node IPAM, cloud and storage controllers
@@ -170,8 +168,6 @@ class LocalCluster:
         node_pool: Path | Sequence[NodeSpec] | None = None,
         startup_timeout: float = 120.0,
         die_with_parent: bool = False,
-        local_pods: LocalPodRule | None = None,
-        run_kubelet: bool = False,
         autoscaling: AutoscalingOptions | None = None,
         heartbeats: NodeHeartbeats | None = None,
         audit_lists: bool = False,
@@ -183,10 +179,8 @@ class LocalCluster:
         self._node_pool = node_pool
         self.startup_timeout = startup_timeout
         self.die_with_parent = die_with_parent
-        # Pods KWOK leaves alone, for a PodRunner to run as processes.
-        self.local_pods = local_pods or LocalPodRule()
-        self.run_kubelet = run_kubelet
-        # Prometheus, KEDA and Karpenter (lipsync_testbed.autoscaling); off by default.
+        # Prometheus, KEDA and Karpenter (lipsync_testbed.autoscaling); off by default. The
+        # nodes Karpenter launches boot as real nodes, so it needs `real_nodes`.
         self.autoscaling = autoscaling
         # Node lease duration and NotReady grace period (longer for large fleets on small machines).
         self.heartbeats = heartbeats or NodeHeartbeats()
@@ -198,6 +192,8 @@ class LocalCluster:
         self.images = list(images)
         self.host_network = HostNetwork.for_state_dir(state_dir)
         self.real_nodes: list[RealNode] = []
+        self._real_nodes_lock = threading.RLock()  # Karpenter's machines come and go in a thread
+        self._karpenter_machines: KarpenterMachines | None = None
         self._host_record: HostRecord | None = None
         self.log_dir = state_dir / "logs"
         self.kubeconfig = state_dir / "kubeconfig"
@@ -249,6 +245,10 @@ class LocalCluster:
         self.binaries.require(
             ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
         )
+        if self.autoscaling is not None and not self.real_node_specs:
+            raise ClusterSetupError(
+                "autoscaling needs real nodes: Karpenter's nodes boot as real nodes beside them"
+            )
         if (existing := ClusterState.load(self.state_dir)) and any(
             processes.is_same_process(p) for p in existing.processes
         ):
@@ -269,18 +269,9 @@ class LocalCluster:
             if self.autoscaling is not None and self._pki is not None:
                 self.state.autoscaling = start_autoscaling(self, self._pki, self.autoscaling)
                 self.state.save()
-            if self.run_kubelet:
-                self.spawn(
-                    KUBELET_PROCESS,
-                    [
-                        sys.executable,
-                        "-m",
-                        "lipsync_testbed",
-                        "kubelet",
-                        "--dir",
-                        str(self.state_dir),
-                    ],
-                )
+                self._karpenter_machines = KarpenterMachines(
+                    self.new_api_client(), self, self.autoscaling.instance_types
+                ).start()
         except BaseException:
             log.error("test bed failed to start; logs:\n%s", self.log_tails())
             self.stop()
@@ -290,6 +281,9 @@ class LocalCluster:
 
     def stop(self) -> None:
         """Stop every process this test bed started, by pid, in reverse start order."""
+        if self._karpenter_machines is not None:
+            self._karpenter_machines.stop()
+            self._karpenter_machines = None
         if self._api_client is not None:
             self._api_client.close()  # type: ignore[no-untyped-call]
             self._api_client = None
@@ -349,7 +343,11 @@ class LocalCluster:
         net = self.host_network
         addresses = [net.node(i) for i in range(len(self.real_node_specs))]
         for spec, node in zip(self.real_node_specs, addresses, strict=True):
-            self.real_nodes.append(self._launch_real_node(spec, node, addresses))
+            real = RealNode(
+                spec, node, self._node_layout(spec), self.binaries, self._require_pki(), self.server
+            )
+            self.real_nodes.append(real)
+            self._boot_real_node(real, addresses)
         for real in self.real_nodes:
             real.register(self.api_client, timeout=self.startup_timeout)
             real.start_firewall(self.spawn, SERVICE_CIDR)
@@ -366,40 +364,47 @@ class LocalCluster:
             description="CoreDNS available",
         )
 
-    def _launch_real_node(
-        self, spec: NodeSpec, node: NodeAddresses, peers: Sequence[NodeAddresses]
-    ) -> RealNode:
+    def _require_pki(self) -> ClusterPKI:
+        if self._pki is None:
+            raise ClusterSetupError("the test bed has not started")
+        return self._pki
+
+    def _boot_real_node(self, real: RealNode, peers: Sequence[NodeAddresses]) -> None:
         """A real node's namespace, containerd with the images, kubelet and kube-proxy."""
-        assert self._pki is not None
-        real = RealNode(spec, node, self._node_layout(spec), self.binaries, self._pki, self.server)
         real.prepare(self.host_network, peers)
         real.start_runtime(self.spawn)
         real.import_images([*image_archives(self.binaries), *self.images])
         real.start_node_agents(self.spawn)
-        return real
 
     def add_real_node(self, spec: NodeSpec) -> RealNode:
         """Start one more real node while the test bed runs, as a node autoscaler adds one;
-        returns when it is Ready (with its GPUs) and its firewall runs."""
-        record = self._host_record
-        if record is None:
-            raise ClusterSetupError("add_real_node needs a test bed started with real nodes")
-        if any(real.name == spec.name for real in self.real_nodes):
-            raise ClusterSetupError(f"real node {spec.name} already runs")
-        used = {real.addresses.index for real in self.real_nodes}
-        node = self.host_network.node(next(i for i in range(len(used) + 1) if i not in used))
-        layout = self._node_layout(spec)
-        record.nodes = max(record.nodes, node.index + 1)
-        record.node_roots += [str(layout.root), str(layout.socket_dir)]
-        record.cgroup_roots.append(layout.cgroup_root)
-        record.save()  # before anything exists, so a killed run still cleans it
-        peers = [real.addresses for real in self.real_nodes]
-        real = self._launch_real_node(spec, node, [*peers, node])
-        for peer in peers:
-            route_to_peer(peer, node)
-        self.real_nodes.append(real)
-        real.register(self.api_client, timeout=self.startup_timeout)
-        real.start_firewall(self.spawn, SERVICE_CIDR)
+        returns when it is Ready (with its GPUs) and its firewall runs. A node that fails to
+        start is taken away again, as `remove_real_node` does."""
+        with self._real_nodes_lock:
+            record = self._host_record
+            if record is None:
+                raise ClusterSetupError("add_real_node needs a test bed started with real nodes")
+            if any(real.name == spec.name for real in self.real_nodes):
+                raise ClusterSetupError(f"real node {spec.name} already runs")
+            used = {real.addresses.index for real in self.real_nodes}
+            node = self.host_network.node(next(i for i in range(len(used) + 1) if i not in used))
+            layout = self._node_layout(spec)
+            record.nodes = max(record.nodes, node.index + 1)
+            record.node_roots += [str(layout.root), str(layout.socket_dir)]
+            record.cgroup_roots.append(layout.cgroup_root)
+            record.save()  # before anything exists, so a killed run still cleans it
+            peers = [real.addresses for real in self.real_nodes]
+            real = RealNode(spec, node, layout, self.binaries, self._require_pki(), self.server)
+            self.real_nodes.append(real)
+        try:
+            self._boot_real_node(real, [*peers, node])
+            for peer in peers:
+                route_to_peer(peer, node)
+            real.register(self.api_client, timeout=self.startup_timeout)
+            real.start_firewall(self.spawn, SERVICE_CIDR)
+        except BaseException:
+            self.remove_real_node(spec.name, missing_ok=True)
+            raise
         log.info("real node %s added", spec.name)
         return real
 
@@ -421,23 +426,24 @@ class LocalCluster:
         """Take a real node away as a node autoscaler (or a dead machine) does: its processes
         and containers stop at once, then its Node object is deleted; the pod garbage
         collector removes its pods."""
-        real = next((r for r in self.real_nodes if r.name == name), None)
-        if real is None:
-            if missing_ok:
-                return
-            raise ClusterSetupError(f"no real node {name} in this test bed")
-        mine = [p for p in self.state.processes if p.name.startswith(f"{name}-")]
-        for proc in reversed(mine):
-            processes.stop(proc)
-        self.state.processes = [p for p in self.state.processes if p not in mine]
-        self.state.save()
-        hostclean.clean_node_processes(
-            [real.layout.cgroup_root], [str(real.layout.root), str(real.layout.socket_dir)]
-        )
-        self.real_nodes.remove(real)
-        for peer in self.real_nodes:
-            route_to_peer(peer.addresses, real.addresses, add=False)
-        delete_node_netns(self.host_network, real.addresses)
+        with self._real_nodes_lock:
+            real = next((r for r in self.real_nodes if r.name == name), None)
+            if real is None:
+                if missing_ok:
+                    return
+                raise ClusterSetupError(f"no real node {name} in this test bed")
+            mine = [p for p in self.state.processes if p.name.startswith(f"{name}-")]
+            for proc in reversed(mine):
+                processes.stop(proc)
+            self.state.processes = [p for p in self.state.processes if p not in mine]
+            self.state.save()
+            hostclean.clean_node_processes(
+                [real.layout.cgroup_root], [str(real.layout.root), str(real.layout.socket_dir)]
+            )
+            self.real_nodes.remove(real)
+            for peer in self.real_nodes:
+                route_to_peer(peer.addresses, real.addresses, add=False)
+            delete_node_netns(self.host_network, real.addresses)
         remove_node(self.api_client, name, timeout=timeout)
         log.info("real node %s removed", name)
 
@@ -447,15 +453,6 @@ class LocalCluster:
         if self.state.autoscaling is None:
             raise ClusterSetupError("this test bed runs no autoscaling components")
         return self.state.autoscaling
-
-    @property
-    def kubelet_dir(self) -> Path:
-        """Where the `kubelet` process (`up` default) keeps pod logs and volumes."""
-        return self.state_dir / KUBELET_DIR
-
-    @property
-    def runs_kubelet(self) -> bool:
-        return any(p.name == KUBELET_PROCESS for p in self.state.processes)
 
     def running_processes(self) -> list[ManagedProcess]:
         return [p for p in self.state.processes if processes.is_same_process(p)]
@@ -536,7 +533,7 @@ class LocalCluster:
         return list(pool)
 
     def _prepare_dirs(self) -> None:
-        for sub in ("etcd", "pki", "logs", "config", "prometheus", KUBELET_DIR):
+        for sub in ("etcd", "pki", "logs", "config", "prometheus"):
             shutil.rmtree(self.state_dir / sub, ignore_errors=True)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir()
@@ -622,7 +619,7 @@ class LocalCluster:
         base_stages = (
             resources.files("lipsync_testbed").joinpath("kwok_stages.yaml").read_text("utf-8")
         )
-        stages.write_text(kwok_stages(base_stages, self.local_pods), encoding="utf-8")
+        stages.write_text(base_stages, encoding="utf-8")
 
         # etcd: plain HTTP on loopback, throw-away data dir.
         etcd_url = f"http://127.0.0.1:{etcd_port}"

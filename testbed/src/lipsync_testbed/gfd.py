@@ -3,11 +3,10 @@
 On a real cluster, a node Karpenter launches joins with the labels its NodePool declares
 (`nvidia.com/gpu.product`); once the NVIDIA device plugin and GPU Feature Discovery run on it,
 the node reports `nvidia.com/gpu` capacity and gets the GFD labels of its GPUs. Here the nodes
-are KWOK nodes (Karpenter's KWOK provider creates them annotated `kwok.x-k8s.io/node: fake`,
-so the test bed's KWOK controller makes them Ready and the local kubelet runs the project's
-pods on them). `GpuFeatureDiscovery` plays the part of GFD and the device plugin: it watches
-nodes carrying `karpenter.sh/nodepool`, looks their instance type up in the catalogue and writes
-the labels and GPU capacity that GFD and the device plugin would.
+are real nodes without GPUs (lipsync_testbed.karpenternodes). `GpuFeatureDiscovery` plays the
+part of GFD and the device plugin: it watches nodes carrying `karpenter.sh/nodepool`, looks
+their instance type up in the catalogue and writes the labels and GPU capacity that GFD and the
+device plugin would.
 """
 
 from __future__ import annotations

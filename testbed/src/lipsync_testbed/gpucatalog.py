@@ -100,6 +100,12 @@ def karpenter_instance_types(types: Sequence[GpuInstanceType]) -> list[dict[str,
     ]
 
 
+# A startup taint of every pool's nodes, removed once the node's machine has booted and its GPUs
+# are registered (as GPU nodes keep one until their driver and device plugin are ready): no pod
+# is bound to a node before its kubelet can admit it.
+BOOTING_TAINT = {"key": "testbed.lipsync.dev/booting", "effect": "NoSchedule"}
+
+
 def node_pool_name(product: str) -> str:
     """The NodePool of a GPU product: `NVIDIA-L4` -> `gpu-nvidia-l4`."""
     return "gpu-" + re.sub(r"[^a-z0-9]+", "-", product.lower()).strip("-")
@@ -133,6 +139,7 @@ def node_pool(
                     {"key": INSTANCE_TYPE_LABEL, "operator": "In", "values": names},
                     {"key": CAPACITY_TYPE_LABEL, "operator": "In", "values": ["on-demand"]},
                 ],
+                "startupTaints": [BOOTING_TAINT],
                 "expireAfter": "Never",
             }
         },

@@ -9,6 +9,7 @@ record whose owner process is gone (a test run that was killed), so the next run
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -32,8 +33,15 @@ CGROUP_FS = Path("/sys/fs/cgroup")
 CONTAINER_LOG_LINKS = Path("/var/log/containers")
 
 
+# Node names up to this long name their socket directory as they are; longer ones (Karpenter's
+# nodes) by a digest, as the kubelet's deepest socket must stay within 104 bytes.
+_SHORT_NODE_NAME = 16
+
+
 def socket_dir(tag: str, node: str) -> Path:
     """A short directory for a node's unix sockets (state directories can be too deep)."""
+    if len(node) > _SHORT_NODE_NAME:
+        node = "n-" + hashlib.sha256(node.encode()).hexdigest()[:12]
     return RECORD_DIR / tag / node
 
 

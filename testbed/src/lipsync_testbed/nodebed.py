@@ -3,7 +3,7 @@ by a real kubelet + containerd, under the chart's securityContext, in namespaces
 PodSecurity admission enforces `restricted`.
 
 `node_operator_bed(cluster, work_dir, reference_model, values)` is a generator for a module
-fixture, like `operatorchart.operator_bed`: the models, avatars and the engine cache are
+fixture: the models, avatars and the engine cache are
 PersistentVolumeClaims bound to hostPath volumes under `work_dir` (hostPath volumes in pods are
 not allowed under `restricted`), and the chart gets only the documented image, cache and
 resource settings (`NODE_VALUES`).
@@ -128,11 +128,9 @@ def node_operator_bed(
     try:
         yield from installed_bed(
             cluster,
-            None,
             work_dir,
             {**node_values(), **(values or {})},
             namespaced=namespaced,
-            base_values={},
             claim_root=str(claims),
             namespace_labels=namespace_labels,
             cache_claim=str(cache),

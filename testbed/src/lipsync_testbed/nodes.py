@@ -19,7 +19,9 @@ from lipsync_testbed.waiting import wait_for
 
 log = logging.getLogger(__name__)
 
-KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+# The test bed's KWOK manages the nodes it creates, marked with this annotation, and no
+# others: Karpenter's nodes carry KWOK's usual `kwok.x-k8s.io/node` and boot as real nodes.
+KWOK_NODE_ANNOTATION = "testbed.lipsync.dev/kwok-node"
 KWOK_NODE_ANNOTATION_VALUE = "fake"
 POOL_LABEL = "testbed.lipsync.dev/pool"
 GPU_RESOURCE = "nvidia.com/gpu"

@@ -1,11 +1,10 @@
-"""The operator installed from its Helm chart on the test bed, its pods run by the local kubelet.
+"""The operator installed from its Helm chart on the test bed's real nodes.
 
-`operator_bed(cluster, work_dir, reference_model, values)` is a generator for a module fixture:
-it starts a `PodRunner` for every namespace, `helm install`s the chart with the test bed's values
-(ORT CPU for TensorRT, a hostPath engine cache, `$(POD_IP)` listen addresses, one-frame build
-checks) plus `values`, and creates a namespace with the claims the examples name
-(`lipsync-models` holding the reference UNet-328, `lipsync-avatars`). It yields an `OperatorBed`
-and removes everything again, so modules can each install their own chart one after another.
+`installed_bed(cluster, work_dir, values, ...)` `helm install`s the chart with `values` and
+creates a namespace with the claims the examples name (`lipsync-models` holding the reference
+UNet-328, `lipsync-avatars`). It yields an `OperatorBed` and removes everything again, so
+modules can each install their own chart one after another; `nodebed.node_operator_bed` is the
+module fixture built on it.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from lipsync_testbed.cluster import LocalCluster
-from lipsync_testbed.kubelet import PodRunner
 from lipsync_testbed.resources import create_namespace, prebound_claim
 from lipsync_testbed.versions import repo_root
 from lipsync_testbed.waiting import wait_for
@@ -39,17 +37,8 @@ RELEASE = "lipsync-operator"
 RELEASE_NAMESPACE = "lipsync-system"
 LEASE = "lipsync-operator"  # the chart's leaderElection.leaseName
 OPERATOR_SELECTOR = f"app.kubernetes.io/instance={RELEASE}"
-# What a CPU-only test bed needs on top of the chart's defaults (docs/operator.md, "Try it
-# locally"): no TensorRT, one fake node file system, every pod sharing the host's ports.
-TESTBED_VALUES: dict[str, str] = {
-    "runtime.backend": "onnxruntime-cpu",
-    "cache.kind": "hostPath",
-    "server.listenAddress": "$(POD_IP)",
-}
 # Engine builds check and time each engine on one frame (the machine is small).
 FAST_BUILD_VALUES: dict[str, str] = {"build.verifySamples": "1", "build.measureFrames": "1"}
-CACHE_HOST_PATH = "/var/lib/lipsync/cache"  # the chart's cache.hostPath
-CLAIM_HOST_ROOT = "/srv/lipsync"  # the claims' hostPath volumes live under this node path
 CLAIMS = ("lipsync-models", "lipsync-avatars")
 CACHE_CLAIM = "lipsync-engine-cache"  # the chart's cache.claimName
 MODEL_PATH = "unet328/unet_328.onnx"  # in the lipsync-models claim, as the examples name it
@@ -60,10 +49,9 @@ LIPSYNC = str(Path(sys.executable).parent / "lipsync")
 
 @dataclass(frozen=True)
 class OperatorBed:
-    """An installed chart, its kubelet and a namespace for models."""
+    """An installed chart and a namespace for models."""
 
     cluster: LocalCluster
-    runner: PodRunner | None  # the process kubelet; None where real nodes run the pods
     namespace: str
     work_dir: Path
     objects: tuple[dict[str, Any], ...] = ()  # the release's rendered objects
@@ -105,8 +93,6 @@ class OperatorBed:
         return sorted(str(p.metadata.name) for p in pods.items if p.metadata is not None)
 
     def operator_log(self, pod: str) -> str:
-        if self.runner is not None:
-            return self.runner.log(RELEASE_NAMESPACE, pod, "operator")
         return str(
             client.CoreV1Api(self.api).read_namespaced_pod_log(
                 pod, RELEASE_NAMESPACE, container="operator"
@@ -275,46 +261,13 @@ def _wait_no_pods(api: client.ApiClient, namespace: str, timeout: float) -> None
     )
 
 
-def operator_bed(
-    cluster: LocalCluster,
-    work_dir: Path,
-    reference_model: Path,
-    values: Mapping[str, str] | None = None,
-    *,
-    namespaced: bool = False,
-) -> Iterator[OperatorBed]:
-    """Kubelet + `helm install` + a namespace with the example claims; all removed afterwards.
-
-    ``namespaced``: the chart watches only that namespace (``watchNamespaces``).
-    """
-    claims = work_dir / "claims"
-    model = claims / "lipsync-models" / MODEL_PATH
-    model.parent.mkdir(parents=True)
-    model.symlink_to(reference_model)
-    (claims / "lipsync-avatars").mkdir()
-    (work_dir / "cache").mkdir()
-    runner = PodRunner(
-        cluster.new_api_client(),
-        rule=cluster.local_pods,
-        work_dir=work_dir / "kubelet",
-        host_paths={CACHE_HOST_PATH: work_dir / "cache", CLAIM_HOST_ROOT: claims},
-        restart_backoff=(1.0, 8.0),
-    ).start()
-    try:
-        yield from installed_bed(cluster, runner, work_dir, values, namespaced=namespaced)
-    finally:
-        runner.stop()
-
-
 def installed_bed(
     cluster: LocalCluster,
-    runner: PodRunner | None,
     work_dir: Path,
-    values: Mapping[str, str] | None,
+    values: Mapping[str, str],
     *,
     namespaced: bool,
-    base_values: Mapping[str, str] = TESTBED_VALUES,
-    claim_root: str = CLAIM_HOST_ROOT,
+    claim_root: str,
     namespace_labels: Mapping[str, str] | None = None,
     cache_claim: str | None = None,
 ) -> Iterator[OperatorBed]:
@@ -334,8 +287,8 @@ def installed_bed(
         if cache_claim is not None:
             volumes.append(prebound_claim(api, namespace, CACHE_CLAIM, cache_claim))
         scope = {"watchNamespaces": f"{{{namespace}}}"} if namespaced else {}
-        objects = install(cluster, {**base_values, **FAST_BUILD_VALUES, **scope, **(values or {})})
-        yield OperatorBed(cluster, runner, namespace, work_dir, tuple(objects))
+        objects = install(cluster, {**FAST_BUILD_VALUES, **scope, **values})
+        yield OperatorBed(cluster, namespace, work_dir, tuple(objects))
     finally:
         core.delete_namespace(namespace)
         try:

@@ -8,10 +8,10 @@ server pods carry (lipsync_operator.manifests.server):
     prometheus.io/port:   "<port>"   on this port (the server's METRICS_PORT, 8002)
     prometheus.io/path:   "/metrics" at this path (default /metrics)
 
-The target is `<pod IP>:<port>`: the pod addresses the local kubelet gives its pods (198.18.0.0/15
-on `lo`), so Prometheus reaches the real server processes as it would reach pods on a cluster
-network. Only Running pods are scraped. Every series gets the labels `namespace`, `pod`, `node`
-and the pod's own labels (as in Prometheus' example Kubernetes configuration).
+The target is `<pod IP>:<port>`: Prometheus runs on the host, which routes each real node's pod
+range (198.18.0.0/15) to that node, so it reaches the containers as it would reach pods on a
+cluster network. Only Running pods are scraped. Every series gets the labels `namespace`, `pod`,
+`node` and the pod's own labels (as in Prometheus' example Kubernetes configuration).
 """
 
 from __future__ import annotations

@@ -8,23 +8,15 @@ Fixtures:
     kube_api        (session) kube_cluster.api_client
     kube_namespace  (function) a fresh namespace (its default service account
                     exists), deleted afterwards
-    pod_runner      (function) factory: pod_runner(**options) starts a PodRunner (a
-                    local kubelet) for kube_namespace with the cluster's LocalPodRule,
-                    1 s first restart back-off and its files under the test's tmp_path;
-                    stopped afterwards (options: see PodRunner); a failing test gets
-                    the tail of every local container's log
-
-`local_pod_runner(cluster, **options)` is the same as a context manager, for fixtures
-of other scopes.
 
 Autoscaling (lipsync_testbed.autoscaling):
     autoscaling_cluster    (session) a second LocalCluster, started on first use, that
                            also runs Prometheus, KEDA (operator + external metrics API) and
                            Karpenter (KWOK provider, one NodePool per GPU product of
                            gpucatalog.DEFAULT_INSTANCE_TYPES, consolidation after 5 s) with
-                           GPU Feature Discovery; it starts with one CPU node (cpu-0) and no
-                           kubelet: start one with local_pod_runner(autoscaling_cluster, ...)
-                           or operator_bed(autoscaling_cluster, ...).
+                           GPU Feature Discovery; it starts with one real CPU node (cpu-0,
+                           the project's images imported), and each node Karpenter launches
+                           boots as a real node (lipsync_testbed.karpenternodes).
                            .autoscaling_endpoints.prometheus_url / .prometheus (a
                            PrometheusClient), autoscaling.nodes_per_nodepool(api),
                            autoscaling.wait_keda_ready(api)
@@ -36,7 +28,8 @@ Real nodes (lipsync_testbed.realnode, lipsync_testbed.nodebed):
                     has the project's images (`make images`) imported and fake GPUs
                     (nodebed.REAL_NODE); its host network and leftovers are checked at teardown
 LIPSYNC_TESTBED_AUTOSCALING_ATTACH=<state dir> uses a test bed started with
-`python -m lipsync_testbed up --autoscaling --no-kubelet` instead.
+`python -m lipsync_testbed up --autoscaling` instead (it must keep running: it boots
+Karpenter's nodes).
 
 Environment: LIPSYNC_BIN_DIR / LIPSYNC_CACHE locate the binaries (make cluster-build).
 LIPSYNC_TESTBED_ATTACH=<state dir> uses a test bed already started with
@@ -46,10 +39,9 @@ Failing tests that use the cluster get the tail of every component log attached.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +50,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from lipsync_testbed.autoscaling import BINARIES as AUTOSCALING_BINARIES
-from lipsync_testbed.autoscaling import STATIC_NODES, AutoscalingOptions
+from lipsync_testbed.autoscaling import CPU_NODE, AutoscalingOptions
 from lipsync_testbed.cluster import LocalCluster
-from lipsync_testbed.kubelet import PodRunner
 from lipsync_testbed.nodebed import REAL_NODE, project_images
 from lipsync_testbed.processes import is_running
 from lipsync_testbed.realnode import NODE_BINARIES
@@ -72,7 +63,6 @@ log = logging.getLogger(__name__)
 _CLUSTER_KEY = pytest.StashKey[LocalCluster]()
 _AUTOSCALING_KEY = pytest.StashKey[LocalCluster]()
 _NODES_KEY = pytest.StashKey[LocalCluster]()
-_RUNNERS_KEY = pytest.StashKey[list[PodRunner]]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -151,20 +141,26 @@ def autoscaling_cluster(
         tmp_path_factory,
         attach_env="LIPSYNC_TESTBED_AUTOSCALING_ATTACH",
         key=_AUTOSCALING_KEY,
-        binaries_needed=(*_CONTROL_PLANE, "kubectl", *AUTOSCALING_BINARIES),
-        node_pool=list(STATIC_NODES),
+        binaries_needed=(*_CONTROL_PLANE, "kubectl", *AUTOSCALING_BINARIES, *NODE_BINARIES),
+        node_pool=[],
+        real_nodes=[CPU_NODE],
+        images=_project_images(),
         autoscaling=AutoscalingOptions(),
     )
+
+
+def _project_images() -> list[Path]:
+    try:
+        return project_images()
+    except ClusterSetupError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture(scope="session")
 def node_cluster(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalCluster]:
-    try:
-        images = project_images()
-    except ClusterSetupError as exc:
-        pytest.fail(str(exc), pytrace=False)
+    images = _project_images()
     yield from _session_cluster(
         request,
         tmp_path_factory,
@@ -205,43 +201,6 @@ def autoscaling_namespace(
     yield from _fresh_namespace(autoscaling_cluster.api_client, request)
 
 
-@contextlib.contextmanager
-def local_pod_runner(cluster: LocalCluster, **options: Any) -> Iterator[PodRunner]:
-    """A started PodRunner for `cluster` (its LocalPodRule, a fresh API client), stopped on
-    exit; for fixtures of any scope. `options` are PodRunner's."""
-    options.setdefault("rule", cluster.local_pods)
-    runner = PodRunner(cluster.new_api_client(), **options).start()
-    try:
-        yield runner
-    finally:
-        runner.stop()
-
-
-@pytest.fixture
-def pod_runner(
-    kube_cluster: LocalCluster, kube_namespace: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[Callable[..., PodRunner]]:
-    if kube_cluster.runs_kubelet:
-        pytest.fail(
-            "the attached test bed runs its own kubelet, which would fight this test's pod "
-            "runner; start it with `python -m lipsync_testbed up --no-kubelet`",
-            pytrace=False,
-        )
-    runners: list[PodRunner] = []
-    request.node.stash[_RUNNERS_KEY] = runners
-    with contextlib.ExitStack() as stack:
-
-        def factory(**options: Any) -> PodRunner:
-            options.setdefault("namespace", kube_namespace)
-            options.setdefault("work_dir", tmp_path / f"pod-runner-{len(runners)}")
-            options.setdefault("restart_backoff", (1.0, 8.0))
-            runner = stack.enter_context(local_pod_runner(kube_cluster, **options))
-            runners.append(runner)
-            return runner
-
-        yield factory
-
-
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
@@ -255,6 +214,4 @@ def pytest_runtest_makereport(
         cluster = item.config.stash.get(key, None)
         if report.failed and cluster is not None and fixture in getattr(item, "fixturenames", ()):
             report.sections.append((f"{fixture} logs (tail)", cluster.log_tails()))
-    for runner in item.stash.get(_RUNNERS_KEY, []) if report.failed else []:
-        report.sections.append(("local pod logs (tail)", runner.log_tails()))
     return report

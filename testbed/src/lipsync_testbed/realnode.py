@@ -243,16 +243,19 @@ class RealNode:
 
     def register(self, api: client.ApiClient, timeout: float) -> None:
         """Wait for the kubelet's Node, give it the spec's labels, pod range and fake GPUs,
-        and wait until it is Ready."""
+        and wait until it is Ready with them. The Node may exist before the kubelet (a node
+        autoscaler's): the kubelet has registered once it has reported its own status."""
         core = client.CoreV1Api(api)
 
         def registered() -> client.V1Node | None:
             try:
-                return core.read_node(self.name)
+                node = core.read_node(self.name)
             except ApiException as exc:
                 if exc.status == 404:
                     return None
                 raise
+            info = node.status.node_info if node.status else None
+            return node if info is not None and info.kubelet_version else None
 
         wait_for(
             registered, timeout=timeout, interval=0.5, description=f"node {self.name} to register"
@@ -267,12 +270,13 @@ class RealNode:
         )
         if self.spec.gpu is not None:
             set_node_gpus(api, self.name, self.spec.gpu)  # the kubelet keeps the capacity
+        gpus = str(self.spec.gpu.allocatable) if self.spec.gpu is not None else None
 
         def ready() -> bool:
             node = core.read_node(self.name)
             conditions = (node.status.conditions if node.status else None) or []
             is_ready = any(c.type == "Ready" and c.status == "True" for c in conditions)
             allocatable = (node.status.allocatable if node.status else None) or {}
-            return is_ready and (self.spec.gpu is None or GPU_RESOURCE in allocatable)
+            return is_ready and (gpus is None or allocatable.get(GPU_RESOURCE) == gpus)
 
         wait_for(ready, timeout=timeout, interval=0.5, description=f"node {self.name} Ready")

@@ -1,12 +1,6 @@
-"""A stand-in for kube-proxy: a loopback address that forwards to a Service's ready endpoints.
-
-The test bed has no Service network (no kube-proxy, no cluster DNS), so a client reaches a
-Service through `ServiceProxy`: it listens on a loopback address and forwards each TCP connection
-to one ready endpoint of the Service's EndpointSlices, round robin, as kube-proxy does for a
-ClusterIP. A connection whose endpoint goes away is closed, so a gRPC client sees UNAVAILABLE and
-reconnects to an endpoint that is ready now. ``python -m lipsync_testbed proxy NS/SERVICE`` runs
-one in the foreground.
-"""
+"""A TCP load balancer on loopback: each accepted connection goes to the next endpoint that
+accepts it, round robin; with no endpoint, the connection is closed at once (a client sees
+UNAVAILABLE), as behind a Service with no ready pods."""
 
 from __future__ import annotations
 
@@ -16,9 +10,6 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
-
-from kubernetes import client
 
 log = logging.getLogger(__name__)
 
@@ -130,49 +121,3 @@ async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> Non
             await sink.drain()
     with contextlib.suppress(OSError):
         sink.close()
-
-
-def ready_endpoints(slices: Sequence[Any], port: str | int) -> list[Endpoint]:
-    """Ready addresses of EndpointSlices (API objects) for a port given by name or number."""
-    found: list[Endpoint] = []
-    for endpoint_slice in slices:
-        number = next(
-            (
-                p.port
-                for p in endpoint_slice.ports or []
-                if p.port is not None and port in (p.name, p.port)
-            ),
-            None,
-        )
-        if number is None:
-            continue
-        for endpoint in endpoint_slice.endpoints or []:
-            conditions = endpoint.conditions
-            if conditions is not None and conditions.ready is False:
-                continue
-            found += [(address, int(number)) for address in endpoint.addresses or []]
-    return sorted(set(found))
-
-
-class ServiceProxy(TcpForwarder):
-    """``ServiceProxy(api, "default", "anna", "grpc").start().target`` -> "127.0.0.1:PORT"."""
-
-    def __init__(
-        self,
-        api: client.ApiClient,
-        namespace: str,
-        service: str,
-        port: str | int,
-        *,
-        host: str = "127.0.0.1",
-        listen_port: int = 0,
-    ) -> None:
-        self._discovery = client.DiscoveryV1Api(api)
-        self.namespace, self.service, self.port = namespace, service, port
-        super().__init__(self.endpoints, host, listen_port)
-
-    def endpoints(self) -> list[Endpoint]:
-        slices = self._discovery.list_namespaced_endpoint_slice(
-            self.namespace, label_selector=f"kubernetes.io/service-name={self.service}"
-        ).items
-        return ready_endpoints(slices, self.port)
