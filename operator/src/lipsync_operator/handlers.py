@@ -28,7 +28,7 @@ from lipsync_operator.clusterview import ClusterView, owner_uids
 from lipsync_operator.config import OperatorConfig
 from lipsync_operator.kube import API_TIMEOUT_SECONDS, Kube, api_message
 from lipsync_operator.liveness import ReconcileHealth
-from lipsync_operator.marks import Marks, NodeFacts, node_facts, products_touched
+from lipsync_operator.marks import Marks, NodeFacts, freed_gpu_node, node_facts, products_touched
 from lipsync_operator.observed import gpu_node
 from lipsync_operator.podhealth import PodProblem, pod_problem
 from lipsync_operator.reconcile import (
@@ -184,6 +184,21 @@ async def on_node_gpu_change(
     log.info("node %s GPU facts changed: %s", name, ", ".join(sorted(products)))
     marks: Marks = memo["marks"]
     for model in indexes.view(kwargs).models_on(products):
+        marks.mark(model.uid)
+
+
+@kopf.on.event("", "v1", "pods")
+async def on_gpu_pod_gone(
+    body: kopf.Body, event: Mapping[str, Any], memo: kopf.Memo, **kwargs: Any
+) -> None:
+    """A pod that held GPUs went or finished: the models on its node's product are marked."""
+    config: OperatorConfig = memo["config"]
+    node = freed_gpu_node(event.get("type"), body, config.gpu_resource)
+    facts: NodeFacts | None = memo["node_facts"].get(node) if node else None
+    if facts is None:
+        return
+    marks: Marks = memo["marks"]
+    for model in indexes.view(kwargs).models_on({facts.product}):
         marks.mark(model.uid)
 
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
-from lipsync_operator.observed import GpuNode
+from lipsync_operator.observed import GpuNode, pod_gpu_request
 
 # What a reconcile reads from a node: a GpuNode without the fields that change with heartbeats
 # and relabels that move nothing (its name, memory, autoscaler label, NotReady time).
@@ -28,6 +30,16 @@ def products_touched(before: NodeFacts | None, after: NodeFacts | None) -> froze
     if before == after:
         return frozenset()
     return frozenset(facts.product for facts in (before, after) if facts is not None)
+
+
+def freed_gpu_node(event_type: str | None, pod: Mapping[str, Any], gpu_resource: str) -> str:
+    """The node whose GPUs a pod event gives back ('' for none): a bound pod holding GPUs that
+    is gone or has finished. A model waiting for GPUs there looks again at once, before a node
+    autoscaler removes the node as empty."""
+    spec, status = pod.get("spec") or {}, pod.get("status") or {}
+    node = str(spec.get("nodeName") or "")
+    released = event_type == "DELETED" or status.get("phase") in ("Succeeded", "Failed")
+    return node if released and pod_gpu_request(pod, gpu_resource) else ""
 
 
 class Marks:

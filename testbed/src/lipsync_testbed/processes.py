@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import logging
 import os
@@ -69,12 +68,17 @@ def spawn(
     """Start `argv` in its own session with stdout and stderr appended to log_dir/name.log.
 
     With `die_with_parent` the kernel SIGKILLs the process when the thread that
-    started it exits, so a killed test run leaves nothing behind (Linux only).
+    started it exits, so a killed test run leaves nothing behind (Linux only). `setpriv`
+    asks for that in the child: Python code between fork and exec (a `preexec_fn`) can abort
+    the child of a process whose other threads hold locks.
     `executable` is the program the process runs in the end, when argv[0] is a wrapper that
     execs it (nsenter): stop() checks the pid against it.
     """
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
+    executable = executable or str(argv[0])
+    if die_with_parent:
+        argv = ["setpriv", "--pdeathsig", "KILL", "--", *argv]
     with log_path.open("ab") as out:
         out.write(f"$ {' '.join(argv)}\n".encode())
         out.flush()
@@ -86,20 +90,9 @@ def spawn(
             env=dict(env) if env is not None else None,
             cwd=cwd,
             start_new_session=True,
-            preexec_fn=set_parent_death_signal if die_with_parent else None,  # noqa: PLW1509
         )
     log.info("started %s (pid %d), log %s", name, proc.pid, log_path)
-    return ManagedProcess(
-        name=name, pid=proc.pid, executable=executable or str(argv[0]), log_path=log_path
-    )
-
-
-def set_parent_death_signal() -> None:
-    """Runs in the child between fork and exec: prctl(PR_SET_PDEATHSIG, SIGKILL)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    pr_set_pdeathsig = 1
-    if libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    return ManagedProcess(name=name, pid=proc.pid, executable=executable, log_path=log_path)
 
 
 def _proc_state(pid: int) -> str | None:
