@@ -105,10 +105,6 @@ class KarpenterMachines:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    @property
-    def running(self) -> frozenset[str]:
-        return frozenset(self._running)
-
     def start(self) -> KarpenterMachines:
         self._thread = threading.Thread(target=self._loop, name="karpenter-machines", daemon=True)
         self._thread.start()
