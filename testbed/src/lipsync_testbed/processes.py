@@ -91,8 +91,23 @@ def spawn(
             cwd=cwd,
             start_new_session=True,
         )
+    if die_with_parent:
+        _wait_past_setpriv(proc.pid)
     log.info("started %s (pid %d), log %s", name, proc.pid, log_path)
     return ManagedProcess(name=name, pid=proc.pid, executable=executable, log_path=log_path)
+
+
+def _wait_past_setpriv(pid: int, timeout: float = 10.0) -> None:
+    """Return once `setpriv` has exec'd the program: its death signal is armed by then (a parent
+    killed before that would leave the program running)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if Path(os.readlink(f"/proc/{pid}/exe")).name != "setpriv":
+                return
+        except OSError:
+            return  # gone already: exec failed or it exited
+        time.sleep(0.002)
 
 
 def _proc_state(pid: int) -> str | None:
