@@ -44,7 +44,7 @@ component: setup-test
 	$(UV) run pytest -m component
 
 cluster: setup-test cluster-build images
-	$(UV) run pytest -m cluster
+	UV="$(UV)" hack/test-cluster.sh
 
 # OCI archives of the operator and runtime-cpu images in out/images (images/build.sh: buildah,
 # no Docker daemon; `images/build.sh runtime-gpu` adds the GPU flavour on NVIDIA's NGC base).

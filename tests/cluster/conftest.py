@@ -22,6 +22,7 @@ from lipsync_testbed.pytest_plugin import (
     kube_cluster,
     kube_namespace,
     node_cluster,
+    pytest_collection_modifyitems,
     pytest_configure,
     pytest_runtest_makereport,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "kube_cluster",
     "kube_namespace",
     "node_cluster",
+    "pytest_collection_modifyitems",
     "pytest_configure",
     "pytest_runtest_makereport",
 ]

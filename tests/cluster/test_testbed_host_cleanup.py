@@ -19,7 +19,7 @@ from lipsync_testbed.hostclean import HostRecord
 from lipsync_testbed.nodeconfig import CONTAINER_STORE
 from lipsync_testbed.versions import Binaries
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.alone]
 
 TESTBED = [sys.executable, "-m", "lipsync_testbed"]
 # Starts a test bed with one real node (its own images only) and waits to be killed.

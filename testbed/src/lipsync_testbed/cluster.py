@@ -327,11 +327,12 @@ class LocalCluster:
     def _claim_host_network(self) -> None:
         """Clean up after dead test beds, record what this one creates, create the bridge."""
         self.binaries.require(NODE_BINARIES)
-        hostclean.sweep_stale()
-        self.host_network = HostNetwork.for_state_dir(self.state_dir, free_slot())
-        self._host_record = self.host_record
-        self._host_record.save()
-        create_bridge(self.host_network)
+        with hostclean.host_claim():
+            hostclean.sweep_stale()
+            self.host_network = HostNetwork.for_state_dir(self.state_dir, free_slot())
+            self._host_record = self.host_record
+            self._host_record.save()
+            create_bridge(self.host_network)
 
     def _start_real_nodes(self) -> None:
         assert self._host_record is not None

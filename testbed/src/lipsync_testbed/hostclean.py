@@ -9,6 +9,7 @@ record whose owner process is gone (a test run that was killed), so the next run
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -17,7 +18,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -207,6 +208,16 @@ def remaining(record: HostRecord) -> list[str]:
 def owner_alive(record: HostRecord) -> bool:
     """Whether the test bed that made `record` still runs (its API server)."""
     return is_running(record.owner_pid)
+
+
+@contextlib.contextmanager
+def host_claim() -> Iterator[None]:
+    """Held while a test bed picks its network slot and records it, so that test beds starting
+    at the same moment (pytest workers) never pick the same slot."""
+    RECORD_DIR.mkdir(parents=True, exist_ok=True)
+    with (RECORD_DIR / "claim.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def sweep_stale() -> None:
