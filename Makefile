@@ -4,8 +4,8 @@ PYTHON ?= python3
 UV_VERSION := 0.13.9
 UV := $(PYTHON) -m uv
 OUT ?= out
-# Extras the test tiers need (the PyTorch backends and export); `make demo` stays on the base set.
-TEST_EXTRAS := --extra torch
+# Extras the test tiers need (the PyTorch backends and export, the Pipecat processor); `make demo` stays on the base set.
+TEST_EXTRAS := --extra torch --extra pipecat
 
 .PHONY: demo test lint types unit component cluster gpu uv setup setup-test bench images
 

@@ -10,6 +10,8 @@
 3. Silence fast path: one clip of speech with pauses, streamed to a server with the path off,
    then twice to one with it on (the first pass fills the closed-mouth cache of the avatar
    frames it meets, the second finds them there); model calls counted by the server's metrics.
+4. Latency budget: one live session of ``--budget-seconds`` with ``latency_budget_ms``, by 10 s
+   of speech: frames rendered and skipped, latency p50/p99/max (``--budget-only`` runs just this).
 
 Prints a Markdown fragment (machine, command, load average, tables).
 
@@ -92,10 +94,19 @@ def frame_ready_sample(frame: int, total: int) -> int:
     return min(total, last_window * 200 + 400)
 
 
-async def one_session(target: str, samples: np.ndarray) -> list[float]:
-    """Audio-to-frame latencies (ms) of one real-time session."""
+@dataclass(frozen=True)
+class Arrival:
+    """One frame of a live session as the client got it."""
+
+    pts_seconds: float
+    skipped: bool
+    latency_ms: float  # from the chunk that completed its look-ahead to its arrival
+
+
+async def one_session(target: str, samples: np.ndarray, budget_ms: int = 0) -> list[Arrival]:
+    """The frames of one real-time session, with their audio-to-frame latencies."""
     sent: list[tuple[int, float]] = []
-    latencies = []
+    arrivals = []
     loop = asyncio.get_running_loop()
     async with grpc.aio.insecure_channel(target) as channel:
         frames = stream_speech(
@@ -106,13 +117,15 @@ async def one_session(target: str, samples: np.ndarray) -> list[float]:
             real_time=True,
             timeout=3600,
             on_chunk=lambda end: sent.append((end, loop.time())),
+            latency_budget_ms=budget_ms,
         )
         async for frame in frames:
             received = loop.time()
             need = frame_ready_sample(frame.index, samples.size)
             chunk_time = next(t for end, t in sent if end >= need)
-            latencies.append((received - chunk_time) * 1e3)
-    return latencies
+            latency = (received - chunk_time) * 1e3
+            arrivals.append(Arrival(frame.pts_seconds, frame.skipped, latency))
+    return arrivals
 
 
 @dataclass(frozen=True)
@@ -136,10 +149,10 @@ def run_level(server: ServerProcess, sessions: int, clip: np.ndarray) -> Level:
     before = scrape_values(server.metrics_url)
     started = time.perf_counter()
 
-    async def all_sessions() -> list[list[float]]:
+    async def all_sessions() -> list[list[Arrival]]:
         return await asyncio.gather(*(one_session(server.target, clip) for _ in range(sessions)))
 
-    latencies = [ms for session in asyncio.run(all_sessions()) for ms in session]
+    latencies = [a.latency_ms for session in asyncio.run(all_sessions()) for a in session]
     seconds = time.perf_counter() - started
     after = scrape_values(server.metrics_url)
 
@@ -220,17 +233,87 @@ def serve(assets: Assets, log: Path, *extra: str) -> ServerProcess:
     )
 
 
+BUDGET_WINDOW_S = 10.0
+
+
+def header(command: str, load_before: str, load_after: str) -> list[str]:
+    return [
+        f"Machine: {platform.machine()} VM, {os.cpu_count()} cores ({cpu_model()}), no GPU, "
+        f"Python {platform.python_version()}",
+        f"Command: `{command}`",
+        f"Load average (1, 5, 15 min) before: {load_before}; after: {load_after}",
+    ]
+
+
+def budget_rows(server: ServerProcess, clip: np.ndarray, budget_ms: int) -> list[str]:
+    """One live session with a latency budget, by 10 s of its speech: frames rendered and
+    skipped, and the latency of every frame (markers included)."""
+    arrivals = asyncio.run(one_session(server.target, clip, budget_ms))
+    rows = []
+    windows = int(np.ceil(clip.size / RATE / BUDGET_WINDOW_S))
+    for window in range(windows):
+        start = window * BUDGET_WINDOW_S
+        part = [a for a in arrivals if start <= a.pts_seconds < start + BUDGET_WINDOW_S]
+        rendered = sum(not a.skipped for a in part)
+        p50, p99 = np.percentile([a.latency_ms for a in part], [50, 99])
+        peak = max(a.latency_ms for a in part)
+        span = min(BUDGET_WINDOW_S, clip.size / RATE - start)
+        rows.append(
+            f"| {start:.0f}-{start + span:.0f} s | {len(part)} | {rendered} | "
+            f"{len(part) - rendered} | {rendered / span:.1f} | {p50:.0f} | {p99:.0f} | {peak:.0f} |"
+        )
+    return rows
+
+
+def budget_section(assets: Assets, root: Path, seconds: float, budget_ms: int) -> list[str]:
+    clip = synthetic_speech(seconds, RATE, seed=2, pause_every=0)
+    with serve(assets, root / "budget.log", "--no-silence-fast-path") as server:
+        run_level(server, 1, clip[: RATE // 2])  # warm-up, not reported
+        rows = budget_rows(server, clip, budget_ms)
+    return [
+        f"Live session with a latency budget: one session streams {seconds:g} s of synthetic "
+        f"speech in real time (as above) with `latency_budget_ms` {budget_ms}; a frame not "
+        "ready in time comes back as a skip marker. Latency as above, of every frame, markers "
+        "included.",
+        "",
+        "| speech | frames | rendered | skipped | rendered/s | latency p50 ms | latency p99 ms "
+        "| latency max ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        *rows,
+    ]
+
+
 @click.command()
 @click.option("--sessions", default="1,2,4,8,16", show_default=True)
 @click.option("--seconds", default=3.0, show_default=True, help="Speech each session streams.")
 @click.option("--bare-runs", default=16, show_default=True)
-def main(sessions: str, seconds: float, bare_runs: int) -> None:
+@click.option("--budget-ms", default=1000, show_default=True, help="Latency budget section.")
+@click.option("--budget-seconds", default=60.0, show_default=True)
+@click.option("--budget-only", is_flag=True, help="Run only the latency budget section.")
+def main(
+    *,
+    sessions: str,
+    seconds: float,
+    bare_runs: int,
+    budget_ms: int,
+    budget_seconds: float,
+    budget_only: bool,
+) -> None:
     """Measure speech-in sessions and print a Markdown fragment."""
     levels = [int(part) for part in sessions.split(",")]
     load_before = " ".join(f"{value:.2f}" for value in os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="speech-bench-") as scratch:
         root = Path(scratch)
         assets = make_assets(root)
+        budget = budget_section(assets, root, budget_seconds, budget_ms)
+        if budget_only:
+            command = (
+                "uv run python benchmarks/speech_sessions.py --budget-only "
+                f"--budget-ms {budget_ms} --budget-seconds {budget_seconds:g}"
+            )
+            load_after = " ".join(f"{value:.2f}" for value in os.getloadavg())
+            click.echo("\n".join([*header(command, load_before, load_after), "", *budget]))
+            return
         bare = bare_ms_per_frame(assets, bare_runs)
         clip = synthetic_speech(seconds, RATE, seed=1, pause_every=0)
         with serve(assets, root / "off.log", "--no-silence-fast-path") as server:
@@ -246,13 +329,11 @@ def main(sessions: str, seconds: float, bare_runs: int) -> None:
     load_after = " ".join(f"{value:.2f}" for value in os.getloadavg())
     command = (
         f"uv run python benchmarks/speech_sessions.py --sessions {sessions} "
-        f"--seconds {seconds:g} --bare-runs {bare_runs}"
+        f"--seconds {seconds:g} --bare-runs {bare_runs} --budget-ms {budget_ms} "
+        f"--budget-seconds {budget_seconds:g}"
     )
     lines = [
-        f"Machine: {platform.machine()} VM, {os.cpu_count()} cores ({cpu_model()}), no GPU, "
-        f"Python {platform.python_version()}",
-        f"Command: `{command}`",
-        f"Load average (1, 5, 15 min) before: {load_before}; after: {load_after}",
+        *header(command, load_before, load_after),
         "",
         "Bare models on ONNX Runtime CPU (no server): the reference ave encoder (2.81 M "
         "parameters) and the reference UNet-328.",
@@ -289,6 +370,8 @@ def main(sessions: str, seconds: float, bare_runs: int) -> None:
         "| --- | ---: | ---: | ---: | ---: | ---: |",
         off_row,
         *on_rows,
+        "",
+        *budget,
     ]
     click.echo("\n".join(lines))
 

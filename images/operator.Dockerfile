@@ -20,6 +20,7 @@ COPY server/pyproject.toml server/pyproject.toml
 COPY testbed/pyproject.toml testbed/pyproject.toml
 COPY bench/pyproject.toml bench/pyproject.toml
 COPY gateway/pyproject.toml gateway/pyproject.toml
+COPY pipecat/pyproject.toml pipecat/pyproject.toml
 RUN /opt/uv/bin/uv export --frozen --no-dev --no-emit-workspace --package lipsync-operator \
       -o requirements.txt \
  && python3 -m venv /opt/lipsync \

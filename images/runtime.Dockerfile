@@ -37,6 +37,7 @@ COPY operator/pyproject.toml operator/pyproject.toml
 COPY testbed/pyproject.toml testbed/pyproject.toml
 COPY bench/pyproject.toml bench/pyproject.toml
 COPY gateway/pyproject.toml gateway/pyproject.toml
+COPY pipecat/pyproject.toml pipecat/pyproject.toml
 # TensorRT comes from the gpu base image (system site-packages) unless TENSORRT names a wheel.
 RUN case "${FLAVOR}" in gpu|cpu) ;; *) echo "FLAVOR must be gpu or cpu, not ${FLAVOR}" >&2; exit 1;; esac \
  && /opt/uv/bin/uv export --frozen --no-dev --no-emit-workspace --package lipsync-server -o server.txt \

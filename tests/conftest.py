@@ -9,6 +9,11 @@ import pytest
 from lipsync_core.reference.ave_encoder import build_ave_encoder
 from lipsync_core.reference.unet328 import build_unet328
 
+# The cluster tier in several workers (hack/test-cluster.sh): the controller reads these here.
+from lipsync_testbed.workers import pytest_collection_modifyitems, pytest_xdist_make_scheduler
+
+__all__ = ["pytest_collection_modifyitems", "pytest_xdist_make_scheduler"]
+
 
 @pytest.fixture(scope="session")
 def reference_model(tmp_path_factory: pytest.TempPathFactory) -> Path:

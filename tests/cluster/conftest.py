@@ -22,7 +22,6 @@ from lipsync_testbed.pytest_plugin import (
     kube_cluster,
     kube_namespace,
     node_cluster,
-    pytest_collection_modifyitems,
     pytest_configure,
     pytest_runtest_makereport,
 )
@@ -34,7 +33,6 @@ __all__ = [
     "kube_cluster",
     "kube_namespace",
     "node_cluster",
-    "pytest_collection_modifyitems",
     "pytest_configure",
     "pytest_runtest_makereport",
 ]

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import grpc
 from aiohttp import web
 
+from lipsync_gateway import DEFAULT_LATENCY_BUDGET_MS
 from lipsync_gateway.session import ViewerSession
 from lipsync_server._generated.lipsync.v1 import lipsync_pb2 as pb
 from lipsync_server.channels import ChannelSecurity, open_channel
@@ -29,6 +30,7 @@ MAX_SAY_CHARACTERS = 2000
 HEALTH_TIMEOUT_S = 5.0
 SESSIONS = web.AppKey("sessions", dict[str, ViewerSession])
 STUB: web.AppKey[LipSyncAsyncStub] = web.AppKey("stub")
+LATENCY_BUDGET_MS = web.AppKey("latency_budget_ms", int)
 
 
 async def _offer(request: web.Request) -> web.Response:
@@ -36,7 +38,11 @@ async def _offer(request: web.Request) -> web.Response:
         raise web.HTTPUnsupportedMediaType(text=f"send the offer as {SDP}")
     sessions = request.app[SESSIONS]
     session_id = secrets.token_urlsafe(12)
-    session = ViewerSession(request.app[STUB], lambda: sessions.pop(session_id, None))
+    session = ViewerSession(
+        request.app[STUB],
+        lambda: sessions.pop(session_id, None),
+        request.app[LATENCY_BUDGET_MS],
+    )
     sessions[session_id] = session
     try:
         answer = await session.answer(await request.text())
@@ -96,10 +102,16 @@ async def _page(_: web.Request) -> web.Response:
     return web.Response(text=page, content_type="text/html")
 
 
-def make_app(target: str, security: ChannelSecurity | None = None) -> web.Application:
-    """The gateway in front of the server (or Service) at ``target``."""
+def make_app(
+    target: str,
+    security: ChannelSecurity | None = None,
+    latency_budget_ms: int = DEFAULT_LATENCY_BUDGET_MS,
+) -> web.Application:
+    """The gateway in front of the server (or Service) at ``target``; each session's frames
+    come within ``latency_budget_ms`` of its speech or are skipped (0: no budget)."""
     app = web.Application()
     app[SESSIONS] = {}
+    app[LATENCY_BUDGET_MS] = latency_budget_ms
 
     async def channel(app: web.Application) -> AsyncIterator[None]:
         async with open_channel(target, security) as opened:
@@ -119,11 +131,15 @@ def make_app(target: str, security: ChannelSecurity | None = None) -> web.Applic
 
 @asynccontextmanager
 async def running_gateway(
-    target: str, security: ChannelSecurity | None = None, host: str = "127.0.0.1", port: int = 0
+    target: str,
+    security: ChannelSecurity | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    latency_budget_ms: int = DEFAULT_LATENCY_BUDGET_MS,
 ) -> AsyncIterator[tuple[str, web.Application]]:
     """The gateway serving inside the running event loop (port 0: a free one); yields its base
     URL and app, and stops it on exit."""
-    app = make_app(target, security)
+    app = make_app(target, security, latency_budget_ms)
     runner = web.AppRunner(app)
     await runner.setup()
     try:

@@ -17,6 +17,7 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCSession
 from aiortc.exceptions import OperationError
 from aiortc.mediastreams import MediaStreamError
 
+from lipsync_gateway import DEFAULT_LATENCY_BUDGET_MS
 from lipsync_gateway.tracks import AvatarAudio, AvatarVideo, Playout
 from lipsync_server._generated.lipsync.v1 import lipsync_pb2 as pb
 from lipsync_server.speech.tts import speak
@@ -73,9 +74,15 @@ class SpokenText:
 class ViewerSession:
     """A peer connection and the gRPC stream behind it; ``on_end`` runs once when it ends."""
 
-    def __init__(self, stub: LipSyncAsyncStub, on_end: Callable[[], object]) -> None:
+    def __init__(
+        self,
+        stub: LipSyncAsyncStub,
+        on_end: Callable[[], object],
+        latency_budget_ms: int = DEFAULT_LATENCY_BUDGET_MS,
+    ) -> None:
         self._stub = stub
         self._on_end = on_end
+        self._latency_budget_ms = latency_budget_ms
         self.peer = RTCPeerConnection()
         clock = Playout()
         self.video = AvatarVideo(clock)
@@ -117,7 +124,8 @@ class ViewerSession:
         self, microphone: MediaStreamTrack
     ) -> AsyncIterator[pb.StreamGenerateRequest]:
         output = pb.OutputOptions(encoding=pb.ENCODING_H264)
-        yield pb.StreamGenerateRequest(config=pb.StreamConfig(output=output))
+        config = pb.StreamConfig(output=output, latency_budget_ms=self._latency_budget_ms)
+        yield pb.StreamGenerateRequest(config=config)
         resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
         while True:
             try:
@@ -139,7 +147,8 @@ class ViewerSession:
         try:
             async for response in self._stub.StreamGenerate(self._requests(microphone)):
                 frame = response.frame
-                self.video.push(frame.pts_seconds, frame.data)
+                if not frame.skipped:  # a skipped frame: the previous one stays on screen
+                    self.video.push(frame.pts_seconds, frame.data)
                 speech = self._heard.take(frame.audio_sample_start, frame.audio_sample_end)
                 self.audio.push(frame.audio_sample_start, speech)
         except grpc.aio.AioRpcError as exc:

@@ -55,15 +55,17 @@ async def stream_speech(
     encoding: pb.Encoding.ValueType = pb.ENCODING_JPEG,
     timeout: float | None = None,
     on_chunk: Callable[[int], None] | None = None,
+    latency_budget_ms: int = 0,
 ) -> AsyncGenerator[pb.Frame]:
     """Stream mono speech in chunks of ``chunk_seconds`` (paced like a live source when
-    ``real_time``); yield frames in order. ``on_chunk(end_sample)`` runs as each chunk is sent."""
+    ``real_time``); yield frames in order. ``on_chunk(end_sample)`` runs as each chunk is sent.
+    ``latency_budget_ms``: frames not ready that long after their audio come back skipped."""
     step = max(1, round(chunk_seconds * sample_rate))
 
     async def requests() -> AsyncIterator[pb.StreamGenerateRequest]:
-        yield pb.StreamGenerateRequest(
-            config=pb.StreamConfig(output=pb.OutputOptions(encoding=encoding))
-        )
+        output = pb.OutputOptions(encoding=encoding)
+        config = pb.StreamConfig(output=output, latency_budget_ms=latency_budget_ms)
+        yield pb.StreamGenerateRequest(config=config)
         loop = asyncio.get_running_loop()
         started = loop.time()
         for start in range(0, samples.size, step):

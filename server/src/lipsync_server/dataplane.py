@@ -71,6 +71,7 @@ class RenderedFrame:
     audio_samples: tuple[int, int] = (0, 0)
     silent: bool = False
     keyframe: bool = True  # decodes alone (H.264: an IDR)
+    skipped: bool = False  # not rendered (a live session's latency budget ran out): no data
 
     def placed(self, pts_seconds: float, audio_samples: tuple[int, int]) -> RenderedFrame:
         """This frame with its presentation time and the audio samples it shows."""

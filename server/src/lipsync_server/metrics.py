@@ -112,6 +112,11 @@ class ServerMetrics:
             "Frames served from the cached closed-mouth render (both models skipped).",
             registry=r,
         )
+        self.frames_skipped = Counter(
+            "lipsync_frames_skipped",
+            "Frames of live sessions not rendered: their latency budget ran out first.",
+            registry=r,
+        )
         self.silent_renders = Counter(
             "lipsync_silent_renders",
             "Closed-mouth renders made for the cache (one per avatar frame used).",

@@ -5,20 +5,26 @@ chunks of any size), turns them into frame requests as soon as each frame's look
 arrived, keeps at most ``inflight_per_stream`` frames in flight and yields the frames in order.
 PCM goes through the speech front end and the batched audio encoder first. :func:`render_clip`
 does the same for one whole clip (``Generate``). Both API adapters only convert messages.
+
+With a latency budget, a frame still waiting for a slot or for the model when the budget since
+its audio arrived runs out is not rendered: a skip marker takes its place, so a live session
+keeps pace with its audio (at a lower frame rate) instead of falling further behind.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from lipsync_server.audio import StreamWindower, build_windows, window_rows
-from lipsync_server.dataplane import DataPlane, OutputOptions, RenderedFrame
-from lipsync_server.errors import InvalidRequestError
+from lipsync_server.avatar.store import ping_pong
+from lipsync_server.dataplane import DataPlane, FrameTimings, OutputOptions, RenderedFrame
+from lipsync_server.errors import DeadlineExceededError, InvalidRequestError
 from lipsync_server.speech.frames import MelWindow, sample_range
 from lipsync_server.speech.pcm import PcmChunk
 from lipsync_server.speech.pipeline import SpeechInput, clip_windows
@@ -46,10 +52,15 @@ _KINDS: dict[type, str] = {FeaturesInput: "features", WindowsInput: "windows", P
 class SessionConfig:
     options: OutputOptions
     first_index: int = 0
-    deadline: float | None = None
+    deadline: float | None = None  # the call's (time.monotonic())
+    latency_budget: float | None = None  # seconds from a frame's audio to the frame
 
 
-_Pending = asyncio.Task[RenderedFrame] | Exception | None
+# A frame on its way (and whether it holds an in-flight slot), the error that ends the
+# session, or its end.
+_Pending = tuple[asyncio.Task[RenderedFrame], bool] | Exception | None
+
+_NO_TIMINGS = FrameTimings(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0)
 
 
 class Session:
@@ -71,15 +82,17 @@ class Session:
             while (item := await self._pending.get()) is not None:
                 if isinstance(item, Exception):
                     raise item
-                frame = await item
-                self._slots.release()
+                task, holds_slot = item
+                frame = await task
+                if holds_slot:
+                    self._slots.release()
                 yield frame
         finally:
             reader.cancel()
             while not self._pending.empty():
                 leftover = self._pending.get_nowait()
-                if isinstance(leftover, asyncio.Task):
-                    leftover.cancel()
+                if isinstance(leftover, tuple):
+                    leftover[0].cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
 
@@ -93,6 +106,7 @@ class Session:
             await self._pending.put(exc)
 
     async def _push(self, item: AudioInput) -> None:
+        arrived = time.monotonic()
         kind = _KINDS[type(item)]
         if self._kind is not None and kind != self._kind:
             raise InvalidRequestError(
@@ -102,10 +116,10 @@ class Session:
         self._kind = kind
         if isinstance(item, FeaturesInput):
             for position, window, _ in self._windower.push(item.features):
-                await self._submit(position, window, False)
+                await self._submit(position, window, False, arrived)
         elif isinstance(item, WindowsInput):
             for window in item.windows:
-                await self._submit(self._sent, window, False)
+                await self._submit(self._sent, window, False, arrived)
         else:
             if self._speech is None:
                 encoder = self._plane.require_encoder()
@@ -113,20 +127,21 @@ class Session:
                     encoder.contract, self._plane.settings.silence_threshold_dbfs
                 )
             # Resampling and the mel spectrogram of a long chunk: off the event loop.
-            await self._encode(await asyncio.to_thread(self._speech.push, item))
+            await self._encode(await asyncio.to_thread(self._speech.push, item), arrived)
 
     async def _finish(self) -> None:
+        arrived = time.monotonic()
         if self._speech is not None:
-            await self._encode(await asyncio.to_thread(self._speech.finish))
+            await self._encode(await asyncio.to_thread(self._speech.finish), arrived)
         for position, window, silent in self._windower.finish():
-            await self._submit(position, window, silent)
+            await self._submit(position, window, silent, arrived)
 
-    async def _encode(self, windows: list[MelWindow]) -> None:
+    async def _encode(self, windows: list[MelWindow], arrived: float) -> None:
         if not windows:
             return
         features, silent = await self._plane.encode_windows(windows, self._config.deadline)
         for position, window, quiet in self._windower.push(features, silent):
-            await self._submit(position, window, quiet)
+            await self._submit(position, window, quiet, arrived)
 
     def _samples(self, position: int) -> tuple[int, int]:
         speech = self._speech
@@ -135,22 +150,70 @@ class Session:
         total = speech.samples_in if speech.finished else None
         return sample_range(position, speech.sample_rate, self._plane.fps, total)
 
-    async def _submit(self, position: int, window: np.ndarray, silent: bool) -> None:
-        await self._slots.acquire()
-        if not self._plane.skips_model(silent):
-            self._plane.admit(1)
+    async def _submit(
+        self, position: int, window: np.ndarray, silent: bool, arrived: float
+    ) -> None:
+        budget = self._config.latency_budget
+        due = None if budget is None else arrived + budget
         index = self._config.first_index + position
         placement = (index / self._plane.fps, self._samples(position))
         self._sent += 1
-        task = asyncio.create_task(self._render(index, window, silent, placement))
-        await self._pending.put(task)
+        if not await self._take_slot(due):
+            task = asyncio.create_task(self._skipped(index, placement))
+            await self._pending.put((task, False))
+            return
+        if not self._plane.skips_model(silent):
+            self._plane.admit(1)
+        task = asyncio.create_task(self._render(index, window, silent, placement, due))
+        await self._pending.put((task, True))
+
+    async def _take_slot(self, due: float | None) -> bool:
+        """An in-flight slot, waiting at most until ``due`` (False: the frame's time is up)."""
+        if due is None:
+            await self._slots.acquire()
+            return True
+        try:
+            await asyncio.wait_for(self._slots.acquire(), max(0.0, due - time.monotonic()))
+        except TimeoutError:
+            return False
+        return True
 
     async def _render(
-        self, index: int, window: np.ndarray, silent: bool, placement: tuple[float, tuple[int, int]]
+        self,
+        index: int,
+        window: np.ndarray,
+        silent: bool,
+        placement: tuple[float, tuple[int, int]],
+        due: float | None,
     ) -> RenderedFrame:
         config = self._config
-        frame = await self._plane.render(index, window, config.options, config.deadline, silent)
+        deadline = config.deadline
+        if due is not None and (deadline is None or due < deadline):
+            try:
+                frame = await self._plane.render(index, window, config.options, due, silent)
+            except DeadlineExceededError:
+                return await self._skipped(index, placement)
+        else:
+            frame = await self._plane.render(index, window, config.options, deadline, silent)
         return frame.placed(*placement)
+
+    async def _skipped(self, index: int, placement: tuple[float, tuple[int, int]]) -> RenderedFrame:
+        """The marker of a frame not rendered: its place, time and audio, no pixels."""
+        plane = self._plane
+        plane.metrics.frames_skipped.inc()
+        manifest = plane.store.manifest
+        marker = RenderedFrame(
+            index,
+            ping_pong(index, manifest.frame_count),
+            manifest.width,
+            manifest.height,
+            self._config.options.encoding,
+            b"",
+            _NO_TIMINGS,
+            keyframe=False,
+            skipped=True,
+        )
+        return marker.placed(*placement)
 
 
 async def render_clip(

@@ -36,16 +36,14 @@ LIPSYNC_TESTBED_ATTACH=<state dir> uses a test bed already started with
 `python -m lipsync_testbed up` (left running afterwards) instead of starting one.
 Failing tests that use the cluster get the tail of every component log attached.
 
-Workers (`pytest -n N --dist loadgroup --no-loadscope-reorder`, hack/test-cluster.sh): each
-cluster test is grouped with its module, and the modules on the autoscaling test bed share one
-group, first in the run (`worker_group`).
+Several workers (`pytest -n N`): lipsync_testbed.workers.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Collection, Generator, Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -219,27 +217,3 @@ def pytest_runtest_makereport(
         if report.failed and cluster is not None and fixture in getattr(item, "fixturenames", ()):
             report.sections.append((f"{fixture} logs (tail)", cluster.log_tails()))
     return report
-
-
-# The modules on the autoscaling test bed (Karpenter, KEDA, Prometheus) share one worker: a
-# second such test bed costs more than it saves on two cores. They take longest, so go first.
-AUTOSCALING_GROUP = "autoscaling"
-
-
-def worker_group(module: str, fixtures: Collection[str]) -> str:
-    """The unit a `pytest -n` worker runs whole: the test's module (so a module-scoped chart
-    install happens once), or the autoscaling group."""
-    return AUTOSCALING_GROUP if "autoscaling_cluster" in fixtures else module
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark each cluster test with its xdist group; the autoscaling group first."""
-    groups: dict[str, str] = {}
-    for item in items:
-        if item.get_closest_marker("cluster") is None:
-            continue
-        fixtures = getattr(item, "fixturenames", ())
-        groups[item.nodeid] = worker_group(item.nodeid.split("::")[0], fixtures)
-        item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
-    items.sort(key=lambda item: groups.get(item.nodeid) != AUTOSCALING_GROUP)

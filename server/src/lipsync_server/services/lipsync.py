@@ -84,6 +84,7 @@ def frame_message(frame: RenderedFrame) -> pb.Frame:
         audio_sample_end=frame.audio_samples[1],
         silent=frame.silent,
         keyframe=frame.keyframe,
+        skipped=frame.skipped,
     )
 
 
@@ -134,6 +135,20 @@ def output_options(plane: DataPlane, output: pb.OutputOptions) -> OutputOptions:
     return plane.output_options(encoding, output.jpeg_quality, subsampling, output.bitrate_kbps)
 
 
+def session_config(
+    plane: DataPlane, first: pb.StreamGenerateRequest | None, deadline: float | None
+) -> SessionConfig:
+    """A stream's settings from its first message (JPEG and no budget when it has no config)."""
+    if first is None or not first.HasField("config"):
+        return SessionConfig(OutputOptions("jpeg", plane.settings.jpeg_quality), 0, deadline)
+    config = first.config
+    plane.check_model(config.model)
+    budget = config.latency_budget_ms / 1e3 if config.latency_budget_ms else None
+    return SessionConfig(
+        output_options(plane, config.output), config.first_frame_index, deadline, budget
+    )
+
+
 def h264_frames(plane: DataPlane, options: OutputOptions) -> H264Frames | None:
     """A sequence's H.264 encoder when the client asked for H.264 (refused for odd sizes)."""
     if options.encoding != "h264":
@@ -175,20 +190,13 @@ class LipSyncService(pb_grpc.LipSyncServicer):
             try:
                 messages = aiter(request_iterator)
                 first = await idle.next(messages)
-                config = SessionConfig(OutputOptions("jpeg", plane.settings.jpeg_quality))
-                if first is not None and first.HasField("config"):
-                    plane.check_model(first.config.model)
-                    config = SessionConfig(
-                        output_options(plane, first.config.output),
-                        first.config.first_frame_index,
-                    )
-                config = SessionConfig(config.options, config.first_index, deadline_of(context))
+                config = session_config(plane, first, deadline_of(context))
                 video, keyframes = h264_frames(plane, config.options), KeyframeRequests()
                 inputs = self._inputs(first, messages, idle, keyframes)
                 async for rendered in Session(plane, config).run(inputs):
                     idle.touch()
                     frame = rendered
-                    if video is not None:
+                    if video is not None and not rendered.skipped:
                         frame = await video.encode(rendered, keyframes.take())
                     yield pb.StreamGenerateResponse(frame=frame_message(frame))
             finally:

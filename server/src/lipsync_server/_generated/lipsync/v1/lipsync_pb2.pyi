@@ -355,10 +355,17 @@ class StreamConfig(_message.Message):
     MODEL_FIELD_NUMBER: _builtins.int
     OUTPUT_FIELD_NUMBER: _builtins.int
     FIRST_FRAME_INDEX_FIELD_NUMBER: _builtins.int
+    LATENCY_BUDGET_MS_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """The model to use; empty means the served model."""
     first_frame_index: _builtins.int
     """Index of the stream's first frame (selects the avatar frame to start from)."""
+    latency_budget_ms: _builtins.int
+    """A live session's latency budget in milliseconds; 0 means none. A frame that cannot be
+    ready within this long after its audio arrived is not rendered: it comes back in its place,
+    in order, with `skipped` set and no data, and the session keeps pace with the audio instead
+    of falling behind (lipsync_frames_skipped on /metrics counts them).
+    """
     @_builtins.property
     def output(self) -> Global___OutputOptions: ...
     def __init__(
@@ -367,10 +374,11 @@ class StreamConfig(_message.Message):
         model: _builtins.str = ...,
         output: Global___OutputOptions | None = ...,
         first_frame_index: _builtins.int = ...,
+        latency_budget_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["output", b"output"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_frame_index", b"first_frame_index", "model", b"model", "output", b"output"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_frame_index", b"first_frame_index", "latency_budget_ms", b"latency_budget_ms", "model", b"model", "output", b"output"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -412,6 +420,7 @@ class Frame(_message.Message):
     AUDIO_SAMPLE_END_FIELD_NUMBER: _builtins.int
     SILENT_FIELD_NUMBER: _builtins.int
     KEYFRAME_FIELD_NUMBER: _builtins.int
+    SKIPPED_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     """The frame's index in its clip (stream: first_frame_index + position)."""
     avatar_frame: _builtins.int
@@ -433,6 +442,10 @@ class Frame(_message.Message):
     """
     keyframe: _builtins.bool
     """The frame decodes alone: always for JPEG and raw frames; an IDR for H.264."""
+    skipped: _builtins.bool
+    """Not rendered: it could not be ready within the stream's latency budget. `data` is empty;
+    keep showing the previous frame for this frame's time (and play its audio).
+    """
     @_builtins.property
     def timings(self) -> Global___FrameTimings: ...
     def __init__(
@@ -450,10 +463,11 @@ class Frame(_message.Message):
         audio_sample_end: _builtins.int = ...,
         silent: _builtins.bool = ...,
         keyframe: _builtins.bool = ...,
+        skipped: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["timings", b"timings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_sample_end", b"audio_sample_end", "audio_sample_start", b"audio_sample_start", "avatar_frame", b"avatar_frame", "data", b"data", "encoding", b"encoding", "height", b"height", "index", b"index", "keyframe", b"keyframe", "pts_seconds", b"pts_seconds", "silent", b"silent", "timings", b"timings", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_sample_end", b"audio_sample_end", "audio_sample_start", b"audio_sample_start", "avatar_frame", b"avatar_frame", "data", b"data", "encoding", b"encoding", "height", b"height", "index", b"index", "keyframe", b"keyframe", "pts_seconds", b"pts_seconds", "silent", b"silent", "skipped", b"skipped", "timings", b"timings", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
