@@ -63,6 +63,7 @@ def test_frames_over_budget_come_back_skipped_in_place_and_are_counted(
     assert all(a.audio_sample_end == b.audio_sample_start for a, b in itertools.pairwise(frames))
     assert frames[-1].audio_sample_end == SECONDS * RATE
     assert skipped, "no frame over a 1 ms budget"
+    assert not frames[0].skipped
     assert all(f.data == b"" and not f.keyframe for f in skipped)
     assert {(f.encoding, f.width, f.height) for f in skipped} == {(pb.ENCODING_JPEG, 320, 240)}
     assert all(f.data for f in rendered)
@@ -77,6 +78,8 @@ def test_h264_skips_frames_without_encoding_them_and_stays_decodable(
     rendered = [f for f in frames if not f.skipped]
     assert len(rendered) < FRAMES
     assert all(f.encoding == pb.ENCODING_H264 for f in frames)
+    # The first frame is always rendered (a skipped one shows the frame before it): the IDR.
+    assert rendered[0].index == 0
     assert rendered[0].keyframe
     decoder = av.CodecContext.create("h264", "r")
     pictures = [p for f in rendered for p in decoder.decode(av.Packet(f.data))]

@@ -8,7 +8,8 @@ does the same for one whole clip (``Generate``). Both API adapters only convert 
 
 With a latency budget, a frame still waiting for a slot or for the model when the budget since
 its audio arrived runs out is not rendered: a skip marker takes its place, so a live session
-keeps pace with its audio (at a lower frame rate) instead of falling further behind.
+keeps pace with its audio (at a lower frame rate) instead of falling further behind. The first
+frame is always rendered.
 """
 
 from __future__ import annotations
@@ -154,7 +155,8 @@ class Session:
         self, position: int, window: np.ndarray, silent: bool, arrived: float
     ) -> None:
         budget = self._config.latency_budget
-        due = None if budget is None else arrived + budget
+        # The first frame is always rendered: a skipped frame shows the one before it.
+        due = None if budget is None or self._sent == 0 else arrived + budget
         index = self._config.first_index + position
         placement = (index / self._plane.fps, self._samples(position))
         self._sent += 1

@@ -364,7 +364,8 @@ class StreamConfig(_message.Message):
     """A live session's latency budget in milliseconds; 0 means none. A frame that cannot be
     ready within this long after its audio arrived is not rendered: it comes back in its place,
     in order, with `skipped` set and no data, and the session keeps pace with the audio instead
-    of falling behind (lipsync_frames_skipped on /metrics counts them).
+    of falling behind (lipsync_frames_skipped on /metrics counts them). The first frame is
+    always rendered.
     """
     @_builtins.property
     def output(self) -> Global___OutputOptions: ...
