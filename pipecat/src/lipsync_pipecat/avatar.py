@@ -132,6 +132,11 @@ class LipSyncAvatar(FrameProcessor):
         else:
             await self.push_frame(frame, direction)
 
+    async def cleanup(self) -> None:
+        await super().cleanup()
+        await self._cancel_rendering()
+        await self._close_channel()
+
     def _stub(self) -> LipSyncAsyncStub:
         if self._channel is None:
             self._channel = grpc.aio.insecure_channel(self._target)

@@ -6,10 +6,12 @@ arrived, keeps at most ``inflight_per_stream`` frames in flight and yields the f
 PCM goes through the speech front end and the batched audio encoder first. :func:`render_clip`
 does the same for one whole clip (``Generate``). Both API adapters only convert messages.
 
-With a latency budget, a frame still waiting for a slot or for the model when the budget since
-its audio arrived runs out is not rendered: a skip marker takes its place, so a live session
-keeps pace with its audio (at a lower frame rate) instead of falling further behind. The first
-frame is always rendered.
+With a latency budget, a frame still waiting for a slot or for the model when too little of the
+budget since its audio arrived is left to render it (the session's recent render time) is not
+rendered: a skip marker takes its place, so a live session keeps pace with its audio (at a lower
+frame rate) instead of falling further behind. The first frame is always rendered. Inputs are
+read ahead of their processing (``RECEIVE_AHEAD``), so the budget counts from their arrival even
+while the audio encoder is behind.
 """
 
 from __future__ import annotations
@@ -62,6 +64,21 @@ class SessionConfig:
 _Pending = tuple[asyncio.Task[RenderedFrame], bool] | Exception | None
 
 _NO_TIMINGS = FrameTimings(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0)
+# Messages read ahead of their processing, so that their arrival times are true (a budget counts
+# from them) even while the audio encoder is behind; beyond that the client waits.
+RECEIVE_AHEAD = 256
+_Received = tuple[AudioInput, float] | Exception | None
+
+
+async def _receive(inputs: AsyncIterator[AudioInput], received: asyncio.Queue[_Received]) -> None:
+    """Each input with the time it arrived, then None (or the error that ended the inputs)."""
+    try:
+        async for item in inputs:
+            await received.put((item, time.monotonic()))
+    except Exception as exc:
+        await received.put(exc)
+        return
+    await received.put(None)
 
 
 class Session:
@@ -76,6 +93,9 @@ class Session:
         self._kind: str | None = None
         self._speech: SpeechInput | None = None
         self._sent = 0
+        # How long a frame takes once out of the batch queue (moving average): a frame must
+        # leave the queue that long before its budget runs out.
+        self._service_s = 0.0
 
     async def run(self, inputs: AsyncIterator[AudioInput]) -> AsyncIterator[RenderedFrame]:
         reader = asyncio.create_task(self._read(inputs))
@@ -98,16 +118,23 @@ class Session:
                 await reader
 
     async def _read(self, inputs: AsyncIterator[AudioInput]) -> None:
+        received: asyncio.Queue[_Received] = asyncio.Queue(RECEIVE_AHEAD)
+        receiver = asyncio.create_task(_receive(inputs, received))
         try:
-            async for item in inputs:
-                await self._push(item)
+            while (entry := await received.get()) is not None:
+                if isinstance(entry, Exception):
+                    raise entry
+                await self._push(*entry)
             await self._finish()
             await self._pending.put(None)
         except Exception as exc:
             await self._pending.put(exc)
+        finally:
+            receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await receiver
 
-    async def _push(self, item: AudioInput) -> None:
-        arrived = time.monotonic()
+    async def _push(self, item: AudioInput, arrived: float) -> None:
         kind = _KINDS[type(item)]
         if self._kind is not None and kind != self._kind:
             raise InvalidRequestError(
@@ -160,7 +187,7 @@ class Session:
         index = self._config.first_index + position
         placement = (index / self._plane.fps, self._samples(position))
         self._sent += 1
-        if not await self._take_slot(due):
+        if not await self._take_slot(None if due is None else due - self._service_s):
             task = asyncio.create_task(self._skipped(index, placement))
             await self._pending.put((task, False))
             return
@@ -169,13 +196,13 @@ class Session:
         task = asyncio.create_task(self._render(index, window, silent, placement, due))
         await self._pending.put((task, True))
 
-    async def _take_slot(self, due: float | None) -> bool:
-        """An in-flight slot, waiting at most until ``due`` (False: the frame's time is up)."""
-        if due is None:
+    async def _take_slot(self, until: float | None) -> bool:
+        """An in-flight slot, waiting at most ``until`` (False: the frame's time is up)."""
+        if until is None:
             await self._slots.acquire()
             return True
         try:
-            await asyncio.wait_for(self._slots.acquire(), max(0.0, due - time.monotonic()))
+            await asyncio.wait_for(self._slots.acquire(), max(0.0, until - time.monotonic()))
         except TimeoutError:
             return False
         return True
@@ -191,10 +218,17 @@ class Session:
         config = self._config
         deadline = config.deadline
         if due is not None and (deadline is None or due < deadline):
+            leave_queue_by = due - self._service_s
             try:
-                frame = await self._plane.render(index, window, config.options, due, silent)
+                frame = await self._plane.render(
+                    index, window, config.options, leave_queue_by, silent
+                )
             except DeadlineExceededError:
                 return await self._skipped(index, placement)
+            service = frame.timings.total_s - frame.timings.queue_s
+            self._service_s = (
+                service if not self._service_s else 0.8 * self._service_s + 0.2 * service
+            )
         else:
             frame = await self._plane.render(index, window, config.options, deadline, silent)
         return frame.placed(*placement)
