@@ -1,22 +1,26 @@
 """The WebRTC gateway with a real peer on loopback (aiortc as the viewer's browser): a spoken
 microphone in, the avatar's H.264 video (the server's own packets) and audio out; sessions end
-on DELETE; bad offers get 4xx."""
+on DELETE; bad offers get 4xx; a session outlives its server through another endpoint."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from fractions import Fraction
+from pathlib import Path
 
 import aiohttp
 import av
 import numpy as np
 import pytest
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from lipsync_bench.prometheus import scrape_values
 
 from lipsync_gateway.app import SESSIONS, running_gateway
-from lipsync_server.process import ServerProcess
+from lipsync_server.process import LOOPBACK, ServerProcess
 from lipsync_server.speech.tts import synthetic_speech
+from lipsync_testbed.tcpforward import TcpForwarder
 
 pytestmark = pytest.mark.component
 
@@ -135,3 +139,64 @@ def test_offers_the_gateway_cannot_serve_are_refused(speech_server: ServerProces
             await peer.close()
 
     asyncio.run(scenario())
+
+
+def test_a_session_goes_on_through_another_endpoint_when_its_server_goes_away(
+    reference_model: Path, reference_encoder: Path, small_avatar: Path, tmp_path: Path
+) -> None:
+    """Two servers behind one address, as a Service's endpoints: the one serving the session is
+    killed, and the viewer keeps receiving frames from the other."""
+    with contextlib.ExitStack() as stack:
+        servers = [
+            stack.enter_context(
+                ServerProcess(
+                    reference_model,
+                    small_avatar,
+                    tmp_path / f"server-{i}.log",
+                    audio_encoder=reference_encoder,
+                    max_batch_size=4,
+                )
+            )
+            for i in range(2)
+        ]
+        endpoints = [(LOOPBACK, server.grpc_port) for server in servers]
+        service = stack.enter_context(TcpForwarder(lambda: endpoints))
+
+        async def scenario() -> None:
+            async with (
+                running_gateway(service.target) as (base, app),
+                aiohttp.ClientSession() as http,
+            ):
+                peer = RTCPeerConnection()
+                received: dict[str, MediaStreamTrack] = {}
+                peer.on("track", lambda track: received.__setitem__(track.kind, track))
+                peer.addTransceiver(Microphone(30.0), direction="sendrecv")
+                peer.addTransceiver("video", direction="recvonly")
+                headers = {"Content-Type": "application/sdp"}
+                async with http.post(
+                    f"{base}/v1/webrtc", data=await _offer(peer), headers=headers
+                ) as reply:
+                    assert reply.status == 201, await reply.text()
+                    answer = await reply.text()
+                await peer.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+                for _ in range(FRAMES):
+                    await asyncio.wait_for(received["video"].recv(), 120)
+                busy = [s for s in servers if _active_streams(s) == 1]
+                assert len(busy) == 1, [_active_streams(s) for s in servers]
+                (gone,) = busy
+                (other,) = [s for s in servers if s is not gone]
+                gone.process.kill()
+                more = [
+                    await asyncio.wait_for(received["video"].recv(), 120) for _ in range(FRAMES)
+                ]
+                assert all(isinstance(p, av.VideoFrame) for p in more)
+                (session,) = app[SESSIONS].values()
+                assert session.reconnects >= 1
+                assert _active_streams(other) == 1
+                await peer.close()
+
+        asyncio.run(scenario())
+
+
+def _active_streams(server: ServerProcess) -> float:
+    return scrape_values(server.metrics_url).get("lipsync_active_streams", 0.0)

@@ -11,8 +11,9 @@ import av
 import numpy as np
 import pytest
 
-from lipsync_gateway.session import HeardSpeech, SpokenText
+from lipsync_gateway.session import HeardSpeech, SpokenText, resume_index
 from lipsync_gateway.tracks import VIDEO_CLOCK, AvatarAudio, AvatarVideo, Playout
+from lipsync_server._generated.lipsync.v1 import lipsync_pb2 as pb
 
 pytestmark = pytest.mark.unit
 
@@ -80,3 +81,13 @@ def test_spoken_text_takes_the_microphones_place_until_it_is_said() -> None:
     assert tail[:180].tolist() == list(range(320, 500))
     assert not tail[180:].any()  # the end of the speech, padded with silence
     assert spoken.instead_of(microphone) is microphone
+
+
+def test_a_new_call_resumes_at_the_frame_playing_now_and_never_repeats_one() -> None:
+    assert resume_index(None, 5.0) == 0
+    last = pb.Frame(index=50, pts_seconds=2.0)  # 25 frames/s
+    # The server went away while frame 50 was the last one; the viewer is at 2.5 s by now.
+    assert resume_index(last, 2.5) == 63
+    # A viewer still behind the last frame sent gets the next one.
+    assert resume_index(last, 1.0) == 51
+    assert resume_index(pb.Frame(index=0, pts_seconds=0.0), 3.0) == 1

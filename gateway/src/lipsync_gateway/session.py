@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
@@ -28,6 +29,23 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16_000  # what the server's audio front end works at: no resampling there
+# A stream that fails with one of these (the server went away) is opened again, to whichever
+# endpoint of the Service answers, up to this many times in a row.
+RECONNECT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE})
+RECONNECT_ATTEMPTS = 5
+RECONNECT_BACKOFF_S = 0.2
+
+
+def resume_index(last: pb.Frame | None, position: float) -> int:
+    """The first frame index of a new call: 0 for the session's first; after a call that
+    failed, the frame due at the playout's ``position`` (seconds), so the frames lost with the
+    server are not waited for, and never one already sent."""
+    if last is None:
+        return 0
+    if last.pts_seconds <= 0:
+        return last.index + 1
+    fps = last.index / last.pts_seconds
+    return max(last.index + 1, math.ceil(position * fps))
 
 
 class HeardSpeech:
@@ -36,6 +54,11 @@ class HeardSpeech:
     def __init__(self) -> None:
         self.start = 0
         self._samples = np.zeros(0, np.int16)
+
+    @property
+    def end(self) -> int:
+        """How many samples were heard in all."""
+        return self.start + self._samples.size
 
     def append(self, samples: np.ndarray) -> None:
         self._samples = np.concatenate([self._samples, samples])
@@ -84,13 +107,16 @@ class ViewerSession:
         self._on_end = on_end
         self._latency_budget_ms = latency_budget_ms
         self.peer = RTCPeerConnection()
-        clock = Playout()
-        self.video = AvatarVideo(clock)
-        self.audio = AvatarAudio(clock, SAMPLE_RATE)
+        self._clock = Playout()
+        self.video = AvatarVideo(self._clock)
+        self.audio = AvatarAudio(self._clock, SAMPLE_RATE)
         self._heard = HeardSpeech()
         self._spoken = SpokenText()
         self._task: asyncio.Task[None] | None = None
         self._ended = False
+        self._last_frame: pb.Frame | None = None  # the last one any call returned
+        self._call_frames = 0  # frames the current call returned
+        self.reconnects = 0
 
         @self.peer.on("track")
         def on_track(track: MediaStreamTrack) -> None:
@@ -121,10 +147,14 @@ class ViewerSession:
         return self.peer.localDescription.sdp
 
     async def _requests(
-        self, microphone: MediaStreamTrack
+        self, microphone: MediaStreamTrack, first_frame_index: int
     ) -> AsyncIterator[pb.StreamGenerateRequest]:
         output = pb.OutputOptions(encoding=pb.ENCODING_H264)
-        config = pb.StreamConfig(output=output, latency_budget_ms=self._latency_budget_ms)
+        config = pb.StreamConfig(
+            output=output,
+            first_frame_index=first_frame_index,
+            latency_budget_ms=self._latency_budget_ms,
+        )
         yield pb.StreamGenerateRequest(config=config)
         resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
         while True:
@@ -144,18 +174,44 @@ class ViewerSession:
                 yield pb.StreamGenerateRequest(pcm=pcm)
 
     async def _serve(self, microphone: MediaStreamTrack) -> None:
+        """Stream until the viewer hangs up; a server that goes away is replaced by another
+        endpoint of the target, the session going on where the playout is."""
+        failures = 0
         try:
-            async for response in self._stub.StreamGenerate(self._requests(microphone)):
-                frame = response.frame
-                if not frame.skipped:  # a skipped frame: the previous one stays on screen
-                    self.video.push(frame.pts_seconds, frame.data)
-                speech = self._heard.take(frame.audio_sample_start, frame.audio_sample_end)
-                self.audio.push(frame.audio_sample_start, speech)
-        except grpc.aio.AioRpcError as exc:
-            log.warning("the server ended the stream: %s %s", exc.code().name, exc.details())
+            while True:
+                try:
+                    await self._stream(microphone)
+                    return
+                except grpc.aio.AioRpcError as exc:
+                    failures = 0 if self._call_frames else failures
+                    if exc.code() not in RECONNECT_CODES or failures >= RECONNECT_ATTEMPTS:
+                        log.warning("the server ended the stream: %s %s",
+                                    exc.code().name, exc.details())  # fmt: skip
+                        return
+                    failures += 1
+                    self.reconnects += 1
+                    log.info("the server went away (%s); reconnecting", exc.details())
+                    await asyncio.sleep(RECONNECT_BACKOFF_S * 2 ** (failures - 1))
         finally:
             self.video.end()
             self.audio.end()
+
+    async def _stream(self, microphone: MediaStreamTrack) -> None:
+        """One StreamGenerate call. Its frames continue the session's numbering from the
+        presentation time playing now, and its samples are counted from what was heard when it
+        started."""
+        first = resume_index(self._last_frame, self._clock.position())
+        heard_before = self._heard.end
+        self._call_frames = 0
+        async for response in self._stub.StreamGenerate(self._requests(microphone, first)):
+            frame = self._last_frame = response.frame
+            self._call_frames += 1
+            if not frame.skipped:  # a skipped frame: the previous one stays on screen
+                self.video.push(frame.pts_seconds, frame.data)
+            speech = self._heard.take(
+                heard_before + frame.audio_sample_start, heard_before + frame.audio_sample_end
+            )
+            self.audio.push(round(frame.pts_seconds * SAMPLE_RATE), speech)
 
     async def say(self, text: str) -> float:
         """Speak ``text`` with eSpeak NG (the demo's voice) in the microphone's place; returns

@@ -34,6 +34,10 @@ class Playout:
             self._zero = now + START_DELAY_S - pts_seconds
         await asyncio.sleep(max(0.0, self._zero + pts_seconds - now))
 
+    def position(self) -> float:
+        """The presentation time playing now (0 before the first frame)."""
+        return 0.0 if self._zero is None else max(0.0, time.monotonic() - self._zero)
+
 
 class _Paced(MediaStreamTrack):
     def __init__(self, clock: Playout) -> None:

@@ -133,7 +133,7 @@ class LipSyncAvatar(FrameProcessor):
             await self.push_frame(frame, direction)
 
     async def cleanup(self) -> None:
-        await super().cleanup()
+        await super().cleanup()  # type: ignore[no-untyped-call]
         await self._cancel_rendering()
         await self._close_channel()
 
