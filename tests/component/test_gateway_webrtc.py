@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -57,6 +58,32 @@ async def _offer(peer: RTCPeerConnection) -> str:
     return peer.localDescription.sdp
 
 
+@dataclass
+class Viewer:
+    """A viewer's peer with an answered session: the tracks it receives, the session's
+    ``Location`` and the gateway's SDP answer."""
+
+    peer: RTCPeerConnection
+    received: dict[str, MediaStreamTrack]
+    location: str
+    answer: str
+
+
+async def _join(http: aiohttp.ClientSession, base: str, speech_seconds: float) -> Viewer:
+    """A viewer whose microphone speaks for ``speech_seconds`` opens a session."""
+    peer = RTCPeerConnection()
+    received: dict[str, MediaStreamTrack] = {}
+    peer.on("track", lambda track: received.__setitem__(track.kind, track))
+    peer.addTransceiver(Microphone(speech_seconds), direction="sendrecv")
+    peer.addTransceiver("video", direction="recvonly")
+    headers = {"Content-Type": "application/sdp"}
+    async with http.post(f"{base}/v1/webrtc", data=await _offer(peer), headers=headers) as reply:
+        assert reply.status == 201, await reply.text()
+        location, answer = reply.headers["Location"], await reply.text()
+    await peer.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+    return Viewer(peer, received, location, answer)
+
+
 def test_a_viewer_speaks_and_receives_the_avatars_h264_video_and_audio(
     speech_server: ServerProcess,
 ) -> None:
@@ -65,22 +92,11 @@ def test_a_viewer_speaks_and_receives_the_avatars_h264_video_and_audio(
             running_gateway(speech_server.target) as (base, app),
             aiohttp.ClientSession() as http,
         ):
-            peer = RTCPeerConnection()
-            received: dict[str, MediaStreamTrack] = {}
-            peer.on("track", lambda track: received.__setitem__(track.kind, track))
-            peer.addTransceiver(Microphone(3.0), direction="sendrecv")
-            peer.addTransceiver("video", direction="recvonly")
-            headers = {"Content-Type": "application/sdp"}
-            async with http.post(
-                f"{base}/v1/webrtc", data=await _offer(peer), headers=headers
-            ) as reply:
-                assert reply.status == 201, await reply.text()
-                location = reply.headers["Location"]
-                answer = await reply.text()
-            video_section = answer[answer.index("m=video") :]
+            viewer = await _join(http, base, 3.0)
+            peer, received, location = viewer.peer, viewer.received, viewer.location
+            video_section = viewer.answer[viewer.answer.index("m=video") :]
             assert "H264/90000" in video_section
             assert "VP8" not in video_section  # the server's packets go out as they are
-            await peer.setRemoteDescription(RTCSessionDescription(answer, "answer"))
 
             pictures = [
                 await asyncio.wait_for(received["video"].recv(), 120) for _ in range(FRAMES)
@@ -167,33 +183,21 @@ def test_a_session_goes_on_through_another_endpoint_when_its_server_goes_away(
                 running_gateway(service.target) as (base, app),
                 aiohttp.ClientSession() as http,
             ):
-                peer = RTCPeerConnection()
-                received: dict[str, MediaStreamTrack] = {}
-                peer.on("track", lambda track: received.__setitem__(track.kind, track))
-                peer.addTransceiver(Microphone(30.0), direction="sendrecv")
-                peer.addTransceiver("video", direction="recvonly")
-                headers = {"Content-Type": "application/sdp"}
-                async with http.post(
-                    f"{base}/v1/webrtc", data=await _offer(peer), headers=headers
-                ) as reply:
-                    assert reply.status == 201, await reply.text()
-                    answer = await reply.text()
-                await peer.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+                viewer = await _join(http, base, 30.0)
                 for _ in range(FRAMES):
-                    await asyncio.wait_for(received["video"].recv(), 120)
+                    await asyncio.wait_for(viewer.received["video"].recv(), 120)
                 busy = [s for s in servers if _active_streams(s) == 1]
                 assert len(busy) == 1, [_active_streams(s) for s in servers]
                 (gone,) = busy
                 (other,) = [s for s in servers if s is not gone]
                 gone.process.kill()
-                more = [
-                    await asyncio.wait_for(received["video"].recv(), 120) for _ in range(FRAMES)
-                ]
+                video = viewer.received["video"]
+                more = [await asyncio.wait_for(video.recv(), 120) for _ in range(FRAMES)]
                 assert all(isinstance(p, av.VideoFrame) for p in more)
                 (session,) = app[SESSIONS].values()
                 assert session.reconnects >= 1
                 assert _active_streams(other) == 1
-                await peer.close()
+                await viewer.peer.close()
 
         asyncio.run(scenario())
 

@@ -187,7 +187,7 @@ class Session:
         index = self._config.first_index + position
         placement = (index / self._plane.fps, self._samples(position))
         self._sent += 1
-        if not await self._take_slot(None if due is None else due - self._service_s):
+        if not await self._take_slot(self._leave_queue_by(due)):
             task = asyncio.create_task(self._skipped(index, placement))
             await self._pending.put((task, False))
             return
@@ -195,6 +195,15 @@ class Session:
             self._plane.admit(1)
         task = asyncio.create_task(self._render(index, window, silent, placement, due))
         await self._pending.put((task, True))
+
+    def _leave_queue_by(self, due: float | None) -> float | None:
+        """When a frame due at ``due`` must start rendering: its recent render time earlier,
+        but never more than half the budget (a render time over the budget, as on a machine
+        that is briefly overloaded, must not skip every frame from then on)."""
+        budget = self._config.latency_budget
+        if due is None or budget is None:
+            return due
+        return due - min(self._service_s, budget / 2)
 
     async def _take_slot(self, until: float | None) -> bool:
         """An in-flight slot, waiting at most ``until`` (False: the frame's time is up)."""
@@ -218,10 +227,9 @@ class Session:
         config = self._config
         deadline = config.deadline
         if due is not None and (deadline is None or due < deadline):
-            leave_queue_by = due - self._service_s
             try:
                 frame = await self._plane.render(
-                    index, window, config.options, leave_queue_by, silent
+                    index, window, config.options, self._leave_queue_by(due), silent
                 )
             except DeadlineExceededError:
                 return await self._skipped(index, placement)
