@@ -9,3 +9,4 @@ BackendKind = Literal[
 ]
 Precision = Literal["fp32", "fp16", "int8"]
 Device = Literal["auto", "cpu", "cuda"]
+PostprocessChoice = Literal["auto", "numpy", "torch"]

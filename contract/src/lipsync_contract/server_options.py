@@ -12,7 +12,7 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from lipsync_contract.kinds import BackendKind, Device
+from lipsync_contract.kinds import BackendKind, Device, PostprocessChoice
 
 
 class ServerOptions(BaseModel):
@@ -55,6 +55,11 @@ class ServerOptions(BaseModel):
     )
     instances: int = Field(1, ge=1, description="Parallel model instances (executors).")
     postprocess_threads: int = Field(2, ge=1, description="Threads compositing and encoding.")
+    postprocess: PostprocessChoice = Field(
+        "auto",
+        description="Where frames are composited and JPEG-encoded: numpy (host), torch (on the "
+        "model's device); auto: torch on a CUDA backend when torch is installed, else numpy.",
+    )
     max_inflight_per_stream: int = Field(
         0, ge=0, description="Frames one stream may have in flight (0: twice max_batch_size)."
     )

@@ -25,6 +25,7 @@ from lipsync_server.audio import check_window_shape
 from lipsync_server.avatar.store import AvatarStore
 from lipsync_server.config import ServerSettings
 from lipsync_server.dataplane import DataPlane
+from lipsync_server.postprocess import load_postprocessor
 from lipsync_server.security import BearerTokenInterceptor, server_credentials
 from lipsync_server.services.kserve import InferenceService
 from lipsync_server.services.lipsync import LipSyncService
@@ -62,13 +63,15 @@ def load_data_plane(settings: ServerSettings) -> DataPlane:
 
         encoder = load_encoder_backend(settings, settings.audio_encoder)
     store = AvatarStore.load(settings.avatar)
+    postprocessor = load_postprocessor(settings.postprocess, store, backends[0].describe().device)
+    log.info("compositing and JPEG on %s (%s)", postprocessor.device, postprocessor.kind)
     log.info(
         "loaded %d instance(s)%s and the avatar in %.1f s",
         settings.instances,
         " and the audio encoder" if encoder else "",
         time.monotonic() - started,
     )
-    return DataPlane(settings, contract, backends, store, encoder)
+    return DataPlane(settings, contract, backends, store, encoder, postprocessor=postprocessor)
 
 
 def _reflection_pool() -> descriptor_pool.DescriptorPool:

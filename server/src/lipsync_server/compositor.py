@@ -17,7 +17,8 @@ JpegSubsampling = Literal["444", "420"]
 def face_to_uint8(output: np.ndarray) -> np.ndarray:
     """Model output ``[3, H, W]`` float in [0, 1] (BGR) -> ``[320, 320, 3]`` uint8 BGR."""
     face = np.clip(output, 0.0, 1.0).transpose(1, 2, 0) * 255.0
-    face_u8: np.ndarray = np.rint(face).astype(np.uint8)
+    # C order: the transposed view would otherwise be pasted pixel by pixel through strides.
+    face_u8: np.ndarray = np.rint(face).astype(np.uint8, order="C")
     if face_u8.shape[:2] != (INNER, INNER):
         face_u8 = cv2.resize(face_u8, (INNER, INNER), interpolation=cv2.INTER_LINEAR)
     return face_u8

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -22,7 +22,7 @@ from lipsync_contract.modelio import ENCODER_PRESETS, EncoderContract, ModelCont
 from lipsync_core.backends import Backend, BackendInfo
 from lipsync_server.avatar.store import AvatarStore, ping_pong
 from lipsync_server.batching import CALLER, BatchingPolicy, BatchTimings, DynamicBatcher
-from lipsync_server.compositor import FrameEncoding, JpegSubsampling, composite, encode
+from lipsync_server.compositor import FrameEncoding, JpegSubsampling
 from lipsync_server.config import ServerSettings
 from lipsync_server.encoder import EncoderStage
 from lipsync_server.errors import (
@@ -33,6 +33,8 @@ from lipsync_server.errors import (
     ShuttingDownError,
 )
 from lipsync_server.metrics import ServerMetrics
+from lipsync_server.postprocess import NumpyPostprocessor, Postprocessed, Postprocessor
+from lipsync_server.shared_renders import SharedRenders
 from lipsync_server.speech.frames import MelWindow
 from lipsync_server.video import DEFAULT_BITRATE_KBPS, check_bitrate
 
@@ -91,37 +93,6 @@ class OutputOptions:
         return "raw-bgr" if self.encoding == "h264" else self.encoding
 
 
-class SilentFrames:
-    """Encoded JPEGs of closed-mouth frames by (avatar frame, quality, subsampling), the least
-    recently used dropped beyond ``capacity`` (clients may ask for many qualities)."""
-
-    def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
-        self._frames: OrderedDict[tuple[int, int, str], bytes] = OrderedDict()
-
-    @staticmethod
-    def _key(avatar_frame: int, options: OutputOptions) -> tuple[int, int, str] | None:
-        if options.rendered != "jpeg":
-            return None  # raw frames are large; H.264 encodes each stream's frames in order
-        return (avatar_frame, options.jpeg_quality, options.jpeg_subsampling)
-
-    def get(self, avatar_frame: int, options: OutputOptions) -> bytes | None:
-        key = self._key(avatar_frame, options)
-        if key is None or key not in self._frames:
-            return None
-        self._frames.move_to_end(key)
-        return self._frames[key]
-
-    def put(self, avatar_frame: int, options: OutputOptions, data: bytes) -> None:
-        key = self._key(avatar_frame, options)
-        if key is None:
-            return
-        self._frames[key] = data
-        self._frames.move_to_end(key)
-        while len(self._frames) > self._capacity:
-            self._frames.popitem(last=False)
-
-
 class DataPlane:
     """Frames and raw tensors through one batcher over ``backends`` (one per instance)."""
 
@@ -132,8 +103,11 @@ class DataPlane:
         backends: Sequence[Backend],
         store: AvatarStore,
         encoder: tuple[EncoderContract, Backend] | None = None,
+        *,
+        postprocessor: Postprocessor | None = None,
     ) -> None:
         self.settings = settings
+        self.postprocessor = postprocessor or NumpyPostprocessor(store)
         self.contract = contract
         self.store = store
         self._backends = list(backends)
@@ -165,9 +139,13 @@ class DataPlane:
             None if encoder is None else EncoderStage(settings, *encoder, metrics=self.metrics)
         )
         # Closed-mouth renders of the silence fast path: model output per avatar frame, and the
-        # encoded JPEGs made from them (a silent frame is then neither run nor encoded again).
-        self._closed_mouth: dict[int, asyncio.Future[np.ndarray]] = {}
-        self._silent_jpegs = SilentFrames(max(8, 2 * store.frame_count))
+        # encoded JPEGs made from them by (avatar frame, quality, subsampling); a silent frame
+        # is then neither run nor encoded again. Clients may ask for many qualities: the least
+        # recently used JPEGs go first.
+        self._closed_mouth: SharedRenders[int, np.ndarray] = SharedRenders(store.frame_count)
+        self._silent_jpegs: SharedRenders[tuple[int, int, str], Postprocessed] = SharedRenders(
+            max(8, 2 * store.frame_count)
+        )
         self.draining = False
         self._active = 0
         self._calls_of: Counter[str] = Counter()
@@ -327,26 +305,21 @@ class DataPlane:
         started = time.monotonic()
         avatar_frame = ping_pong(index, self.store.frame_count)
         silent = self.skips_model(silent)
-        cached = self._silent_jpegs.get(avatar_frame, options) if silent else None
-        if cached is not None:
-            data, post_s, encode_s = cached, 0.0, 0.0
-            waited, batch = 0.0, BatchTimings(batch_size=0)
-        else:
-            if silent:
-                closed = await self._closed_mouth_output(avatar_frame, deadline)
-                output = closed.astype(np.float32)
-                waited, batch = 0.0, BatchTimings(batch_size=0)
-            else:
-                row = Row(avatar_frame, window)
-                output, waited, batch = await self.batcher.submit(
-                    row, self.queue_deadline(deadline)
-                )
-            loop = asyncio.get_running_loop()
-            data, post_s, encode_s = await loop.run_in_executor(
-                self._post_pool, self._postprocess, avatar_frame, output, options
+        waited, batch = 0.0, BatchTimings(batch_size=0)
+        if silent and options.rendered == "jpeg":
+            key = (avatar_frame, options.jpeg_quality, options.jpeg_subsampling)
+            done, made_here = await self._silent_jpegs.get(
+                key, lambda: self._render_silent(avatar_frame, options, deadline)
             )
-            if silent:
-                self._silent_jpegs.put(avatar_frame, options, data)
+            if not made_here:  # neither composited nor encoded for this frame
+                done = Postprocessed(done.data, 0.0, 0.0)
+        elif silent:
+            done = await self._render_silent(avatar_frame, options, deadline)
+        else:
+            row = Row(avatar_frame, window)
+            output, waited, batch = await self.batcher.submit(row, self.queue_deadline(deadline))
+            done = await self._postprocess(avatar_frame, output, options)
+        data, post_s, encode_s = done.data, done.composite_s, done.encode_s
         if silent:
             self.metrics.silent_frames.inc()
         timings = FrameTimings(
@@ -412,18 +385,13 @@ class DataPlane:
         self.metrics.encoder_skipped.inc(int(silent.sum()))
         return features, silent
 
-    async def _closed_mouth_output(self, avatar_frame: int, deadline: float | None) -> np.ndarray:
-        """The model's output for ``avatar_frame`` with a silent window, rendered once."""
-        pending = self._closed_mouth.get(avatar_frame)
-        if pending is None:
-            pending = asyncio.ensure_future(self._render_closed_mouth(avatar_frame, deadline))
-            self._closed_mouth[avatar_frame] = pending
-        try:
-            return await asyncio.shield(pending)
-        except Exception:
-            if pending.done():  # a failed render is not cached
-                self._closed_mouth.pop(avatar_frame, None)
-            raise
+    async def _render_silent(
+        self, avatar_frame: int, options: OutputOptions, deadline: float | None
+    ) -> Postprocessed:
+        closed, _ = await self._closed_mouth.get(
+            avatar_frame, lambda: self._render_closed_mouth(avatar_frame, deadline)
+        )
+        return await self._postprocess(avatar_frame, closed.astype(np.float32), options)
 
     async def _render_closed_mouth(self, avatar_frame: int, deadline: float | None) -> np.ndarray:
         encoder = self.require_encoder()
@@ -449,14 +417,19 @@ class DataPlane:
 
     # -- stages ------------------------------------------------------------------------------------
 
-    def _postprocess(
+    async def _postprocess(
         self, avatar_frame: int, output: np.ndarray, options: OutputOptions
-    ) -> tuple[bytes, float, float]:
-        started = time.perf_counter()
-        frame = composite(self.store, avatar_frame, output)
-        composed = time.perf_counter()
-        data = encode(frame, options.rendered, options.jpeg_quality, options.jpeg_subsampling)
-        return data, composed - started, time.perf_counter() - composed
+    ) -> Postprocessed:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._post_pool,
+            self.postprocessor,
+            avatar_frame,
+            output,
+            options.rendered,
+            options.jpeg_quality,
+            options.jpeg_subsampling,
+        )
 
     async def _prepare(self, rows: list[Row]) -> dict[str, np.ndarray]:
         loop = asyncio.get_running_loop()
