@@ -24,14 +24,9 @@ import click
 import cv2
 import numpy as np
 from lipsync_bench.machine import cpu_model
+from lipsync_bench.reference_frames import reference_outputs
 
-from lipsync_contract.modelio import preset
 from lipsync_contract.server_options import ServerOptions
-from lipsync_core.backends import BackendConfig, load_backend
-from lipsync_core.reference.unet328 import build_unet328
-from lipsync_server.audio import build_windows, synthetic_features
-from lipsync_server.avatar.demo import write_demo_avatar
-from lipsync_server.avatar.store import AvatarStore, ping_pong
 from lipsync_server.compositor import JpegSubsampling, composite, decode, encode
 from lipsync_server.video import DEFAULT_BITRATE_KBPS, H264Decoder, H264Encoder
 
@@ -41,23 +36,11 @@ T = TypeVar("T")
 
 def rendered_frames(count: int, scratch: Path) -> list[np.ndarray]:
     """``count`` composited 1280x720 frames of the demo avatar with the reference UNet's mouths."""
-    contract = preset("unet328-ave")
-    model = scratch / "unet.onnx"
-    model.write_bytes(build_unet328(seed=0).SerializeToString())
-    write_demo_avatar(scratch / "avatar", frames=25)
-    store = AvatarStore.load(scratch / "avatar")
-    backend = load_backend(model, contract, BackendConfig(kind="onnxruntime-cpu"))
-    features = synthetic_features(count, contract.audio_feature_dim, seed=0)
-    frames = []
-    for start in range(0, count, 4):
-        indices = list(range(start, min(count, start + 4)))
-        avatar = [ping_pong(i, store.frame_count) for i in indices]
-        image = np.empty(contract.image.batch_shape(len(indices)), np.float32)
-        store.fill_image_batch(avatar, image)
-        windows = build_windows(features, indices, contract)
-        output = backend.infer({contract.image.name: image, contract.audio.name: windows})
-        frames += [composite(store, a, face) for a, face in zip(avatar, output, strict=True)]
-    return frames
+    outputs = reference_outputs(count, scratch)
+    return [
+        composite(outputs.store, avatar_frame, face)
+        for avatar_frame, face in zip(outputs.avatar_frames, outputs.faces, strict=True)
+    ]
 
 
 def timed(step: Callable[..., T], *args: Any) -> tuple[T, float]:
