@@ -1,9 +1,12 @@
 """The device run behind ``hack/gpu/device-run.sh``: each step in a subprocess under the time left,
 its outcome recorded whether it passes or not, then ``device-run.json`` and ``device-run.md``.
 
-Steps: the PyTorch modes of the reference UNet-328 by batch size (``benchmarks/torch_modes.py``);
-``lipsync serve --backend torch`` on the device driven by ``lipsync bench run`` over a range of
-stream counts (composited JPEG frames/s and p99); the ``gpu`` test tier.
+Steps, serving first so that compiling cannot eat its time: what the device offers around the
+model (``device_probe.py``: nvidia-smi, pinned and pageable copies, JPEG on the device alone and
+beside the UNet); ``lipsync serve --backend torch --postprocess torch`` driven by ``lipsync bench
+run``, closed loop over stream counts and open loop at fixed rates (frames/s, p99, server CPU, GPU
+utilization, batch sizes); the PyTorch modes of the reference UNet-328 by batch size
+(``benchmarks/torch_modes.py``: eager, compile, AOTInductor); the ``gpu`` test tier.
 """
 
 from __future__ import annotations
@@ -28,16 +31,18 @@ class Plan:
     modes: str
     runs: int
     streams: str
+    open_rates: str
+    open_streams: int
     seconds_per_level: float
     max_batch: int
+    probe_seconds: float
 
     @classmethod
     def for_device(cls, device: str, dry_run: bool) -> Plan:
         if dry_run:  # the CPU dry run: every step, a few frames each
-            return cls(device, "1,2", "eager-fp32,eager-fp16,aoti", 2, "1,2", 2.0, 2)
-        return cls(
-            device, "1,8,32", "eager-fp32,eager-fp16,compile,aoti", 20, "1,2,4,8,16,32,64", 8.0, 32
-        )
+            return cls(device, "1,2", "eager-fp32,eager-fp16,aoti", 2, "1,2", "2,4", 4, 2.0, 2, 0.5)
+        return cls(device, "1,8,32", "eager-fp32,eager-fp16,compile,aoti", 20,
+                   "1,2,4,8,16,32,64", "1500,3000,3750", 64, 8.0, 32, 3.0)  # fmt: skip
 
 
 @dataclass
@@ -85,6 +90,10 @@ def serve_command(plan: Plan, out: Path, work: Path) -> list[str]:
         plan.device,
         "--streams",
         plan.streams,
+        "--open-rates",
+        plan.open_rates,
+        "--open-streams",
+        str(plan.open_streams),
         "--seconds",
         str(plan.seconds_per_level),
         "--max-batch",
@@ -97,21 +106,59 @@ def serve_command(plan: Plan, out: Path, work: Path) -> list[str]:
 
 
 def level_rows(result_path: Path) -> list[dict[str, object]]:
-    """Streams, frames/s and p99 of each level of a ``bench run`` result."""
+    """Streams, frames/s, p99, server CPU (100 = one core), GPU utilization and mean batch of
+    each level of a ``bench run`` result."""
     if not result_path.exists():
         return []
     document = json.loads(result_path.read_text())
     rows = []
     for level in document.get("levels", []):
         latency = level.get("latency") or {}
+        resources = level.get("resources") or {}
+        stages = level.get("server_stages") or {}
         rows.append(
             {
                 "streams": level["streams"],
                 "fps": round(level["fps_total"], 2),
                 "p99_ms": latency.get("p99_ms"),
                 "errors": sum(level["errors"].values()),
+                "server_cpu_percent": resources.get("cpu_percent_server"),
+                "gpu_util_percent": resources.get("gpu_util_percent"),
+                "mean_batch": stages.get("mean_batch_size"),
             }
         )
+    return rows
+
+
+LEVEL_COLUMNS = {
+    "streams": "streams",
+    "fps": "frames/s",
+    "p99_ms": "p99 ms",
+    "errors": "errors",
+    "server_cpu_percent": "server CPU %",
+    "gpu_util_percent": "GPU util %",
+    "mean_batch": "mean batch",
+}
+
+
+def level_table(rows: list[dict[str, object]], columns: dict[str, str]) -> list[str]:
+    lines = ["| " + " | ".join(columns.values()) + " |", "|" + " ---: |" * len(columns)]
+    lines += ["| " + " | ".join(_cell(row[key]) for key in columns) + " |" for row in rows]
+    return lines
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1f}" if isinstance(value, float) else str(value)
+
+
+def open_rows(out: Path, plan: Plan) -> list[dict[str, object]]:
+    """One row per open-loop rate: the rate asked and what the level achieved."""
+    rows = []
+    for rate in plan.open_rates.split(","):
+        for row in level_rows(out / f"serve-open-{rate}.json"):
+            rows.append({"rate": int(rate), **row})
     return rows
 
 
@@ -132,19 +179,26 @@ def markdown(plan: Plan, steps: list[Step], out: Path) -> str:
         "| --- | --- | ---: |",
     ]
     lines += [f"| {s.name} | {'yes' if s.ok else 'NO'} | {s.seconds} |" for s in steps]
+    probe = out / "probe.md"
+    if probe.exists():
+        lines += ["", "## Device: copies, JPEG, engines", "", probe.read_text().strip()]
+    rows = level_rows(out / "serve.json")
+    if rows:
+        lines += ["", "## lipsync serve --backend torch --postprocess torch: closed loop", ""]
+        lines += level_table(rows, LEVEL_COLUMNS)
+    rates = open_rows(out, plan)
+    if rates:
+        lines += ["", "## Open loop: a fixed rate of frames over the streams", ""]
+        lines += level_table(rates, {"rate": "frames/s asked", **LEVEL_COLUMNS})
+    batches = out / "batches.json"
+    if batches.exists():
+        lines += ["", "## Batch sizes (batches by size, per run)", ""]
+        for run, counts in json.loads(batches.read_text()).items():
+            used = {size: int(n) for size, n in counts.items() if n}
+            lines.append(f"- {run}: {used}")
     modes = out / "torch_modes.md"
     if modes.exists():
         lines += ["", "## PyTorch modes", "", modes.read_text().strip()]
-    rows = level_rows(out / "serve.json")
-    if rows:
-        lines += [
-            "",
-            "## lipsync serve --backend torch (composited JPEG frames)",
-            "",
-            "| streams | frames/s | p99 ms | errors |",
-            "| ---: | ---: | ---: | ---: |",
-        ]
-        lines += [f"| {r['streams']} | {r['fps']} | {r['p99_ms']} | {r['errors']} |" for r in rows]
     tests = next((s for s in steps if s.name == "gpu-tests"), None)
     if tests is not None:
         lines += ["", "## gpu test tier", "", f"`{tests.summary.get('result', tests.tail[-200:])}`"]
@@ -160,6 +214,20 @@ def main() -> int:
     work = out / "work"
     work.mkdir(exist_ok=True)
     steps = [
+        Step(
+            "probe",
+            [
+                PYTHON,
+                str(ROOT / "hack/gpu/device_probe.py"),
+                "--device",
+                device,
+                "--seconds",
+                str(plan.probe_seconds),
+                "--out",
+                str(out),
+            ],
+        ),
+        Step("serve-torch", serve_command(plan, out, work)),
         Step(
             "torch-modes",
             [
@@ -179,7 +247,6 @@ def main() -> int:
                 str(out / "torch_modes.md"),
             ],
         ),
-        Step("serve-torch", serve_command(plan, out / "serve.json", work)),
         Step(
             "gpu-tests",
             [
@@ -201,11 +268,14 @@ def main() -> int:
     for step in steps:
         run_step(step, deadline, out)
         print(f"{step.name}: {'ok' if step.ok else 'FAILED'} in {step.seconds} s", flush=True)
-    gpu_tests = steps[2]
-    gpu_tests.summary["result"] = test_summary(
+    by_name = {step.name: step for step in steps}
+    by_name["gpu-tests"].summary["result"] = test_summary(
         (out / "gpu-tests.log").read_text() if (out / "gpu-tests.log").exists() else ""
     )
-    steps[1].summary["levels"] = level_rows(out / "serve.json")
+    by_name["serve-torch"].summary["levels"] = level_rows(out / "serve.json")
+    by_name["serve-torch"].summary["open"] = open_rows(out, plan)
+    if (out / "probe.json").exists():
+        by_name["probe"].summary = json.loads((out / "probe.json").read_text())
     document = {"plan": asdict(plan), "steps": [asdict(step) for step in steps]}
     (out / "device-run.json").write_text(json.dumps(document, indent=2) + "\n")
     (out / "device-run.md").write_text(markdown(plan, steps, out))

@@ -9,14 +9,20 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 UV=${UV:-python3 -m uv}
 DEVICE_PYTHON=${DEVICE_PYTHON:-3.12}
+# TorchCodec follows torch's minor version: 0.16 is the first for torch 2.11, the device's torch.
+DEVICE_TORCHCODEC=${DEVICE_TORCHCODEC:-0.16.0}
 LIMIT_MIB=${LIMIT_MIB:-56}
 WHEELS=hack/gpu/wheels
 # On the device already, or only for charts the device run does not draw.
 PRESENT='^(numpy|onnxruntime|torch|triton|sympy|mpmath|networkx|jinja2|markupsafe|filelock|ml-dtypes|cuda-.*|nvidia-.*|matplotlib|contourpy|cycler|fonttools|kiwisolver|pillow|pyparsing|python-dateutil|six)=='
+# Imported only where used, and the device run uses neither: PyAV (H.264 streams; H100 and A100
+# have no NVENC) and eSpeak NG (the demo's speech).
+UNUSED='^(av|espeakng-loader)=='
 mkdir -p "$WHEELS"
 $UV export --frozen --no-dev --no-emit-workspace --no-hashes --package lipsync-bench \
-  --package lipsync-engine-builder --package lipsync-server \
-  | grep -E '^[a-z0-9]' | sed 's/ ;.*//' | grep -Ev "$PRESENT" > "$WHEELS/requirements.txt"
+  --package lipsync-engine-builder --package lipsync-server --extra torch \
+  | grep -E '^[a-z0-9]' | sed 's/ ;.*//' | grep -Ev "$PRESENT" | grep -Ev "$UNUSED" \
+  | sed "s/^torchcodec==.*/torchcodec==${DEVICE_TORCHCODEC}/" > "$WHEELS/requirements.txt"
 printf '%s\n' pytest==9.2.0 pytest-timeout==2.4.0 pluggy iniconfig packaging \
   hatchling==1.33.0 pathspec trove-classifiers >> "$WHEELS/requirements.txt"
 python3 -m pip download --quiet --no-deps --only-binary=:all: --dest "$WHEELS" \

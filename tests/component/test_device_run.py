@@ -45,12 +45,35 @@ def test_device_run_dry_run_on_the_cpu_writes_every_result(tmp_path: Path) -> No
     assert all(row["model_ms_per_frame"] > 0 and row["fps"] > 0 for row in modes["rows"])
     assert modes["header"]["Timing"] == "wall clock"
 
+    assert list(steps) == ["probe", "serve-torch", "torch-modes", "gpu-tests"]  # serving first
+    probe = steps["probe"]["summary"]
+    assert probe["copies"]["h2d_pageable_gb_s"] > 0
+    assert probe["copies"]["d2h_pageable_gb_s"] > 0
+    assert probe["jpeg"]["alone_fps"] > 0
+    assert probe["jpeg"]["beside_unet_fps"] > 0
+    assert probe["jpeg"]["unet_fps_meanwhile"] > 0
+    assert probe["nvidia_smi"]["available"] is False  # no driver here: said, not failed
+
     levels = steps["serve-torch"]["summary"]["levels"]
     assert [level["streams"] for level in levels] == [1, 2]
     assert all(level["fps"] > 0 and level["p99_ms"] > 0 for level in levels)
+    assert all(level["server_cpu_percent"] > 0 for level in levels)
+    open_loop = steps["serve-torch"]["summary"]["open"]
+    assert [row["rate"] for row in open_loop] == [2, 4]
+    assert all(row["fps"] > 0 and row["errors"] == 0 for row in open_loop)
+    batches = json.loads((out / "batches.json").read_text())
+    assert set(batches) == {"serve", "serve-open-2", "serve-open-4"}
+    assert all(sum(counts.values()) > 0 for counts in batches.values())
 
     assert "skipped" in steps["gpu-tests"]["summary"]["result"]
     assert (out / "gpu-tests.xml").is_file()
     text = (out / "device-run.md").read_text()
-    for heading in ("## PyTorch modes", "## lipsync serve --backend torch", "## gpu test tier"):
+    for heading in (
+        "## Device: copies, JPEG, engines",
+        "## lipsync serve --backend torch --postprocess torch: closed loop",
+        "## Open loop",
+        "## Batch sizes",
+        "## PyTorch modes",
+        "## gpu test tier",
+    ):
         assert heading in text

@@ -12,11 +12,15 @@ import functools
 import logging
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
-import av
 import numpy as np
 
 from lipsync_server.errors import InvalidRequestError
+
+# PyAV is imported where H.264 is used: a server that sends only JPEG runs without it.
+if TYPE_CHECKING:
+    import av
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +39,8 @@ _OPTIONS = {
 @functools.cache
 def h264_codec() -> str:
     """h264_nvenc when it opens here (a GPU with NVENC, and its driver), else libx264."""
+    import av
+
     try:
         _open(NVENC, 256, 256, 25.0, DEFAULT_BITRATE_KBPS)
     except (av.FFmpegError, ValueError) as exc:
@@ -54,6 +60,8 @@ def check_bitrate(kbps: int) -> int:
 
 
 def _open(codec: str, width: int, height: int, fps: float, kbps: int) -> av.VideoCodecContext:
+    import av
+
     context = av.CodecContext.create(codec, "w")
     assert isinstance(context, av.VideoCodecContext)
     rate = Fraction(fps).limit_denominator(1001)
@@ -90,6 +98,8 @@ class H264Encoder:
 
     def encode(self, frame: np.ndarray, keyframe: bool = False) -> AccessUnit:
         """One BGR ``[height, width, 3]`` uint8 frame; the first one is always an IDR."""
+        import av
+
         picture = av.VideoFrame.from_ndarray(frame, format="bgr24").reformat(format="yuv420p")
         picture.pts = self._count
         if keyframe or self._count == 0:
@@ -106,8 +116,12 @@ class H264Decoder:
     """Decodes a stream's access units, in order, back to BGR frames."""
 
     def __init__(self) -> None:
+        import av
+
         self._context = av.CodecContext.create("h264", "r")
 
     def decode(self, data: bytes) -> list[np.ndarray]:
+        import av
+
         frames = self._context.decode(av.Packet(data))
         return [frame.to_ndarray(format="bgr24") for frame in frames]
