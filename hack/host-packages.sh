@@ -11,8 +11,13 @@ ensure_host_packages() {
         echo "missing Debian packages: ${missing[*]} (apt-get install ${missing[*]})" >&2
         return 1
     fi
-    printf '%s host packages: installing %s\n' "$(date -u +%H:%M:%S)" "${missing[*]}" >&2
-    apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        "${missing[@]}" >&2
+    # One installer at a time: `make test` installs its packages while the test bed builds in
+    # the background, and a second apt-get refuses to run ("Could not get lock").
+    (
+        flock 9
+        printf '%s host packages: installing %s\n' "$(date -u +%H:%M:%S)" "${missing[*]}" >&2
+        apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+            --no-install-recommends "${missing[@]}" >&2
+    ) 9>/run/lock/lipsync-host-packages.lock
 }

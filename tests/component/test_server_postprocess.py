@@ -1,5 +1,7 @@
 """The two post-processing paths give the same frames: numpy (host) and torch (here on CPU; on
-CUDA in production). The reference UNet-328's real outputs on the 1280x720 demo avatar.
+CUDA in production). The reference UNet-328's real outputs on the 1280x720 demo avatar. On the
+torch backend the torch path keeps inputs and outputs on the device ("resident"): its frames and
+raw tensors equal those of the host path.
 
 Bounds: composited pixels differ by at most 1 level (OpenCV's fixed-point bilinear against
 torch's float one, rounded); JPEGs of the two paths decode within 40 dB PSNR of each other.
@@ -15,9 +17,13 @@ import cv2
 import grpc
 import numpy as np
 import pytest
+import torch
+import tritonclient.grpc as triton
 
 from lipsync_contract.modelio import preset
 from lipsync_core.backends import BackendConfig, load_backend
+from lipsync_core.export_torch import export_program
+from lipsync_core.reference.unet328_torch import Model
 from lipsync_server._generated.lipsync.v1 import lipsync_pb2 as pb
 from lipsync_server.audio import build_windows, synthetic_features
 from lipsync_server.avatar.demo import write_demo_avatar
@@ -155,3 +161,100 @@ def test_silent_frames_on_the_torch_path_come_from_the_encoded_cache(
         else:
             first[frame.avatar_frame] = frame.data
     assert sorted(first) == [0, 1, 2, 3]
+
+
+@pytest.fixture(scope="module")
+def reference_program(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reference UNet-328 in PyTorch (seed 0) as a torch.export program."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("program") / "unet328.pt2"
+    export_program(torch, Model().eval(), CONTRACT, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def torch_servers(
+    reference_program: Path,
+    reference_encoder: Path,
+    small_avatar: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, ServerProcess]]:
+    """The same program served twice on the torch backend: inputs, outputs and post-processing
+    on the device ("resident"), and host arrays with numpy post-processing ("host")."""
+    logs = tmp_path_factory.mktemp("logs")
+    servers = {
+        name: ServerProcess(
+            reference_program,
+            small_avatar,
+            logs / f"{name}.log",
+            audio_encoder=reference_encoder,
+            backend="torch",
+            device="cpu",
+            postprocess=postprocess,
+            max_batch_size=2,
+        )
+        for name, postprocess in (("resident", "torch"), ("host", "numpy"))
+    }
+    with servers["resident"], servers["host"]:
+        yield servers
+    text = (logs / "resident.log").read_text()
+    assert "model inputs and outputs stay on cpu" in text
+    assert "stay on" not in (logs / "host.log").read_text()
+
+
+def test_the_resident_path_serves_the_host_paths_frames_and_tensors(
+    torch_servers: dict[str, ServerProcess],
+) -> None:
+    indices, features = [0, 3, 5], synthetic_features(6, 512, seed=4)
+    request = pb.GenerateRequest(
+        frame_indices=indices,
+        features=features_message(features),
+        output=pb.OutputOptions(encoding=pb.ENCODING_RAW_BGR),
+    )
+
+    async def generate(server: ServerProcess) -> list[np.ndarray]:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            response = await LipSyncStub(channel).Generate(request, timeout=120)
+        return [decode(f.data, "raw-bgr", f.width, f.height).astype(int) for f in response.frames]
+
+    resident, host = (asyncio.run(generate(torch_servers[name])) for name in ("resident", "host"))
+    for got, expected in zip(resident, host, strict=True):
+        assert np.abs(got - expected).max() <= 2  # the compositing bound, plus float rounding
+
+    rng = np.random.default_rng(6)
+    image = rng.random((2, 6, 320, 320), dtype=np.float32)
+    audio = rng.normal(size=(2, 32, 16, 16)).astype(np.float32)
+    served = []
+    for name in ("resident", "host"):
+        client = triton.InferenceServerClient(torch_servers[name].target)
+        inputs = [triton.InferInput("input", list(image.shape), "FP32"),
+                  triton.InferInput("audio", list(audio.shape), "FP32")]  # fmt: skip
+        inputs[0].set_data_from_numpy(image)
+        inputs[1].set_data_from_numpy(audio)
+        result = client.infer("lipsync", inputs, outputs=[triton.InferRequestedOutput("output")])
+        served.append(result.as_numpy("output"))
+        client.close()
+    assert served[0].shape == (2, 3, 320, 320)
+    np.testing.assert_allclose(served[0], served[1], rtol=0, atol=1e-5)
+
+
+def test_silence_on_the_resident_path_is_the_host_paths_closed_mouth(
+    torch_servers: dict[str, ServerProcess],
+) -> None:
+    async def silence(server: ServerProcess) -> list[pb.Frame]:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            speech = stream_speech(
+                LipSyncStub(channel),
+                np.zeros(8000, np.float32),
+                16000,
+                encoding=pb.ENCODING_RAW_BGR,
+            )
+            return [frame async for frame in speech]
+
+    resident, host = (asyncio.run(silence(torch_servers[name])) for name in ("resident", "host"))
+    assert len(resident) == len(host) > 0
+    for got, expected in zip(resident, host, strict=True):
+        assert got.silent
+        assert expected.silent
+        pixels = [decode(f.data, "raw-bgr", f.width, f.height).astype(int) for f in (got, expected)]
+        assert np.abs(pixels[0] - pixels[1]).max() <= 2

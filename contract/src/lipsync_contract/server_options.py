@@ -37,6 +37,9 @@ class ServerOptions(BaseModel):
     intra_op_threads: int = Field(0, ge=0, description="ORT CPU threads per instance (0: auto).")
     device: Device = Field("auto", description="PyTorch backends: cpu, cuda or auto.")
     torch_compile: bool = Field(False, description="torch backend: run through torch.compile.")
+    cuda_graphs: bool = Field(
+        False, description="Capture one CUDA graph per batch size (torch eager, ORT CUDA)."
+    )
     host: str = Field("0.0.0.0", description="Address the gRPC and metrics ports bind to.")
     grpc_port: int = Field(8001, ge=0, le=65535, description="gRPC port (0: any free port).")
     metrics_port: int = Field(8002, ge=0, le=65535, description="Prometheus port (0: off).")

@@ -37,6 +37,11 @@ INFERENCE_SERVICE = inference_pb2.DESCRIPTOR.services_by_name["GRPCInferenceServ
 HEALTH_SERVICES = ("", LIPSYNC_SERVICE, INFERENCE_SERVICE)
 
 
+def runs_resident(backend: object) -> bool:
+    """Whether ``backend`` takes and returns device tensors (the PyTorch backends)."""
+    return callable(getattr(backend, "run_resident", None))
+
+
 def load_data_plane(settings: ServerSettings) -> DataPlane:
     """Load the model instances and the avatar (slow: seconds)."""
     contract = preset(settings.io_preset)
@@ -55,6 +60,7 @@ def load_data_plane(settings: ServerSettings) -> DataPlane:
         max_batch=settings.max_batch_size,
         device=settings.device,
         torch_compile=settings.torch_compile,
+        cuda_graphs=settings.cuda_graphs,
     )
     backends = [load_backend(settings.model, contract, config) for _ in range(settings.instances)]
     encoder = None
@@ -63,15 +69,26 @@ def load_data_plane(settings: ServerSettings) -> DataPlane:
 
         encoder = load_encoder_backend(settings, settings.audio_encoder)
     store = AvatarStore.load(settings.avatar)
-    postprocessor = load_postprocessor(settings.postprocess, store, backends[0].describe().device)
+    model_device = backends[0].describe().device
+    postprocessor = load_postprocessor(settings.postprocess, store, model_device)
     log.info("compositing and JPEG on %s (%s)", postprocessor.device, postprocessor.kind)
+    resident = None
+    if postprocessor.kind == "torch" and all(runs_resident(backend) for backend in backends):
+        from lipsync_server.resident import ResidentInputs
+
+        resident = ResidentInputs(store, model_device, settings.cuda_graphs)
+        log.info(
+            "model inputs and outputs stay on %s: only audio and encoded frames move", model_device
+        )
     log.info(
         "loaded %d instance(s)%s and the avatar in %.1f s",
         settings.instances,
         " and the audio encoder" if encoder else "",
         time.monotonic() - started,
     )
-    return DataPlane(settings, contract, backends, store, encoder, postprocessor=postprocessor)
+    return DataPlane(
+        settings, contract, backends, store, encoder, postprocessor=postprocessor, resident=resident
+    )
 
 
 def _reflection_pool() -> descriptor_pool.DescriptorPool:

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -37,6 +38,9 @@ from lipsync_server.postprocess import NumpyPostprocessor, Postprocessed, Postpr
 from lipsync_server.shared_renders import SharedRenders
 from lipsync_server.speech.frames import MelWindow
 from lipsync_server.video import DEFAULT_BITRATE_KBPS, check_bitrate
+
+if TYPE_CHECKING:
+    from lipsync_server.resident import ResidentBackend, ResidentInputs
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +109,11 @@ class DataPlane:
         encoder: tuple[EncoderContract, Backend] | None = None,
         *,
         postprocessor: Postprocessor | None = None,
+        resident: ResidentInputs | None = None,
     ) -> None:
         self.settings = settings
         self.postprocessor = postprocessor or NumpyPostprocessor(store)
+        self._resident = resident
         self.contract = contract
         self.store = store
         self._backends = list(backends)
@@ -118,7 +124,8 @@ class DataPlane:
         self._post_pool = ThreadPoolExecutor(
             settings.postprocess_threads, thread_name_prefix="postprocess"
         )
-        self.batcher: DynamicBatcher[Row, dict[str, np.ndarray], np.ndarray] = DynamicBatcher(
+        # Host arrays, or device tensors on the resident path (``lipsync_server.resident``).
+        self.batcher: DynamicBatcher[Row, Any, Any] = DynamicBatcher(
             BatchingPolicy(
                 settings.max_batch_size,
                 settings.max_queue_delay_microseconds,
@@ -188,14 +195,8 @@ class DataPlane:
 
     async def start(self) -> None:
         if self.settings.warmup:
-            loop = asyncio.get_running_loop()
             inputs = await self._prepare([Row(0, np.zeros(self.contract.audio.shape, np.float32))])
-            await asyncio.gather(
-                *(
-                    loop.run_in_executor(pool, backend.infer, inputs)
-                    for pool, backend in zip(self._instance_pools, self._backends, strict=True)
-                )
-            )
+            await asyncio.gather(*(self._infer(i, inputs) for i in range(len(self._backends))))
         if self.encoder is not None:
             await self.encoder.start()
         self.batcher.start()
@@ -399,7 +400,7 @@ class DataPlane:
         window = rows.reshape(self.contract.audio.shape)
         output, _, _ = await self.batcher.submit(Row(avatar_frame, window), deadline)
         self.metrics.silent_renders.inc()
-        return output.astype(np.float16)
+        return self._host(output).astype(np.float16)
 
     async def infer_tensors(
         self, image: np.ndarray, audio: np.ndarray, deadline: float | None
@@ -413,7 +414,7 @@ class DataPlane:
                 )
                 for row in range(image.shape[0])
             ]
-        return np.stack([task.result()[0] for task in tasks])
+        return np.stack([self._host(task.result()[0]) for task in tasks])
 
     # -- stages ------------------------------------------------------------------------------------
 
@@ -431,8 +432,20 @@ class DataPlane:
             options.jpeg_subsampling,
         )
 
-    async def _prepare(self, rows: list[Row]) -> dict[str, np.ndarray]:
+    def _host(self, output: Any) -> np.ndarray:
+        if self._resident is None:
+            return np.asarray(output)
+        from lipsync_server.resident import to_host
+
+        return to_host(output)
+
+    async def _prepare(self, rows: list[Row]) -> Any:
         loop = asyncio.get_running_loop()
+        if self._resident is not None:
+            images, audio = [row.image for row in rows], [row.audio for row in rows]
+            return await loop.run_in_executor(
+                self._pre_pool, self._resident.assemble, images, audio
+            )
         return await loop.run_in_executor(self._pre_pool, self._assemble, rows)
 
     def _assemble(self, rows: list[Row]) -> dict[str, np.ndarray]:
@@ -449,11 +462,13 @@ class DataPlane:
             self.store.fill_image_batch([frame], image[row : row + 1])
         return {self.contract.image.name: image, self.contract.audio.name: audio}
 
-    async def _infer(self, instance: int, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    async def _infer(self, instance: int, inputs: Any) -> list[Any]:
         loop = asyncio.get_running_loop()
-        output = await loop.run_in_executor(
-            self._instance_pools[instance], self._backends[instance].infer, inputs
-        )
+        pool, backend = self._instance_pools[instance], self._backends[instance]
+        if self._resident is not None:
+            resident = cast("ResidentBackend", backend)
+            return await loop.run_in_executor(pool, self._resident.run, resident, inputs)
+        output = await loop.run_in_executor(pool, backend.infer, inputs)
         return list(output)
 
     def _record_batch(self, timings: BatchTimings, queue_waits: list[float]) -> None:
