@@ -14,7 +14,7 @@ ensure_host_packages() {
     # One installer at a time: `make test` installs its packages while the test bed builds in
     # the background, and a second apt-get refuses to run ("Could not get lock").
     (
-        flock 9
+        flock -w 900 9 || { echo "host packages: another install holds the lock" >&2; exit 1; }
         printf '%s host packages: installing %s\n' "$(date -u +%H:%M:%S)" "${missing[*]}" >&2
         apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
         DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \

@@ -12,7 +12,6 @@ script cannot rot between GPU runs. Writes JSON and Markdown.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import tempfile
@@ -95,13 +94,11 @@ def _avatar_frame(device: torch.device) -> torch.Tensor:
     return torch.from_numpy(rgb).to(device)
 
 
-def _jpeg_rate(frame: torch.Tensor, seconds: float, stop: threading.Event | None = None) -> float:
+def _jpeg_rate(frame: torch.Tensor, seconds: float) -> float:
     count, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
         JpegEncoder(frame).to_tensor(quality=85).cpu()
         count += 1
-    if stop is not None:
-        stop.set()
     return count / (time.perf_counter() - started)
 
 
@@ -115,11 +112,8 @@ def jpeg_rates(device: torch.device, seconds: float, batch: int) -> dict[str, An
     stop, frames_run = threading.Event(), [0]
 
     def unet() -> None:
-        # Its own CUDA stream, as a server's model instance beside the post-processing threads.
-        side: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
-        if device.type == "cuda":
-            side = torch.cuda.stream(torch.cuda.Stream(device))  # type: ignore[no-untyped-call]
-        with torch.inference_mode(), side:
+        # The default stream, as in the server, whose model and post-processing share it.
+        with torch.inference_mode():
             while not stop.is_set():
                 model(image, audio)
                 _sync(device)
@@ -130,8 +124,11 @@ def jpeg_rates(device: torch.device, seconds: float, batch: int) -> dict[str, An
     runner = threading.Thread(target=unet, daemon=True)
     started = time.perf_counter()
     runner.start()
-    beside = _jpeg_rate(frame, seconds, stop)
-    runner.join()
+    try:
+        beside = _jpeg_rate(frame, seconds)
+    finally:
+        stop.set()
+        runner.join()
     unet_fps = frames_run[0] / (time.perf_counter() - started)
     return {
         "frame": list(frame.shape),

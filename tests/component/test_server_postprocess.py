@@ -4,7 +4,8 @@ torch backend the torch path keeps inputs and outputs on the device ("resident")
 raw tensors equal those of the host path.
 
 Bounds: composited pixels differ by at most 1 level (OpenCV's fixed-point bilinear against
-torch's float one, rounded); JPEGs of the two paths decode within 40 dB PSNR of each other.
+torch's float one, rounded); the PSNR between the frames the two paths' JPEGs decode to is at
+least 40 dB, and each JPEG has the chroma subsampling asked for.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from lipsync_server.audio import build_windows, synthetic_features
 from lipsync_server.avatar.demo import write_demo_avatar
 from lipsync_server.avatar.store import AvatarStore, ping_pong
 from lipsync_server.client import LipSyncStub, features_message, stream_speech
-from lipsync_server.compositor import JpegSubsampling, composite, decode
+from lipsync_server.compositor import JpegSubsampling, composite, decode, jpeg_subsampling
 from lipsync_server.postprocess import NumpyPostprocessor
 from lipsync_server.postprocess_torch import TorchPostprocessor
 from lipsync_server.process import ServerProcess
@@ -81,10 +82,10 @@ def test_jpegs_of_both_paths_decode_to_the_same_frame(
     numpy_path, torch_path = NumpyPostprocessor(hd_store), TorchPostprocessor(hd_store, "cpu")
     for avatar_frame, face in enumerate(faces):
         frame = composite(hd_store, avatar_frame, face)
-        pictures = [
-            decode(path(avatar_frame, face, "jpeg", 85, subsampling).data, "jpeg", 0, 0)
-            for path in (numpy_path, torch_path)
-        ]
+        jpegs = [path(avatar_frame, face, "jpeg", 85, subsampling).data
+                 for path in (numpy_path, torch_path)]  # fmt: skip
+        assert [jpeg_subsampling(data) for data in jpegs] == [subsampling, subsampling]
+        pictures = [decode(data, "jpeg", 0, 0) for data in jpegs]
         assert cv2.PSNR(pictures[0], pictures[1]) >= MIN_PSNR_DB
         for picture in pictures:
             assert picture.shape == frame.shape

@@ -6,10 +6,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import simplejpeg
 
 from lipsync_server.avatar.demo import write_demo_avatar
 from lipsync_server.avatar.store import AvatarStore
-from lipsync_server.compositor import composite, decode, encode, face_to_uint8
+from lipsync_server.compositor import (
+    composite,
+    decode,
+    encode,
+    face_to_uint8,
+    jpeg_subsampling,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -50,3 +57,16 @@ def test_raw_encoding_round_trips_and_jpeg_decodes_to_the_frame_size(store: Avat
     decoded = decode(jpeg, "jpeg", 320, 240)
     assert decoded.shape == frame.shape
     assert np.abs(decoded.astype(int) - frame.astype(int)).mean() < 4
+
+
+@pytest.mark.parametrize("subsampling", ["444", "420"])
+def test_the_subsampling_a_jpeg_declares_is_read_back(store: AvatarStore, subsampling: str) -> None:
+    data = encode(store.frames[0], "jpeg", 85, subsampling)  # type: ignore[arg-type]
+    assert jpeg_subsampling(data) == subsampling
+
+
+def test_no_subsampling_for_a_grey_jpeg_or_bytes_that_are_not_one(store: AvatarStore) -> None:
+    grey = np.ascontiguousarray(store.frames[0][..., :1])
+    assert jpeg_subsampling(bytes(simplejpeg.encode_jpeg(grey, colorspace="GRAY"))) is None
+    assert jpeg_subsampling(b"\xff\xd8 not a jpeg") is None
+    assert jpeg_subsampling(b"") is None

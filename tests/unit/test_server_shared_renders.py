@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 
 import pytest
 
+from lipsync_server.errors import DeadlineExceededError
 from lipsync_server.shared_renders import SharedRenders
 
 pytestmark = pytest.mark.unit
@@ -60,3 +62,49 @@ def test_a_failed_make_is_retried_and_the_least_recent_key_goes_first() -> None:
 
     asyncio.run(run())
     assert attempts == [0, 0, 1, 2, 1]
+
+
+def test_a_caller_waits_only_until_its_own_deadline_and_the_make_goes_on() -> None:
+    made: list[int] = []
+
+    async def run() -> None:
+        renders: SharedRenders[int, int] = SharedRenders(2)
+        gate = asyncio.Event()
+
+        async def slow() -> int:
+            made.append(1)
+            await gate.wait()
+            return 7
+
+        with pytest.raises(DeadlineExceededError):
+            await renders.get(0, slow, deadline=time.monotonic())
+        later = asyncio.ensure_future(renders.get(0, slow, deadline=time.monotonic() + 60))
+        await asyncio.sleep(0)
+        gate.set()
+        assert await later == (7, False)  # made once, by the caller that gave up
+
+    asyncio.run(run())
+    assert made == [1]
+
+
+def test_a_make_that_fails_after_every_caller_left_is_not_kept() -> None:
+    async def run() -> None:
+        renders: SharedRenders[int, int] = SharedRenders(2)
+        gate = asyncio.Event()
+
+        async def doomed() -> int:
+            await gate.wait()
+            raise RuntimeError("batch failed")
+
+        waiter = asyncio.ensure_future(renders.get(0, doomed))
+        await asyncio.sleep(0)
+        waiter.cancel()  # the caller's stream ended
+        gate.set()
+        await asyncio.sleep(0.01)
+
+        async def fine() -> int:
+            return 3
+
+        assert await renders.get(0, fine) == (3, True)
+
+    asyncio.run(run())

@@ -59,3 +59,20 @@ def decode(data: bytes, encoding: FrameEncoding, width: int, height: int) -> np.
     if encoding == "raw-bgr":
         return np.frombuffer(data, np.uint8).reshape(height, width, 3)
     return np.asarray(simplejpeg.decode_jpeg(data, colorspace="BGR"))
+
+
+def jpeg_subsampling(data: bytes) -> JpegSubsampling | None:
+    """The chroma subsampling a colour JPEG's frame header declares (None: neither 4:4:4 nor
+    4:2:0, or not a colour JPEG)."""
+    at = 2  # after SOI
+    while at + 4 <= len(data) and data[at] == 0xFF:
+        marker, length = data[at + 1], int.from_bytes(data[at + 2 : at + 4], "big")
+        if marker in (0xC0, 0xC1, 0xC2):  # start of frame: baseline, extended, progressive
+            components, luma = data[at + 9], data[at + 11]
+            if components == 3 and luma == 0x11:
+                return "444"
+            if components == 3 and luma == 0x22:
+                return "420"
+            return None
+        at += 2 + length
+    return None

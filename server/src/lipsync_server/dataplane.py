@@ -195,11 +195,20 @@ class DataPlane:
 
     async def start(self) -> None:
         if self.settings.warmup:
-            inputs = await self._prepare([Row(0, np.zeros(self.contract.audio.shape, np.float32))])
-            await asyncio.gather(*(self._infer(i, inputs) for i in range(len(self._backends))))
+            await self._warm_up()
         if self.encoder is not None:
             await self.encoder.start()
         self.batcher.start()
+
+    async def _warm_up(self) -> None:
+        """A first batch through every instance; with CUDA graphs, every batch size, one
+        instance at a time, so that no graph is captured while serving."""
+        silent = np.zeros(self.contract.audio.shape, np.float32)
+        sizes = range(1, self.settings.max_batch_size + 1) if self.settings.cuda_graphs else [1]
+        for size in sizes:
+            inputs = await self._prepare([Row(0, silent)] * size)
+            for instance in range(len(self._backends)):
+                await self._infer(instance, inputs)
 
     async def drain(self, grace_seconds: float) -> bool:
         """Refuse new work, wait up to ``grace_seconds`` for in-flight calls; True if all ended."""
@@ -310,7 +319,7 @@ class DataPlane:
         if silent and options.rendered == "jpeg":
             key = (avatar_frame, options.jpeg_quality, options.jpeg_subsampling)
             done, made_here = await self._silent_jpegs.get(
-                key, lambda: self._render_silent(avatar_frame, options, deadline)
+                key, lambda: self._render_silent(avatar_frame, options), deadline
             )
             if not made_here:  # neither composited nor encoded for this frame
                 done = Postprocessed(done.data, 0.0, 0.0)
@@ -387,18 +396,20 @@ class DataPlane:
         return features, silent
 
     async def _render_silent(
-        self, avatar_frame: int, options: OutputOptions, deadline: float | None
+        self, avatar_frame: int, options: OutputOptions, deadline: float | None = None
     ) -> Postprocessed:
         closed, _ = await self._closed_mouth.get(
-            avatar_frame, lambda: self._render_closed_mouth(avatar_frame, deadline)
+            avatar_frame, lambda: self._render_closed_mouth(avatar_frame), deadline
         )
         return await self._postprocess(avatar_frame, closed.astype(np.float32), options)
 
-    async def _render_closed_mouth(self, avatar_frame: int, deadline: float | None) -> np.ndarray:
+    async def _render_closed_mouth(self, avatar_frame: int) -> np.ndarray:
+        """Shared by every caller: bounded by the server's queue timeout, not a caller's."""
         encoder = self.require_encoder()
         rows = np.tile(encoder.silent_features, (self.contract.audio_window, 1))
         window = rows.reshape(self.contract.audio.shape)
-        output, _, _ = await self.batcher.submit(Row(avatar_frame, window), deadline)
+        row = Row(avatar_frame, window)
+        output, _, _ = await self.batcher.submit(row, self.queue_deadline(None))
         self.metrics.silent_renders.inc()
         return self._host(output).astype(np.float16)
 

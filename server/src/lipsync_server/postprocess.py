@@ -73,8 +73,16 @@ class NumpyPostprocessor:
         return Postprocessed(data, composed - started, time.perf_counter() - composed)
 
 
-def torch_available() -> bool:
-    return all(importlib.util.find_spec(name) is not None for name in ("torch", "torchcodec"))
+def torch_available(device: str) -> bool:
+    """torch and TorchCodec installed, and torch able to use ``device`` (a CPU-only torch
+    beside an ONNX Runtime CUDA backend is not)."""
+    if any(importlib.util.find_spec(name) is None for name in ("torch", "torchcodec")):
+        return False
+    if not device.startswith("cuda"):
+        return True
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def choose_postprocess(
@@ -97,7 +105,7 @@ def choose_postprocess(
 def load_postprocessor(
     requested: PostprocessChoice, store: AvatarStore, model_device: str
 ) -> Postprocessor:
-    kind, device = choose_postprocess(requested, model_device, torch_available())
+    kind, device = choose_postprocess(requested, model_device, torch_available(model_device))
     if kind == "numpy":
         return NumpyPostprocessor(store)
     from lipsync_server.postprocess_torch import TorchPostprocessor

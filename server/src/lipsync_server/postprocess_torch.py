@@ -2,8 +2,9 @@
 the frame JPEG-encoded there, only the encoded bytes copied back.
 
 The same code runs on CPU (tests, the CPU benchmark) and on CUDA, where TorchCodec encodes with
-nvJPEG. TorchCodec writes 4:2:0 JPEG; a stream that asks for 4:4:4 (or raw frames) gets the frame
-composited on the device and encoded on the host.
+nvJPEG. TorchCodec has no subsampling setting: its CPU encoder writes 4:2:0, its CUDA encoder
+4:4:4. Which one the device writes is read from a first frame; a stream that asks for the other
+(or for raw frames) gets the frame composited on the device and encoded on the host.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch.nn.functional as F  # noqa: N812 (torch's own convention)
 from torchcodec.encoders import JpegEncoder  # type: ignore[attr-defined]  # no __all__
 
 from lipsync_server.avatar.store import BORDER, INNER, AvatarStore
-from lipsync_server.compositor import FrameEncoding, JpegSubsampling, encode
+from lipsync_server.compositor import FrameEncoding, JpegSubsampling, encode, jpeg_subsampling
 from lipsync_server.postprocess import Postprocessed, PostprocessKind
 
 
@@ -46,6 +47,10 @@ class TorchPostprocessor:
         self._frames = _rgb_channel_first(store.frames, self._device)
         self._crops = _rgb_channel_first(store.crops, self._device)
         self._boxes = [tuple(int(v) for v in box) for box in store.boxes]
+        self.device_subsampling = jpeg_subsampling(self._jpeg(self._frames[0], 85))
+
+    def _jpeg(self, frame: torch.Tensor, quality: int) -> bytes:
+        return bytes(JpegEncoder(frame).to_tensor(quality=quality).cpu().numpy().tobytes())
 
     @property
     def device(self) -> str:
@@ -72,8 +77,8 @@ class TorchPostprocessor:
         quality: int,
         subsampling: JpegSubsampling,
     ) -> bytes:
-        if encoding == "jpeg" and subsampling == "420":
-            return JpegEncoder(frame).to_tensor(quality=quality).cpu().numpy().tobytes()
+        if encoding == "jpeg" and subsampling == self.device_subsampling:
+            return self._jpeg(frame, quality)
         bgr = frame.flip(0).permute(1, 2, 0).contiguous().cpu().numpy()
         return encode(bgr, encoding, quality, subsampling)
 

@@ -36,7 +36,13 @@ class ResidentInputs:
     def run(self, backend: ResidentBackend, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
         """One batch through ``backend``; its output rows, still on the device."""
         output = backend.run_resident(inputs)
-        return list(output.clone() if self._copy_outputs else output)
+        if self._copy_outputs:
+            output = output.clone()
+        if self._device.type == "cuda":
+            # The batch is done when its output is: the batcher times it and hands the instance
+            # its next batch only then (otherwise batches shrink and queued GPU work piles up).
+            torch.cuda.current_stream(self._device).synchronize()
+        return list(output)
 
     @torch.inference_mode()
     def assemble(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lipsync_server.errors import InvalidRequestError
+from lipsync_server.errors import InvalidRequestError, NotConfiguredError
 
 # PyAV is imported where H.264 is used: a server that sends only JPEG runs without it.
 if TYPE_CHECKING:
@@ -38,9 +38,13 @@ _OPTIONS = {
 
 @functools.cache
 def h264_codec() -> str:
-    """h264_nvenc when it opens here (a GPU with NVENC, and its driver), else libx264."""
-    import av
-
+    """h264_nvenc when it opens here (a GPU with NVENC, and its driver), else libx264; empty
+    where PyAV is not installed (the server then sends JPEG and raw frames only)."""
+    try:
+        import av
+    except ImportError:
+        log.info("no PyAV here: no H.264 frames")
+        return ""
     try:
         _open(NVENC, 256, 256, 25.0, DEFAULT_BITRATE_KBPS)
     except (av.FFmpegError, ValueError) as exc:
@@ -93,6 +97,10 @@ class H264Encoder:
                 f"H.264 needs an even frame size (4:2:0); the avatar is {width}x{height}"
             )
         self.codec = h264_codec()
+        if not self.codec:
+            raise NotConfiguredError(
+                "ENCODING_H264 needs PyAV (the av package), which this server runs without"
+            )
         self._context = _open(self.codec, width, height, fps, kbps)
         self._count = 0
 

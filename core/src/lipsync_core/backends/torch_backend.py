@@ -97,7 +97,8 @@ class _GraphRunner:
                     self._module(*static)
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            # thread_local: the server's other threads keep using CUDA while this one captures.
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 output = self._module(*static)
             self._graphs[batch] = (graph, static, output)
         graph, static, output = self._graphs[batch]
