@@ -19,6 +19,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import click
 import cv2
@@ -37,7 +38,7 @@ THREADS = ServerOptions.model_fields["postprocess_threads"].default
 
 
 def measure(
-    path: Postprocessor, subsampling: JpegSubsampling, outputs: ReferenceOutputs, streams: int
+    path: Postprocessor[Any], subsampling: JpegSubsampling, outputs: ReferenceOutputs, streams: int
 ) -> dict[str, float]:
     frames = list(zip(outputs.avatar_frames, outputs.faces, strict=True))
 
@@ -74,7 +75,7 @@ def main(count: int, streams: str) -> None:
         NumpyPostprocessor(outputs.store),
         TorchPostprocessor(outputs.store, "cpu"),
     )
-    paths: list[tuple[str, Postprocessor, JpegSubsampling]] = [
+    paths: list[tuple[str, Postprocessor[Any], JpegSubsampling]] = [
         ("numpy, JPEG 4:4:4 (default)", numpy_path, "444"),
         ("numpy, JPEG 4:2:0", numpy_path, "420"),
         ("torch on CPU, JPEG 4:2:0 (TorchCodec)", torch_path, "420"),

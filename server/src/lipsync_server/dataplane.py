@@ -108,7 +108,7 @@ class DataPlane:
         store: AvatarStore,
         encoder: tuple[EncoderContract, Backend] | None = None,
         *,
-        postprocessor: Postprocessor | None = None,
+        postprocessor: Postprocessor[Any] | None = None,
         resident: ResidentInputs | None = None,
     ) -> None:
         self.settings = settings

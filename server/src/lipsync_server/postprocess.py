@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import importlib.util
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Generic, Literal, TypeVar
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from lipsync_server.compositor import FrameEncoding, JpegSubsampling, composite,
 from lipsync_server.errors import NotConfiguredError
 
 PostprocessKind = Literal["numpy", "torch"]
+Frame = TypeVar("Frame")  # a composited frame: a host array, or a tensor on the device
 
 
 @dataclass(frozen=True)
@@ -30,47 +32,62 @@ class Postprocessed:
     encode_s: float
 
 
-class Postprocessor(Protocol):
-    """``(avatar frame, model output [3, H, W] in [0, 1], output options) -> encoded frame``."""
+class Postprocessor(ABC, Generic[Frame]):
+    """``(avatar frame, model output [3, H, W] in [0, 1], output options) -> encoded frame``:
+    the face composited into its avatar frame, then the frame encoded, each step timed."""
+
+    kind: PostprocessKind
 
     @property
-    def kind(self) -> PostprocessKind: ...
-
-    @property
+    @abstractmethod
     def device(self) -> str: ...
 
-    def __call__(
-        self,
-        avatar_frame: int,
-        output: np.ndarray,
-        encoding: FrameEncoding,
-        quality: int,
-        subsampling: JpegSubsampling,
-    ) -> Postprocessed: ...
+    @abstractmethod
+    def composite(self, avatar_frame: int, output: Any) -> Frame: ...
 
-
-class NumpyPostprocessor:
-    """Composite with OpenCV and encode with simplejpeg, on the host."""
-
-    kind: PostprocessKind = "numpy"
-    device = "cpu"
-
-    def __init__(self, store: AvatarStore) -> None:
-        self._store = store
+    @abstractmethod
+    def encode(
+        self, frame: Frame, encoding: FrameEncoding, quality: int, subsampling: JpegSubsampling
+    ) -> bytes: ...
 
     def __call__(
         self,
         avatar_frame: int,
-        output: np.ndarray,
+        output: Any,
         encoding: FrameEncoding,
         quality: int,
         subsampling: JpegSubsampling,
     ) -> Postprocessed:
         started = time.perf_counter()
-        frame = composite(self._store, avatar_frame, output)
+        frame = self.composite(avatar_frame, output)
         composed = time.perf_counter()
-        data = encode(frame, encoding, quality, subsampling)
+        data = self.encode(frame, encoding, quality, subsampling)
         return Postprocessed(data, composed - started, time.perf_counter() - composed)
+
+
+class NumpyPostprocessor(Postprocessor[np.ndarray]):
+    """Composite with OpenCV and encode with simplejpeg, on the host."""
+
+    kind: PostprocessKind = "numpy"
+
+    def __init__(self, store: AvatarStore) -> None:
+        self._store = store
+
+    @property
+    def device(self) -> str:
+        return "cpu"
+
+    def composite(self, avatar_frame: int, output: Any) -> np.ndarray:
+        return composite(self._store, avatar_frame, output)
+
+    def encode(
+        self,
+        frame: np.ndarray,
+        encoding: FrameEncoding,
+        quality: int,
+        subsampling: JpegSubsampling,
+    ) -> bytes:
+        return encode(frame, encoding, quality, subsampling)
 
 
 def torch_available(device: str) -> bool:
@@ -104,7 +121,7 @@ def choose_postprocess(
 
 def load_postprocessor(
     requested: PostprocessChoice, store: AvatarStore, model_device: str
-) -> Postprocessor:
+) -> Postprocessor[Any]:
     kind, device = choose_postprocess(requested, model_device, torch_available(model_device))
     if kind == "numpy":
         return NumpyPostprocessor(store)

@@ -9,8 +9,6 @@ nvJPEG. TorchCodec has no subsampling setting: its CPU encoder writes 4:2:0, its
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 (torch's own convention)
@@ -18,7 +16,7 @@ from torchcodec.encoders import JpegEncoder  # type: ignore[attr-defined]  # no 
 
 from lipsync_server.avatar.store import BORDER, INNER, AvatarStore
 from lipsync_server.compositor import FrameEncoding, JpegSubsampling, encode, jpeg_subsampling
-from lipsync_server.postprocess import Postprocessed, PostprocessKind
+from lipsync_server.postprocess import PostprocessKind, Postprocessor
 
 
 def _rgb_channel_first(images: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -39,7 +37,10 @@ def _resize(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return resized[0].round_().clamp_(0, 255).to(torch.uint8)
 
 
-class TorchPostprocessor:
+class TorchPostprocessor(Postprocessor[torch.Tensor]):
+    """Composite and JPEG on ``device``. On CUDA the composite's kernels run asynchronously:
+    their time shows in ``encode_s``, which waits for the bytes."""
+
     kind: PostprocessKind = "torch"
 
     def __init__(self, store: AvatarStore, device: str) -> None:
@@ -81,19 +82,3 @@ class TorchPostprocessor:
             return self._jpeg(frame, quality)
         bgr = frame.flip(0).permute(1, 2, 0).contiguous().cpu().numpy()
         return encode(bgr, encoding, quality, subsampling)
-
-    def __call__(
-        self,
-        avatar_frame: int,
-        output: np.ndarray,
-        encoding: FrameEncoding,
-        quality: int,
-        subsampling: JpegSubsampling,
-    ) -> Postprocessed:
-        # On CUDA the composite's kernels run asynchronously: their time shows in encode_s,
-        # which waits for the bytes.
-        started = time.perf_counter()
-        frame = self.composite(avatar_frame, output)
-        composed = time.perf_counter()
-        data = self.encode(frame, encoding, quality, subsampling)
-        return Postprocessed(data, composed - started, time.perf_counter() - composed)
