@@ -32,21 +32,6 @@ def reference_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def reference_program(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The reference UNet-328 in PyTorch (seed 0) as a torch.export program ([torch] extra)."""
-    import torch  # only where it is needed: seconds to import
-
-    from lipsync_contract.modelio import preset
-    from lipsync_core.export_torch import export_program
-    from lipsync_core.reference.unet328_torch import Model
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("program") / "unet328.pt2"
-    export_program(torch, Model().eval(), preset("unet328-ave"), path)
-    return path
-
-
-@pytest.fixture(scope="session")
 def small_avatar(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 4-frame 320x240 demo avatar package, written once per test session."""
     from lipsync_server.avatar.demo import write_demo_avatar  # OpenCV: only where it is needed

@@ -18,10 +18,13 @@ import cv2
 import grpc
 import numpy as np
 import pytest
+import torch
 import tritonclient.grpc as triton
 
 from lipsync_contract.modelio import preset
 from lipsync_core.backends import BackendConfig, load_backend
+from lipsync_core.export_torch import export_program
+from lipsync_core.reference.unet328_torch import Model
 from lipsync_server._generated.lipsync.v1 import lipsync_pb2 as pb
 from lipsync_server.audio import build_windows, synthetic_features
 from lipsync_server.avatar.demo import write_demo_avatar
@@ -159,6 +162,15 @@ def test_silent_frames_on_the_torch_path_come_from_the_encoded_cache(
         else:
             first[frame.avatar_frame] = frame.data
     assert sorted(first) == [0, 1, 2, 3]
+
+
+@pytest.fixture(scope="module")
+def reference_program(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reference UNet-328 in PyTorch (seed 0) as a torch.export program."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("program") / "unet328.pt2"
+    export_program(torch, Model().eval(), CONTRACT, path)
+    return path
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from lipsync_contract.enginekey import BatchProfile
 from lipsync_contract.modelio import preset
 from lipsync_core.backends import BackendConfig, load_backend
 from lipsync_core.backends.torch_backend import TorchBackend
+from lipsync_core.export_torch import export_program
 from lipsync_core.samples import random_inputs
 from lipsync_engine_builder.targets.base import BuildContext
 from lipsync_engine_builder.targets.torch import build_aoti_package, build_torch_program
@@ -28,8 +29,13 @@ CONTRACT = preset("unet328-ave")
 
 
 @pytest.fixture(scope="module")
-def program(reference_program: Path) -> Path:
-    return reference_program
+def program(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from lipsync_core.reference.unet328_torch import Model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("torch") / "unet328.pt2"
+    export_program(torch, Model().eval(), CONTRACT, path)
+    return path
 
 
 def _context(program: Path, workdir: Path, precision: str) -> BuildContext:
